@@ -1,0 +1,81 @@
+"""Logging for this deployment: JSON lines (python-json-logger) or text, on one stream.
+
+Only this module installs handlers; the engine only calls ``getLogger``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any, TextIO
+
+from pythonjsonlogger.json import JsonFormatter
+
+from jobhost.context import RunContextFilter
+
+_FIRST = ("timestamp", "level", "logger", "message")
+_CONTEXT = ("job", "run_id", "slot", "attempt")
+
+
+class JsonLineFormatter(JsonFormatter):
+    """The contract's fields first; a run's traceback (from its child) as `exc_info`."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "{levelname}{name}{message}",
+            style="{",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp=True,
+        )
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        super().add_fields(log_data, record, message_dict)
+        trace = log_data.pop("run_traceback", None)
+        if trace and "exc_info" not in log_data:
+            log_data["exc_info"] = trace
+        if "timestamp" in log_data:
+            log_data["timestamp"] = log_data["timestamp"].isoformat().replace("+00:00", "Z")
+        ordered = {key: log_data.pop(key) for key in _FIRST if key in log_data}
+        ordered.update(log_data)
+        log_data.clear()
+        log_data.update(ordered)
+
+
+class TextFormatter(logging.Formatter):
+    """One readable line: time, level, logger, [job run], message, then the traceback."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        job = getattr(record, "job", None)
+        original = record.msg, record.args
+        if job:
+            run_id = str(getattr(record, "run_id", ""))[:8]
+            record.msg, record.args = f"[{job} {run_id}] {record.getMessage()}", None
+        try:
+            text = super().format(record)
+        finally:
+            record.msg, record.args = original
+        trace = getattr(record, "run_traceback", None)
+        return f"{text}\n{trace.rstrip()}" if trace else text
+
+
+def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
+    """Send every log record to `stream` (stdout by default) in `fmt`."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(JsonLineFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RunContextFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)
+
+    def log_uncaught(kind: type[BaseException], value: BaseException, trace: Any) -> None:
+        logging.getLogger("jobhost").critical("uncaught exception", exc_info=(kind, value, trace))
+
+    sys.excepthook = log_uncaught
+    threading.excepthook = lambda args: log_uncaught(args.exc_type, args.exc_value, args.exc_traceback)  # type: ignore[arg-type]

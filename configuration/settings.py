@@ -1,0 +1,144 @@
+"""This deployment's settings, each declared once: variable, default, what it accepts, meaning.
+
+The README's settings table is generated from this list
+(``python -m configuration.settings``) and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jobhost.durations import parse_duration
+from jobhost.errors import SettingError
+from jobhost.timezones import get_zone, system_zone
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "text")
+
+
+@dataclass(frozen=True)
+class Setting:
+    variable: str
+    default: str | None
+    accepts: str
+    meaning: str
+    parse: Callable[[str], Any]
+    shown_default: str | None = None
+
+
+def _whole(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise ValueError
+        return value
+
+    return parse
+
+
+def _choice(choices: tuple[str, ...], fold: Callable[[str], str]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if fold(text) not in choices:
+            raise ValueError
+        return fold(text)
+
+    return parse
+
+
+def _state_url(text: str) -> str:
+    if not text.startswith("sqlite:///") or text == "sqlite:///":
+        raise ValueError
+    return text
+
+
+def _directory(text: str) -> Path:
+    path = Path(text)
+    return path if path.is_absolute() else ROOT / path
+
+
+SETTINGS = (
+    Setting(
+        "JOBS_STATE_URL",
+        "sqlite:///var/jobhost.sqlite3",
+        "`sqlite:///relative/path` (under the repository) or `sqlite:////absolute/path`",
+        "run history and job state",
+        _state_url,
+    ),
+    Setting("JOBS_LOG_LEVEL", "INFO", ", ".join(LOG_LEVELS), "the lowest level logged", _choice(LOG_LEVELS, str.upper)),
+    Setting(
+        "JOBS_LOG_FORMAT",
+        "json",
+        "`json` (one object a line) or `text` (for a person)",
+        "log line format on stdout",
+        _choice(LOG_FORMATS, str.lower),
+    ),
+    Setting("JOBS_MAX_WORKERS", "4", "a whole number, 1 or more", "runs at the same time on this host", _whole(1)),
+    Setting(
+        "JOBS_STOP_GRACE",
+        "20s",
+        "seconds or a duration such as `20s`, `2m`",
+        "on SIGTERM, how long runs in flight get to finish before they are killed",
+        lambda text: parse_duration(text, what="JOBS_STOP_GRACE"),
+    ),
+    Setting(
+        "JOBS_TIMEZONE",
+        None,
+        "an IANA zone such as `Europe/London`",
+        "zone of `.at()` times and cron expressions that name none",
+        get_zone,
+        shown_default="the machine's zone (`TZ`, `/etc/localtime`), else UTC",
+    ),
+    Setting(
+        "JOBS_DIR",
+        "jobs",
+        "a directory (relative to the repository or absolute)",
+        "the package of job modules imported at start",
+        _directory,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_url: str
+    log_level: str
+    log_format: str
+    max_workers: int
+    stop_grace: float
+    timezone: ZoneInfo
+    jobs_dir: Path
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every setting; raise SettingError naming the first bad variable."""
+    environ = os.environ if environ is None else environ
+    values = []
+    for setting in SETTINGS:
+        raw = environ.get(setting.variable, "").strip()
+        if not raw:
+            values.append(system_zone() if setting.default is None else setting.parse(setting.default))
+            continue
+        try:
+            values.append(setting.parse(raw))
+        except (ValueError, TypeError):
+            raise SettingError(setting.variable, raw, f"expected {setting.accepts}") from None
+    return Settings(*values)
+
+
+def markdown_table() -> str:
+    """The README's settings table."""
+    lines = ["| variable | default | accepts | meaning |", "| --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default = s.shown_default or f"`{s.default}`"
+        lines.append(f"| `{s.variable}` | {default} | {s.accepts} | {s.meaning} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())  # noqa: T201 - this is the command's output

@@ -1,0 +1,21 @@
+"""jobhost: recurring Python jobs, each run isolated, logged and remembered.
+
+    from jobhost import job, every, cron
+
+    @job(every(10).minutes, timeout="2m")
+    def pull_exchange_rates():
+        ...
+
+`job`, `every` and `cron` register on `default_registry`, which the host's
+entry point (``jobs.py``) runs; tests may build a `Registry` of their own.
+"""
+
+from jobhost.registry import JobSpec as JobSpec
+from jobhost.registry import Registry as Registry
+from jobhost.schedules import cron as cron
+
+default_registry = Registry()
+job = default_registry.job
+every = default_registry.every
+
+__all__ = ["JobSpec", "Registry", "cron", "default_registry", "every", "job"]

@@ -1,0 +1,169 @@
+"""What happens inside the forked child that executes one run.
+
+The child gets its own process group (so the host can kill the run and
+everything it started at once), sends its stdout and stderr through pipes and
+its log records and its result through a control pipe, as JSON lines. The host
+is the only writer of the log stream, so nothing a job writes can break it.
+The child always leaves through ``os._exit``: no atexit handlers or buffers
+inherited from the host may run twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from typing import Any, NoReturn
+
+from jobhost.context import RunContext, current_run
+from jobhost.registry import JobSpec
+
+_PR_SET_PDEATHSIG = 1
+_HARNESS_FAILED = 70
+_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class Terminated(BaseException):
+    """Raised in the job when the host stops the run (timeout or host stop).
+
+    A BaseException, so that a job's ``except Exception`` does not swallow it.
+    """
+
+
+def run_child(spec: JobSpec, context: RunContext, out_fd: int, err_fd: int, ctl_fd: int) -> NoReturn:
+    """Execute the job in this (forked) process and exit; never returns."""
+    try:
+        control = _prepare(out_fd, err_fd, ctl_fd, context)
+    except BaseException:  # noqa: BLE001 - the harness itself failed; say so in the exit code
+        os._exit(_HARNESS_FAILED)
+    code = 0
+    try:
+        if spec.wants_slot:
+            spec.func(slot=context.slot)
+        else:
+            spec.func()
+        control.send({"t": "result", "ok": True})
+    except SystemExit as exc:
+        ok = exc.code in (None, 0)
+        control.send({"t": "result", "ok": ok, "exc_type": "SystemExit", "exc_message": f"sys.exit({exc.code!r})"})
+        code = 0 if ok else 1
+    except BaseException as exc:  # noqa: BLE001 - every failure of the job is reported, never raised
+        control.send(
+            {
+                "t": "result",
+                "ok": False,
+                "exc_type": _qualified(type(exc)),
+                "exc_message": str(exc),
+                "traceback": "".join(traceback.format_exception(exc)),
+            }
+        )
+        code = 1
+    _flush()
+    os._exit(code)
+
+
+def _prepare(out_fd: int, err_fd: int, ctl_fd: int, context: RunContext) -> _Control:
+    os.setpgid(0, 0)
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, _terminate)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    _die_with_parent()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    for fd in {null, out_fd, err_fd}:
+        if fd > 2:
+            os.close(fd)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
+    sys.stdout = _text_stream(1)
+    sys.stderr = _text_stream(2)
+    control = _Control(ctl_fd)
+    root = logging.getLogger()
+    root.handlers = [_ControlHandler(control)]
+    current_run.set(context)
+    return control
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(f"stopped by the host ({signal.Signals(signum).name})")
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process if the host dies, so no run outlives it unseen."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _text_stream(fd: int) -> io.TextIOWrapper:
+    raw = open(fd, "wb", buffering=0, closefd=False)  # noqa: SIM115 - lives as long as the process
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", line_buffering=True, write_through=True)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+
+
+def _qualified(kind: type) -> str:
+    module = kind.__module__
+    return kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"
+
+
+class _Control:
+    """Newline-delimited JSON messages to the host over a pipe."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = (json.dumps(message, default=repr) + "\n").encode("utf-8", "backslashreplace")
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+
+
+class _ControlHandler(logging.Handler):
+    """Sends each log record of the job to the host, which logs it with the run's context."""
+
+    def __init__(self, control: _Control):
+        super().__init__()
+        self.control = control
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message: dict[str, Any] = {
+                "t": "log",
+                "name": record.name,
+                "levelno": record.levelno,
+                "msg": record.getMessage(),
+                "created": record.created,
+                "extra": {k: _plain(v) for k, v in vars(record).items() if k not in _RECORD_FIELDS},
+            }
+            if record.exc_info:
+                message["traceback"] = "".join(traceback.format_exception(*record.exc_info))
+            self.control.send(message)
+        except Exception:  # noqa: BLE001 - logging must never break the job
+            self.handleError(record)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value

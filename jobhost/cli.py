@@ -1,0 +1,277 @@
+"""The command line: the same operations a person and a script need, on click.
+
+Exit status: 0 success, 1 a failed run or invalid job definitions, 2 bad usage
+(unknown command or job, a bad option or setting).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import click
+
+from jobhost import default_registry
+from jobhost.clock import now as wall_now
+from jobhost.discovery import discover
+from jobhost.durations import format_duration
+from jobhost.errors import JobhostError, SettingError, StoreError, UnknownJobError
+from jobhost.host import Host, HostConfig
+from jobhost.outcomes import RunStatus
+from jobhost.registry import JobSpec, Registry
+from jobhost.store import StateStore, open_store
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """What a deployment hands the engine (built by configuration/ from the environment)."""
+
+    state_url: str
+    base_dir: Path
+    jobs_dir: Path
+    timezone: ZoneInfo
+    host: HostConfig = field(default_factory=HostConfig)
+
+
+Configure = Callable[..., HostSettings]
+
+
+@dataclass
+class _App:
+    """Loads settings, jobs and the store once per command, lazily."""
+
+    configure: Configure
+    registry: Registry = field(default_factory=lambda: default_registry)
+    settings: HostSettings | None = None
+
+    def load(self, *, log_to_stdout: bool = False, strict: bool = False) -> HostSettings:
+        try:
+            self.settings = self.configure(log_to_stdout=log_to_stdout)
+        except SettingError as exc:
+            _fail(str(exc), 2)
+        assert self.settings is not None
+        self.registry.default_zone = self.settings.timezone
+        problems = discover(self.settings.jobs_dir, self.registry)
+        for problem in problems:
+            click.echo(problem.describe(), err=True)
+        if problems and strict:
+            _fail(f"{len(problems)} problem(s) in the job definitions; nothing was started", 1)
+        return self.settings
+
+    def store(self) -> StateStore:
+        assert self.settings is not None
+        try:
+            return open_store(self.settings.state_url, self.settings.base_dir)
+        except StoreError as exc:
+            _fail(f"JOBS_STATE_URL: {exc}", 2)
+            raise
+
+    def job(self, name: str) -> JobSpec:
+        spec = self.registry.jobs.get(name)
+        if spec is None:
+            raise click.UsageError(str(UnknownJobError(name, list(self.registry.jobs))))
+        return spec
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"jobhost: {message}", err=True)
+    sys.exit(code)
+
+
+pass_app = click.make_pass_decorator(_App)
+
+
+def _instant(text: str | None, zone: ZoneInfo, what: str) -> dt.datetime | None:
+    """Parse ISO 8601; a time without an offset is read in the job's zone."""
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not ISO 8601, e.g. 2026-11-23T06:00 or 2026-11-23T06:00+01:00", param_hint=what
+        ) from None
+    return value.replace(tzinfo=zone) if value.tzinfo is None else value
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Run the jobs in jobs/ forever (no command), or one of the commands below."""
+    if ctx.invoked_subcommand is None:
+        app: _App = ctx.obj
+        settings = app.load(log_to_stdout=True, strict=True)
+        store = app.store()
+        try:
+            sys.exit(Host(app.registry.jobs, store, settings.host).run_forever())
+        finally:
+            store.close()
+
+
+@cli.command()
+@pass_app
+def check(app: _App) -> None:
+    """Import and validate every job and setting; exit 1 listing each problem as file:line."""
+    app.load(strict=True)
+    click.echo(f"ok: {len(app.registry.jobs)} jobs")
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
+@pass_app
+def list_jobs(app: _App, as_json: bool) -> None:
+    """The jobs: schedule, next slot, last status, paused."""
+    app.load()
+    store = app.store()
+    last, paused = store.last_statuses(), store.paused_jobs()
+    now = wall_now()
+    rows = []
+    for name, spec in sorted(app.registry.jobs.items()):
+        upcoming = spec.schedule.next_slot(now)
+        rows.append(
+            {
+                "name": name,
+                "schedule": spec.schedule.describe(),
+                "timezone": spec.schedule.zone.key,
+                "next_slot": upcoming.isoformat() if upcoming else None,
+                "last_status": str(last[name]) if name in last else None,
+                "paused": name in paused,
+                **spec.options(),
+                "file": spec.file,
+                "line": spec.line,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _table(
+        ["NAME", "NEXT SLOT", "LAST", "SCHEDULE"],
+        [
+            [
+                r["name"] + (" (paused)" if r["paused"] else ""),
+                r["next_slot"] or "-",
+                r["last_status"] or "-",
+                r["schedule"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+@cli.command()
+@click.argument("name")
+@click.option(
+    "--slot", help="The slot to run for (ISO 8601; no offset means the job's zone). Default: the latest slot."
+)
+@pass_app
+def run(app: _App, name: str, slot: str | None) -> None:
+    """Run job NAME once now, in the foreground, isolated and logged; exit 0 if it succeeded."""
+    settings = app.load(log_to_stdout=True)
+    spec = app.job(name)
+    zone = spec.schedule.zone
+    when = _instant(slot, zone, "--slot") or spec.schedule.latest_slot(wall_now()) or wall_now()
+    store = app.store()
+    try:
+        outcome = Host(app.registry.jobs, store, settings.host).run_now(spec, when)
+    finally:
+        store.close()
+    sys.exit(0 if outcome.status == RunStatus.SUCCEEDED else 1)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, newest first, for scripts.")
+@pass_app
+def history(app: _App, name: str | None, limit: int, as_json: bool) -> None:
+    """Past runs, newest first, of one job or all."""
+    app.load()
+    store = app.store()
+    if name is not None and name not in app.registry.jobs and not store.runs(name, 1):
+        raise click.UsageError(str(UnknownJobError(name, list(app.registry.jobs))))
+    records = store.runs(name, limit)
+    if as_json:
+        click.echo(json.dumps([r.as_json() for r in records], indent=2))
+        return
+    _table(
+        ["SLOT", "JOB", "TRY", "STATUS", "TOOK", "REASON"],
+        [
+            [
+                r.slot.isoformat(),
+                r.job,
+                str(r.attempt),
+                str(r.status),
+                format_duration(r.duration_ms / 1000) if r.duration_ms is not None else "-",
+                r.reason,
+            ]
+            for r in records
+        ],
+    )
+
+
+@cli.command()
+@click.argument("name")
+@pass_app
+def pause(app: _App, name: str) -> None:
+    """Stop starting runs of NAME (its slots are recorded as skipped) until `resume`."""
+    _set_paused(app, name, True)
+
+
+@cli.command()
+@click.argument("name")
+@pass_app
+def resume(app: _App, name: str) -> None:
+    """Start running NAME on its schedule again."""
+    _set_paused(app, name, False)
+
+
+def _set_paused(app: _App, name: str, paused: bool) -> None:
+    app.load()
+    app.job(name)
+    store = app.store()
+    store.set_paused(name, paused)
+    click.echo(f"{name}: {'paused' if paused else 'resumed'}")
+
+
+@cli.command("next")
+@click.argument("name")
+@click.option("--count", default=5, show_default=True, type=click.IntRange(min=1, max=100000), help="How many slots.")
+@click.option(
+    "--from", "start", help="Start after this instant (ISO 8601; no offset means the job's zone). Default: now."
+)
+@pass_app
+def next_slots(app: _App, name: str, count: int, start: str | None) -> None:
+    """The next slots of NAME, one per line, in the job's time zone."""
+    app.load()
+    spec = app.job(name)
+    when = _instant(start, spec.schedule.zone, "--from") or wall_now()
+    for _ in range(count):
+        slot = spec.schedule.next_slot(when)
+        if slot is None:
+            break
+        click.echo(slot.isoformat())
+        when = slot
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for line in [headers, *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+def main(configure: Configure, argv: list[str] | None = None) -> int:
+    """Run the command line with the deployment's `configure`; return the exit status."""
+    try:
+        cli.main(args=argv, obj=_App(configure), prog_name="jobs.py", standalone_mode=True)
+    except JobhostError as exc:
+        click.echo(f"jobhost: {exc}", err=True)
+        return 1
+    return 0

@@ -1,0 +1,36 @@
+"""The context of one run, carried by every log line that belongs to it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Who a log line belongs to: the contract's `job`, `run_id`, `slot`, `attempt`."""
+
+    job: str
+    run_id: str
+    slot: dt.datetime
+    attempt: int = 1
+
+    def fields(self) -> dict[str, Any]:
+        return {"job": self.job, "run_id": self.run_id, "slot": self.slot.isoformat(), "attempt": self.attempt}
+
+
+current_run: ContextVar[RunContext | None] = ContextVar("jobhost_current_run", default=None)
+
+
+class RunContextFilter(logging.Filter):
+    """Add the current run's fields to records made inside it (thread-isolated runs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = current_run.get()
+        if context is not None and not hasattr(record, "run_id"):
+            for key, value in context.fields().items():
+                setattr(record, key, value)
+        return True

@@ -1,0 +1,73 @@
+"""Import every module of the jobs package, so that their ``@job`` decorators run.
+
+An import that fails (syntax error, a missing library, an exception at module
+level) becomes a problem naming the file and line; the other modules still load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import traceback
+from pathlib import Path
+
+from jobhost.errors import JobDefinitionError, display_path
+from jobhost.registry import Registry
+
+
+def discover(directory: Path, registry: Registry) -> list[JobDefinitionError]:
+    """Import the package at `directory` and all its modules; return every problem found.
+
+    Modules whose name starts with ``_`` or ``test_`` are not imported (helpers and tests).
+    """
+    directory = directory.resolve()
+    if not directory.is_dir():
+        problem = JobDefinitionError(f"the jobs directory {str(directory)!r} does not exist")
+        registry.problems.append(problem)
+        return [problem]
+    parent = str(directory.parent)
+    if parent not in sys.path:
+        sys.path.insert(0, parent)
+    package = directory.name
+    with registry.collecting():
+        root = _import(package, directory / "__init__.py", registry)
+        if root is not None:
+            for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}.", onerror=lambda name: None):
+                leaf = info.name.rsplit(".", 1)[-1]
+                if leaf.startswith(("_", "test_")):
+                    continue
+                location = Path(info.module_finder.path) / (leaf + ("/__init__.py" if info.ispkg else ".py"))  # type: ignore[union-attr]
+                _import(info.name, location, registry)
+        registry.validate()
+    return registry.problems
+
+
+def _import(name: str, location: Path, registry: Registry):
+    try:
+        return importlib.import_module(name)
+    except SyntaxError as exc:
+        registry.problems.append(
+            JobDefinitionError(
+                f"{type(exc).__name__}: {exc.msg}", file=display_path(exc.filename or str(location)), line=exc.lineno
+            )
+        )
+    except JobDefinitionError as exc:
+        registry.problems.append(exc)
+    except Exception as exc:  # noqa: BLE001 - an import must never take the others down
+        file, line = _innermost_frame_in(exc, location)
+        registry.problems.append(
+            JobDefinitionError(f"importing {name} failed: {type(exc).__name__}: {exc}", file=file, line=line)
+        )
+    return None
+
+
+def _innermost_frame_in(exc: BaseException, location: Path) -> tuple[str, int | None]:
+    """The deepest traceback line inside the jobs package (else inside the module)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    package_dir = str(location.parent)
+    inside = [f for f in frames if f.filename.startswith(package_dir)]
+    frame = (inside or frames or [None])[-1]
+    if frame is None:
+        return display_path(str(location)), None
+    return display_path(frame.filename), frame.lineno

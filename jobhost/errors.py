@@ -1,0 +1,62 @@
+"""The errors jobhost raises on purpose; each message says what to do instead."""
+
+from __future__ import annotations
+
+import os
+
+
+class JobhostError(Exception):
+    """Base of every error jobhost raises on purpose."""
+
+
+class JobDefinitionError(JobhostError):
+    """A job is defined wrongly: bad option, bad schedule, duplicate name.
+
+    Carries where the definition is, so `check` can print `file:line`.
+    """
+
+    def __init__(self, message: str, *, job: str | None = None, file: str | None = None, line: int | None = None):
+        self.problem = message
+        self.job = job
+        self.file = file
+        self.line = line
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        where = f"{self.file}:{self.line}: " if self.file else ""
+        who = f"job {self.job!r}: " if self.job else ""
+        return f"{where}{who}{self.problem}"
+
+
+class ScheduleError(JobhostError):
+    """A schedule cannot be turned into stable slots (raised without a location;
+    the registry adds the job, file and line)."""
+
+
+class SettingError(JobhostError):
+    """A setting (environment variable) has a value the host cannot use."""
+
+    def __init__(self, variable: str, value: str, accepts: str):
+        self.variable = variable
+        super().__init__(f"{variable}={value!r} is not valid: {accepts}")
+
+
+class UnknownJobError(JobhostError):
+    """A command named a job that is not registered."""
+
+    def __init__(self, name: str, known: list[str]):
+        listing = ", ".join(sorted(known)) or "(no jobs are registered)"
+        super().__init__(f"no job named {name!r}; the jobs are: {listing}")
+
+
+class StoreError(JobhostError):
+    """The state store cannot be opened or used."""
+
+
+def display_path(path: str) -> str:
+    """A file name as a person at the repository would write it (relative when inside)."""
+    try:
+        shown = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if shown.startswith("..") else shown

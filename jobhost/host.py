@@ -1,0 +1,358 @@
+"""The host loop: sleep until the next slot, dispatch due runs, watch the runs in flight.
+
+One thread does it all with a selector over the runs' pipes, their pidfds and
+a signal wake-up pipe, so forking is safe and nothing blocks the loop. Signal
+handlers only record the signal; the loop acts on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from jobhost.clock import Clock
+from jobhost.clock import now as wall_now
+from jobhost.context import RunContext
+from jobhost.durations import format_duration
+from jobhost.exits import signal_name
+from jobhost.lifecycle import Lifecycle, RunEvent, log_output, log_record
+from jobhost.outcomes import Outcome, RunStatus
+from jobhost.processrun import ProcessRun
+from jobhost.registry import JobSpec
+from jobhost.slotqueue import SlotQueue
+from jobhost.store import RunRecord, StateStore
+from jobhost.threadrun import RoutedStdout, ThreadRun
+
+logger = logging.getLogger("jobhost.host")
+
+POLL_INTERVAL = 0.2  # seconds, only where a child's exit cannot be watched with a pidfd
+
+
+class Run(Protocol):
+    spec: JobSpec
+    context: RunContext
+    pid: int | None
+    needs_polling: bool
+
+    def start(self, now: float) -> None: ...
+    def fds(self) -> list[int]: ...
+    def next_deadline(self) -> float | None: ...
+    def on_readable(self, fd: int, now: float) -> list[int]: ...
+    def poll(self, now: float) -> list[int]: ...
+    def stop(self, outcome: Outcome, now: float, *, at_once: bool = False) -> None: ...
+    def outcome(self) -> Outcome: ...
+    @property
+    def done(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """What the deployment tells the engine (read from settings by configuration/)."""
+
+    max_workers: int = 4
+    stop_grace: float = 20.0
+    hostname: str = field(default_factory=socket.gethostname)
+    longest_sleep: float = 60.0
+
+
+@dataclass
+class _Active:
+    run: Run
+    started_mono: float
+    stop_requested: bool = False
+
+
+class Host:
+    """Runs the registered jobs on their slots, at most `max_workers` at once."""
+
+    def __init__(
+        self,
+        jobs: dict[str, JobSpec],
+        store: StateStore,
+        config: HostConfig | None = None,
+        lifecycle: Lifecycle | None = None,
+        clock: Clock = wall_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        self.jobs = jobs
+        self.store = store
+        self.config = config or HostConfig()
+        self.lifecycle = lifecycle or Lifecycle()
+        self.clock = clock
+        self.monotonic = monotonic
+        self.active: dict[str, _Active] = {}
+        self.pending: deque[RunContext] = deque()
+        self.queued_overlap: dict[str, deque[RunContext]] = {}
+        self._selector = selectors.DefaultSelector()
+        self._fd_owner: dict[int, str] = {}
+        self._signals: list[int] = []
+        self._stop_signal: int | None = None
+        self._stop_deadline: float | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        if any(spec.isolation == "thread" for spec in jobs.values()):
+            RoutedStdout.install(log_output)
+
+    # -- the two ways to run ---------------------------------------------
+
+    def run_forever(self) -> int:
+        """Run until SIGTERM or SIGINT; return the exit status (0)."""
+        self._install_signals()
+        now = self.clock()
+        self._abandon_leftovers(now)
+        queue = SlotQueue({name: spec.schedule for name, spec in self.jobs.items()}, now)
+        logger.info(
+            "host started: %d jobs, %d workers",
+            len(self.jobs),
+            self.config.max_workers,
+            extra={"event": "host_started", "jobs": len(self.jobs), "max_workers": self.config.max_workers},
+        )
+        while True:
+            if self._stop_signal is None:
+                for due in queue.pop_due(self.clock()):
+                    self._dispatch(self.jobs[due.name], due.slot)
+                self._start_pending()
+            elif not self.active:
+                break
+            self._turn(self._sleep_seconds(queue.next_due()))
+        self._abandon_pending()
+        logger.info("host stopped", extra={"event": "host_stopped"})
+        return 0
+
+    def run_now(self, spec: JobSpec, slot: dt.datetime) -> Outcome:
+        """One run in the foreground (the `run` command), wrapped like any other.
+
+        A signal (Ctrl-C) stops the run at once rather than after the stop grace.
+        """
+        self._install_signals()
+        self._foreground = True
+        self._last_outcome = None
+        self._start(self._context(spec, slot))
+        while self.active:
+            self._turn(self._sleep_seconds(None))
+        return self._last_outcome or Outcome(RunStatus.CRASHED, "the run did not start")
+
+    _foreground = False
+    _last_outcome: Outcome | None = None
+
+    # -- one turn of the loop --------------------------------------------
+
+    def _turn(self, timeout: float) -> None:
+        for key, _ in self._selector.select(timeout):
+            fd = key.fd
+            if fd == self._wake_r:
+                self._drain_wakeups()
+                continue
+            run_id = self._fd_owner.get(fd)
+            if run_id is not None and run_id in self.active:
+                self._forget_fds(self.active[run_id].run.on_readable(fd, self.monotonic()))
+        self._handle_signals()
+        now = self.monotonic()
+        if self._stop_deadline is not None and now >= self._stop_deadline:
+            self._stop_runs(at_once=False)
+        for run_id, active in list(self.active.items()):
+            self._forget_fds(active.run.poll(now))
+            if active.run.done:
+                self._finish(run_id)
+
+    def _sleep_seconds(self, next_slot: dt.datetime | None) -> float:
+        limits = [self.config.longest_sleep]
+        if next_slot is not None:
+            limits.append((next_slot - self.clock()).total_seconds())
+        now = self.monotonic()
+        for active in self.active.values():
+            deadline = active.run.next_deadline()
+            if deadline is not None:
+                limits.append(deadline - now)
+            if active.run.needs_polling:
+                limits.append(POLL_INTERVAL)
+        if self._stop_deadline is not None:
+            limits.append(self._stop_deadline - now)
+        if self.pending and len(self.active) < self.config.max_workers:
+            limits.append(0)
+        return max(0.0, min(limits))
+
+    # -- dispatching ------------------------------------------------------
+
+    def _context(self, spec: JobSpec, slot: dt.datetime, attempt: int = 1) -> RunContext:
+        return RunContext(spec.name, uuid.uuid4().hex, slot.astimezone(spec.schedule.zone), attempt)
+
+    def _dispatch(self, spec: JobSpec, slot: dt.datetime) -> None:
+        context = self._context(spec, slot)
+        if spec.name in self._guard(self.store.paused_jobs, set()):
+            self._record_unstarted(context, RunStatus.SKIPPED, "the job is paused")
+            return
+        in_flight = [a.run.context.run_id for a in self.active.values() if a.run.spec.name == spec.name]
+        in_flight += [c.run_id for c in self.pending if c.job == spec.name]
+        if in_flight and spec.overlap == "skip":
+            other_id = in_flight[0]
+            self._record_unstarted(
+                context, RunStatus.SKIPPED, f"the previous run {other_id} was still going", collided_with=other_id
+            )
+            return
+        if in_flight and spec.overlap == "queue":
+            self.queued_overlap.setdefault(spec.name, deque()).append(context)
+            return
+        self.pending.append(context)
+
+    def _start_pending(self) -> None:
+        while self.pending and len(self.active) < self.config.max_workers:
+            self._start(self.pending.popleft())
+
+    def _start(self, context: RunContext) -> None:
+        spec = self.jobs[context.job]
+        started = self.clock()
+        record = RunRecord(
+            context.run_id,
+            spec.name,
+            context.slot,
+            context.attempt,
+            RunStatus.RUNNING,
+            started=started,
+            host=self.config.hostname,
+        )
+        self._guard(lambda: self.store.add_run(record), None)
+        extra: dict[str, object] = {"isolation": spec.isolation}
+        if not self._foreground:
+            extra["lateness_ms"] = max(0, int((started - context.slot).total_seconds() * 1000))
+        self.lifecycle.emit(RunEvent(RunStatus.RUNNING, context, extra=extra))
+        run_class = ThreadRun if spec.isolation == "thread" else ProcessRun
+        run: Run = run_class(spec, context, log_output, log_record)
+        now = self.monotonic()
+        try:
+            run.start(now)
+        except OSError as exc:
+            self._end(context, now, Outcome(RunStatus.CRASHED, f"the run could not be started: {exc}"))
+            return
+        if run.pid is not None:
+            self._guard(lambda: self.store.set_pid(context.run_id, run.pid), None)  # type: ignore[arg-type]
+        self.active[context.run_id] = _Active(run, now)
+        for fd in run.fds():
+            self._fd_owner[fd] = context.run_id
+            self._selector.register(fd, selectors.EVENT_READ)
+
+    def _finish(self, run_id: str) -> None:
+        active = self.active.pop(run_id)
+        self._forget_fds(active.run.fds())
+        self._end(active.run.context, active.started_mono, active.run.outcome())
+        queued = self.queued_overlap.get(active.run.spec.name)
+        if queued and self._stop_signal is None:
+            self.pending.append(queued.popleft())
+
+    def _end(self, context: RunContext, started_mono: float, outcome: Outcome) -> None:
+        duration_ms = int((self.monotonic() - started_mono) * 1000)
+        ended = self.clock()
+        self._guard(
+            lambda: self.store.finish_run(context.run_id, outcome.status, outcome.reason, ended, duration_ms), None
+        )
+        self.lifecycle.emit(RunEvent(outcome.status, context, outcome.reason, duration_ms, outcome.traceback))
+        self._last_outcome = outcome
+
+    def _record_unstarted(self, context: RunContext, status: RunStatus, reason: str, **extra: object) -> None:
+        now = self.clock()
+        record = RunRecord(
+            context.run_id,
+            context.job,
+            context.slot,
+            context.attempt,
+            status,
+            reason,
+            started=None,
+            ended=now,
+            host=self.config.hostname,
+        )
+        self._guard(lambda: self.store.add_run(record), None)
+        self.lifecycle.emit(RunEvent(status, context, reason, extra=dict(extra)))
+
+    def _forget_fds(self, fds: list[int]) -> None:
+        for fd in fds:
+            if self._fd_owner.pop(fd, None) is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(fd)
+
+    # -- stopping ---------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda signum, frame: self._signals.append(signum))
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _handle_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            if self._stop_signal is None:
+                self._stop_signal = signum
+                grace = 0.0 if self._foreground else self.config.stop_grace
+                self._stop_deadline = self.monotonic() + grace
+                logger.info(
+                    "%s: starting nothing new; %d runs in flight get %s to finish",
+                    signal_name(signum),
+                    len(self.active),
+                    format_duration(self.config.stop_grace),
+                    extra={"event": "host_stopping", "signal": signal_name(signum), "runs_in_flight": len(self.active)},
+                )
+            else:
+                logger.warning("second %s: stopping now", signal_name(signum), extra={"event": "host_stopping_now"})
+                self._stop_runs(at_once=True)
+
+    def _stop_runs(self, *, at_once: bool) -> None:
+        name = signal_name(self._stop_signal or signal.SIGTERM)
+        reason = (
+            f"the host was stopped ({name} twice); the run was killed"
+            if at_once
+            else f"the host was stopped ({name}); the run was killed after the {format_duration(self.config.stop_grace)} stop grace"
+        )
+        now = self.monotonic()
+        for active in self.active.values():
+            if at_once or not active.stop_requested:
+                active.stop_requested = True
+                active.run.stop(Outcome(RunStatus.INTERRUPTED, reason), now, at_once=at_once)
+        self._stop_deadline = None
+
+    def _abandon_pending(self) -> None:
+        while self.pending:
+            context = self.pending.popleft()
+            self._record_unstarted(context, RunStatus.INTERRUPTED, "the host stopped before a worker was free")
+        for queued in self.queued_overlap.values():
+            while queued:
+                self._record_unstarted(
+                    queued.popleft(), RunStatus.INTERRUPTED, "the host stopped before the run could start"
+                )
+
+    def _abandon_leftovers(self, now: dt.datetime) -> None:
+        reason = "the host stopped before the run ended (killed, crashed or lost power)"
+        for record in self._guard(lambda: self.store.abandon_running(self.config.hostname, reason, now), []):
+            context = RunContext(record.job, record.run_id, record.slot, record.attempt)
+            self.lifecycle.emit(RunEvent(RunStatus.ABANDONED, context, reason, extra={"pid": record.pid}))
+
+    # -- the store must not take the loop down ----------------------------
+
+    def _guard(self, call, fallback):
+        try:
+            return call()
+        except Exception:
+            logger.exception(
+                "the state store failed; the run goes on but may be missing from history",
+                extra={"event": "store_failed"},
+            )
+            return fallback

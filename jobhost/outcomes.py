@@ -1,0 +1,53 @@
+"""How a run can end, and the lifecycle event that announces it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    """The status of one run in history (the values are part of the contract)."""
+
+    RUNNING = "running"  #: started and not yet ended
+    SUCCEEDED = "succeeded"  #: the function returned
+    FAILED = "failed"  #: the function raised; reason has the exception type and message
+    TIMED_OUT = "timed_out"  #: still going at its timeout; its process group was killed
+    CRASHED = "crashed"  #: the run's process died without reporting (exit code or signal)
+    SKIPPED = "skipped"  #: not started: the previous run of the job was still going
+    MISSED = "missed"  #: its slot passed while it could not run (host down, catch-up policy)
+    WAITING = "waiting"  #: held back until the jobs it comes `after` have succeeded
+    INTERRUPTED = "interrupted"  #: stopped because the host was told to stop
+    ABANDONED = "abandoned"  #: found running in history with no host left to finish it
+
+    @property
+    def event(self) -> str:
+        """The `event` field of the log line that announces this status."""
+        return _EVENTS[self]
+
+    @property
+    def ended(self) -> bool:
+        return self not in (RunStatus.RUNNING, RunStatus.WAITING)
+
+
+_EVENTS = {
+    RunStatus.RUNNING: "run_started",
+    RunStatus.SUCCEEDED: "run_succeeded",
+    RunStatus.FAILED: "run_failed",
+    RunStatus.TIMED_OUT: "run_timed_out",
+    RunStatus.CRASHED: "run_crashed",
+    RunStatus.SKIPPED: "run_skipped",
+    RunStatus.MISSED: "run_missed",
+    RunStatus.WAITING: "run_waiting",
+    RunStatus.INTERRUPTED: "run_interrupted",
+    RunStatus.ABANDONED: "run_abandoned",
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run ended: a status, a reason a person can act on, and any traceback."""
+
+    status: RunStatus
+    reason: str = ""
+    traceback: str | None = None

@@ -1,0 +1,229 @@
+"""One run in a forked child process, watched by the host's loop without blocking it.
+
+The loop owns the timing: it tells the run which of its file descriptors are
+readable and calls `poll` with the monotonic time; the run never sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+from jobhost.child import run_child
+from jobhost.context import RunContext
+from jobhost.durations import format_duration
+from jobhost.exits import describe_wait_status
+from jobhost.outcomes import Outcome, RunStatus
+from jobhost.output import LineSplitter
+from jobhost.registry import JobSpec
+
+TERM_GRACE = 5.0  # seconds between SIGTERM and SIGKILL for a run being stopped
+DRAIN_GRACE = 2.0  # seconds to wait for output pipes after the child is gone
+READ_SIZE = 65536
+
+LineSink = Callable[[RunContext, str, str], None]
+RecordSink = Callable[[RunContext, dict], None]
+
+
+class ProcessRun:
+    """A run executing in its own process group."""
+
+    def __init__(self, spec: JobSpec, context: RunContext, on_line: LineSink, on_record: RecordSink):
+        self.spec = spec
+        self.context = context
+        self.on_line = on_line
+        self.on_record = on_record
+        self.pid: int | None = None
+        self.pidfd: int | None = None
+        self.wait_status: int | None = None
+        self.result: dict | None = None
+        self.forced: Outcome | None = None
+        self.kill_at: float | None = None
+        self.drain_until: float | None = None
+        self.deadline: float | None = None
+        self._streams: dict[int, tuple[str, LineSplitter | None]] = {}
+        self._control = b""
+
+    # -- starting --------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Fork the child; raises OSError if the process cannot be made."""
+        pipes = {name: os.pipe() for name in ("stdout", "stderr", "control")}
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:  # the child
+            for read_end, _ in pipes.values():
+                os.close(read_end)
+            run_child(self.spec, self.context, pipes["stdout"][1], pipes["stderr"][1], pipes["control"][1])
+        self.pid = pid
+        for name, (read_end, write_end) in pipes.items():
+            os.close(write_end)
+            os.set_blocking(read_end, False)
+            self._streams[read_end] = (name, None if name == "control" else LineSplitter())
+        with contextlib.suppress(OSError):  # the child does it too; whichever runs first wins the race
+            os.setpgid(pid, pid)
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.pidfd = None
+        if self.spec.timeout is not None:
+            self.deadline = now + self.spec.timeout
+
+    # -- what the loop watches -------------------------------------------
+
+    def fds(self) -> list[int]:
+        """Descriptors the loop should wait on for this run."""
+        fds = list(self._streams)
+        if self.pidfd is not None and self.wait_status is None:
+            fds.append(self.pidfd)
+        return fds
+
+    def next_deadline(self) -> float | None:
+        """The next monotonic time at which `poll` has something to do."""
+        times = [t for t in (self.kill_at, self.drain_until) if t is not None]
+        if self.forced is None and self.deadline is not None:
+            times.append(self.deadline)
+        return min(times) if times else None
+
+    @property
+    def needs_polling(self) -> bool:
+        """True when the exit of the child cannot be watched with a pidfd."""
+        return self.pidfd is None and self.wait_status is None
+
+    @property
+    def done(self) -> bool:
+        return self.wait_status is not None and not self._streams
+
+    def on_readable(self, fd: int, now: float) -> list[int]:
+        """Handle a readable descriptor; return the descriptors that are now closed."""
+        if fd == self.pidfd:
+            self._reap(now)
+            return [fd] if self.wait_status is not None else []
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return []
+        except OSError:
+            data = b""
+        name, splitter = self._streams[fd]
+        if splitter is None:
+            self._read_control(data)
+        else:
+            for line in splitter.feed(data) if data else splitter.finish():
+                self.on_line(self.context, name, line)
+        if data:
+            return []
+        self._close(fd)
+        return [fd]
+
+    def poll(self, now: float) -> list[int]:
+        """Act on deadlines and reap the child; return descriptors closed meanwhile."""
+        closed: list[int] = []
+        if self.wait_status is None and self.pidfd is None:
+            self._reap(now)
+        if self.forced is None and self.deadline is not None and now >= self.deadline:
+            self.stop(
+                Outcome(
+                    RunStatus.TIMED_OUT,
+                    f"timed out after {format_duration(self.spec.timeout or 0)}; its process group was killed",
+                ),
+                now,
+            )
+        if self.kill_at is not None and now >= self.kill_at and self.wait_status is None:
+            self._signal_group(signal.SIGKILL)
+            self.kill_at = None
+        if self.drain_until is not None and now >= self.drain_until:
+            for fd in list(self._streams):
+                self._flush_stream(fd)
+                self._close(fd)
+                closed.append(fd)
+        return closed
+
+    def stop(self, outcome: Outcome, now: float, *, at_once: bool = False) -> None:
+        """End the run with `outcome`: SIGTERM its group, SIGKILL after TERM_GRACE (or at once)."""
+        if self.forced is None:
+            self.forced = outcome
+        if self.wait_status is not None:
+            return
+        if at_once:
+            self._signal_group(signal.SIGKILL)
+            self.kill_at = None
+        else:
+            self._signal_group(signal.SIGTERM)
+            self.kill_at = now + TERM_GRACE
+
+    def outcome(self) -> Outcome:
+        """How the run ended; call when `done`."""
+        result = self.result or {}
+        trace = result.get("traceback")
+        if self.forced is not None:
+            return Outcome(self.forced.status, self.forced.reason, trace)
+        if result.get("ok"):
+            return Outcome(RunStatus.SUCCEEDED)
+        if result:
+            return Outcome(RunStatus.FAILED, f"{result.get('exc_type')}: {result.get('exc_message')}", trace)
+        assert self.wait_status is not None
+        if os.WIFEXITED(self.wait_status) and os.WEXITSTATUS(self.wait_status) == 0:
+            return Outcome(RunStatus.SUCCEEDED, "the process exited with code 0 before the function returned")
+        return Outcome(RunStatus.CRASHED, describe_wait_status(self.wait_status) + " before the job finished")
+
+    # -- internals -------------------------------------------------------
+
+    def _reap(self, now: float) -> None:
+        assert self.pid is not None
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 0
+        if pid == 0:
+            return
+        self.wait_status = status
+        self.kill_at = None
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+        # Whatever the job started and left behind dies with the run.
+        self._signal_group(signal.SIGKILL)
+        self.drain_until = now + DRAIN_GRACE
+
+    def _signal_group(self, signum: int) -> None:
+        if self.pid is None:
+            return
+        try:
+            os.killpg(self.pid, signum)
+        except OSError as exc:
+            if exc.errno not in (errno.ESRCH, errno.EPERM):
+                raise
+
+    def _read_control(self, data: bytes) -> None:
+        self._control += data
+        *messages, self._control = self._control.split(b"\n")
+        if not data and self._control:
+            messages.append(self._control)
+            self._control = b""
+        for raw in messages:
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                self.on_line(self.context, "control", raw.decode("utf-8", "backslashreplace"))
+                continue
+            if message.get("t") == "result":
+                self.result = message
+            elif message.get("t") == "log":
+                self.on_record(self.context, message)
+
+    def _flush_stream(self, fd: int) -> None:
+        name, splitter = self._streams[fd]
+        if splitter is not None:
+            for line in splitter.finish():
+                self.on_line(self.context, name, line)
+
+    def _close(self, fd: int) -> None:
+        self._streams.pop(fd, None)
+        with contextlib.suppress(OSError):
+            os.close(fd)

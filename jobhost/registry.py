@@ -1,0 +1,293 @@
+"""The ``@job`` decorator and the registry it fills.
+
+The decorator validates everything when the module is imported, records a
+JobSpec, binds the schedule onto the registry's own ``schedule.Scheduler``
+(never the library's global one) and returns the function unchanged, so a
+test can still call it directly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import schedule as schedule_lib
+
+from jobhost.durations import parse_duration
+from jobhost.errors import JobDefinitionError, JobhostError, display_path
+from jobhost.schedules import Schedule, build_schedule
+from jobhost.timezones import system_zone
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CATCHUP = ("latest", "all", "none")
+OVERLAP = ("skip", "queue", "allow")
+ISOLATION = ("process", "thread")
+DEFAULT_TIMEOUT = 3600.0
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One registered job: the function, its schedule and its validated options."""
+
+    name: str
+    func: Callable[..., Any]
+    schedule: Schedule
+    timeout: float | None = DEFAULT_TIMEOUT
+    retries: int = 0
+    retry_delay: float = 60.0
+    catchup: str = "latest"
+    overlap: str = "skip"
+    after: tuple[str, ...] = ()
+    isolation: str = "process"
+    wants_slot: bool = False
+    file: str = "?"
+    line: int = 0
+
+    def options(self) -> dict[str, Any]:
+        """The options as plain data, for `list --json`."""
+        return {
+            "timeout": self.timeout,
+            "retries": self.retries,
+            "retry_delay": self.retry_delay,
+            "catchup": self.catchup,
+            "overlap": self.overlap,
+            "after": list(self.after),
+            "isolation": self.isolation,
+        }
+
+
+@dataclass
+class Registry:
+    """Every job of one host, plus the problems found while registering them.
+
+    While `collecting()` is active (the discovery of ``jobs/`` does this), a bad
+    definition is recorded and importing goes on, so `check` can list every
+    problem at once; otherwise the decorator raises at once.
+    """
+
+    default_zone: ZoneInfo = field(default_factory=system_zone)
+    scheduler: schedule_lib.Scheduler = field(default_factory=schedule_lib.Scheduler)
+    jobs: dict[str, JobSpec] = field(default_factory=dict)
+    problems: list[JobDefinitionError] = field(default_factory=list)
+    _collecting: int = 0
+    _dependencies: list[tuple[str, object, str, int]] = field(default_factory=list)
+
+    def every(self, interval: int = 1) -> schedule_lib.Job:
+        """The `schedule` DSL (``every(10).minutes``), bound to this registry's scheduler."""
+        return self.scheduler.every(interval)
+
+    @contextmanager
+    def collecting(self) -> Iterator[None]:
+        self._collecting += 1
+        try:
+            yield
+        finally:
+            self._collecting -= 1
+
+    def report(self, problem: JobDefinitionError) -> None:
+        if not self._collecting:
+            raise problem
+        self.problems.append(problem)
+
+    def job(self, schedule: object = None, **options: Any) -> Callable[[F], F]:
+        """Register the decorated function to run on `schedule` (see README)."""
+        caller = sys._getframe(1)
+        file, line = display_path(caller.f_code.co_filename), caller.f_lineno
+        if callable(schedule) and not isinstance(schedule, schedule_lib.Job):
+            where = JobDefinitionError(
+                "@job needs a schedule, for example @job(every(10).minutes)",
+                job=getattr(schedule, "__name__", None),
+                file=file,
+                line=line,
+            )
+            self.report(where)
+            return schedule  # type: ignore[return-value]
+
+        def decorate(func: F) -> F:
+            name = options.get("name", getattr(func, "__name__", None))
+            try:
+                spec = self._make_spec(func, schedule, dict(options), file, line)
+            except JobDefinitionError as exc:
+                self.report(exc)
+                return func
+            except JobhostError as exc:
+                self.report(JobDefinitionError(str(exc), job=name, file=file, line=line))
+                return func
+            self._add(spec)
+            return func
+
+        return decorate
+
+    def _make_spec(
+        self, func: Callable[..., Any], schedule: object, options: dict[str, Any], file: str, line: int
+    ) -> JobSpec:
+        name = options.pop("name", getattr(func, "__name__", None))
+
+        def fail(message: str) -> JobDefinitionError:
+            return JobDefinitionError(message, job=name if isinstance(name, str) else None, file=file, line=line)
+
+        if not callable(func):
+            raise fail("@job(...) decorates a function")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise fail(f"name {name!r} must be letters, digits, '_', '.' or '-' (at most 128)")
+        unknown = sorted(set(options) - _OPTION_NAMES)
+        if unknown:
+            hints = []
+            for option in unknown:
+                close = difflib.get_close_matches(option, sorted(_OPTION_NAMES), n=1)
+                hints.append(f"{option!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise fail(
+                f"unknown option {', '.join(hints)}; the options are {', '.join(sorted(_OPTION_NAMES | {'name'}))}"
+            )
+        try:
+            built = build_schedule(schedule, self.default_zone)
+        except JobhostError as exc:
+            raise fail(str(exc)) from exc
+        if isinstance(schedule, schedule_lib.Job):
+            try:
+                schedule.do(func)
+            except (schedule_lib.ScheduleError, ValueError, TypeError) as exc:
+                raise fail(f"schedule: {exc}") from exc
+        try:
+            values = {
+                "timeout": _timeout(options.get("timeout", DEFAULT_TIMEOUT)),
+                "retries": _whole(options.get("retries", 0), "retries"),
+                "retry_delay": parse_duration(options.get("retry_delay", 60), what="retry_delay"),
+                "catchup": _choice(options.get("catchup", "latest"), "catchup", CATCHUP),
+                "overlap": _choice(options.get("overlap", "skip"), "overlap", OVERLAP),
+                "isolation": _choice(options.get("isolation", "process"), "isolation", ISOLATION),
+            }
+        except ValueError as exc:
+            raise fail(str(exc)) from exc
+        after = options.get("after", ())
+        if isinstance(after, str) or callable(after):
+            after = (after,)
+        if not isinstance(after, list | tuple):
+            raise fail(f"after must be a job name or a list of them, not {after!r}")
+        wants_slot = _wants_slot(func)
+        if isinstance(wants_slot, str):
+            raise fail(wants_slot)
+        for dependency in after:
+            self._dependencies.append((name, dependency, file, line))
+        return JobSpec(
+            name=name,
+            func=func,
+            schedule=built,
+            after=tuple(_dependency_name(d) for d in after),
+            wants_slot=wants_slot,
+            file=file,
+            line=line,
+            **values,
+        )
+
+    def _add(self, spec: JobSpec) -> None:
+        other = self.jobs.get(spec.name)
+        if other is not None:
+            self.report(
+                JobDefinitionError(
+                    f"the name is already used by the job at {other.file}:{other.line}; pass name='...' to tell them apart",
+                    job=spec.name,
+                    file=spec.file,
+                    line=spec.line,
+                )
+            )
+            return
+        self.jobs[spec.name] = spec
+
+    def validate(self) -> list[JobDefinitionError]:
+        """Check what only the whole set of jobs can tell: `after` names and cycles."""
+        problems: list[JobDefinitionError] = []
+        for name, dependency, file, line in self._dependencies:
+            if name not in self.jobs:
+                continue
+            target = _dependency_name(dependency)
+            if target not in self.jobs:
+                close = difflib.get_close_matches(str(target), list(self.jobs), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(
+                    JobDefinitionError(f"after={target!r} names no job{hint}", job=name, file=file, line=line)
+                )
+        for cycle in _cycles({n: s.after for n, s in self.jobs.items()}):
+            spec = self.jobs[cycle[0]]
+            chain = " -> ".join([*cycle, cycle[0]])
+            problems.append(
+                JobDefinitionError(f"after= makes a cycle: {chain}", job=spec.name, file=spec.file, line=spec.line)
+            )
+        for problem in problems:
+            self.report(problem)
+        return problems
+
+
+_OPTION_NAMES = {"timeout", "retries", "retry_delay", "catchup", "overlap", "after", "isolation"}
+
+
+def _timeout(value: object) -> float | None:
+    return None if value is None else parse_duration(value, what="timeout")
+
+
+def _whole(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} must be a whole number of at least 0, not {value!r}")
+    return value
+
+
+def _choice(value: object, what: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{what}={value!r} is not one of: {', '.join(repr(c) for c in choices)}")
+    return str(value)
+
+
+def _dependency_name(dependency: object) -> str:
+    if callable(dependency):
+        return str(getattr(dependency, "__name__", dependency))
+    return str(dependency)
+
+
+def _wants_slot(func: Callable[..., Any]) -> bool | str:
+    """True when the function takes `slot`; a message when it needs arguments we cannot give."""
+    try:
+        parameters = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    for parameter in parameters.values():
+        required = parameter.default is inspect.Parameter.empty and parameter.kind not in (
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.VAR_KEYWORD,
+        )
+        if required and parameter.name != "slot":
+            return f"the function's parameter {parameter.name!r} has no value to be given; a job takes no arguments, or `slot`"
+    return "slot" in parameters
+
+
+def _cycles(graph: dict[str, tuple[str, ...]]) -> list[list[str]]:
+    """Each cycle of the `after` graph once, found by depth-first search."""
+    found: list[list[str]] = []
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in graph:
+                continue
+            if state.get(nxt) == 1:
+                found.append(path[path.index(nxt) :])
+            elif nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found

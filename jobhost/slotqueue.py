@@ -1,0 +1,62 @@
+"""Which jobs are due, without looking at the jobs that are not.
+
+A heap keyed by each job's next slot: a wakeup pops only the due entries, so
+its cost grows with the number of due runs, not with the number of jobs.
+Pure: the caller passes `now`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+from dataclasses import dataclass
+
+from jobhost.schedules import Schedule
+
+
+@dataclass(frozen=True)
+class Due:
+    """A job whose slot has come: `slot` is the latest one at or before now,
+    `first` the earliest one that came due since the job was last popped."""
+
+    name: str
+    slot: dt.datetime
+    first: dt.datetime
+
+
+class SlotQueue:
+    """The next slot of every job, earliest first."""
+
+    def __init__(self, schedules: dict[str, Schedule], now: dt.datetime):
+        self._schedules = schedules
+        self._heap: list[tuple[float, str, dt.datetime]] = []
+        for name, schedule in schedules.items():
+            slot = schedule.next_slot(now)
+            if slot is not None:
+                self._heap.append((slot.timestamp(), name, slot))
+        heapq.heapify(self._heap)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def next_due(self) -> dt.datetime | None:
+        """The earliest upcoming slot of any job, or None when no job has one."""
+        return self._heap[0][2] if self._heap else None
+
+    def pop_due(self, now: dt.datetime) -> list[Due]:
+        """Every job due at `now`, each once, and reschedule them after `now`."""
+        due: list[Due] = []
+        stamp = now.timestamp()
+        while self._heap and self._heap[0][0] <= stamp:
+            _, name, first = heapq.heappop(self._heap)
+            schedule = self._schedules[name]
+            latest = schedule.latest_slot(now) or first
+            if latest < first:
+                latest = first
+            due.append(Due(name, latest, first))
+            following = schedule.next_slot(latest)
+            while following is not None and following <= now:  # guards schedules whose latest_slot lags
+                following = schedule.next_slot(following)
+            if following is not None:
+                heapq.heappush(self._heap, (following.timestamp(), name, following))
+        return due

@@ -1,0 +1,22 @@
+"""Open the state store a URL names: ``sqlite:///relative/path`` or ``sqlite:////absolute/path``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobhost.errors import StoreError
+from jobhost.store.base import RunRecord, StateStore
+from jobhost.store.sqlite import SQLiteStore
+
+__all__ = ["RunRecord", "StateStore", "open_store"]
+
+
+def open_store(url: str, base_dir: Path) -> StateStore:
+    """Open (and create or migrate) the store at `url`; relative paths are under `base_dir`."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not str(path):
+            raise StoreError("the SQLite URL names no file: write sqlite:///var/jobhost.sqlite3")
+        return SQLiteStore(path if path.is_absolute() else base_dir / path)
+    scheme = url.split(":", 1)[0] if ":" in url else url
+    raise StoreError(f"unknown state store {scheme!r}: use sqlite:///path/to/file.sqlite3")

@@ -1,0 +1,72 @@
+"""The state store's interface: run history, per-job state, nothing else.
+
+It knows nothing of the loop, the runner or Sentry. Every backend passes the
+same tests (tests/test_store.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from jobhost.outcomes import RunStatus
+
+
+@dataclass
+class RunRecord:
+    """One run (or one slot that did not run) as history keeps it."""
+
+    run_id: str
+    job: str
+    slot: dt.datetime
+    attempt: int
+    status: RunStatus
+    reason: str = ""
+    started: dt.datetime | None = None
+    ended: dt.datetime | None = None
+    duration_ms: int | None = None
+    host: str = ""
+    pid: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The record as the `history --json` contract spells it."""
+        data = asdict(self)
+        data["status"] = str(self.status)
+        for key in ("slot", "started", "ended"):
+            value = data[key]
+            data[key] = value.isoformat() if value is not None else None
+        return data
+
+
+class StateStore(Protocol):
+    """Where runs and job state live; one instance per process, not shared across threads."""
+
+    def add_run(self, record: RunRecord) -> None:
+        """Record a run before anything is started for it."""
+
+    def set_pid(self, run_id: str, pid: int) -> None:
+        """Record the process that executes the run."""
+
+    def finish_run(
+        self, run_id: str, status: RunStatus, reason: str, ended: dt.datetime, duration_ms: int | None
+    ) -> None:
+        """Record how a run ended."""
+
+    def runs(self, job: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Runs newest first, of one job or of all."""
+
+    def last_statuses(self) -> dict[str, RunStatus]:
+        """The status of each job's newest run."""
+
+    def set_paused(self, job: str, paused: bool) -> None:
+        """Pause or resume a job; a paused job's slots are recorded as skipped."""
+
+    def paused_jobs(self) -> set[str]:
+        """The names of the paused jobs."""
+
+    def abandon_running(self, host: str, reason: str, ended: dt.datetime) -> list[RunRecord]:
+        """Mark this host's runs still recorded as running as abandoned; return them."""
+
+    def close(self) -> None:
+        """Release the connection."""

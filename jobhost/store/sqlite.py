@@ -1,0 +1,167 @@
+"""The SQLite state store: the embedded default, one file, write-ahead log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+from jobhost.errors import StoreError
+from jobhost.outcomes import RunStatus
+from jobhost.store.base import RunRecord
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    job         TEXT NOT NULL,
+    slot        TEXT NOT NULL,          -- ISO 8601 with the job's offset
+    slot_epoch  REAL NOT NULL,          -- the same instant, for ordering and lookups
+    attempt     INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    reason      TEXT NOT NULL DEFAULT '',
+    started     TEXT,
+    ended       TEXT,
+    duration_ms INTEGER,
+    host        TEXT NOT NULL DEFAULT '',
+    pid         INTEGER,
+    seq         INTEGER NOT NULL        -- insertion order, newest last
+);
+CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, seq);
+CREATE INDEX IF NOT EXISTS runs_by_seq ON runs (seq);
+CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = 'running';
+CREATE TABLE IF NOT EXISTS job_state (
+    job     TEXT PRIMARY KEY,
+    paused  INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+_COLUMNS = "run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid"
+
+
+class SQLiteStore:
+    """Run history and job state in one SQLite file (see StateStore for the methods)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot use the SQLite state file {str(path)!r}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            row = self._db.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the state file {str(self.path)!r} has schema version {row[0]}, newer than this "
+                    f"jobhost's {SCHEMA_VERSION}; run a newer jobhost or point JOBS_STATE_URL elsewhere"
+                )
+
+    def add_run(self, record: RunRecord) -> None:
+        self._db.execute(
+            f"INSERT INTO runs ({_COLUMNS}, slot_epoch, seq) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM runs))",
+            (
+                record.run_id,
+                record.job,
+                record.slot.isoformat(),
+                record.attempt,
+                str(record.status),
+                record.reason,
+                _iso(record.started),
+                _iso(record.ended),
+                record.duration_ms,
+                record.host,
+                record.pid,
+                record.slot.timestamp(),
+            ),
+        )
+
+    def set_pid(self, run_id: str, pid: int) -> None:
+        self._db.execute("UPDATE runs SET pid = ? WHERE run_id = ?", (pid, run_id))
+
+    def finish_run(
+        self, run_id: str, status: RunStatus, reason: str, ended: dt.datetime, duration_ms: int | None
+    ) -> None:
+        self._db.execute(
+            "UPDATE runs SET status = ?, reason = ?, ended = ?, duration_ms = ? WHERE run_id = ?",
+            (str(status), reason, _iso(ended), duration_ms, run_id),
+        )
+
+    def runs(self, job: str | None = None, limit: int = 20) -> list[RunRecord]:
+        if job is None:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM runs ORDER BY seq DESC LIMIT ?", (limit,))
+        else:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM runs WHERE job = ? ORDER BY seq DESC LIMIT ?", (job, limit)
+            )
+        return [_record(row) for row in rows]
+
+    def last_statuses(self) -> dict[str, RunStatus]:
+        rows = self._db.execute("SELECT job, status FROM runs WHERE seq IN (SELECT MAX(seq) FROM runs GROUP BY job)")
+        return {job: RunStatus(status) for job, status in rows}
+
+    def set_paused(self, job: str, paused: bool) -> None:
+        self._db.execute(
+            "INSERT INTO job_state (job, paused) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET paused = excluded.paused",
+            (job, int(paused)),
+        )
+
+    def paused_jobs(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT job FROM job_state WHERE paused")}
+
+    def abandon_running(self, host: str, reason: str, ended: dt.datetime) -> list[RunRecord]:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM runs WHERE status = 'running' AND host = ? ORDER BY seq", (host,)
+            ).fetchall()
+            self._db.execute(
+                "UPDATE runs SET status = 'abandoned', reason = ?, ended = ? WHERE status = 'running' AND host = ?",
+                (reason, _iso(ended), host),
+            )
+        abandoned = [_record(row) for row in rows]
+        for record in abandoned:
+            record.status, record.reason, record.ended = RunStatus.ABANDONED, reason, ended
+        return abandoned
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value is not None else None
+
+
+def _record(row: tuple) -> RunRecord:
+    run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid = row
+    return RunRecord(
+        run_id=run_id,
+        job=job,
+        slot=dt.datetime.fromisoformat(slot),
+        attempt=attempt,
+        status=RunStatus(status),
+        reason=reason,
+        started=_parse(started),
+        ended=_parse(ended),
+        duration_ms=duration_ms,
+        host=host,
+        pid=pid,
+    )

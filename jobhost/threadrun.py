@@ -1,0 +1,159 @@
+"""One run in a thread of the host (``isolation="thread"``), for tiny, trusted jobs.
+
+A thread cannot be killed: at its timeout the run is recorded as timed out and
+the thread is left to finish on its own. Its `print()` output is routed to the
+log with the run's context by `RoutedStdout`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import io
+import os
+import sys
+import threading
+import traceback
+
+from jobhost.context import RunContext, current_run
+from jobhost.durations import format_duration
+from jobhost.outcomes import Outcome, RunStatus
+from jobhost.output import LineSplitter
+from jobhost.processrun import LineSink, RecordSink
+from jobhost.registry import JobSpec
+
+
+class ThreadRun:
+    """A run in a daemon thread, with the same face to the loop as ProcessRun."""
+
+    def __init__(self, spec: JobSpec, context: RunContext, on_line: LineSink, on_record: RecordSink):
+        self.spec = spec
+        self.context = context
+        self.pid: int | None = os.getpid()
+        self.deadline: float | None = None
+        self._result: Outcome | None = None
+        self._forced: Outcome | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        self._open = True
+
+    def start(self, now: float) -> None:
+        if self.spec.timeout is not None:
+            self.deadline = now + self.spec.timeout
+        context = contextvars.copy_context()
+        thread = threading.Thread(target=context.run, args=(self._main,), name=f"job:{self.spec.name}", daemon=True)
+        thread.start()
+
+    def _main(self) -> None:
+        current_run.set(self.context)
+        try:
+            if self.spec.wants_slot:
+                self.spec.func(slot=self.context.slot)
+            else:
+                self.spec.func()
+            self._result = Outcome(RunStatus.SUCCEEDED)
+        except SystemExit as exc:
+            ok = exc.code in (None, 0)
+            self._result = Outcome(
+                RunStatus.SUCCEEDED if ok else RunStatus.FAILED, "" if ok else f"SystemExit: sys.exit({exc.code!r})"
+            )
+        except BaseException as exc:  # noqa: BLE001 - every failure of the job is reported
+            self._result = Outcome(
+                RunStatus.FAILED, f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc))
+            )
+        finally:
+            RoutedStdout.flush_run(self.context)
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
+
+    def fds(self) -> list[int]:
+        return [self._wake_r] if self._open else []
+
+    def next_deadline(self) -> float | None:
+        return self.deadline if self._forced is None else None
+
+    needs_polling = False
+
+    @property
+    def done(self) -> bool:
+        return self._forced is not None or (self._result is not None and not self._open)
+
+    def on_readable(self, fd: int, now: float) -> list[int]:
+        self._close()
+        return [fd]
+
+    def poll(self, now: float) -> list[int]:
+        if self._forced is None and self._result is None and self.deadline is not None and now >= self.deadline:
+            self.stop(
+                Outcome(
+                    RunStatus.TIMED_OUT,
+                    f"timed out after {format_duration(self.spec.timeout or 0)}; "
+                    "a thread cannot be killed, so it was left running",
+                ),
+                now,
+            )
+        if self._forced is not None and self._open:
+            self._close()
+            return [self._wake_r]
+        return []
+
+    def stop(self, outcome: Outcome, now: float, *, at_once: bool = False) -> None:
+        if self._result is None and self._forced is None:
+            self._forced = Outcome(outcome.status, outcome.reason + " (a thread-isolated run cannot be killed)")
+
+    def outcome(self) -> Outcome:
+        return self._forced or self._result or Outcome(RunStatus.CRASHED, "the thread ended without a result")
+
+    def _close(self) -> None:
+        if self._open:
+            self._open = False
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+
+class RoutedStdout(io.TextIOBase):
+    """sys.stdout/sys.stderr for a host with thread-isolated jobs.
+
+    Text written inside a run becomes log lines with that run's context; text
+    written outside any run goes to the original stream.
+    """
+
+    _splitters: dict[tuple[str, str], LineSplitter] = {}
+    _lock = threading.Lock()
+    _sink: LineSink | None = None
+
+    def __init__(self, original: io.TextIOBase, name: str):
+        self.original = original
+        self.name_ = name
+
+    @classmethod
+    def install(cls, sink: LineSink) -> None:
+        cls._sink = sink
+        if not isinstance(sys.stdout, RoutedStdout):
+            sys.stdout = cls(sys.stdout, "stdout")  # type: ignore[assignment]
+            sys.stderr = cls(sys.stderr, "stderr")  # type: ignore[assignment]
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        context = current_run.get()
+        if context is None or self._sink is None:
+            return self.original.write(text)
+        with self._lock:
+            splitter = self._splitters.setdefault((context.run_id, self.name_), LineSplitter())
+            lines = splitter.feed(text.encode("utf-8", "backslashreplace"))
+        for line in lines:
+            self._sink(context, self.name_, line)
+        return len(text)
+
+    def flush(self) -> None:
+        self.original.flush()
+
+    @classmethod
+    def flush_run(cls, context: RunContext) -> None:
+        for name in ("stdout", "stderr"):
+            with cls._lock:
+                splitter = cls._splitters.pop((context.run_id, name), None)
+            if splitter is not None and cls._sink is not None:
+                for line in splitter.finish():
+                    cls._sink(context, name, line)
