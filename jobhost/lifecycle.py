@@ -82,10 +82,10 @@ def log_event(event: RunEvent) -> None:
 def _message(event: RunEvent) -> str:
     words = event.event.removeprefix("run_").replace("_", " ")
     text = f"run {words}"
-    if event.duration_ms is not None and event.status.ended:
-        text += f" in {format_duration(event.duration_ms / 1000)}"
     if event.reason:
         text += f": {event.reason}"
+    if event.duration_ms is not None and event.status.ended:
+        text += f" ({format_duration(event.duration_ms / 1000)})"
     return text
 
 

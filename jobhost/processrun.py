@@ -131,7 +131,7 @@ class ProcessRun:
             self.stop(
                 Outcome(
                     RunStatus.TIMED_OUT,
-                    f"timed out after {format_duration(self.spec.timeout or 0)}; its process group was killed",
+                    f"still running after its {format_duration(self.spec.timeout or 0)} timeout; killed with its process group",
                 ),
                 now,
             )

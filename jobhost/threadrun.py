@@ -86,7 +86,7 @@ class ThreadRun:
             self.stop(
                 Outcome(
                     RunStatus.TIMED_OUT,
-                    f"timed out after {format_duration(self.spec.timeout or 0)}; "
+                    f"still running after its {format_duration(self.spec.timeout or 0)} timeout; "
                     "a thread cannot be killed, so it was left running",
                 ),
                 now,
@@ -137,13 +137,13 @@ class RoutedStdout(io.TextIOBase):
 
     def write(self, text: str) -> int:
         context = current_run.get()
-        if context is None or self._sink is None:
+        if context is None or type(self)._sink is None:
             return self.original.write(text)
         with self._lock:
             splitter = self._splitters.setdefault((context.run_id, self.name_), LineSplitter())
             lines = splitter.feed(text.encode("utf-8", "backslashreplace"))
         for line in lines:
-            self._sink(context, self.name_, line)
+            type(self)._sink(context, self.name_, line)  # type: ignore[misc]
         return len(text)
 
     def flush(self) -> None:
