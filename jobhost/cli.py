@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 from zoneinfo import ZoneInfo
 
 import click
@@ -25,6 +28,8 @@ from jobhost.host import Host, HostConfig
 from jobhost.outcomes import RunStatus
 from jobhost.registry import JobSpec, Registry
 from jobhost.store import StateStore, open_store
+
+logger = logging.getLogger("jobhost")
 
 
 @dataclass(frozen=True)
@@ -43,24 +48,36 @@ Configure = Callable[..., HostSettings]
 
 @dataclass
 class _App:
-    """Loads settings, jobs and the store once per command, lazily."""
+    """Loads settings, jobs and the store once per command, lazily.
+
+    In the forever loop (`log_stream`), fatal problems are log records on the
+    JSON stream that supervisord ships; other commands print plain lines to stderr.
+    """
 
     configure: Configure
     registry: Registry = field(default_factory=lambda: default_registry)
     settings: HostSettings | None = None
+    log_stream: bool = False
 
     def load(self, *, log_to_stdout: bool = False, strict: bool = False) -> HostSettings:
+        self.log_stream = log_to_stdout
         try:
             self.settings = self.configure(log_to_stdout=log_to_stdout)
         except SettingError as exc:
-            _fail(str(exc), 2)
+            self.fail(str(exc), 2, before_logging=True)
         assert self.settings is not None
         self.registry.default_zone = self.settings.timezone
         problems = discover(self.settings.jobs_dir, self.registry)
         for problem in problems:
-            click.echo(problem.describe(), err=True)
+            if self.log_stream:
+                logger.error(
+                    problem.describe(),
+                    extra={"event": "job_invalid", "file": problem.file, "line": problem.line, "job_name": problem.job},
+                )
+            else:
+                click.echo(problem.describe(), err=True)
         if problems and strict:
-            _fail(f"{len(problems)} problem(s) in the job definitions; nothing was started", 1)
+            self.fail(f"{len(problems)} problem(s) in the job definitions; nothing was started", 1)
         return self.settings
 
     def store(self) -> StateStore:
@@ -68,7 +85,7 @@ class _App:
         try:
             return open_store(self.settings.state_url, self.settings.base_dir)
         except StoreError as exc:
-            _fail(f"JOBS_STATE_URL: {exc}", 2)
+            self.fail(f"JOBS_STATE_URL: {exc}", 2)
             raise
 
     def job(self, name: str) -> JobSpec:
@@ -77,10 +94,19 @@ class _App:
             raise click.UsageError(str(UnknownJobError(name, list(self.registry.jobs))))
         return spec
 
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"jobhost: {message}", err=True)
-    sys.exit(code)
+    def fail(self, message: str, code: int, *, before_logging: bool = False) -> NoReturn:
+        if not self.log_stream:
+            click.echo(f"jobhost: {message}", err=True)
+        elif before_logging and os.environ.get("JOBS_LOG_FORMAT", "json").strip().lower() != "text":
+            # Logging is not set up yet (a setting is bad), but the stream must stay JSON.
+            stamp = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+            line = {"timestamp": stamp, "level": "CRITICAL", "logger": "jobhost", "message": message}
+            click.echo(json.dumps({**line, "event": "host_start_failed"}))
+        elif before_logging:
+            click.echo(f"jobhost: {message}", err=True)
+        else:
+            logger.critical(message, extra={"event": "host_start_failed"})
+        sys.exit(code)
 
 
 pass_app = click.make_pass_decorator(_App)

@@ -218,7 +218,10 @@ def _build_cron(spec: CronSpec, default_zone: ZoneInfo) -> CronSchedule:
     try:
         CronSim(text, dt.datetime(2000, 1, 1))
     except CronSimError as exc:
-        raise ScheduleError(f"cron({spec.expression!r}): {exc}") from exc
+        raise ScheduleError(
+            f"cron({spec.expression!r}): {exc}; the fields are minute 0-59, hour 0-23, day of month 1-31, "
+            "month 1-12 or jan-dec, day of week 0-7 or sun-sat"
+        ) from exc
     schedule = CronSchedule(text, zone)
     if schedule.next_slot(dt.datetime(2000, 1, 1, tzinfo=UTC)) is None:
         raise ScheduleError(f"cron({spec.expression!r}) never matches a date")

@@ -1,0 +1,10 @@
+# Thin wrappers over ./dev, for those who type make.
+.PHONY: run test setup lint
+run:
+	./dev run
+test:
+	./dev test
+setup:
+	./dev setup
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .

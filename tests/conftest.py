@@ -1,0 +1,153 @@
+"""Fixtures for tests that start the real `python jobs.py` as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_COMPONENTS = os.environ.get("JOBHOST_REQUIRE_COMPONENTS") == "1"
+
+
+def require(component: str, available: bool, how: str) -> None:
+    """Skip a test whose component is missing, or fail it in CI (JOBHOST_REQUIRE_COMPONENTS=1)."""
+    if available:
+        return
+    message = f"{component} is not available: {how}"
+    if REQUIRE_COMPONENTS:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class Deployment:
+    """A jobs package in a temp dir, its own state file, and ways to run jobs.py on it."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp = tmp_path
+        self.package = f"jobs_{uuid.uuid4().hex[:8]}"
+        self.jobs_dir = tmp_path / self.package
+        self.jobs_dir.mkdir()
+        (self.jobs_dir / "__init__.py").write_text("")
+        self.env = {
+            **os.environ,
+            "JOBS_DIR": str(self.jobs_dir),
+            "JOBS_STATE_URL": f"sqlite:///{tmp_path / 'state.sqlite3'}",
+            "JOBS_LOG_FORMAT": "json",
+            "JOBS_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def write(self, module: str, source: str) -> Path:
+        path = self.jobs_dir / f"{module}.py"
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    def cli(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "jobs.py"), *args],
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.tmp,
+        )
+
+    def history(self, name: str | None = None, limit: int = 500) -> list[dict]:
+        result = self.cli("history", *([name] if name else []), "--limit", str(limit), "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def start(self, **env: str) -> HostProcess:
+        return HostProcess(self, {**self.env, **env})
+
+
+class HostProcess:
+    """`python jobs.py` running forever, its stdout collected line by line."""
+
+    def __init__(self, deployment: Deployment, env: dict[str, str]):
+        self.deployment = deployment
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "jobs.py")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=deployment.tmp,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            with self._changed:
+                self.lines.append(raw.decode("utf-8"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def records(self) -> list[dict]:
+        with self._changed:
+            return [json.loads(line) for line in self.lines]
+
+    def wait_for(self, predicate: Callable[[list[dict]], bool], timeout: float = 30, what: str = "") -> list[dict]:
+        """Wait (bounded) until `predicate(records)` holds; fail with the log so far if not."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                records = [json.loads(line) for line in self.lines]
+                if predicate(records):
+                    return records
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    tail = "".join(self.lines[-30:])
+                    pytest.fail(f"waited {timeout}s for {what or predicate}; host log tail:\n{tail}")
+                self._changed.wait(min(left, 0.5))
+
+    def stop(self, timeout: float = 40) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        self._reader.join(5)
+        return code
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Deployment:
+    return Deployment(tmp_path)
+
+
+@pytest.fixture
+def host(deployment: Deployment) -> Iterator[Callable[..., HostProcess]]:
+    started: list[HostProcess] = []
+
+    def start(**env: str) -> HostProcess:
+        process = deployment.start(**env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.poll() is None:
+            process.proc.kill()
+            process.proc.wait(10)
+
+
+def events(records: list[dict], job: str, event: str) -> list[dict]:
+    return [r for r in records if r.get("job") == job and r.get("event") == event]

@@ -1,0 +1,216 @@
+"""The command line as a user meets it: exit codes, messages without tracebacks, JSON output."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from tests.conftest import Deployment
+
+GOOD = """
+import datetime
+from pathlib import Path
+from jobhost import job, every, cron
+
+@job(every(10).minutes)
+def pull_rates():
+    pass
+
+@job(every().day.at("02:30", "Europe/London"), timeout="45m", retries=2)
+def build_summary():
+    pass
+
+@job(cron("0 6 * * mon-fri", tz="America/New_York"))
+def poll_partner():
+    pass
+
+@job(every().day.at("01:00", "UTC"), catchup="all")
+def load_partition(slot: datetime.datetime):
+    Path(__file__).with_name("slot.txt").write_text(slot.isoformat())
+"""
+
+BAD = """
+from jobhost import job, every, cron
+
+@job(every(10).minutes, timout="5m")
+def typo_option():
+    pass
+
+@job(every(10).minutes, timeout="5 minutez")
+def bad_timeout():
+    pass
+
+@job(cron("61 * * * *"))
+def bad_cron():
+    pass
+
+@job(every(5).to(10).minutes)
+def random_interval():
+    pass
+
+@job(every(1).hours, after="does_not_exist")
+def lonely():
+    pass
+
+@job(every(1).hours, name="pull_rates")
+def duplicate():
+    pass
+"""
+
+
+def test_check_lists_every_problem_with_file_and_line(deployment: Deployment) -> None:
+    deployment.write("good", GOOD)
+    path = deployment.write("bad", BAD)
+    deployment.write("broken", "from jobhost import job\n\ndef oops(:\n    pass\n")
+    result = deployment.cli("check")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    problems = [line for line in lines if not line.startswith("jobhost:")]
+    assert len(problems) == 7, result.stderr
+    expected = {
+        "typo_option": (4, "did you mean 'timeout'"),
+        "bad_timeout": (8, "5 minutez"),
+        "bad_cron": (12, "Bad minute"),
+        "random_interval": (16, "every(5).minutes"),
+        "lonely": (20, "does_not_exist"),
+    }
+    for job, (line, words) in expected.items():
+        [match] = [p for p in problems if f"job {job!r}" in p]
+        assert match.startswith(f"{path}:{line}: ") or f"bad.py:{line}: " in match, match
+        assert words in match, match
+    [duplicate] = [p for p in problems if "job 'pull_rates'" in p]
+    assert "already used" in duplicate and "bad.py:24" in duplicate and "good.py:6" in duplicate
+    assert any("broken.py:3:" in p and "SyntaxError" in p for p in problems)
+
+
+def test_check_passes_on_good_jobs(deployment: Deployment) -> None:
+    deployment.write("good", GOOD)
+    result = deployment.cli("check")
+    assert (result.returncode, result.stdout.strip()) == (0, "ok: 4 jobs")
+
+
+def test_the_host_refuses_to_start_with_bad_definitions(deployment: Deployment) -> None:
+    deployment.write("bad", BAD)
+    result = deployment.cli()
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len([r for r in records if r.get("event") == "job_invalid"]) == 5
+    assert records[-1]["event"] == "host_start_failed"
+    assert not result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("JOBS_MAX_WORKERS", "abc"),
+        ("JOBS_LOG_FORMAT", "xml"),
+        ("JOBS_STOP_GRACE", "soon"),
+        ("JOBS_TIMEZONE", "Mars/Olympus"),
+        ("JOBS_STATE_URL", "mysql://db/jobs"),
+    ],
+)
+def test_a_bad_setting_stops_the_host_naming_the_variable(deployment: Deployment, variable: str, value: str) -> None:
+    deployment.write("good", GOOD)
+    result = deployment.cli("list", **{variable: value})
+    assert result.returncode == 2
+    assert variable in result.stderr and "expected" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    forever = deployment.cli(**{variable: value})
+    assert forever.returncode == 2
+    [line] = forever.stdout.splitlines()  # the log stream stays JSON, even before logging is set up
+    assert variable in json.loads(line)["message"]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_an_unusable_state_path_is_named(deployment: Deployment) -> None:
+    deployment.write("good", GOOD)
+    blocker = deployment.tmp / "a-file"
+    blocker.write_text("")
+    result = deployment.cli("list", JOBS_STATE_URL=f"sqlite:///{blocker}/state.sqlite3")
+    assert result.returncode == 2
+    assert "JOBS_STATE_URL" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_of_an_unknown_job_names_the_jobs(deployment: Deployment) -> None:
+    deployment.write("good", GOOD)
+    result = deployment.cli("run", "pull_ratez")
+    assert result.returncode == 2
+    assert "pull_rates" in result.stderr and "build_summary" in result.stderr
+
+
+def test_list_json_has_the_contract_fields(deployment: Deployment) -> None:
+    deployment.write("good", GOOD)
+    jobs = {j["name"]: j for j in json.loads(deployment.cli("list", "--json").stdout)}
+    assert set(jobs) == {"pull_rates", "build_summary", "poll_partner", "load_partition"}
+    summary = jobs["build_summary"]
+    assert {"name", "schedule", "timezone", "next_slot", "last_status", "paused"} <= set(summary)
+    assert (summary["timezone"], summary["timeout"], summary["retries"]) == ("Europe/London", 2700.0, 2)
+    assert dt.datetime.fromisoformat(summary["next_slot"]).astimezone(dt.UTC) > dt.datetime.now(dt.UTC)
+    assert jobs["load_partition"]["catchup"] == "all"
+
+
+def test_next_prints_slots_in_the_jobs_zone(deployment: Deployment) -> None:
+    deployment.write("good", GOOD)
+    result = deployment.cli("next", "build_summary", "--from", "2026-03-27T12:00:00+00:00", "--count", "3")
+    assert result.stdout.split() == [
+        "2026-03-28T02:30:00+00:00",
+        "2026-03-29T02:30:00+01:00",
+        "2026-03-30T02:30:00+01:00",
+    ]
+    result = deployment.cli("next", "poll_partner", "--from", "2026-11-27T12:00", "--count", "2")
+    assert result.stdout.split() == ["2026-11-30T06:00:00-05:00", "2026-12-01T06:00:00-05:00"]
+    assert deployment.cli("next", "poll_partner", "--from", "yesterday").returncode == 2
+
+
+def test_run_passes_the_slot_and_history_json_follows_the_contract(deployment: Deployment) -> None:
+    deployment.write("good", GOOD)
+    result = deployment.cli("run", "load_partition", "--slot", "2026-01-05T01:00")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (deployment.jobs_dir / "slot.txt").read_text() == "2026-01-05T01:00:00+00:00"
+    [run] = deployment.history("load_partition")
+    assert set(run) >= {
+        "run_id", "job", "slot", "attempt", "status", "reason", "started", "ended", "duration_ms", "host", "pid",
+    }  # fmt: skip
+    assert (run["slot"], run["status"], run["attempt"]) == ("2026-01-05T01:00:00+00:00", "succeeded", 1)
+    assert isinstance(run["pid"], int) and run["host"]
+
+
+def test_pause_and_resume_show_in_list(deployment: Deployment) -> None:
+    deployment.write("good", GOOD)
+    assert deployment.cli("pause", "pull_rates").returncode == 0
+    jobs = {j["name"]: j for j in json.loads(deployment.cli("list", "--json").stdout)}
+    assert jobs["pull_rates"]["paused"] is True
+    assert deployment.cli("resume", "pull_rates").returncode == 0
+    jobs = {j["name"]: j for j in json.loads(deployment.cli("list", "--json").stdout)}
+    assert jobs["pull_rates"]["paused"] is False
+    assert deployment.cli("pause", "nope").returncode == 2
+
+
+def test_a_paused_job_is_skipped_by_the_loop(deployment: Deployment, host) -> None:
+    deployment.write(
+        "fast",
+        """
+        from jobhost import job, every
+
+        @job(every(1).seconds)
+        def fast():
+            pass
+        """,
+    )
+    deployment.cli("pause", "fast")
+    process = host()
+    process.wait_for(lambda rs: any(r.get("event") == "run_skipped" for r in rs), what="a skipped slot")
+    process.stop()
+    runs = deployment.history("fast")
+    assert runs and {r["status"] for r in runs} == {"skipped"}
+    assert all(r["reason"] == "the job is paused" for r in runs)
+
+
+def test_every_command_has_help(deployment: Deployment) -> None:
+    for command in ["list", "run", "check", "history", "pause", "resume", "next"]:
+        result = deployment.cli(command, "--help")
+        assert result.returncode == 0 and "Usage:" in result.stdout, command
+    assert deployment.cli("no-such-command").returncode == 2

@@ -1,0 +1,233 @@
+"""End to end: real `python jobs.py` processes running jobs that misbehave in every way."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Deployment, events
+
+CONTRACT = {"timestamp", "level", "logger", "message"}
+RUN_CONTEXT = {"job", "run_id", "slot", "attempt"}
+
+MISBEHAVING = """
+import logging, os, signal, subprocess, sys, time
+from jobhost import job, every
+
+log = logging.getLogger(__name__)
+SCHEDULE = every({interval}).{unit}
+
+@job(SCHEDULE)
+def succeeds():
+    print("hello from a job")
+    log.warning("rows loaded: %s", 3, extra={{"rows": 3}})
+
+@job(SCHEDULE)
+def raises():
+    raise ValueError("bad input in row 7")
+
+@job(SCHEDULE, timeout="1s")
+def hangs():
+    child = subprocess.Popen(["sleep", "300"])
+    with open({pidfile!r}, "a") as out:
+        out.write(f"{{child.pid}}\\n")
+    time.sleep(300)
+
+@job(SCHEDULE)
+def exits_3():
+    os._exit(3)
+
+@job(SCHEDULE)
+def killed():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+@job(SCHEDULE)
+def noisy():
+    out = sys.stdout.buffer
+    out.write(b"bad \\xff\\xfe utf8\\n")
+    out.write(b"x" * 1_000_000 + b"\\n")
+    out.write(b"\\x00binary\\x1b[31m\\n")
+    out.flush()
+    os.write(2, b"last words without a newline")
+
+@job(SCHEDULE, isolation="thread")
+def tiny():
+    print("from a thread")
+"""
+
+EXPECTED = {
+    "succeeds": ("succeeded", ""),
+    "raises": ("failed", "ValueError: bad input in row 7"),
+    "hangs": ("timed_out", "timeout"),
+    "exits_3": ("crashed", "exited with code 3"),
+    "killed": ("crashed", "killed by SIGKILL (perhaps out of memory?)"),
+    "noisy": ("succeeded", ""),
+    "tiny": ("succeeded", ""),
+}
+
+
+def _write_misbehaving(deployment: Deployment, interval: int = 1, unit: str = "hours") -> Path:
+    pidfile = deployment.tmp / "grandchildren.pids"
+    deployment.write("misbehaving", MISBEHAVING.format(interval=interval, unit=unit, pidfile=str(pidfile)))
+    return pidfile
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purpose; look at its state.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ", 1)[1][0] != "Z"
+
+
+def _assert_contract(lines: list[str]) -> list[dict]:
+    records = []
+    for line in lines:
+        record = json.loads(line)  # every line is JSON, whatever the job wrote
+        assert set(record) >= CONTRACT, record
+        if record.get("logger") != "jobhost.host":
+            assert set(record) >= RUN_CONTEXT, record
+        records.append(record)
+    return records
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_run_command_reports_each_way_a_job_can_end(deployment: Deployment, name: str) -> None:
+    pidfile = _write_misbehaving(deployment)
+    result = deployment.cli("run", name)
+    status, reason = EXPECTED[name]
+    assert result.returncode == (0 if status == "succeeded" else 1), result.stdout + result.stderr
+    records = _assert_contract(result.stdout.splitlines())
+    ends = [r for r in records if r.get("event", "").startswith("run_") and r["event"] != "run_started"]
+    assert [r["status"] for r in ends] == [status]
+    assert reason in ends[0].get("reason", "")
+    [run] = deployment.history(name)
+    assert (run["status"], run["job"], run["attempt"]) == (status, name, 1)
+    assert reason in run["reason"]
+    assert run["ended"] is not None and run["duration_ms"] >= 0
+    if name == "hangs":
+        assert "time.sleep(300)" in ends[0]["exc_info"], "the traceback shows where the job hung"
+        for pid in map(int, pidfile.read_text().split()):
+            assert not _alive(pid), "the job's grandchild outlived its timeout"
+    if name == "raises":
+        assert 'raise ValueError("bad input in row 7")' in ends[0]["exc_info"]
+
+
+def test_output_of_a_run_keeps_its_context_and_cannot_break_the_stream(deployment: Deployment) -> None:
+    _write_misbehaving(deployment)
+    result = deployment.cli("run", "noisy")
+    records = _assert_contract(result.stdout.splitlines())
+    output = [r for r in records if r["logger"] == "jobhost.output"]
+    messages = [r["message"] for r in output]
+    assert "bad \\xff\\xfe utf8" in messages
+    assert "".join(m for m in messages if set(m) == {"x"}) == "x" * 1_000_000
+    assert max(len(line) for line in result.stdout.splitlines()) < 64 * 1024
+    assert "\x00binary\x1b[31m" in messages
+    assert {"message": "last words without a newline", "stream": "stderr"}.items() <= next(
+        r for r in output if r["message"].startswith("last words")
+    ).items()
+
+
+def test_job_logs_and_prints_carry_the_run_context(deployment: Deployment) -> None:
+    _write_misbehaving(deployment)
+    records = _assert_contract(deployment.cli("run", "succeeds").stdout.splitlines())
+    [started] = events(records, "succeeds", "run_started")
+    printed = next(r for r in records if r["message"] == "hello from a job")
+    logged = next(r for r in records if r["message"] == "rows loaded: 3")
+    assert printed["run_id"] == logged["run_id"] == started["run_id"]
+    assert (logged["level"], logged["rows"], logged["logger"]) == ("WARNING", 3, f"{deployment.package}.misbehaving")
+    thread = _assert_contract(deployment.cli("run", "tiny").stdout.splitlines())
+    assert any(r["message"] == "from a thread" and r["job"] == "tiny" for r in thread)
+
+
+def test_forever_loop_survives_every_kind_of_failure(deployment: Deployment, host) -> None:
+    pidfile = _write_misbehaving(deployment, interval=2, unit="seconds")
+    process = host()
+
+    def each_job_ended(records: list[dict]) -> bool:
+        ended = {r["job"] for r in records if r.get("event", "run_started") != "run_started" and "job" in r}
+        return set(EXPECTED) <= ended
+
+    process.wait_for(each_job_ended, timeout=40, what="one ended run of every job")
+    assert process.proc.poll() is None, "the host died"
+    assert process.stop() == 0
+    records = _assert_contract(process.lines)
+    assert records[-1]["event"] == "host_stopped"
+    runs = deployment.history()
+    for name, (status, reason) in EXPECTED.items():
+        ended = [r for r in runs if r["job"] == name and r["status"] not in ("running", "skipped", "interrupted")]
+        assert ended, f"no ended run of {name}"
+        assert {r["status"] for r in ended} == {status}, name
+        assert all(reason in r["reason"] for r in ended), name
+    assert not [r for r in runs if r["status"] == "running"], "a run was left as running after a clean stop"
+    for pid in map(int, pidfile.read_text().split()):
+        assert not _alive(pid)
+
+
+def test_sigterm_lets_a_run_finish_within_the_grace(deployment: Deployment, host) -> None:
+    deployment.write(
+        "slow",
+        """
+        import time
+        from jobhost import job, every
+
+        @job(every(1).seconds, timeout="1m")
+        def slow():
+            time.sleep(2)
+            print("finished")
+        """,
+    )
+    process = host(JOBS_STOP_GRACE="30s")
+    process.wait_for(lambda rs: events(rs, "slow", "run_started"), what="a run to start")
+    assert process.stop() == 0
+    records = process.records()
+    assert events(records, "slow", "run_succeeded"), "the run in flight was not allowed to finish"
+    assert records[-1]["event"] == "host_stopped"
+
+
+def test_runs_past_the_stop_grace_are_recorded_interrupted(deployment: Deployment, host) -> None:
+    deployment.write(
+        "stuck",
+        """
+        import time
+        from jobhost import job, every
+
+        @job(every(1).seconds, timeout="1h")
+        def stuck():
+            time.sleep(600)
+        """,
+    )
+    process = host(JOBS_STOP_GRACE="1s")
+    records = process.wait_for(lambda rs: events(rs, "stuck", "run_started"), what="a run to start")
+    run_id = events(records, "stuck", "run_started")[0]["run_id"]
+    assert process.stop() == 0
+    [record] = [r for r in deployment.history("stuck") if r["run_id"] == run_id]
+    assert record["status"] == "interrupted"
+    assert "SIGTERM" in record["reason"]
+
+
+def test_a_second_sigterm_stops_at_once(deployment: Deployment, host) -> None:
+    deployment.write(
+        "stuck",
+        """
+        import signal, time
+        from jobhost import job, every
+
+        @job(every(1).seconds, timeout="1h")
+        def ignores_sigterm():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            time.sleep(600)
+        """,
+    )
+    process = host(JOBS_STOP_GRACE="5m")
+    process.wait_for(lambda rs: events(rs, "ignores_sigterm", "run_started"), what="a run to start")
+    process.proc.send_signal(signal.SIGTERM)
+    process.wait_for(lambda rs: any(r.get("event") == "host_stopping" for r in rs), what="the first SIGTERM")
+    assert process.stop(timeout=15) == 0
+    assert [r["status"] for r in deployment.history("ignores_sigterm")][-1] == "interrupted"
