@@ -7,7 +7,7 @@ the environment (see configuration/settings.py); the engine is jobhost/.
 
 import sys
 
-from configuration import configure
+from configuration.deployment import configure
 from jobhost.cli import main
 
 if __name__ == "__main__":

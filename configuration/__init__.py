@@ -1,27 +1,2 @@
-"""This deployment's knobs: settings from the environment, logging, (later) Sentry."""
-
-from __future__ import annotations
-
-import sys
-
-from configuration.log_setup import configure_logging
-from configuration.settings import ROOT, load_settings
-from jobhost.cli import HostSettings
-from jobhost.host import HostConfig
-
-
-def configure(*, log_to_stdout: bool) -> HostSettings:
-    """Read the settings, set up logging, and hand the engine what it needs.
-
-    `log_to_stdout` is for the commands whose output *is* the log (the loop, `run`);
-    the others log to stderr so their stdout stays machine-readable.
-    """
-    settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format, sys.stdout if log_to_stdout else sys.stderr)
-    return HostSettings(
-        state_url=settings.state_url,
-        base_dir=ROOT,
-        jobs_dir=settings.jobs_dir,
-        timezone=settings.timezone,
-        host=HostConfig(max_workers=settings.max_workers, stop_grace=settings.stop_grace),
-    )
+"""This deployment's knobs: settings from the environment (settings.py), logging
+(log_setup.py), and `configure()` that hands them to the engine (deployment.py)."""
