@@ -19,6 +19,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from jobhost.clock import Clock
@@ -340,8 +341,15 @@ class Host:
                 )
 
     def _abandon_leftovers(self, now: dt.datetime) -> None:
+        """Runs recorded as running by this host whose process is gone: the host died under them.
+
+        A run whose process is still alive belongs to someone else (`jobs.py run` in a terminal).
+        """
         reason = "the host stopped before the run ended (killed, crashed or lost power)"
-        for record in self._guard(lambda: self.store.abandon_running(self.config.hostname, reason, now), []):
+        for record in self._guard(lambda: self.store.running(self.config.hostname), []):
+            if record.pid is not None and _run_process_alive(record.pid):
+                continue
+            self._guard(lambda r=record: self.store.finish_run(r.run_id, RunStatus.ABANDONED, reason, now, None), None)
             context = RunContext(record.job, record.run_id, record.slot, record.attempt)
             self.lifecycle.emit(RunEvent(RunStatus.ABANDONED, context, reason, extra={"pid": record.pid}))
 
@@ -356,3 +364,22 @@ class Host:
                 extra={"event": "store_failed"},
             )
             return fallback
+
+
+def _run_process_alive(pid: int) -> bool:
+    """Is `pid` still a live run process: not a zombie, and leader of its own group as runs are?"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: fall back to asking the kernel about the group
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    fields = stat.rsplit(")", 1)[1].split()
+    state, pgrp = fields[0], int(fields[2])
+    return state not in ("Z", "X") and pgrp == pid

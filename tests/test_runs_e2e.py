@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,34 @@ def test_a_second_sigterm_stops_at_once(deployment: Deployment, host) -> None:
     process.wait_for(lambda rs: any(r.get("event") == "host_stopping" for r in rs), what="the first SIGTERM")
     assert process.stop(timeout=15) == 0
     assert [r["status"] for r in deployment.history("ignores_sigterm")][-1] == "interrupted"
+
+
+def test_a_run_whose_host_was_killed_is_abandoned_at_the_next_start(deployment: Deployment, host) -> None:
+    deployment.write(
+        "long",
+        """
+        import os, time
+        from jobhost import job, every
+
+        @job(every(1).seconds, timeout="1h")
+        def long():
+            time.sleep(600)
+        """,
+    )
+    first = host()
+    records = first.wait_for(lambda rs: events(rs, "long", "run_started"), what="a run to start")
+    run_id = events(records, "long", "run_started")[0]["run_id"]
+    [running] = [r for r in deployment.history("long") if r["run_id"] == run_id]
+    first.proc.kill()
+    first.proc.wait(10)
+    # The run's process does not outlive its host (it is set to die with it).
+    deadline = time.monotonic() + 10
+    while _alive(running["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(running["pid"])
+    second = host()
+    second.wait_for(lambda rs: any(r.get("run_id") == run_id for r in rs), what="the abandoned run")
+    second.stop()
+    [record] = [r for r in deployment.history("long") if r["run_id"] == run_id]
+    assert record["status"] == "abandoned"
+    assert "host stopped before the run ended" in record["reason"]

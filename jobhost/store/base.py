@@ -65,8 +65,8 @@ class StateStore(Protocol):
     def paused_jobs(self) -> set[str]:
         """The names of the paused jobs."""
 
-    def abandon_running(self, host: str, reason: str, ended: dt.datetime) -> list[RunRecord]:
-        """Mark this host's runs still recorded as running as abandoned; return them."""
+    def running(self, host: str) -> list[RunRecord]:
+        """The runs of `host` recorded as running, oldest first."""
 
     def close(self) -> None:
         """Release the connection."""

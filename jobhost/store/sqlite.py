@@ -123,20 +123,11 @@ class SQLiteStore:
     def paused_jobs(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT job FROM job_state WHERE paused")}
 
-    def abandon_running(self, host: str, reason: str, ended: dt.datetime) -> list[RunRecord]:
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM runs WHERE status = 'running' AND host = ? ORDER BY seq", (host,)
-            ).fetchall()
-            self._db.execute(
-                "UPDATE runs SET status = 'abandoned', reason = ?, ended = ? WHERE status = 'running' AND host = ?",
-                (reason, _iso(ended), host),
-            )
-        abandoned = [_record(row) for row in rows]
-        for record in abandoned:
-            record.status, record.reason, record.ended = RunStatus.ABANDONED, reason, ended
-        return abandoned
+    def running(self, host: str) -> list[RunRecord]:
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM runs WHERE status = 'running' AND host = ? ORDER BY seq", (host,)
+        )
+        return [_record(row) for row in rows]
 
     def close(self) -> None:
         self._db.close()
