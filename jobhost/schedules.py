@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -214,6 +215,7 @@ def _build_cron(spec: CronSpec, default_zone: ZoneInfo) -> CronSchedule:
         raise ScheduleError(
             f"cron({spec.expression!r}) has {fields} fields; write the 5 standard ones: minute hour day-of-month month day-of-week"
         )
+    text = _normalize_cron(text)
     zone = _zone(spec.tz, default_zone)
     try:
         CronSim(text, dt.datetime(2000, 1, 1))
@@ -226,6 +228,19 @@ def _build_cron(spec: CronSpec, default_zone: ZoneInfo) -> CronSchedule:
     if schedule.next_slot(dt.datetime(2000, 1, 1, tzinfo=UTC)) is None:
         raise ScheduleError(f"cron({spec.expression!r}) never matches a date")
     return schedule
+
+
+_ONE_VALUE_RANGE = re.compile(r"^(\w+)-\1/\d+$")
+
+
+def _normalize_cron(text: str) -> str:
+    """Work around cronsim 2.8 reading a one-value range with a step ("3-3/2") as "3/2"
+    (3 to the end of the field); cron reads it as the one value."""
+    fields = []
+    for field in text.split():
+        parts = [_ONE_VALUE_RANGE.sub(r"\1", part) for part in field.split(",")]
+        fields.append(",".join(parts))
+    return " ".join(fields)
 
 
 def _zone(name: object, default_zone: ZoneInfo) -> ZoneInfo:
