@@ -205,7 +205,15 @@ class Host:
             )
             return
         if in_flight and spec.overlap == "queue":
-            self.queued_overlap.setdefault(spec.name, deque()).append(context)
+            queued = self.queued_overlap.setdefault(spec.name, deque())
+            if queued:  # one waiting run is enough; a job slower than its schedule must not pile up
+                self._record_unstarted(
+                    context,
+                    RunStatus.SKIPPED,
+                    f"slot {queued[0].slot.isoformat()} is already queued behind the run still going",
+                )
+            else:
+                queued.append(context)
             return
         self.pending.append(context)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -263,3 +264,64 @@ def test_a_run_whose_host_was_killed_is_abandoned_at_the_next_start(deployment: 
     [record] = [r for r in deployment.history("long") if r["run_id"] == run_id]
     assert record["status"] == "abandoned"
     assert "host stopped before the run ended" in record["reason"]
+
+
+def _intervals(runs: list[dict]) -> list[tuple[dt.datetime, dt.datetime]]:
+    return sorted(
+        (dt.datetime.fromisoformat(r["started"]), dt.datetime.fromisoformat(r["ended"]))
+        for r in runs
+        if r["started"] and r["ended"]
+    )
+
+
+def _most_at_once(intervals: list[tuple[dt.datetime, dt.datetime]]) -> int:
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    most = current = 0
+    for _, step in edges:
+        current += step
+        most = max(most, current)
+    return most
+
+
+SLEEPERS = """
+import time
+from jobhost import job, every
+
+@job(every(1).seconds, overlap="{overlap}")
+def first():
+    time.sleep(1.5)
+
+@job(every(1).seconds, overlap="{overlap}")
+def second():
+    time.sleep(1.5)
+"""
+
+
+def test_no_more_than_max_workers_runs_at_once(deployment: Deployment, host) -> None:
+    deployment.write("sleepers", SLEEPERS.format(overlap="skip"))
+    process = host(JOBS_MAX_WORKERS="1")
+    process.wait_for(lambda rs: len([r for r in rs if r.get("event") == "run_succeeded"]) >= 3, what="three runs")
+    assert process.stop() == 0
+    runs = deployment.history()
+    assert _most_at_once(_intervals(runs)) == 1
+    assert {r["job"] for r in runs if r["status"] == "succeeded"} == {"first", "second"}
+
+
+def test_overlap_allow_runs_slots_side_by_side(deployment: Deployment, host) -> None:
+    deployment.write("sleepers", SLEEPERS.format(overlap="allow"))
+    process = host(JOBS_MAX_WORKERS="8")
+    process.wait_for(lambda rs: len(events(rs, "first", "run_succeeded")) >= 3, what="three runs of first")
+    assert process.stop() == 0
+    runs = [r for r in deployment.history("first")]
+    assert not [r for r in runs if r["status"] == "skipped"]
+    assert _most_at_once(_intervals(runs)) >= 2
+
+
+def test_overlap_queue_runs_slots_one_after_another(deployment: Deployment, host) -> None:
+    deployment.write("sleepers", SLEEPERS.format(overlap="queue"))
+    process = host(JOBS_MAX_WORKERS="8")
+    process.wait_for(lambda rs: len(events(rs, "first", "run_succeeded")) >= 3, what="three runs of first")
+    assert process.stop() == 0
+    runs = deployment.history("first")
+    assert not [r for r in runs if r["status"] == "skipped"]
+    assert _most_at_once(_intervals(runs)) == 1

@@ -1,0 +1,124 @@
+"""The state store contract, run against every backend (SQLite today; PostgreSQL joins later)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobhost.errors import StoreError
+from jobhost.outcomes import RunStatus
+from jobhost.store import RunRecord, StateStore, open_store
+
+T0 = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    opened = open_store(f"sqlite:///{tmp_path / 'state.sqlite3'}", tmp_path)
+    yield opened
+    opened.close()
+
+
+def _run(run_id: str, job: str = "nightly", minutes: int = 0, **fields: object) -> RunRecord:
+    values: dict = {
+        "attempt": 1,
+        "status": RunStatus.RUNNING,
+        "started": T0 + dt.timedelta(minutes=minutes),
+        "host": "h1",
+    }
+    values.update(fields)
+    return RunRecord(run_id, job, T0 + dt.timedelta(minutes=minutes), **values)
+
+
+def test_a_run_is_kept_from_start_to_end(store: StateStore) -> None:
+    store.add_run(_run("r1"))
+    store.set_pid("r1", 4242)
+    [running] = store.runs("nightly")
+    assert (running.status, running.pid, running.ended) == (RunStatus.RUNNING, 4242, None)
+    ended = T0 + dt.timedelta(seconds=90)
+    store.finish_run("r1", RunStatus.FAILED, "ValueError: boom", ended, 90_000)
+    [done] = store.runs("nightly")
+    assert (done.status, done.reason, done.ended, done.duration_ms) == (
+        RunStatus.FAILED,
+        "ValueError: boom",
+        ended,
+        90_000,
+    )
+
+
+def test_history_is_newest_first_filtered_and_limited(store: StateStore) -> None:
+    for i in range(5):
+        store.add_run(_run(f"a{i}", "a", minutes=i))
+        store.add_run(_run(f"b{i}", "b", minutes=i))
+    assert [r.run_id for r in store.runs("a", limit=3)] == ["a4", "a3", "a2"]
+    assert [r.run_id for r in store.runs(limit=2)] == ["b4", "a4"]
+    assert store.runs("nobody") == []
+
+
+def test_slots_keep_their_offset(store: StateStore) -> None:
+    london = dt.datetime(2026, 7, 1, 2, 30, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    store.add_run(RunRecord("r1", "summer", london, 1, RunStatus.SUCCEEDED))
+    [record] = store.runs("summer")
+    assert record.slot.isoformat() == "2026-07-01T02:30:00+01:00"
+    assert record.as_json()["slot"] == "2026-07-01T02:30:00+01:00"
+
+
+def test_last_status_per_job(store: StateStore) -> None:
+    store.add_run(_run("a1", "a", status=RunStatus.FAILED))
+    store.add_run(_run("a2", "a", minutes=1, status=RunStatus.SUCCEEDED))
+    store.add_run(_run("b1", "b", status=RunStatus.TIMED_OUT))
+    assert store.last_statuses() == {"a": RunStatus.SUCCEEDED, "b": RunStatus.TIMED_OUT}
+
+
+def test_pause_and_resume(store: StateStore) -> None:
+    store.set_paused("a", True)
+    store.set_paused("b", True)
+    store.set_paused("a", False)
+    assert store.paused_jobs() == {"b"}
+
+
+def test_running_lists_only_this_hosts_unfinished_runs(store: StateStore) -> None:
+    store.add_run(_run("mine"))
+    store.add_run(_run("done", status=RunStatus.SUCCEEDED))
+    store.add_run(_run("theirs", host="h2"))
+    assert [r.run_id for r in store.running("h1")] == ["mine"]
+
+
+def test_history_survives_reopening(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    first = open_store(url, tmp_path)
+    first.add_run(_run("r1"))
+    first.set_paused("nightly", True)
+    first.close()
+    second = open_store(url, tmp_path)
+    assert [r.run_id for r in second.runs()] == ["r1"]
+    assert second.paused_jobs() == {"nightly"}
+    second.close()
+
+
+def test_sqlite_uses_a_write_ahead_log_and_relative_paths(tmp_path: Path) -> None:
+    store = open_store("sqlite:///var/state.sqlite3", tmp_path)
+    store.close()
+    path = tmp_path / "var" / "state.sqlite3"
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    open_store(f"sqlite:///{path}", tmp_path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(StoreError, match="schema version 99"):
+        open_store(f"sqlite:///{path}", tmp_path)
+
+
+def test_an_unusable_path_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match="cannot use the SQLite state file"):
+        open_store(f"sqlite:///{tmp_path / 'file' / 'state.sqlite3'}", tmp_path)
+    with pytest.raises(StoreError, match="unknown state store 'mysql'"):
+        open_store("mysql://db/x", tmp_path)
