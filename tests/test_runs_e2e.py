@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import signal
@@ -318,10 +319,24 @@ def test_overlap_allow_runs_slots_side_by_side(deployment: Deployment, host) -> 
 
 
 def test_overlap_queue_runs_slots_one_after_another(deployment: Deployment, host) -> None:
-    deployment.write("sleepers", SLEEPERS.format(overlap="queue"))
+    deployment.write(
+        "queued",
+        """
+        import time
+        from jobhost import job, every
+
+        @job(every(1).seconds, overlap="queue")
+        def queued():
+            time.sleep(1.2)
+        """,
+    )
     process = host(JOBS_MAX_WORKERS="8")
-    process.wait_for(lambda rs: len(events(rs, "first", "run_succeeded")) >= 3, what="three runs of first")
+    process.wait_for(lambda rs: len(events(rs, "queued", "run_succeeded")) >= 3, what="three runs")
     assert process.stop() == 0
-    runs = deployment.history("first")
-    assert not [r for r in runs if r["status"] == "skipped"]
+    runs = list(reversed(deployment.history("queued")))
+    done = [r for r in runs if r["status"] == "succeeded"][:3]
+    slots = [dt.datetime.fromisoformat(r["slot"]) for r in done]
+    assert [(b - a).total_seconds() for a, b in itertools.pairwise(slots)] == [1.0, 1.0]
     assert _most_at_once(_intervals(runs)) == 1
+    # A job slower than its schedule keeps one slot waiting, not a growing queue.
+    assert all("already queued" in r["reason"] for r in runs if r["status"] == "skipped")
