@@ -36,10 +36,10 @@ class Terminated(BaseException):
     """
 
 
-def run_child(spec: JobSpec, context: RunContext, out_fd: int, err_fd: int, ctl_fd: int) -> NoReturn:
+def run_child(spec: JobSpec, context: RunContext, host_pid: int, out_fd: int, err_fd: int, ctl_fd: int) -> NoReturn:
     """Execute the job in this (forked) process and exit; never returns."""
     try:
-        control = _prepare(out_fd, err_fd, ctl_fd, context)
+        control = _prepare(out_fd, err_fd, ctl_fd, context, host_pid)
     except BaseException:  # noqa: BLE001 - the harness itself failed; say so in the exit code
         os._exit(_HARNESS_FAILED)
     code = 0
@@ -68,13 +68,15 @@ def run_child(spec: JobSpec, context: RunContext, out_fd: int, err_fd: int, ctl_
     os._exit(code)
 
 
-def _prepare(out_fd: int, err_fd: int, ctl_fd: int, context: RunContext) -> _Control:
+def _prepare(out_fd: int, err_fd: int, ctl_fd: int, context: RunContext, host_pid: int) -> _Control:
     os.setpgid(0, 0)
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, _terminate)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     _die_with_parent()
+    if os.getppid() != host_pid:  # the host died before the line above took effect
+        os._exit(_HARNESS_FAILED)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out_fd, 1)

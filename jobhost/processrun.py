@@ -56,11 +56,12 @@ class ProcessRun:
         pipes = {name: os.pipe() for name in ("stdout", "stderr", "control")}
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
+        host_pid = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child
             for read_end, _ in pipes.values():
                 os.close(read_end)
-            run_child(self.spec, self.context, pipes["stdout"][1], pipes["stderr"][1], pipes["control"][1])
+            run_child(self.spec, self.context, host_pid, pipes["stdout"][1], pipes["stderr"][1], pipes["control"][1])
         self.pid = pid
         for name, (read_end, write_end) in pipes.items():
             os.close(write_end)
