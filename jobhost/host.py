@@ -224,15 +224,7 @@ class Host:
     def _start(self, context: RunContext) -> None:
         spec = self.jobs[context.job]
         started = self.clock()
-        record = RunRecord(
-            context.run_id,
-            spec.name,
-            context.slot,
-            context.attempt,
-            RunStatus.RUNNING,
-            started=started,
-            host=self.config.hostname,
-        )
+        record = self._record(context, RunStatus.RUNNING, started=started)
         self._guard(lambda: self.store.add_run(record), None)
         extra: dict[str, object] = {"isolation": spec.isolation}
         if not self._foreground:
@@ -270,19 +262,20 @@ class Host:
         self.lifecycle.emit(RunEvent(outcome.status, context, outcome.reason, duration_ms, outcome.traceback))
         self._last_outcome = outcome
 
-    def _record_unstarted(self, context: RunContext, status: RunStatus, reason: str, **extra: object) -> None:
-        now = self.clock()
-        record = RunRecord(
+    def _record(self, context: RunContext, status: RunStatus, reason: str = "", **times: dt.datetime) -> RunRecord:
+        return RunRecord(
             context.run_id,
             context.job,
             context.slot,
             context.attempt,
             status,
             reason,
-            started=None,
-            ended=now,
             host=self.config.hostname,
+            **times,
         )
+
+    def _record_unstarted(self, context: RunContext, status: RunStatus, reason: str, **extra: object) -> None:
+        record = self._record(context, status, reason, ended=self.clock())
         self._guard(lambda: self.store.add_run(record), None)
         self.lifecycle.emit(RunEvent(status, context, reason, extra=dict(extra)))
 
