@@ -1,4 +1,4 @@
-"""Durations written by people: 90, 2.5, "30s", "45m", "2h", "1h30m", "1d"."""
+"""Durations written by people: 90, 2.5, "90", "30s", "45m", "2h", "1h30m", "1d"."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import re
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _WHOLE = re.compile(r"(?:\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d))+\s*")
 
 
@@ -16,7 +17,7 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
     """
     if isinstance(value, bool):
         raise ValueError(f"{what} must be seconds or a string like '30s', '45m', '2h', not {value!r}")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
         seconds = float(value)
     elif isinstance(value, str) and _WHOLE.fullmatch(value.lower()):
         seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(value.lower()))

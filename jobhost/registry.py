@@ -152,11 +152,6 @@ class Registry:
             built = build_schedule(schedule, self.default_zone)
         except JobhostError as exc:
             raise fail(str(exc)) from exc
-        if isinstance(schedule, schedule_lib.Job):
-            try:
-                schedule.do(func)
-            except (schedule_lib.ScheduleError, ValueError, TypeError) as exc:
-                raise fail(f"schedule: {exc}") from exc
         try:
             values = {
                 "timeout": _timeout(options.get("timeout", DEFAULT_TIMEOUT)),
@@ -176,6 +171,11 @@ class Registry:
         wants_slot = _wants_slot(func)
         if isinstance(wants_slot, str):
             raise fail(wants_slot)
+        if isinstance(schedule, schedule_lib.Job):  # bind it to our own scheduler, once valid
+            try:
+                schedule.do(func)
+            except (schedule_lib.ScheduleError, ValueError, TypeError) as exc:
+                raise fail(f"schedule: {exc}") from exc
         for dependency in after:
             self._dependencies.append((name, dependency, file, line))
         return JobSpec(

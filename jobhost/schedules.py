@@ -32,6 +32,7 @@ from jobhost.timezones import UTC, get_zone, localize
 
 _UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600}
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
+_MAX_STEPS = 1000
 _EPOCH_MONDAY = dt.date(1969, 12, 29).toordinal()
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _CRON_MACROS = {
@@ -78,7 +79,9 @@ class IntervalSchedule:
     until: dt.datetime | None = None
 
     def next_slot(self, after: dt.datetime) -> dt.datetime | None:
-        after = _aware(after)
+        # In UTC, so that comparisons are in real time: Python ignores `fold` when
+        # it compares two datetimes of the same zone.
+        after = _aware(after).astimezone(UTC)
         if self.unit in _UNIT_SECONDS:
             period, offset = self._period_offset()
             stamp = after.timestamp()
@@ -92,7 +95,7 @@ class IntervalSchedule:
         return None if self.until is not None and slot > self.until else slot
 
     def latest_slot(self, at_or_before: dt.datetime) -> dt.datetime | None:
-        at_or_before = _aware(at_or_before)
+        at_or_before = _aware(at_or_before).astimezone(UTC)
         if self.until is not None and at_or_before > self.until:
             at_or_before = self.until
         if self.unit in _UNIT_SECONDS:
@@ -159,20 +162,33 @@ class CronSchedule:
     zone: ZoneInfo
 
     def next_slot(self, after: dt.datetime) -> dt.datetime | None:
-        start = _aware(after).astimezone(self.zone)
-        try:
-            return next(CronSim(self.expression, start)).astimezone(self.zone)
-        except StopIteration:
-            return None
+        after = _aware(after)
+        # cronsim walks fixed-time jobs in wall time; in a repeated (fall-back) hour
+        # its answer can be earlier in real time than `after`, so step past those.
+        # (Compared as timestamps: Python ignores `fold` within one zone.)
+        slots = CronSim(self.expression, after.astimezone(self.zone))
+        for _ in range(_MAX_STEPS):
+            slot = next(slots, None)
+            if slot is None or slot.timestamp() > after.timestamp():
+                return slot.astimezone(self.zone) if slot is not None else None
+        raise ScheduleError(f"cron({self.expression!r}) found no slot after {after.isoformat()}")
 
     def latest_slot(self, at_or_before: dt.datetime) -> dt.datetime | None:
+        at_or_before = _aware(at_or_before)
         # cronsim's reverse iteration counts dropping the microseconds as its
         # first tick, so a whole-second instant that is itself a slot is kept.
-        start = _aware(at_or_before).astimezone(self.zone).replace(microsecond=1)
-        try:
-            return next(CronSim(self.expression, start, reverse=True)).astimezone(self.zone)
-        except StopIteration:
+        start = at_or_before.astimezone(self.zone).replace(microsecond=1)
+        candidate = next(CronSim(self.expression, start, reverse=True), None)
+        limit = at_or_before.timestamp()
+        while candidate is not None and candidate.timestamp() > limit:
+            candidate = next(CronSim(self.expression, candidate, reverse=True), None)
+        if candidate is None:
             return None
+        # In a repeated hour the wall-time walk back can pass over a slot that is
+        # later in real time; walk forward to the last one at or before the instant.
+        while (following := self.next_slot(candidate)) is not None and following.timestamp() <= limit:
+            candidate = following
+        return candidate.astimezone(self.zone)
 
     def describe(self) -> str:
         words = CronSim(self.expression, dt.datetime(2000, 1, 1)).explain()

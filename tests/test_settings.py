@@ -1,0 +1,75 @@
+"""Settings from the environment: defaults, accepted forms, refusals, and the README table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from configuration.settings import ROOT, load_settings, markdown_table
+from jobhost.errors import SettingError
+
+
+def test_defaults(monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # the machine's zone, when JOBS_TIMEZONE is unset
+    settings = load_settings({})
+    assert settings.state_url == "sqlite:///var/jobhost.sqlite3"
+    assert settings.log_level == "INFO"
+    assert settings.log_format == "json"
+    assert settings.max_workers == 4
+    assert settings.stop_grace == 20.0
+    assert settings.timezone == ZoneInfo("Asia/Kolkata")
+    assert settings.jobs_dir == ROOT / "jobs"
+
+
+def test_blank_values_mean_the_default():
+    assert load_settings({"JOBS_MAX_WORKERS": "  ", "JOBS_LOG_LEVEL": ""}) == load_settings({})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("JOBS_MAX_WORKERS", " 16 ", "max_workers", 16),
+        ("JOBS_LOG_LEVEL", "debug", "log_level", "DEBUG"),
+        ("JOBS_LOG_FORMAT", "Text", "log_format", "text"),
+        ("JOBS_STOP_GRACE", "2m", "stop_grace", 120.0),
+        ("JOBS_STOP_GRACE", "30", "stop_grace", 30.0),  # "seconds", as the accepts column says
+        ("JOBS_TIMEZONE", "Europe/London", "timezone", ZoneInfo("Europe/London")),
+        ("JOBS_STATE_URL", "sqlite:////srv/jobs/state.db", "state_url", "sqlite:////srv/jobs/state.db"),
+        ("JOBS_DIR", "/srv/jobs", "jobs_dir", Path("/srv/jobs")),
+        ("JOBS_DIR", "team/jobs", "jobs_dir", ROOT / "team" / "jobs"),
+    ],
+)
+def test_accepted_values(variable, value, field, expected):
+    assert getattr(load_settings({variable: value}), field) == expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "accepts"),
+    [
+        ("JOBS_MAX_WORKERS", "abc", "a whole number, 1 or more"),
+        ("JOBS_MAX_WORKERS", "0", "a whole number, 1 or more"),
+        ("JOBS_LOG_FORMAT", "xml", "`json` (one object a line) or `text`"),
+        ("JOBS_LOG_LEVEL", "LOUD", "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        ("JOBS_STOP_GRACE", "soon", "a duration such as `20s`, `2m`"),
+        ("JOBS_TIMEZONE", "Mars/Base", "an IANA zone such as `Europe/London`"),
+        ("JOBS_STATE_URL", "mysql://x", "`sqlite:///relative/path`"),
+        ("JOBS_STATE_URL", "sqlite:///", "`sqlite:////absolute/path`"),
+    ],
+)
+def test_bad_value_names_the_variable_and_what_it_accepts(variable, value, accepts):
+    with pytest.raises(SettingError) as info:
+        load_settings({variable: value})
+    message = str(info.value)
+    assert message.startswith(f"{variable}={value!r} is not valid: ")
+    assert accepts in message
+    assert info.value.variable == variable
+
+
+@pytest.mark.skipif(not (Path(__file__).parent.parent / "README.md").exists(), reason="README not written yet")
+def test_readme_has_the_generated_settings_table():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = markdown_table()
+    assert table.count("\n") >= 8  # header, rule and one row per setting
+    assert table in readme
