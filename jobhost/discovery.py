@@ -6,14 +6,21 @@ level) becomes a problem naming the file and line; the other modules still load.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import logging
 import pkgutil
 import sys
 import traceback
 from pathlib import Path
+from types import ModuleType
 
 from jobhost.errors import JobDefinitionError, display_path
+from jobhost.output import LineSplitter
 from jobhost.registry import Registry
+
+logger = logging.getLogger("jobhost.import")
 
 
 def discover(directory: Path, registry: Registry) -> list[JobDefinitionError]:
@@ -43,9 +50,33 @@ def discover(directory: Path, registry: Registry) -> list[JobDefinitionError]:
     return registry.problems
 
 
-def _import(name: str, location: Path, registry: Registry):
+class _ImportOutput(io.TextIOBase):
+    """What a job module prints while it is imported, as log lines (the stream stays JSON)."""
+
+    def __init__(self, module: str, stream: str):
+        self.module, self.stream, self._splitter = module, stream, LineSplitter()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._emit(self._splitter.feed(text.encode("utf-8", "backslashreplace")))
+        return len(text)
+
+    def close(self) -> None:
+        self._emit(self._splitter.finish())
+        super().close()
+
+    def _emit(self, lines: list[str]) -> None:
+        for line in lines:
+            logger.info(line, extra={"job_module": self.module, "stream": self.stream})
+
+
+def _import(name: str, location: Path, registry: Registry) -> ModuleType | None:
+    out, err = _ImportOutput(name, "stdout"), _ImportOutput(name, "stderr")
     try:
-        return importlib.import_module(name)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            return importlib.import_module(name)
     except SyntaxError as exc:
         registry.problems.append(
             JobDefinitionError(
@@ -59,6 +90,9 @@ def _import(name: str, location: Path, registry: Registry):
         registry.problems.append(
             JobDefinitionError(f"importing {name} failed: {type(exc).__name__}: {exc}", file=file, line=line)
         )
+    finally:
+        out.close()
+        err.close()
     return None
 
 

@@ -194,7 +194,7 @@ class Host:
     def _dispatch(self, spec: JobSpec, slot: dt.datetime) -> None:
         context = self._context(spec, slot)
         if spec.name in self._guard(self.store.paused_jobs, set()):
-            self._record_unstarted(context, RunStatus.SKIPPED, "the job is paused")
+            self._record_unstarted(context, RunStatus.SKIPPED, "paused")
             return
         in_flight = [a.run.context.run_id for a in self.active.values() if a.run.spec.name == spec.name]
         in_flight += [c.run_id for c in self.pending if c.job == spec.name]

@@ -206,7 +206,7 @@ def test_a_paused_job_is_skipped_by_the_loop(deployment: Deployment, host) -> No
     process.stop()
     runs = deployment.history("fast")
     assert runs and {r["status"] for r in runs} == {"skipped"}
-    assert all(r["reason"] == "the job is paused" for r in runs)
+    assert all(r["reason"] == "paused" for r in runs)
 
 
 def test_every_command_has_help(deployment: Deployment) -> None:
@@ -214,3 +214,25 @@ def test_every_command_has_help(deployment: Deployment) -> None:
         result = deployment.cli(command, "--help")
         assert result.returncode == 0 and "Usage:" in result.stdout, command
     assert deployment.cli("no-such-command").returncode == 2
+
+
+def test_output_while_importing_jobs_stays_json(deployment: Deployment) -> None:
+    deployment.write(
+        "chatty",
+        """
+        import sys
+        from jobhost import job, every
+
+        print("loading chatty", end="")
+        print("a warning on stderr", file=sys.stderr)
+
+        @job(every(1).hours)
+        def chatty():
+            pass
+        """,
+    )
+    result = deployment.cli("run", "chatty")
+    assert result.returncode == 0
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    imported = {r["message"]: r["stream"] for r in records if r["logger"] == "jobhost.import"}
+    assert imported == {"loading chatty": "stdout", "a warning on stderr": "stderr"}

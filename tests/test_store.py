@@ -122,3 +122,21 @@ def test_an_unusable_path_is_a_store_error(tmp_path: Path) -> None:
         open_store(f"sqlite:///{tmp_path / 'file' / 'state.sqlite3'}", tmp_path)
     with pytest.raises(StoreError, match="unknown state store 'mysql'"):
         open_store("mysql://db/x", tmp_path)
+
+
+def test_a_foreign_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(StoreError, match="not a jobhost state file"):
+        open_store(f"sqlite:///{path}", tmp_path)
+    tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    assert tables == {"invoices"}
+
+
+def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"not a database, just some notes" * 100)
+    with pytest.raises(StoreError, match="cannot use the SQLite state file"):
+        open_store(f"sqlite:///{path}", tmp_path)
+    assert path.read_bytes() == b"not a database, just some notes" * 100

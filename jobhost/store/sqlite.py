@@ -58,6 +58,12 @@ class SQLiteStore:
     def _migrate(self) -> None:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
+            tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "schema_version" not in tables:
+                raise StoreError(
+                    f"{str(self.path)!r} is an SQLite database but not a jobhost state file "
+                    f"(it has tables {', '.join(sorted(tables))}); it was left untouched"
+                )
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
