@@ -23,5 +23,9 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
         base_dir=ROOT,
         jobs_dir=settings.jobs_dir,
         timezone=settings.timezone,
-        host=HostConfig(max_workers=settings.max_workers, stop_grace=settings.stop_grace),
+        host=HostConfig(
+            max_workers=settings.max_workers,
+            stop_grace=settings.stop_grace,
+            heartbeat_interval=settings.heartbeat_interval,
+        ),
     )

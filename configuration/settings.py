@@ -81,10 +81,18 @@ SETTINGS = (
     Setting("JOBS_MAX_WORKERS", "4", "a whole number, 1 or more", "runs at the same time on this host", _whole(1)),
     Setting(
         "JOBS_STOP_GRACE",
-        "20s",
-        "seconds or a duration such as `20s`, `2m`",
-        "on SIGTERM, how long runs in flight get to finish before they are killed",
+        "30s",
+        "seconds or a duration such as `30s`, `2m`",
+        "on SIGTERM, how long runs in flight get to finish before they are killed; keep it 10 s or more "
+        "under supervisord's `stopwaitsecs`",
         lambda text: parse_duration(text, what="JOBS_STOP_GRACE"),
+    ),
+    Setting(
+        "JOBS_HEARTBEAT_INTERVAL",
+        "30s",
+        "seconds or a duration such as `30s`, `1m`",
+        "how often the loop records its heartbeat for `health`; it never sleeps longer",
+        lambda text: parse_duration(text, what="JOBS_HEARTBEAT_INTERVAL"),
     ),
     Setting(
         "JOBS_TIMEZONE",
@@ -111,6 +119,7 @@ class Settings:
     log_format: str
     max_workers: int
     stop_grace: float
+    heartbeat_interval: float
     timezone: ZoneInfo
     jobs_dir: Path
 

@@ -134,6 +134,10 @@ def cli(ctx: click.Context) -> None:
         settings = app.load(log_to_stdout=True, strict=True)
         store = app.store()
         try:
+            store.lock_for_loop(os.getpid())
+        except StoreError as exc:
+            app.fail(str(exc), 1)
+        try:
             sys.exit(Host(app.registry.jobs, store, settings.host).run_forever())
         finally:
             store.close()
@@ -282,6 +286,31 @@ def next_slots(app: _App, name: str, count: int, start: str | None) -> None:
             break
         click.echo(slot.isoformat())
         when = slot
+
+
+@cli.command()
+@click.option(
+    "--max-age", default=90.0, show_default=True, type=click.FloatRange(min=1), help="Seconds a heartbeat stays fresh."
+)
+@pass_app
+def health(app: _App, max_age: float) -> None:
+    """Exit 0 when this machine's loop has recorded a heartbeat in the last --max-age seconds, else 1."""
+    settings = app.load()
+    store = app.store()
+    hostname = settings.host.hostname
+    beat = store.heartbeat(hostname)
+    if beat is None:
+        click.echo(f"unhealthy: no heartbeat recorded for {hostname}: the loop has not run against this state")
+        sys.exit(1)
+    age = (wall_now() - beat.at).total_seconds()
+    seen = f"last heartbeat {format_duration(max(round(age), 0))} ago (pid {beat.pid} on {hostname})"
+    if beat.stopped:
+        click.echo(f"unhealthy: the loop stopped cleanly; {seen}")
+        sys.exit(1)
+    if age > max_age:
+        click.echo(f"unhealthy: {seen}, more than {format_duration(max_age)}: the loop is stuck or gone")
+        sys.exit(1)
+    click.echo(f"healthy: {seen}")
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:

@@ -62,9 +62,9 @@ class HostConfig:
     """What the deployment tells the engine (read from settings by configuration/)."""
 
     max_workers: int = 4
-    stop_grace: float = 20.0
+    stop_grace: float = 30.0
     hostname: str = field(default_factory=socket.gethostname)
-    longest_sleep: float = 60.0
+    heartbeat_interval: float = 30.0  # the loop records a heartbeat this often, and sleeps no longer
 
 
 @dataclass
@@ -114,6 +114,7 @@ class Host:
         self._install_signals()
         now = self.clock()
         self._abandon_leftovers(now)
+        self._beat()
         queue = SlotQueue({name: spec.schedule for name, spec in self.jobs.items()}, now)
         logger.info(
             "host started: %d jobs, %d workers",
@@ -129,7 +130,10 @@ class Host:
             elif not self.active:
                 break
             self._turn(self._sleep_seconds(queue.next_due()))
+            if self.monotonic() >= self._next_beat:
+                self._beat()
         self._abandon_pending()
+        self._beat(stopped=True)
         logger.info("host stopped", extra={"event": "host_stopped"})
         return 0
 
@@ -169,8 +173,15 @@ class Host:
             if active.run.done:
                 self._finish(run_id)
 
+    def _beat(self, *, stopped: bool = False) -> None:
+        """The loop's sign of life, for `health` (written at least every heartbeat_interval)."""
+        self._next_beat = self.monotonic() + self.config.heartbeat_interval
+        self._guard(lambda: self.store.beat(self.config.hostname, os.getpid(), self.clock(), stopped=stopped), None)
+
+    _next_beat = float("inf")
+
     def _sleep_seconds(self, next_slot: dt.datetime | None) -> float:
-        limits = [self.config.longest_sleep]
+        limits = [self.config.heartbeat_interval, self._next_beat - self.monotonic()]
         if next_slot is not None:
             limits.append((next_slot - self.clock()).total_seconds())
         now = self.monotonic()

@@ -340,3 +340,41 @@ def test_overlap_queue_runs_slots_one_after_another(deployment: Deployment, host
     assert _most_at_once(_intervals(runs)) == 1
     # A job slower than its schedule keeps one slot waiting, not a growing queue.
     assert all("already queued" in r["reason"] for r in runs if r["status"] == "skipped")
+
+
+def test_health_follows_the_heartbeat_and_a_second_loop_is_refused(deployment: Deployment, host) -> None:
+    deployment.write(
+        "idle",
+        """
+        from jobhost import job, every
+
+        @job(every(1).hours)
+        def idle():
+            pass
+        """,
+    )
+    assert deployment.cli("health").returncode == 1  # no loop has run yet
+    process = host(JOBS_HEARTBEAT_INTERVAL="1s")
+    process.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), what="the host to start")
+    healthy = deployment.cli("health", "--max-age", "5")
+    assert healthy.returncode == 0 and healthy.stdout.startswith("healthy: last heartbeat")
+    second = deployment.cli(timeout=20)
+    assert second.returncode == 1
+    assert f"another host loop (pid {process.proc.pid})" in json.loads(second.stdout.splitlines()[-1])["message"]
+    process.proc.send_signal(signal.SIGSTOP)  # a loop that is up but stuck
+    try:
+        deadline = time.monotonic() + 15
+        while deployment.cli("health", "--max-age", "2").returncode == 0:
+            assert time.monotonic() < deadline, "health stayed 0 for a stopped loop"
+            time.sleep(0.5)
+        stuck = deployment.cli("health", "--max-age", "2")
+        assert "the loop is stuck or gone" in stuck.stdout
+    finally:
+        process.proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 15
+    while deployment.cli("health", "--max-age", "2").returncode != 0:
+        assert time.monotonic() < deadline, "health did not recover after SIGCONT"
+        time.sleep(0.5)
+    assert process.stop() == 0
+    stopped = deployment.cli("health")
+    assert stopped.returncode == 1 and "stopped cleanly" in stopped.stdout

@@ -18,7 +18,8 @@ def test_defaults(monkeypatch):
     assert settings.log_level == "INFO"
     assert settings.log_format == "json"
     assert settings.max_workers == 4
-    assert settings.stop_grace == 20.0
+    assert settings.stop_grace == 30.0
+    assert settings.heartbeat_interval == 30.0
     assert settings.timezone == ZoneInfo("Asia/Kolkata")
     assert settings.jobs_dir == ROOT / "jobs"
 
@@ -52,7 +53,8 @@ def test_accepted_values(variable, value, field, expected):
         ("JOBS_MAX_WORKERS", "0", "a whole number, 1 or more"),
         ("JOBS_LOG_FORMAT", "xml", "`json` (one object a line) or `text`"),
         ("JOBS_LOG_LEVEL", "LOUD", "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
-        ("JOBS_STOP_GRACE", "soon", "a duration such as `20s`, `2m`"),
+        ("JOBS_STOP_GRACE", "soon", "a duration such as `30s`, `2m`"),
+        ("JOBS_HEARTBEAT_INTERVAL", "0", "a duration such as `30s`, `1m`"),
         ("JOBS_TIMEZONE", "Mars/Base", "an IANA zone such as `Europe/London`"),
         ("JOBS_STATE_URL", "mysql://x", "`sqlite:///relative/path`"),
         ("JOBS_STATE_URL", "sqlite:///", "`sqlite:////absolute/path`"),

@@ -140,3 +140,25 @@ def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path: Path) -> 
     with pytest.raises(StoreError, match="cannot use the SQLite state file"):
         open_store(f"sqlite:///{path}", tmp_path)
     assert path.read_bytes() == b"not a database, just some notes" * 100
+
+
+def test_heartbeat_is_kept_per_host(store: StateStore) -> None:
+    assert store.heartbeat("h1") is None
+    store.beat("h1", 10, T0)
+    store.beat("h1", 11, T0 + dt.timedelta(seconds=30))
+    store.beat("h2", 20, T0)
+    beat = store.heartbeat("h1")
+    assert beat is not None and (beat.pid, beat.at, beat.stopped) == (11, T0 + dt.timedelta(seconds=30), False)
+    store.beat("h1", 11, T0 + dt.timedelta(seconds=40), stopped=True)
+    assert store.heartbeat("h1").stopped  # type: ignore[union-attr]
+
+
+def test_only_one_loop_per_state_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    first, second = open_store(url, tmp_path), open_store(url, tmp_path)
+    first.lock_for_loop(4242)
+    with pytest.raises(StoreError, match=r"another host loop \(pid 4242\) is running"):
+        second.lock_for_loop(5353)
+    first.close()
+    second.lock_for_loop(5353)  # released with the first store
+    second.close()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobhost.errors import StoreError
-from jobhost.store.base import RunRecord, StateStore
+from jobhost.store.base import Heartbeat, RunRecord, StateStore
 from jobhost.store.sqlite import SQLiteStore
 
-__all__ = ["RunRecord", "StateStore", "open_store"]
+__all__ = ["Heartbeat", "RunRecord", "StateStore", "open_store"]
 
 
 def open_store(url: str, base_dir: Path) -> StateStore:

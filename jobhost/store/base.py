@@ -39,6 +39,16 @@ class RunRecord:
         return data
 
 
+@dataclass(frozen=True)
+class Heartbeat:
+    """The loop's last sign of life on one host."""
+
+    host: str
+    pid: int
+    at: dt.datetime
+    stopped: bool = False
+
+
 class StateStore(Protocol):
     """Where runs and job state live; one instance per process, not shared across threads."""
 
@@ -68,5 +78,14 @@ class StateStore(Protocol):
     def running(self, host: str) -> list[RunRecord]:
         """The runs of `host` recorded as running, oldest first."""
 
+    def beat(self, host: str, pid: int, at: dt.datetime, *, stopped: bool = False) -> None:
+        """Record that the loop of `host` (process `pid`) was alive at `at` (or, `stopped`, ended cleanly)."""
+
+    def heartbeat(self, host: str) -> Heartbeat | None:
+        """The last heartbeat of `host`, if any."""
+
+    def lock_for_loop(self, pid: int) -> None:
+        """Claim the right to run the forever loop here, or raise StoreError naming who holds it."""
+
     def close(self) -> None:
-        """Release the connection."""
+        """Release the connection (and the loop's lock)."""

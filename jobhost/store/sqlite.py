@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import os
 import sqlite3
 from pathlib import Path
 
 from jobhost.errors import StoreError
 from jobhost.outcomes import RunStatus
-from jobhost.store.base import RunRecord
+from jobhost.store.base import Heartbeat, RunRecord
 
 SCHEMA_VERSION = 1
 
@@ -32,6 +34,12 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, seq);
 CREATE INDEX IF NOT EXISTS runs_by_seq ON runs (seq);
 CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = 'running';
+CREATE TABLE IF NOT EXISTS heartbeats (
+    host    TEXT PRIMARY KEY,
+    pid     INTEGER NOT NULL,
+    beat_at TEXT NOT NULL,
+    stopped INTEGER NOT NULL DEFAULT 0  -- 1 once the loop has stopped cleanly
+);
 CREATE TABLE IF NOT EXISTS job_state (
     job     TEXT PRIMARY KEY,
     paused  INTEGER NOT NULL DEFAULT 0
@@ -46,6 +54,7 @@ class SQLiteStore:
 
     def __init__(self, path: Path):
         self.path = path
+        self._lock_fd: int | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, timeout=10)
@@ -135,8 +144,39 @@ class SQLiteStore:
         )
         return [_record(row) for row in rows]
 
+    def beat(self, host: str, pid: int, at: dt.datetime, *, stopped: bool = False) -> None:
+        self._db.execute(
+            "INSERT INTO heartbeats (host, pid, beat_at, stopped) VALUES (?, ?, ?, ?) ON CONFLICT (host) "
+            "DO UPDATE SET pid = excluded.pid, beat_at = excluded.beat_at, stopped = excluded.stopped",
+            (host, pid, _iso(at), int(stopped)),
+        )
+
+    def heartbeat(self, host: str) -> Heartbeat | None:
+        row = self._db.execute("SELECT pid, beat_at, stopped FROM heartbeats WHERE host = ?", (host,)).fetchone()
+        return None if row is None else Heartbeat(host, row[0], dt.datetime.fromisoformat(row[1]), bool(row[2]))
+
+    def lock_for_loop(self, pid: int) -> None:
+        """One forever loop per state file on a machine: an exclusive lock on ``<file>.lock``."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreError(
+                f"another host loop (pid {holder}) is running against {str(self.path)!r}; "
+                "stop it first, or give this one its own JOBS_STATE_URL"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{pid}\n".encode())
+        self._lock_fd = fd
+
     def close(self) -> None:
         self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
 
 def _iso(value: dt.datetime | None) -> str | None:
