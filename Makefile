@@ -1,5 +1,5 @@
 # Thin wrappers over ./dev, for those who type make.
-.PHONY: run test setup lint
+.PHONY: run test setup lint supervised
 run:
 	./dev run
 test:
@@ -8,3 +8,5 @@ setup:
 	./dev setup
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+supervised:
+	./dev supervise

@@ -361,6 +361,8 @@ class Host:
         for record in self._guard(lambda: self.store.running(self.config.hostname), []):
             if record.pid is not None and _run_process_alive(record.pid):
                 continue
+            if record.pid is not None:
+                _kill_leftovers(record.pid)
             self._guard(lambda r=record: self.store.finish_run(r.run_id, RunStatus.ABANDONED, reason, now, None), None)
             context = RunContext(record.job, record.run_id, record.slot, record.attempt)
             self.lifecycle.emit(RunEvent(RunStatus.ABANDONED, context, reason, extra={"pid": record.pid}))
@@ -376,6 +378,19 @@ class Host:
                 extra={"event": "store_failed"},
             )
             return fallback
+
+
+def _kill_leftovers(pgid: int) -> None:
+    """Kill what an abandoned run left in its process group (grandchildren outlive a SIGKILLed host)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
+    logger.warning(
+        "killed the processes left in the group of an abandoned run (pgid %d)",
+        pgid,
+        extra={"event": "leftovers_killed"},
+    )
 
 
 def _run_process_alive(pid: int) -> bool:

@@ -1,0 +1,73 @@
+"""Render the shipped supervisord program (deploy/supervisor/jobs.conf.j2) for a local run.
+
+`./dev supervise` uses it to run the example jobs under a real supervisord
+from the repository, with exactly the program production gets; the Ansible
+role renders the same file with its own values.
+
+    python -m configuration.supervisor DIR   writes DIR/supervisord.conf and DIR/jobs.conf
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import sys
+from pathlib import Path
+
+from configuration.settings import ROOT
+
+TEMPLATE = ROOT / "deploy" / "supervisor" / "jobs.conf.j2"
+_PLACEHOLDER = re.compile(r"{{\s*(\w+)\s*}}")
+
+SUPERVISORD = """\
+; A supervisord of our own for a local run: socket, pid and logs under {here}.
+[unix_http_server]
+file=%(here)s/supervisor.sock
+chmod=0700
+
+[supervisord]
+logfile=%(here)s/supervisord.log
+pidfile=%(here)s/supervisord.pid
+childlogdir=%(here)s
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://%(here)s/supervisor.sock
+
+[include]
+files = jobs.conf
+"""
+
+
+def render(values: dict[str, str], template: Path = TEMPLATE) -> str:
+    """Substitute each ``{{ name }}``; a name without a value is an error, not a blank."""
+    text = template.read_text()
+    missing = sorted({name for name in _PLACEHOLDER.findall(text) if name not in values})
+    if missing:
+        raise KeyError(f"{template.name} needs values for: {', '.join(missing)}")
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
+
+
+def write_local(directory: Path, python: str = sys.executable) -> Path:
+    """Write a supervisord.conf and the jobs program for this checkout; return the supervisord.conf."""
+    directory.mkdir(parents=True, exist_ok=True)
+    program = render(
+        {
+            "program": "jobs",
+            "python": python,
+            "directory": str(ROOT),
+            "user": getpass.getuser(),
+            "log_file": str(directory / "jobs.log"),
+        }
+    )
+    (directory / "jobs.conf").write_text(program)
+    config = directory / "supervisord.conf"
+    config.write_text(SUPERVISORD.format(here=directory))
+    return config
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "var" / "supervisor"
+    print(write_local(target.resolve()))  # noqa: T201 - the command's output
