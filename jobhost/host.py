@@ -241,8 +241,11 @@ class Host:
         if not self._foreground:
             extra["lateness_ms"] = max(0, int((started - context.slot).total_seconds() * 1000))
         self.lifecycle.emit(RunEvent(RunStatus.RUNNING, context, extra=extra))
-        run_class = ThreadRun if spec.isolation == "thread" else ProcessRun
-        run: Run = run_class(spec, context, log_output, log_record)
+        run: Run
+        if spec.isolation == "thread":
+            run = ThreadRun(spec, context, log_output, log_record)
+        else:
+            run = ProcessRun(spec, context, log_output, log_record, self._host_fds)
         now = self.monotonic()
         try:
             run.start(now)
@@ -291,10 +294,17 @@ class Host:
         self.lifecycle.emit(RunEvent(status, context, reason, extra=dict(extra)))
 
     def _forget_fds(self, fds: list[int]) -> None:
+        """Stop watching and close descriptors a run is done with: unregister first, then close."""
         for fd in fds:
             if self._fd_owner.pop(fd, None) is not None:
                 with contextlib.suppress(KeyError, ValueError):
                     self._selector.unregister(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _host_fds(self) -> list[int]:
+        """What a forked run must not keep open: other runs' pipes, the loop's own descriptors."""
+        return [*self._fd_owner, self._wake_r, self._wake_w, self._selector.fileno()]
 
     # -- stopping ---------------------------------------------------------
 

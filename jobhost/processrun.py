@@ -33,8 +33,16 @@ RecordSink = Callable[[RunContext, dict], None]
 class ProcessRun:
     """A run executing in its own process group."""
 
-    def __init__(self, spec: JobSpec, context: RunContext, on_line: LineSink, on_record: RecordSink):
+    def __init__(
+        self,
+        spec: JobSpec,
+        context: RunContext,
+        on_line: LineSink,
+        on_record: RecordSink,
+        host_fds: Callable[[], list[int]] = list,
+    ):
         self.spec = spec
+        self.host_fds = host_fds  # the host's descriptors, closed in the child
         self.context = context
         self.on_line = on_line
         self.on_record = on_record
@@ -59,8 +67,9 @@ class ProcessRun:
         host_pid = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child
-            for read_end, _ in pipes.values():
-                os.close(read_end)
+            for fd in [*(read_end for read_end, _ in pipes.values()), *self.host_fds()]:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             run_child(self.spec, self.context, host_pid, pipes["stdout"][1], pipes["stderr"][1], pipes["control"][1])
         self.pid = pid
         for name, (read_end, write_end) in pipes.items():
@@ -102,7 +111,7 @@ class ProcessRun:
         return self.wait_status is not None and not self._streams
 
     def on_readable(self, fd: int, now: float) -> list[int]:
-        """Handle a readable descriptor; return the descriptors that are now closed."""
+        """Handle a readable descriptor; return the descriptors the run is done with (for the loop to close)."""
         if fd == self.pidfd:
             self._reap(now)
             return [fd] if self.wait_status is not None else []
@@ -124,7 +133,7 @@ class ProcessRun:
         return [fd]
 
     def poll(self, now: float) -> list[int]:
-        """Act on deadlines and reap the child; return descriptors closed meanwhile."""
+        """Act on deadlines and reap the child; return the descriptors the run is done with."""
         closed: list[int] = []
         if self.wait_status is None and self.pidfd is None:
             self._reap(now)
@@ -186,8 +195,6 @@ class ProcessRun:
             return
         self.wait_status = status
         self.kill_at = None
-        if self.pidfd is not None:
-            os.close(self.pidfd)
         # Whatever the job started and left behind dies with the run.
         self._signal_group(signal.SIGKILL)
         self.drain_until = now + DRAIN_GRACE

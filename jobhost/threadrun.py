@@ -64,6 +64,7 @@ class ThreadRun:
             RoutedStdout.flush_run(self.context)
             with contextlib.suppress(OSError):
                 os.write(self._wake_w, b"x")
+            os.close(self._wake_w)  # the thread owns the write end; the loop closes the read end
 
     def fds(self) -> list[int]:
         return [self._wake_r] if self._open else []
@@ -86,8 +87,7 @@ class ThreadRun:
             self.stop(
                 Outcome(
                     RunStatus.TIMED_OUT,
-                    f"still running after its {format_duration(self.spec.timeout or 0)} timeout; "
-                    "a thread cannot be killed, so it was left running",
+                    f"still running after its {format_duration(self.spec.timeout or 0)} timeout",
                 ),
                 now,
             )
@@ -104,10 +104,7 @@ class ThreadRun:
         return self._forced or self._result or Outcome(RunStatus.CRASHED, "the thread ended without a result")
 
     def _close(self) -> None:
-        if self._open:
-            self._open = False
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+        self._open = False
 
 
 class RoutedStdout(io.TextIOBase):

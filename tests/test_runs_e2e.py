@@ -378,3 +378,34 @@ def test_health_follows_the_heartbeat_and_a_second_loop_is_refused(deployment: D
     assert process.stop() == 0
     stopped = deployment.cli("health")
     assert stopped.returncode == 1 and "stopped cleanly" in stopped.stdout
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_the_loop_stays_idle_while_a_long_run_outlives_short_ones(deployment: Deployment, host) -> None:
+    deployment.write(
+        "mixed",
+        """
+        import time
+        from jobhost import job, every
+
+        @job(every(1).seconds)
+        def a_short():  # forked before b_long in a shared slot: b_long inherits its pipes
+            print("short")
+
+        @job(every(5).seconds, timeout="1m")
+        def b_long():
+            time.sleep(50)
+        """,
+    )
+    process = host(JOBS_STOP_GRACE="1s")
+    process.wait_for(lambda rs: len(events(rs, "a_short", "run_succeeded")) >= 2, what="short runs")
+    process.wait_for(lambda rs: events(rs, "b_long", "run_started"), what="the long run")
+    before = _cpu_seconds(process.proc.pid)
+    process.wait_for(lambda rs: len(events(rs, "a_short", "run_succeeded")) >= 8, what="more short runs")
+    used = _cpu_seconds(process.proc.pid) - before
+    assert used < 1.5, f"the host used {used:.2f} s of CPU in about 6 s of mostly waiting"
+    assert process.stop() == 0
