@@ -25,6 +25,8 @@ from jobhost.context import RunContext, current_run
 from jobhost.registry import JobSpec
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
 _HARNESS_FAILED = 70
 _RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -37,44 +39,50 @@ class Terminated(BaseException):
 
 
 def run_child(spec: JobSpec, context: RunContext, host_pid: int, out_fd: int, err_fd: int, ctl_fd: int) -> NoReturn:
-    """Execute the job in this (forked) process and exit; never returns."""
+    """Execute the job in this (forked) process and exit; never returns, whatever happens."""
+    code = _HARNESS_FAILED
     try:
-        control = _prepare(out_fd, err_fd, ctl_fd, context, host_pid)
-    except BaseException:  # noqa: BLE001 - the harness itself failed; say so in the exit code
-        os._exit(_HARNESS_FAILED)
-    code = 0
+        control = _prepare(out_fd, err_fd, ctl_fd, context, host_pid, spec.name)
+        code = _execute(spec, context, control)
+        _flush()
+    finally:
+        os._exit(code)  # never unwind into the host's stack, whatever was raised
+
+
+def _execute(spec: JobSpec, context: RunContext, control: _Control) -> int:
+    """Call the job and report its result; return the exit code."""
+    outcome: dict[str, Any]
     try:
-        if spec.wants_slot:
-            spec.func(slot=context.slot)
-        else:
-            spec.func()
-        control.send({"t": "result", "ok": True})
+        try:
+            if spec.wants_slot:
+                spec.func(slot=context.slot)
+            else:
+                spec.func()
+        finally:
+            # A second stop signal must not interrupt the report of the first.
+            signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        outcome = {"ok": True}
     except SystemExit as exc:
-        ok = exc.code in (None, 0)
-        control.send({"t": "result", "ok": ok, "exc_type": "SystemExit", "exc_message": f"sys.exit({exc.code!r})"})
-        code = 0 if ok else 1
+        outcome = {"ok": exc.code in (None, 0), "exc_type": "SystemExit", "exc_message": f"sys.exit({exc.code!r})"}
     except BaseException as exc:  # noqa: BLE001 - every failure of the job is reported, never raised
-        control.send(
-            {
-                "t": "result",
-                "ok": False,
-                "exc_type": _qualified(type(exc)),
-                "exc_message": str(exc),
-                "traceback": "".join(traceback.format_exception(exc)),
-            }
-        )
-        code = 1
-    _flush()
-    os._exit(code)
+        outcome = {
+            "ok": False,
+            "exc_type": _qualified(type(exc)),
+            "exc_message": str(exc),
+            "traceback": "".join(traceback.format_exception(exc)),
+        }
+    control.send({"t": "result", **outcome})
+    return 0 if outcome["ok"] else 1
 
 
-def _prepare(out_fd: int, err_fd: int, ctl_fd: int, context: RunContext, host_pid: int) -> _Control:
+def _prepare(out_fd: int, err_fd: int, ctl_fd: int, context: RunContext, host_pid: int, name: str) -> _Control:
     os.setpgid(0, 0)
     signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    for signum in _STOP_SIGNALS:
         signal.signal(signum, _terminate)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     _die_with_parent()
+    _set_process_name(f"job:{name}")
     if os.getppid() != host_pid:  # the host died before the line above took effect
         os._exit(_HARNESS_FAILED)
     null = os.open(os.devnull, os.O_RDONLY)
@@ -96,6 +104,12 @@ def _prepare(out_fd: int, err_fd: int, ctl_fd: int, context: RunContext, host_pi
 
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated(f"stopped by the host ({signal.Signals(signum).name})")
+
+
+def _set_process_name(name: str) -> None:
+    """Name the process (as `ps -o comm`, `top` and `pgrep` show it) so runs stand apart from the host."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 def _die_with_parent() -> None:
