@@ -17,7 +17,7 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
     the others log to stderr so their stdout stays machine-readable.
     """
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format, sys.stdout if log_to_stdout else sys.stderr)
+    configure_logging(settings.log_level, settings.log_format, None if log_to_stdout else sys.stderr)
     return HostSettings(
         state_url=settings.state_url,
         base_dir=ROOT,
@@ -27,5 +27,6 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
             max_workers=settings.max_workers,
             stop_grace=settings.stop_grace,
             heartbeat_interval=settings.heartbeat_interval,
+            capture_stray_output=log_to_stdout,
         ),
     )

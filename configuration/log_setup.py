@@ -6,6 +6,7 @@ Only this module installs handlers; the engine only calls ``getLogger``.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from typing import Any, TextIO
@@ -31,6 +32,14 @@ class JsonLineFormatter(JsonFormatter):
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         super().add_fields(log_data, record, message_dict)
+        # The contract's fields come from the record itself; an `extra` of the same
+        # name (a job's logger.info(..., extra={"level": ...})) is kept as extra_<name>.
+        for key, value in (("level", record.levelname), ("logger", record.name), ("message", record.getMessage())):
+            if log_data.get(key) != value:
+                log_data[f"extra_{key}"] = log_data[key]
+                log_data[key] = value
+        if "timestamp" in vars(record):
+            log_data["extra_timestamp"] = vars(record)["timestamp"]
         trace = log_data.pop("run_traceback", None)
         if trace and "exc_info" not in log_data:
             log_data["exc_info"] = trace
@@ -63,8 +72,14 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
-    """Send every log record to `stream` (stdout by default) in `fmt`."""
-    handler = logging.StreamHandler(stream or sys.stdout)
+    """Send every log record to `stream` in `fmt`; by default to stdout through a descriptor of
+    its own, so that the engine may turn descriptor 1 into a pipe for stray output."""
+    if stream is None:
+        sys.stdout.flush()
+        stream = open(  # noqa: SIM115 - lives as long as the process
+            os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8", errors="backslashreplace"
+        )
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonLineFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(RunContextFilter())
     root = logging.getLogger()

@@ -21,6 +21,14 @@ class RunContext:
     def fields(self) -> dict[str, Any]:
         return {"job": self.job, "run_id": self.run_id, "slot": self.slot.isoformat(), "attempt": self.attempt}
 
+    def apply(self, record: logging.LogRecord) -> None:
+        """Put the run's fields on `record`; a job's own `extra` of the same name is kept as extra_<name>."""
+        for key, value in self.fields().items():
+            existing = getattr(record, key, value)
+            if existing != value:
+                setattr(record, f"extra_{key}", existing)
+            setattr(record, key, value)
+
 
 current_run: ContextVar[RunContext | None] = ContextVar("jobhost_current_run", default=None)
 
@@ -30,7 +38,6 @@ class RunContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         context = current_run.get()
-        if context is not None and not hasattr(record, "run_id"):
-            for key, value in context.fields().items():
-                setattr(record, key, value)
+        if context is not None and getattr(record, "run_id", None) is None:
+            context.apply(record)
         return True

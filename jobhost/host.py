@@ -14,6 +14,7 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections import deque
@@ -29,6 +30,7 @@ from jobhost.durations import format_duration
 from jobhost.exits import signal_name
 from jobhost.lifecycle import Lifecycle, RunEvent, log_output, log_record
 from jobhost.outcomes import Outcome, RunStatus
+from jobhost.output import LineSplitter
 from jobhost.processrun import ProcessRun
 from jobhost.registry import JobSpec
 from jobhost.slotqueue import SlotQueue
@@ -65,6 +67,10 @@ class HostConfig:
     stop_grace: float = 30.0
     hostname: str = field(default_factory=socket.gethostname)
     heartbeat_interval: float = 30.0  # the loop records a heartbeat this often, and sleeps no longer
+    # Turn descriptors 1 and 2 into a pipe the loop reads, so that output no run
+    # captures (a thread job's subprocess, native code) becomes log lines too. Only
+    # when the log handler writes through a descriptor of its own.
+    capture_stray_output: bool = False
 
 
 @dataclass
@@ -112,6 +118,7 @@ class Host:
     def run_forever(self) -> int:
         """Run until SIGTERM or SIGINT; return the exit status (0)."""
         self._install_signals()
+        self._capture_stray_output()
         now = self.clock()
         self._abandon_leftovers(now)
         self._beat()
@@ -133,6 +140,7 @@ class Host:
             if self.monotonic() >= self._next_beat:
                 self._beat()
         self._abandon_pending()
+        self._read_stray_output()
         self._beat(stopped=True)
         logger.info("host stopped", extra={"event": "host_stopped"})
         return 0
@@ -143,6 +151,7 @@ class Host:
         A signal (Ctrl-C) stops the run at once rather than after the stop grace.
         """
         self._install_signals()
+        self._capture_stray_output()
         self._foreground = True
         self._last_outcome = None
         self._start(self._context(spec, slot))
@@ -160,6 +169,9 @@ class Host:
             fd = key.fd
             if fd == self._wake_r:
                 self._drain_wakeups()
+                continue
+            if fd == self._stray_fd:
+                self._read_stray_output()
                 continue
             run_id = self._fd_owner.get(fd)
             if run_id is not None and run_id in self.active:
@@ -304,7 +316,34 @@ class Host:
 
     def _host_fds(self) -> list[int]:
         """What a forked run must not keep open: other runs' pipes, the loop's own descriptors."""
-        return [*self._fd_owner, self._wake_r, self._wake_w, self._selector.fileno()]
+        own = [self._wake_r, self._wake_w, self._selector.fileno()]
+        return [*self._fd_owner, *own, *([self._stray_fd] if self._stray_fd is not None else [])]
+
+    _stray_fd: int | None = None
+
+    def _capture_stray_output(self) -> None:
+        if not self.config.capture_stray_output or self._stray_fd is not None:
+            return
+        read_end, write_end = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os.dup2(write_end, 1)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        self._stray_fd, self._stray_lines = read_end, LineSplitter()
+        self._selector.register(read_end, selectors.EVENT_READ)
+
+    def _read_stray_output(self) -> None:
+        """Log what reached descriptors 1 and 2 outside any run's own pipes."""
+        if self._stray_fd is None:
+            return
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(self._stray_fd, 65536):
+                for line in self._stray_lines.feed(data):
+                    logger.warning(line, extra={"event": "stray_output", "stream": "host"})
+                if len(data) < 65536:
+                    break
 
     # -- stopping ---------------------------------------------------------
 

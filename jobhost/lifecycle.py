@@ -110,8 +110,7 @@ def log_record(context: RunContext, message: dict[str, Any]) -> None:
     for key, value in (message.get("extra") or {}).items():
         if key not in reserved:
             setattr(record, key, value)
-    for key, value in context.fields().items():
-        setattr(record, key, value)
+    context.apply(record)
     if message.get("traceback"):
         record.run_traceback = message["traceback"]
     logger_for_record = logging.getLogger(record.name)

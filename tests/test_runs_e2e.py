@@ -409,3 +409,33 @@ def test_the_loop_stays_idle_while_a_long_run_outlives_short_ones(deployment: De
     used = _cpu_seconds(process.proc.pid) - before
     assert used < 1.5, f"the host used {used:.2f} s of CPU in about 6 s of mostly waiting"
     assert process.stop() == 0
+
+
+def test_output_no_run_pipe_captures_and_clashing_extras_stay_json(deployment: Deployment, host) -> None:
+    deployment.write(
+        "odd",
+        """
+        import logging, subprocess
+        from jobhost import job, every
+
+        @job(every(1).seconds, isolation="thread")
+        def thread_with_subprocess():
+            subprocess.run(["echo", "from a subprocess of a thread job"], check=True)
+
+        @job(every(1).hours)
+        def clashing_extras():
+            logging.getLogger("odd").info("hello", extra={"level": "bogus", "logger": "x", "job": "other"})
+        """,
+    )
+    result = deployment.cli("run", "clashing_extras")
+    [line] = [json.loads(x) for x in result.stdout.splitlines() if '"hello"' in x]
+    assert (line["level"], line["logger"], line["job"]) == ("INFO", "odd", "clashing_extras")
+    assert (line["extra_level"], line["extra_logger"], line["extra_job"]) == ("bogus", "x", "other")
+    process = host()
+    records = process.wait_for(
+        lambda rs: any(r["message"] == "from a subprocess of a thread job" for r in rs), what="the stray line"
+    )
+    assert process.stop() == 0
+    _assert_contract(process.lines)  # every line JSON, the stray one included
+    stray = next(r for r in records if r["message"] == "from a subprocess of a thread job")
+    assert stray["event"] == "stray_output"
