@@ -14,13 +14,11 @@ import os
 import selectors
 import signal
 import socket
-import sys
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from jobhost.clock import Clock
@@ -30,11 +28,12 @@ from jobhost.durations import format_duration
 from jobhost.exits import signal_name
 from jobhost.lifecycle import Lifecycle, RunEvent, log_output, log_record
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.output import LineSplitter
+from jobhost.processes import kill_leftovers, run_process_alive
 from jobhost.processrun import ProcessRun
 from jobhost.registry import JobSpec
 from jobhost.slotqueue import SlotQueue
 from jobhost.store import RunRecord, StateStore
+from jobhost.strayoutput import StrayOutput
 from jobhost.threadrun import RoutedStdout, ThreadRun
 
 logger = logging.getLogger("jobhost.host")
@@ -140,7 +139,8 @@ class Host:
             if self.monotonic() >= self._next_beat:
                 self._beat()
         self._abandon_pending()
-        self._read_stray_output()
+        if self._stray is not None:
+            self._stray.read()
         self._beat(stopped=True)
         logger.info("host stopped", extra={"event": "host_stopped"})
         return 0
@@ -170,8 +170,8 @@ class Host:
             if fd == self._wake_r:
                 self._drain_wakeups()
                 continue
-            if fd == self._stray_fd:
-                self._read_stray_output()
+            if self._stray is not None and fd == self._stray.fd:
+                self._stray.read()
                 continue
             run_id = self._fd_owner.get(fd)
             if run_id is not None and run_id in self.active:
@@ -314,36 +314,17 @@ class Host:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    _stray: StrayOutput | None = None
+
+    def _capture_stray_output(self) -> None:
+        if self.config.capture_stray_output and self._stray is None:
+            self._stray = StrayOutput()
+            self._selector.register(self._stray.fd, selectors.EVENT_READ)
+
     def _host_fds(self) -> list[int]:
         """What a forked run must not keep open: other runs' pipes, the loop's own descriptors."""
         own = [self._wake_r, self._wake_w, self._selector.fileno()]
-        return [*self._fd_owner, *own, *([self._stray_fd] if self._stray_fd is not None else [])]
-
-    _stray_fd: int | None = None
-
-    def _capture_stray_output(self) -> None:
-        if not self.config.capture_stray_output or self._stray_fd is not None:
-            return
-        read_end, write_end = os.pipe()
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        os.dup2(write_end, 1)
-        os.dup2(write_end, 2)
-        os.close(write_end)
-        os.set_blocking(read_end, False)
-        self._stray_fd, self._stray_lines = read_end, LineSplitter()
-        self._selector.register(read_end, selectors.EVENT_READ)
-
-    def _read_stray_output(self) -> None:
-        """Log what reached descriptors 1 and 2 outside any run's own pipes."""
-        if self._stray_fd is None:
-            return
-        with contextlib.suppress(BlockingIOError):
-            while data := os.read(self._stray_fd, 65536):
-                for line in self._stray_lines.feed(data):
-                    logger.warning(line, extra={"event": "stray_output", "stream": "host"})
-                if len(data) < 65536:
-                    break
+        return [*self._fd_owner, *own, *([self._stray.fd] if self._stray is not None else [])]
 
     # -- stopping ---------------------------------------------------------
 
@@ -408,10 +389,10 @@ class Host:
         """
         reason = "the host stopped before the run ended (killed, crashed or lost power)"
         for record in self._guard(lambda: self.store.running(self.config.hostname), []):
-            if record.pid is not None and _run_process_alive(record.pid):
+            if record.pid is not None and run_process_alive(record.pid):
                 continue
             if record.pid is not None:
-                _kill_leftovers(record.pid)
+                kill_leftovers(record.pid)
             self._guard(lambda r=record: self.store.finish_run(r.run_id, RunStatus.ABANDONED, reason, now, None), None)
             context = RunContext(record.job, record.run_id, record.slot, record.attempt)
             self.lifecycle.emit(RunEvent(RunStatus.ABANDONED, context, reason, extra={"pid": record.pid}))
@@ -427,35 +408,3 @@ class Host:
                 extra={"event": "store_failed"},
             )
             return fallback
-
-
-def _kill_leftovers(pgid: int) -> None:
-    """Kill what an abandoned run left in its process group (grandchildren outlive a SIGKILLed host)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        return
-    logger.warning(
-        "killed the processes left in the group of an abandoned run (pgid %d)",
-        pgid,
-        extra={"event": "leftovers_killed"},
-    )
-
-
-def _run_process_alive(pid: int) -> bool:
-    """Is `pid` still a live run process: not a zombie, and leader of its own group as runs are?"""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: fall back to asking the kernel about the group
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    fields = stat.rsplit(")", 1)[1].split()
-    state, pgrp = fields[0], int(fields[2])
-    return state not in ("Z", "X") and pgrp == pid

@@ -1,0 +1,43 @@
+"""Output that reaches descriptors 1 and 2 outside any run's own pipes, turned into log lines.
+
+A thread-isolated job's subprocess, or native code, writes straight to the
+process's descriptors; the log stream must stay JSON all the same. The loop
+points descriptors 1 and 2 at a pipe and reads it like any run's output (the
+log handler writes through a descriptor of its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+
+from jobhost.output import LineSplitter
+
+logger = logging.getLogger("jobhost.host")
+READ_SIZE = 65536
+
+
+class StrayOutput:
+    """Descriptors 1 and 2 redirected into a pipe whose read end (`fd`) the loop watches."""
+
+    def __init__(self) -> None:
+        read_end, write_end = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os.dup2(write_end, 1)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        self.fd = read_end
+        self._lines = LineSplitter()
+
+    def read(self) -> None:
+        """Log what is waiting in the pipe, without blocking."""
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(self.fd, READ_SIZE):
+                for line in self._lines.feed(data):
+                    logger.warning(line, extra={"event": "stray_output", "stream": "host"})
+                if len(data) < READ_SIZE:
+                    break
