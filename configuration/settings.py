@@ -59,7 +59,10 @@ def _state_url(text: str) -> str:
 
 def _directory(text: str) -> Path:
     path = Path(text)
-    return path if path.is_absolute() else ROOT / path
+    path = path if path.is_absolute() else ROOT / path
+    if not path.is_dir():
+        raise ValueError
+    return path
 
 
 SETTINGS = (
@@ -85,7 +88,7 @@ SETTINGS = (
         "seconds or a duration such as `30s`, `2m`",
         "on SIGTERM, how long runs in flight get to finish before they are killed; keep it 10 s or more "
         "under supervisord's `stopwaitsecs`",
-        lambda text: parse_duration(text, what="JOBS_STOP_GRACE"),
+        lambda text: parse_duration(text, what="JOBS_STOP_GRACE", allow_zero=True),
     ),
     Setting(
         "JOBS_HEARTBEAT_INTERVAL",
@@ -105,7 +108,7 @@ SETTINGS = (
     Setting(
         "JOBS_DIR",
         "jobs",
-        "a directory (relative to the repository or absolute)",
+        "an existing directory (relative to the repository or absolute)",
         "the package of job modules imported at start",
         _directory,
     ),

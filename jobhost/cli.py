@@ -28,6 +28,7 @@ from jobhost.host import Host, HostConfig
 from jobhost.outcomes import RunStatus
 from jobhost.registry import JobSpec, Registry
 from jobhost.store import StateStore, open_store
+from jobhost.timezones import localize
 
 logger = logging.getLogger("jobhost")
 
@@ -77,7 +78,8 @@ class _App:
             else:
                 click.echo(problem.describe(), err=True)
         if problems and strict:
-            self.fail(f"{len(problems)} problem(s) in the job definitions; nothing was started", 1)
+            started = "; nothing was started" if self.log_stream else ""
+            self.fail(f"{len(problems)} problem(s) in the job definitions{started}", 1)
         return self.settings
 
     def store(self) -> StateStore:
@@ -110,6 +112,22 @@ class _App:
 
 
 pass_app = click.make_pass_decorator(_App)
+
+
+def _slot_of(spec: JobSpec, text: str) -> dt.datetime:
+    """The slot `text` names; a wall time without an offset follows the DST policy of slots."""
+    value = _instant(text, spec.schedule.zone, "--slot")
+    assert value is not None
+    if dt.datetime.fromisoformat(text).tzinfo is None:
+        value = localize(value.replace(tzinfo=None), spec.schedule.zone)
+    slot = spec.schedule.latest_slot(value)
+    if slot is None or slot.timestamp() != value.timestamp():
+        after = spec.schedule.next_slot(value)
+        around = " and ".join(s.isoformat() for s in (slot, after) if s is not None)
+        raise click.BadParameter(
+            f"{text} is not a slot of {spec.name}; the slots around it are {around}", param_hint="--slot"
+        )
+    return slot
 
 
 def _instant(text: str | None, zone: ZoneInfo, what: str) -> dt.datetime | None:
@@ -146,8 +164,9 @@ def cli(ctx: click.Context) -> None:
 @cli.command()
 @pass_app
 def check(app: _App) -> None:
-    """Import and validate every job and setting; exit 1 listing each problem as file:line."""
+    """Import and validate every job, setting and the state store; exit 1 listing each problem as file:line."""
     app.load(strict=True)
+    app.store().close()
     click.echo(f"ok: {len(app.registry.jobs)} jobs")
 
 
@@ -203,8 +222,7 @@ def run(app: _App, name: str, slot: str | None) -> None:
     """Run job NAME once now, in the foreground, isolated and logged; exit 0 if it succeeded."""
     settings = app.load(log_to_stdout=True)
     spec = app.job(name)
-    zone = spec.schedule.zone
-    when = _instant(slot, zone, "--slot") or spec.schedule.latest_slot(wall_now()) or wall_now()
+    when = _slot_of(spec, slot) if slot else spec.schedule.latest_slot(wall_now()) or wall_now()
     store = app.store()
     try:
         outcome = Host(app.registry.jobs, store, settings.host).run_now(spec, when)
@@ -281,7 +299,12 @@ def next_slots(app: _App, name: str, count: int, start: str | None) -> None:
     spec = app.job(name)
     when = _instant(start, spec.schedule.zone, "--from") or wall_now()
     for _ in range(count):
-        slot = spec.schedule.next_slot(when)
+        try:
+            slot = spec.schedule.next_slot(when)
+        except (OverflowError, ValueError):
+            raise click.ClickException(
+                f"no slot of {name} after {when.isoformat()} fits the calendar (it ends in 9999)"
+            ) from None
         if slot is None:
             break
         click.echo(slot.isoformat())

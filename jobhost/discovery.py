@@ -40,14 +40,35 @@ def discover(directory: Path, registry: Registry) -> list[JobDefinitionError]:
     with registry.collecting():
         root = _import(package, directory / "__init__.py", registry)
         if root is not None:
-            for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}.", onerror=lambda name: None):
-                leaf = info.name.rsplit(".", 1)[-1]
-                if leaf.startswith(("_", "test_")):
-                    continue
-                location = Path(info.module_finder.path) / (leaf + ("/__init__.py" if info.ispkg else ".py"))  # type: ignore[union-attr]
-                _import(info.name, location, registry)
+            if not _is_inside(root, directory):
+                registry.problems.append(
+                    JobDefinitionError(
+                        f"the jobs package name {package!r} is taken by another module ({getattr(root, '__file__', None)}); "
+                        "rename the jobs directory"
+                    )
+                )
+            else:
+                _import_tree(root, registry)
         registry.validate()
     return registry.problems
+
+
+def _import_tree(package: ModuleType, registry: Registry) -> None:
+    """Import the package's modules and subpackages, depth first, skipping ``_*`` and ``test_*``
+    before importing them (a walk by pkgutil would import skipped subpackages to look inside)."""
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name.startswith(("_", "test_")):
+            continue
+        name = f"{package.__name__}.{info.name}"
+        location = Path(info.module_finder.path) / (info.name + ("/__init__.py" if info.ispkg else ".py"))  # type: ignore[union-attr]
+        module = _import(name, location, registry)
+        if module is not None and info.ispkg:
+            _import_tree(module, registry)
+
+
+def _is_inside(module: ModuleType, directory: Path) -> bool:
+    paths = [Path(p).resolve() for p in getattr(module, "__path__", [])]
+    return directory in paths
 
 
 class _ImportOutput(io.TextIOBase):

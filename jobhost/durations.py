@@ -10,7 +10,7 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _WHOLE = re.compile(r"(?:\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d))+\s*")
 
 
-def parse_duration(value: object, *, what: str = "duration") -> float:
+def parse_duration(value: object, *, what: str = "duration", allow_zero: bool = False) -> float:
     """Return seconds for a number or a string such as "45m" or "1h30m".
 
     Raises ValueError with a message that shows the accepted forms.
@@ -23,7 +23,7 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
         seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(value.lower()))
     else:
         raise ValueError(f"{what} {value!r} is not a duration: write seconds (90) or '30s', '45m', '2h', '1h30m', '1d'")
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ValueError(f"{what} must be more than zero, not {value!r}")
     return seconds
 

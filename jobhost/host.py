@@ -343,10 +343,13 @@ class Host:
     def _handle_signals(self) -> None:
         while self._signals:
             signum = self._signals.pop(0)
-            if self._stop_signal is None:
+            if self._stop_signal is None and self._foreground:
                 self._stop_signal = signum
-                grace = 0.0 if self._foreground else self.config.stop_grace
-                self._stop_deadline = self.monotonic() + grace
+                self._stop_deadline = self.monotonic()
+                logger.info("%s: stopping the run", signal_name(signum), extra={"event": "host_stopping"})
+            elif self._stop_signal is None:
+                self._stop_signal = signum
+                self._stop_deadline = self.monotonic() + self.config.stop_grace
                 logger.info(
                     "%s: starting nothing new; %d runs in flight get %s to finish",
                     signal_name(signum),
@@ -360,11 +363,13 @@ class Host:
 
     def _stop_runs(self, *, at_once: bool) -> None:
         name = signal_name(self._stop_signal or signal.SIGTERM)
-        reason = (
-            f"the host was stopped ({name} twice); the run was killed"
-            if at_once
-            else f"the host was stopped ({name}); the run was killed after the {format_duration(self.config.stop_grace)} stop grace"
-        )
+        if at_once:
+            reason = f"the host was stopped ({name} twice); the run was killed"
+        elif self._foreground:
+            reason = f"stopped by {name}"
+        else:
+            grace = format_duration(self.config.stop_grace)
+            reason = f"the host was stopped ({name}); the run was killed after the {grace} stop grace"
         now = self.monotonic()
         for active in self.active.values():
             if at_once or not active.stop_requested:

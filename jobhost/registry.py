@@ -8,6 +8,7 @@ test can still call it directly.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import re
@@ -32,6 +33,39 @@ OVERLAP = ("skip", "queue", "allow")
 ISOLATION = ("process", "thread")
 DEFAULT_TIMEOUT = 3600.0
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+class CheckedJob(schedule_lib.Job):
+    """A `schedule` Job whose DSL mistakes (``.at("25:00")``, ``every(2).monday``) are kept for
+    ``@job`` to report with the job's name, file and line, instead of stopping the import of the
+    whole module at the first one."""
+
+    error: str | None = None
+    _GUARDED = frozenset({"at", "to", "until", "tag"})
+
+    def __getattribute__(self, name: str) -> Any:
+        try:
+            value = super().__getattribute__(name)
+        except (schedule_lib.ScheduleError, ValueError, TypeError) as exc:  # a unit property refused
+            self._keep(f".{name}: {exc}")
+            return self
+        if name not in CheckedJob._GUARDED:
+            return value
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return value(*args, **kwargs)
+            except (schedule_lib.ScheduleError, ValueError, TypeError) as exc:
+                exc = str(exc).replace("({} is not", "(the hour is not")  # schedule 1.2.2 leaves {} unfilled
+                shown = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+                self._keep(f".{name}({shown}): {exc}")
+                return self
+
+        return guarded
+
+    def _keep(self, message: str) -> None:
+        if object.__getattribute__(self, "error") is None:
+            object.__setattr__(self, "error", message)
 
 
 @dataclass(frozen=True)
@@ -83,7 +117,7 @@ class Registry:
 
     def every(self, interval: int = 1) -> schedule_lib.Job:
         """The `schedule` DSL (``every(10).minutes``), bound to this registry's scheduler."""
-        return self.scheduler.every(interval)
+        return CheckedJob(interval, self.scheduler)
 
     @contextmanager
     def collecting(self) -> Iterator[None]:
@@ -148,21 +182,28 @@ class Registry:
             raise fail(
                 f"unknown option {', '.join(hints)}; the options are {', '.join(sorted(_OPTION_NAMES | {'name'}))}"
             )
+        if isinstance(schedule, CheckedJob) and schedule.error:
+            raise fail(f"every({schedule.interval}){schedule.error}")
         try:
             built = build_schedule(schedule, self.default_zone)
         except JobhostError as exc:
             raise fail(str(exc)) from exc
-        try:
-            values = {
-                "timeout": _timeout(options.get("timeout", DEFAULT_TIMEOUT)),
-                "retries": _whole(options.get("retries", 0), "retries"),
-                "retry_delay": parse_duration(options.get("retry_delay", 60), what="retry_delay"),
-                "catchup": _choice(options.get("catchup", "latest"), "catchup", CATCHUP),
-                "overlap": _choice(options.get("overlap", "skip"), "overlap", OVERLAP),
-                "isolation": _choice(options.get("isolation", "process"), "isolation", ISOLATION),
-            }
-        except ValueError as exc:
-            raise fail(str(exc)) from exc
+        checks: dict[str, Callable[[], Any]] = {
+            "timeout": lambda: _timeout(options.get("timeout", DEFAULT_TIMEOUT)),
+            "retries": lambda: _whole(options.get("retries", 0), "retries"),
+            "retry_delay": lambda: parse_duration(options.get("retry_delay", 60), what="retry_delay", allow_zero=True),
+            "catchup": lambda: _choice(options.get("catchup", "latest"), "catchup", CATCHUP),
+            "overlap": lambda: _choice(options.get("overlap", "skip"), "overlap", OVERLAP),
+            "isolation": lambda: _choice(options.get("isolation", "process"), "isolation", ISOLATION),
+        }
+        values, errors = {}, []
+        for option, check in checks.items():  # every bad option at once, not only the first
+            try:
+                values[option] = check()
+            except ValueError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise fail("; ".join(errors))
         after = options.get("after", ())
         if isinstance(after, str) or callable(after):
             after = (after,)
@@ -206,16 +247,22 @@ class Registry:
     def validate(self) -> list[JobDefinitionError]:
         """Check what only the whole set of jobs can tell: `after` names and cycles."""
         problems: list[JobDefinitionError] = []
+        by_function = {id(spec.func): spec.name for spec in self.jobs.values()}
+        resolved: dict[str, list[str]] = {}
         for name, dependency, file, line in self._dependencies:
             if name not in self.jobs:
                 continue
-            target = _dependency_name(dependency)
+            # A function given to after= stands for the job it was registered as (name= included).
+            target = by_function.get(id(dependency), _dependency_name(dependency))
+            resolved.setdefault(name, []).append(target)
             if target not in self.jobs:
                 close = difflib.get_close_matches(str(target), list(self.jobs), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 problems.append(
                     JobDefinitionError(f"after={target!r} names no job{hint}", job=name, file=file, line=line)
                 )
+        for name, targets in resolved.items():
+            self.jobs[name] = dataclasses.replace(self.jobs[name], after=tuple(targets))
         for cycle in _cycles({n: s.after for n, s in self.jobs.items()}):
             spec = self.jobs[cycle[0]]
             chain = " -> ".join([*cycle, cycle[0]])

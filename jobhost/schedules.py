@@ -236,8 +236,9 @@ def _build_cron(spec: CronSpec, default_zone: ZoneInfo) -> CronSchedule:
     try:
         CronSim(text, dt.datetime(2000, 1, 1))
     except CronSimError as exc:
+        never = " (or that day never occurs in the months given)" if "day-of-month" in str(exc) else ""
         raise ScheduleError(
-            f"cron({spec.expression!r}): {exc}; the fields are minute 0-59, hour 0-23, day of month 1-31, "
+            f"cron({spec.expression!r}): {exc}{never}; the fields are minute 0-59, hour 0-23, day of month 1-31, "
             "month 1-12 or jan-dec, day of week 0-7 or sun-sat"
         ) from exc
     schedule = CronSchedule(text, zone)
@@ -279,6 +280,11 @@ def _build_interval(job: schedule_lib.Job, default_zone: ZoneInfo) -> IntervalSc
         raise ScheduleError(f"every({job.interval}) needs a unit, for example every({job.interval}).minutes")
     if not isinstance(job.interval, int) or isinstance(job.interval, bool) or job.interval < 1:
         raise ScheduleError(f"every({job.interval!r}) needs a whole number of {job.unit} of at least 1")
+    if job.at_time_zone is not None and job.unit in _UNIT_SECONDS and not job.start_day:
+        raise ScheduleError(
+            f"every({job.interval}).{job.unit}.at(..., tz) cannot use its time zone: {job.unit} are elapsed time "
+            "counted from the Unix epoch; for local wall-clock times write cron('0 * * * *', tz='...')"
+        )
     zone = _zone(job.at_time_zone, default_zone)
     until = None
     if job.cancel_after is not None:

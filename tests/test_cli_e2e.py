@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import Deployment
+from tests.conftest import ROOT, Deployment
 
 GOOD = """
 import datetime
@@ -236,3 +239,61 @@ def test_output_while_importing_jobs_stays_json(deployment: Deployment) -> None:
     records = [json.loads(line) for line in result.stdout.splitlines()]
     imported = {r["message"]: r["stream"] for r in records if r["logger"] == "jobhost.import"}
     assert imported == {"loading chatty": "stdout", "a warning on stderr": "stderr"}
+
+
+def test_run_slot_must_be_a_slot_and_wall_times_follow_the_dst_policy(deployment: Deployment) -> None:
+    deployment.write(
+        "nightly",
+        """
+        from pathlib import Path
+        from jobhost import job, every
+
+        @job(every().day.at("02:30", "America/New_York"))
+        def nightly(slot):
+            Path(__file__).with_name("slot.txt").write_text(slot.isoformat())
+        """,
+    )
+    wrong = deployment.cli("run", "nightly", "--slot", "2026-03-07T02:31")
+    assert wrong.returncode == 2
+    assert "is not a slot of nightly" in wrong.stderr and "2026-03-07T02:30:00-05:00" in wrong.stderr
+    # 02:30 does not exist on 8 March in New York: that day's slot is the end of the gap.
+    assert deployment.cli("run", "nightly", "--slot", "2026-03-08T02:30").returncode == 0
+    assert (deployment.jobs_dir / "slot.txt").read_text() == "2026-03-08T03:00:00-04:00"
+
+
+def test_next_past_the_end_of_the_calendar_is_a_message(deployment: Deployment) -> None:
+    deployment.write("good", GOOD)
+    result = deployment.cli("next", "pull_rates", "--from", "9999-12-31T23:35", "--count", "5")
+    assert result.returncode == 1
+    assert result.stdout.split() == ["9999-12-31T23:40:00+00:00", "9999-12-31T23:50:00+00:00"]
+    assert "fits the calendar" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ctrl_c_stops_a_foreground_run_at_once(deployment: Deployment) -> None:
+    deployment.write(
+        "slow",
+        """
+        import time
+        from jobhost import job, every
+
+        @job(every(1).hours)
+        def slow():
+            print("started", flush=True)
+            time.sleep(60)
+        """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "jobs.py"), "run", "slow"],
+        env=deployment.env,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=deployment.tmp,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line)["message"] == "started":
+            break
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(15) == 1
+    [run] = deployment.history("slow")
+    assert (run["status"], run["reason"]) == ("interrupted", "stopped by SIGINT")

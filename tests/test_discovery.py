@@ -145,3 +145,22 @@ def test_a_missing_directory_is_a_problem_not_an_exception(tmp_path, registry):
     assert str(missing) in str(problem)
     assert "does not exist" in str(problem)
     assert registry.problems == [problem]
+
+
+def test_subpackages_are_walked_but_helper_packages_are_not_imported(package, registry):
+    (package / "_helpers").mkdir()
+    write(package, "_helpers/__init__", 'raise RuntimeError("a helper package was imported")\n')
+    (package / "team").mkdir()
+    write(package, "team/__init__", GOOD)
+    write(package, "team/nightly", GOOD.replace("pull_rates", "nightly_rates"))
+    assert discover(package, registry) == []
+    assert set(registry.jobs) == {"pull_rates", "nightly_rates"}
+
+
+def test_a_jobs_directory_named_like_another_module_is_refused(tmp_path, registry, monkeypatch):
+    directory = tmp_path / "json"  # the standard library's json is already imported
+    directory.mkdir()
+    (directory / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    [problem] = discover(directory, registry)
+    assert "the jobs package name 'json' is taken by another module" in problem.problem

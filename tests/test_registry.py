@@ -296,3 +296,50 @@ def test_collecting_gathers_every_problem_and_keeps_the_good_jobs(registry):
     # and once collecting ends, the decorator raises again
     with pytest.raises(JobDefinitionError):
         registry.job(registry.every().hour, overlap="maybe")(_no_arguments)
+
+
+def test_schedule_dsl_mistakes_are_reported_with_the_job_and_the_import_goes_on(registry):
+    with registry.collecting():
+
+        @registry.job(registry.every().day.at("25:00"))
+        def bad_hour(): ...
+
+        @registry.job(registry.every(2).monday)
+        def two_mondays(): ...
+
+        @registry.job(registry.every(10).minutes)
+        def fine(): ...
+
+    problems = {p.job: p.problem for p in registry.problems}
+    assert "at('25:00')" in problems["bad_hour"] and "between 0 and 23" in problems["bad_hour"]
+    assert "{}" not in problems["bad_hour"]
+    assert ".monday" in problems["two_mondays"] and "weekly" in problems["two_mondays"]
+    assert list(registry.jobs) == ["fine"]
+
+
+def test_every_bad_option_of_a_job_is_reported_at_once(registry):
+    with pytest.raises(JobDefinitionError) as info:
+
+        @registry.job(registry.every(1).hours, overlap="queued", catchup="some", isolation="proc", retries=-1)
+        def many(): ...
+
+    for words in ("retries", "catchup='some'", "overlap='queued'", "isolation='proc'"):
+        assert words in info.value.problem
+
+
+def test_after_a_function_means_the_job_it_was_registered_as(registry):
+    @registry.job(registry.every(1).hours, name="renamed_source")
+    def source(): ...
+
+    @registry.job(registry.every(1).hours, after=source)
+    def follower(): ...
+
+    assert registry.validate() == []
+    assert registry.jobs["follower"].after == ("renamed_source",)
+
+
+def test_a_time_zone_on_a_sub_day_interval_is_refused(registry):
+    with pytest.raises(JobDefinitionError, match="cannot use its time zone"):
+
+        @registry.job(registry.every().hour.at(":00", "Asia/Kathmandu"))
+        def hourly(): ...

@@ -38,8 +38,8 @@ def test_blank_values_mean_the_default():
         ("JOBS_STOP_GRACE", "30", "stop_grace", 30.0),  # "seconds", as the accepts column says
         ("JOBS_TIMEZONE", "Europe/London", "timezone", ZoneInfo("Europe/London")),
         ("JOBS_STATE_URL", "sqlite:////srv/jobs/state.db", "state_url", "sqlite:////srv/jobs/state.db"),
-        ("JOBS_DIR", "/srv/jobs", "jobs_dir", Path("/srv/jobs")),
-        ("JOBS_DIR", "team/jobs", "jobs_dir", ROOT / "team" / "jobs"),
+        ("JOBS_DIR", str(ROOT / "tests"), "jobs_dir", ROOT / "tests"),
+        ("JOBS_DIR", "jobs", "jobs_dir", ROOT / "jobs"),
     ],
 )
 def test_accepted_values(variable, value, field, expected):
@@ -56,6 +56,7 @@ def test_accepted_values(variable, value, field, expected):
         ("JOBS_STOP_GRACE", "soon", "a duration such as `30s`, `2m`"),
         ("JOBS_HEARTBEAT_INTERVAL", "0", "a duration such as `30s`, `1m`"),
         ("JOBS_TIMEZONE", "Mars/Base", "an IANA zone such as `Europe/London`"),
+        ("JOBS_DIR", "/no/such/jobs", "an existing directory"),
         ("JOBS_STATE_URL", "mysql://x", "`sqlite:///relative/path`"),
         ("JOBS_STATE_URL", "sqlite:///", "`sqlite:////absolute/path`"),
     ],
