@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from jobhost.catchup import Plan, plan_catchup
 from jobhost.clock import Clock
 from jobhost.clock import now as wall_now
 from jobhost.context import RunContext
@@ -122,6 +123,10 @@ class Host:
         self._abandon_leftovers(now)
         self._beat()
         queue = SlotQueue({name: spec.schedule for name, spec in self.jobs.items()}, now)
+        settled = self._guard(self.store.settled_slots, {})
+        for name, spec in self.jobs.items():
+            if name in settled:  # a job seen before: what did it miss while the host was down?
+                self._catch_up(spec, plan_catchup(spec.schedule, settled[name], now, spec.catchup, spec.catchup_window))
         logger.info(
             "host started: %d jobs, %d workers",
             len(self.jobs),
@@ -130,8 +135,14 @@ class Host:
         )
         while True:
             if self._stop_signal is None:
-                for due in queue.pop_due(self.clock()):
-                    self._dispatch(self.jobs[due.name], due.slot)
+                now = self.clock()
+                for due in queue.pop_due(now):
+                    spec = self.jobs[due.name]
+                    if due.first < due.slot:  # the loop woke late: several slots passed
+                        after = due.first - dt.timedelta(microseconds=1)
+                        self._catch_up(spec, plan_catchup(spec.schedule, after, now, spec.catchup, spec.catchup_window))
+                    else:
+                        self._dispatch(spec, due.slot)
                 self._start_pending()
             elif not self.active:
                 break
@@ -239,6 +250,18 @@ class Host:
                 queued.append(context)
             return
         self.pending.append(context)
+
+    def _catch_up(self, spec: JobSpec, plan: Plan) -> None:
+        """Record the slots a plan gives up as missed; run the others one after another."""
+        for slot, reason in plan.missed:
+            self._record_unstarted(self._context(spec, slot), RunStatus.MISSED, reason)
+        if spec.name in self._guard(self.store.paused_jobs, set()):
+            for slot in plan.run:
+                self._record_unstarted(self._context(spec, slot), RunStatus.SKIPPED, "paused")
+        elif plan.run:
+            self._dispatch(spec, plan.run[0])
+            backlog = self.queued_overlap.setdefault(spec.name, deque())
+            backlog.extend(self._context(spec, slot) for slot in plan.run[1:])
 
     def _start_pending(self) -> None:
         while self.pending and len(self.active) < self.config.max_workers:

@@ -32,6 +32,7 @@ CATCHUP = ("latest", "all", "none")
 OVERLAP = ("skip", "queue", "allow")
 ISOLATION = ("process", "thread")
 DEFAULT_TIMEOUT = 3600.0
+DEFAULT_CATCHUP_WINDOW = 7 * 86400.0
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -82,6 +83,7 @@ class JobSpec:
     overlap: str = "skip"
     after: tuple[str, ...] = ()
     isolation: str = "process"
+    catchup_window: float = DEFAULT_CATCHUP_WINDOW
     wants_slot: bool = False
     file: str = "?"
     line: int = 0
@@ -96,6 +98,7 @@ class JobSpec:
             "overlap": self.overlap,
             "after": list(self.after),
             "isolation": self.isolation,
+            "catchup_window": self.catchup_window,
         }
 
 
@@ -195,6 +198,9 @@ class Registry:
             "catchup": lambda: _choice(options.get("catchup", "latest"), "catchup", CATCHUP),
             "overlap": lambda: _choice(options.get("overlap", "skip"), "overlap", OVERLAP),
             "isolation": lambda: _choice(options.get("isolation", "process"), "isolation", ISOLATION),
+            "catchup_window": lambda: parse_duration(
+                options.get("catchup_window", DEFAULT_CATCHUP_WINDOW), what="catchup_window"
+            ),
         }
         values, errors = {}, []
         for option, check in checks.items():  # every bad option at once, not only the first
@@ -274,7 +280,7 @@ class Registry:
         return problems
 
 
-_OPTION_NAMES = {"timeout", "retries", "retry_delay", "catchup", "overlap", "after", "isolation"}
+_OPTION_NAMES = {"timeout", "retries", "retry_delay", "catchup", "catchup_window", "overlap", "after", "isolation"}
 
 
 def _timeout(value: object) -> float | None:

@@ -49,6 +49,7 @@ def test_registration_records_the_spec_with_defaults(registry):
         "overlap": "skip",
         "after": [],
         "isolation": "process",
+        "catchup_window": 7 * 86400.0,
     }
 
 

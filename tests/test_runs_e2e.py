@@ -439,3 +439,50 @@ def test_output_no_run_pipe_captures_and_clashing_extras_stay_json(deployment: D
     _assert_contract(process.lines)  # every line JSON, the stray one included
     stray = next(r for r in records if r["message"] == "from a subprocess of a thread job")
     assert stray["event"] == "stray_output"
+
+
+CATCHUP = """
+from jobhost import job, every
+
+@job(every(1).seconds, catchup="latest")
+def latest():
+    pass
+
+@job(every(1).seconds, catchup="all")
+def all_slots(slot):
+    pass
+
+@job(every(1).seconds, catchup="none")
+def none():
+    pass
+"""
+
+
+def test_slots_missed_while_the_host_was_down_follow_each_jobs_policy(deployment: Deployment, host) -> None:
+    deployment.write("catchup", CATCHUP)
+    first = host()
+    first.wait_for(lambda rs: len(events(rs, "none", "run_succeeded")) >= 2, what="a few runs")
+    assert first.stop() == 0
+    before = {r["run_id"] for r in deployment.history()}
+    stopped_at = dt.datetime.now(dt.UTC)
+    time.sleep(3)  # the host is down for three slots or more
+    second = host()
+    second.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), what="the restart")
+    second.wait_for(lambda rs: len(events(rs, "all_slots", "run_succeeded")) >= 3, what="the catch-up runs")
+    assert second.stop() == 0
+    new = [r for r in deployment.history() if r["run_id"] not in before]
+
+    def down(job: str, status: str) -> list[str]:
+        return sorted(
+            r["slot"]
+            for r in new
+            if r["job"] == job and r["status"] == status and dt.datetime.fromisoformat(r["slot"]) > stopped_at
+        )
+
+    missed_none = down("none", "missed")
+    assert len(missed_none) >= 3 and not [s for s in down("none", "succeeded") if s <= missed_none[-1]]
+    missed_latest, ran_latest = down("latest", "missed"), down("latest", "succeeded")
+    assert missed_latest and ran_latest and ran_latest[0] > missed_latest[-1]
+    assert len(down("all_slots", "succeeded")) >= 3 and not down("all_slots", "missed")
+    _assert_contract(second.lines)
+    assert events(second.records(), "none", "run_missed")

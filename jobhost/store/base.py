@@ -49,6 +49,13 @@ class Heartbeat:
     stopped: bool = False
 
 
+# Outcomes that settle a slot: catch-up starts after the newest of them. A slot
+# left interrupted, abandoned or paused is still owed a run.
+SETTLED = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CRASHED, RunStatus.SKIPPED, RunStatus.MISSED}
+)
+
+
 class StateStore(Protocol):
     """Where runs and job state live; one instance per process, not shared across threads."""
 
@@ -65,6 +72,9 @@ class StateStore(Protocol):
 
     def runs(self, job: str | None = None, limit: int = 20) -> list[RunRecord]:
         """Runs newest first, of one job or of all."""
+
+    def settled_slots(self) -> dict[str, dt.datetime]:
+        """Each job's newest slot with a settled outcome (SETTLED; skipped for a pause does not count)."""
 
     def last_statuses(self) -> dict[str, RunStatus]:
         """The status of each job's newest run."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from jobhost.errors import StoreError
 from jobhost.outcomes import RunStatus
-from jobhost.store.base import Heartbeat, RunRecord
+from jobhost.store.base import SETTLED, Heartbeat, RunRecord
 
 SCHEMA_VERSION = 1
 
@@ -124,6 +124,15 @@ class SQLiteStore:
                 f"SELECT {_COLUMNS} FROM runs WHERE job = ? ORDER BY seq DESC LIMIT ?", (job, limit)
             )
         return [_record(row) for row in rows]
+
+    def settled_slots(self) -> dict[str, dt.datetime]:
+        placeholders = ",".join("?" * len(SETTLED))
+        rows = self._db.execute(
+            f"SELECT job, slot, MAX(slot_epoch) FROM runs WHERE status IN ({placeholders}) AND reason != 'paused' "
+            "GROUP BY job",
+            tuple(SETTLED),
+        )
+        return {job: dt.datetime.fromisoformat(slot) for job, slot, _ in rows}
 
     def last_statuses(self) -> dict[str, RunStatus]:
         rows = self._db.execute("SELECT job, status FROM runs WHERE seq IN (SELECT MAX(seq) FROM runs GROUP BY job)")
