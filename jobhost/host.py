@@ -32,6 +32,7 @@ from jobhost.outcomes import Outcome, RunStatus
 from jobhost.processes import kill_leftovers, run_process_alive
 from jobhost.processrun import ProcessRun
 from jobhost.registry import JobSpec
+from jobhost.retries import PendingRetry, RetryQueue, backoff
 from jobhost.slotqueue import SlotQueue
 from jobhost.store import RunRecord, StateStore
 from jobhost.strayoutput import StrayOutput
@@ -39,7 +40,12 @@ from jobhost.threadrun import RoutedStdout, ThreadRun
 
 logger = logging.getLogger("jobhost.host")
 
-POLL_INTERVAL = 0.2  # seconds, only where a child's exit cannot be watched with a pidfd
+POLL_INTERVAL = 0.2
+# Outcomes worth another attempt. An interrupted or abandoned slot is not retried but
+# caught up at the next start (it is not settled), so it never runs twice.
+RETRYABLE = frozenset(
+    {RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CRASHED}
+)  # seconds, only where a child's exit cannot be watched with a pidfd
 
 
 class Run(Protocol):
@@ -123,6 +129,7 @@ class Host:
         self._abandon_leftovers(now)
         self._beat()
         queue = SlotQueue({name: spec.schedule for name, spec in self.jobs.items()}, now)
+        self._retries = RetryQueue(self._guard(self.store.pending_retries, []))
         settled = self._guard(self.store.settled_slots, {})
         for name, spec in self.jobs.items():
             if name in settled:  # a job seen before: what did it miss while the host was down?
@@ -143,10 +150,14 @@ class Host:
                         self._catch_up(spec, plan_catchup(spec.schedule, after, now, spec.catchup, spec.catchup_window))
                     else:
                         self._dispatch(spec, due.slot)
+                for retry in self._retries.pop_due(now):
+                    self._dispatch_retry(retry)
                 self._start_pending()
             elif not self.active:
                 break
-            self._turn(self._sleep_seconds(queue.next_due()))
+            self._turn(
+                self._sleep_seconds(min(filter(None, (queue.next_due(), self._retries.next_due())), default=None))
+            )
             if self.monotonic() >= self._next_beat:
                 self._beat()
         self._abandon_pending()
@@ -251,6 +262,39 @@ class Host:
             return
         self.pending.append(context)
 
+    def _dispatch_retry(self, retry: PendingRetry) -> None:
+        spec = self.jobs.get(retry.job)
+        if spec is None:  # the job is gone from jobs/
+            self._guard(lambda: self.store.drop_retry(retry.job, retry.slot), None)
+            return
+        context = self._context(spec, retry.slot, retry.attempt)
+        if any(a.run.spec.name == spec.name for a in self.active.values()):
+            self.queued_overlap.setdefault(spec.name, deque()).append(context)  # after the run going on
+        else:
+            self.pending.append(context)
+
+    def _schedule_retry(self, context: RunContext, outcome: Outcome) -> dt.datetime | None:
+        """If the slot has attempts left, keep the next one (in the store too) and return when it is due."""
+        spec = self.jobs.get(context.job)
+        if context.attempt > 1 and outcome.status not in (RunStatus.INTERRUPTED, RunStatus.ABANDONED):
+            # This attempt has ended for good; an interrupted one stays pending for the next start.
+            self._guard(lambda: self.store.drop_retry(context.job, context.slot), None)
+        if (
+            self._retries is None
+            or spec is None
+            or outcome.status not in RETRYABLE
+            or context.attempt > spec.retries
+            or self._stop_signal is not None
+        ):
+            return None
+        due = self.clock() + dt.timedelta(seconds=backoff(spec.retry_delay, context.attempt))
+        retry = PendingRetry(due, context.job, context.slot, context.attempt + 1)
+        self._guard(lambda: self.store.add_retry(retry), None)
+        self._retries.add(retry)
+        return due
+
+    _retries: RetryQueue | None = None
+
     def _catch_up(self, spec: JobSpec, plan: Plan) -> None:
         """Record the slots a plan gives up as missed; run the others one after another."""
         for slot, reason in plan.missed:
@@ -308,7 +352,10 @@ class Host:
         self._guard(
             lambda: self.store.finish_run(context.run_id, outcome.status, outcome.reason, ended, duration_ms), None
         )
-        self.lifecycle.emit(RunEvent(outcome.status, context, outcome.reason, duration_ms, outcome.traceback))
+        retry_at = self._schedule_retry(context, outcome)
+        self.lifecycle.emit(
+            RunEvent(outcome.status, context, outcome.reason, duration_ms, outcome.traceback, retry_at=retry_at)
+        )
         self._last_outcome = outcome
 
     def _record(self, context: RunContext, status: RunStatus, reason: str = "", **times: dt.datetime) -> RunRecord:

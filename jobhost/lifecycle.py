@@ -7,6 +7,7 @@ logged and never takes the host down.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -43,10 +44,16 @@ class RunEvent:
     duration_ms: int | None = None
     traceback: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    retry_at: dt.datetime | None = None  # set when this attempt failed and another one is scheduled
 
     @property
     def event(self) -> str:
-        return self.status.event
+        return "run_retrying" if self.retry_at is not None else self.status.event
+
+    @property
+    def final(self) -> bool:
+        """True unless another attempt of the same slot is scheduled (for observers that report failures)."""
+        return self.retry_at is None
 
 
 Observer = Callable[[RunEvent], None]
@@ -75,17 +82,21 @@ def log_event(event: RunEvent) -> None:
         fields["duration_ms"] = event.duration_ms
     if event.traceback:
         fields["run_traceback"] = event.traceback
+    if event.retry_at is not None:
+        fields["retry_at"] = event.retry_at.isoformat()
     fields.update(event.extra)
     logger.log(_LEVELS[event.status], _message(event), extra=fields)
 
 
 def _message(event: RunEvent) -> str:
-    words = event.event.removeprefix("run_").replace("_", " ")
+    words = event.status.event.removeprefix("run_").replace("_", " ")
     text = f"run {words}"
     if event.reason:
         text += f": {event.reason}"
     if event.duration_ms is not None and event.status.ended:
         text += f" ({format_duration(event.duration_ms / 1000)})"
+    if event.retry_at is not None:
+        text += f"; attempt {event.context.attempt} failed, retrying at {event.retry_at.isoformat()}"
     return text
 
 

@@ -486,3 +486,29 @@ def test_slots_missed_while_the_host_was_down_follow_each_jobs_policy(deployment
     assert len(down("all_slots", "succeeded")) >= 3 and not down("all_slots", "missed")
     _assert_contract(second.lines)
     assert events(second.records(), "none", "run_missed")
+
+
+def test_a_failed_slot_is_retried_and_a_pending_retry_survives_a_restart(deployment: Deployment, host) -> None:
+    deployment.write(
+        "flaky",
+        """
+        from jobhost import job, every
+
+        @job(every(2).seconds, retries=1, retry_delay="4s")
+        def broken():
+            raise RuntimeError("still broken")
+        """,
+    )
+    first = host()
+    records = first.wait_for(lambda rs: events(rs, "broken", "run_retrying"), what="a first failed attempt")
+    assert first.stop() == 0  # before the retry is due: it must survive the restart
+    [retrying] = events(records, "broken", "run_retrying")[:1]
+    assert (retrying["attempt"], retrying["status"]) == (1, "failed") and "retry_at" in retrying
+    second = host()
+    second.wait_for(
+        lambda rs: any(r.get("event") == "run_failed" and r["slot"] == retrying["slot"] for r in rs),
+        what="the retry of that slot, after the restart",
+    )
+    assert second.stop() == 0
+    attempts = [r for r in deployment.history("broken") if r["slot"] == retrying["slot"]]
+    assert sorted((r["attempt"], r["status"]) for r in attempts) == [(1, "failed"), (2, "failed")]

@@ -162,3 +162,23 @@ def test_only_one_loop_per_state_file(tmp_path: Path) -> None:
     first.close()
     second.lock_for_loop(5353)  # released with the first store
     second.close()
+
+
+def test_pending_retries_are_kept_one_per_slot(store: StateStore) -> None:
+    from jobhost.retries import PendingRetry
+
+    store.add_retry(PendingRetry(T0 + dt.timedelta(minutes=2), "a", T0, 2))
+    store.add_retry(PendingRetry(T0 + dt.timedelta(minutes=4), "a", T0, 3))  # replaces the first
+    store.add_retry(PendingRetry(T0 + dt.timedelta(minutes=1), "b", T0, 2))
+    assert [(r.job, r.attempt) for r in store.pending_retries()] == [("b", 2), ("a", 3)]
+    store.drop_retry("a", T0)
+    assert [r.job for r in store.pending_retries()] == ["b"]
+
+
+def test_settled_slots_skip_unfinished_and_paused_ones(store: StateStore) -> None:
+    store.add_run(_run("a1", "a", minutes=0, status=RunStatus.SUCCEEDED))
+    store.add_run(_run("a2", "a", minutes=10, status=RunStatus.INTERRUPTED))
+    store.add_run(_run("b1", "b", minutes=0, status=RunStatus.FAILED))
+    store.add_run(_run("b2", "b", minutes=10, status=RunStatus.SKIPPED, reason="paused"))
+    store.add_run(_run("c1", "c", minutes=5, status=RunStatus.MISSED))
+    assert store.settled_slots() == {"a": T0, "b": T0, "c": T0 + dt.timedelta(minutes=5)}

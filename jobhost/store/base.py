@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from jobhost.outcomes import RunStatus
+from jobhost.retries import PendingRetry
 
 
 @dataclass
@@ -72,6 +73,15 @@ class StateStore(Protocol):
 
     def runs(self, job: str | None = None, limit: int = 20) -> list[RunRecord]:
         """Runs newest first, of one job or of all."""
+
+    def add_retry(self, retry: PendingRetry) -> None:
+        """Keep a pending retry (one per job and slot; a newer one replaces it)."""
+
+    def drop_retry(self, job: str, slot: dt.datetime) -> None:
+        """Forget the pending retry of a slot (its attempt has ended)."""
+
+    def pending_retries(self) -> list[PendingRetry]:
+        """Every pending retry, earliest first."""
 
     def settled_slots(self) -> dict[str, dt.datetime]:
         """Each job's newest slot with a settled outcome (SETTLED; skipped for a pause does not count)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from jobhost.errors import StoreError
 from jobhost.outcomes import RunStatus
+from jobhost.retries import PendingRetry
 from jobhost.store.base import SETTLED, Heartbeat, RunRecord
 
 SCHEMA_VERSION = 1
@@ -39,6 +40,14 @@ CREATE TABLE IF NOT EXISTS heartbeats (
     pid     INTEGER NOT NULL,
     beat_at TEXT NOT NULL,
     stopped INTEGER NOT NULL DEFAULT 0  -- 1 once the loop has stopped cleanly
+);
+CREATE TABLE IF NOT EXISTS retries (
+    job     TEXT NOT NULL,
+    slot    TEXT NOT NULL,
+    slot_epoch REAL NOT NULL,
+    attempt INTEGER NOT NULL,           -- the attempt still to make
+    due     TEXT NOT NULL,
+    PRIMARY KEY (job, slot_epoch)
 );
 CREATE TABLE IF NOT EXISTS job_state (
     job     TEXT PRIMARY KEY,
@@ -124,6 +133,23 @@ class SQLiteStore:
                 f"SELECT {_COLUMNS} FROM runs WHERE job = ? ORDER BY seq DESC LIMIT ?", (job, limit)
             )
         return [_record(row) for row in rows]
+
+    def add_retry(self, retry: PendingRetry) -> None:
+        self._db.execute(
+            "INSERT INTO retries (job, slot, slot_epoch, attempt, due) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (job, slot_epoch) DO UPDATE SET attempt = excluded.attempt, due = excluded.due",
+            (retry.job, retry.slot.isoformat(), retry.slot.timestamp(), retry.attempt, _iso(retry.due)),
+        )
+
+    def drop_retry(self, job: str, slot: dt.datetime) -> None:
+        self._db.execute("DELETE FROM retries WHERE job = ? AND slot_epoch = ?", (job, slot.timestamp()))
+
+    def pending_retries(self) -> list[PendingRetry]:
+        rows = self._db.execute("SELECT job, slot, attempt, due FROM retries ORDER BY due")
+        return [
+            PendingRetry(dt.datetime.fromisoformat(due), job, dt.datetime.fromisoformat(slot), attempt)
+            for job, slot, attempt, due in rows
+        ]
 
     def settled_slots(self) -> dict[str, dt.datetime]:
         placeholders = ",".join("?" * len(SETTLED))
