@@ -7,11 +7,9 @@ handlers only record the signal; the loop acts on it.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
-import selectors
 import signal
 import socket
 import time
@@ -19,7 +17,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from jobhost.catchup import Plan, plan_catchup
 from jobhost.clock import Clock
@@ -33,10 +30,11 @@ from jobhost.processes import kill_leftovers, run_process_alive
 from jobhost.processrun import ProcessRun
 from jobhost.registry import JobSpec
 from jobhost.retries import PendingRetry, RetryQueue, backoff
+from jobhost.run import Run
 from jobhost.slotqueue import SlotQueue
 from jobhost.store import RunRecord, StateStore
-from jobhost.strayoutput import StrayOutput
 from jobhost.threadrun import RoutedStdout, ThreadRun
+from jobhost.watcher import Watcher
 
 logger = logging.getLogger("jobhost.host")
 
@@ -46,23 +44,6 @@ POLL_INTERVAL = 0.2
 RETRYABLE = frozenset(
     {RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CRASHED}
 )  # seconds, only where a child's exit cannot be watched with a pidfd
-
-
-class Run(Protocol):
-    spec: JobSpec
-    context: RunContext
-    pid: int | None
-    needs_polling: bool
-
-    def start(self, now: float) -> None: ...
-    def fds(self) -> list[int]: ...
-    def next_deadline(self) -> float | None: ...
-    def on_readable(self, fd: int, now: float) -> list[int]: ...
-    def poll(self, now: float) -> list[int]: ...
-    def stop(self, outcome: Outcome, now: float, *, at_once: bool = False) -> None: ...
-    def outcome(self) -> Outcome: ...
-    @property
-    def done(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -107,24 +88,22 @@ class Host:
         self.active: dict[str, _Active] = {}
         self.pending: deque[RunContext] = deque()
         self.queued_overlap: dict[str, deque[RunContext]] = {}
-        self._selector = selectors.DefaultSelector()
-        self._fd_owner: dict[int, str] = {}
-        self._signals: list[int] = []
+        self.watcher = Watcher()
         self._stop_signal: int | None = None
         self._stop_deadline: float | None = None
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
         if any(spec.isolation == "thread" for spec in jobs.values()):
             RoutedStdout.install(log_output)
 
     # -- the two ways to run ---------------------------------------------
 
+    def _prepare(self) -> None:
+        self.watcher.install_signals()
+        if self.config.capture_stray_output:
+            self.watcher.capture_stray_output()
+
     def run_forever(self) -> int:
         """Run until SIGTERM or SIGINT; return the exit status (0)."""
-        self._install_signals()
-        self._capture_stray_output()
+        self._prepare()
         now = self.clock()
         self._abandon_leftovers(now)
         self._beat()
@@ -161,8 +140,7 @@ class Host:
             if self.monotonic() >= self._next_beat:
                 self._beat()
         self._abandon_pending()
-        if self._stray is not None:
-            self._stray.read()
+        self.watcher.finish()
         self._beat(stopped=True)
         logger.info("host stopped", extra={"event": "host_stopped"})
         return 0
@@ -172,8 +150,7 @@ class Host:
 
         A signal (Ctrl-C) stops the run at once rather than after the stop grace.
         """
-        self._install_signals()
-        self._capture_stray_output()
+        self._prepare()
         self._foreground = True
         self._last_outcome = None
         self._start(self._context(spec, slot))
@@ -187,23 +164,15 @@ class Host:
     # -- one turn of the loop --------------------------------------------
 
     def _turn(self, timeout: float) -> None:
-        for key, _ in self._selector.select(timeout):
-            fd = key.fd
-            if fd == self._wake_r:
-                self._drain_wakeups()
-                continue
-            if self._stray is not None and fd == self._stray.fd:
-                self._stray.read()
-                continue
-            run_id = self._fd_owner.get(fd)
-            if run_id is not None and run_id in self.active:
-                self._forget_fds(self.active[run_id].run.on_readable(fd, self.monotonic()))
+        for run_id, fd in self.watcher.wait(timeout):
+            if run_id in self.active:
+                self.watcher.release(self.active[run_id].run.on_readable(fd, self.monotonic()))
         self._handle_signals()
         now = self.monotonic()
         if self._stop_deadline is not None and now >= self._stop_deadline:
             self._stop_runs(at_once=False)
         for run_id, active in list(self.active.items()):
-            self._forget_fds(active.run.poll(now))
+            self.watcher.release(active.run.poll(now))
             if active.run.done:
                 self._finish(run_id)
 
@@ -324,7 +293,7 @@ class Host:
         if spec.isolation == "thread":
             run = ThreadRun(spec, context, log_output, log_record)
         else:
-            run = ProcessRun(spec, context, log_output, log_record, self._host_fds)
+            run = ProcessRun(spec, context, log_output, log_record, self.watcher.child_fds)
         now = self.monotonic()
         try:
             run.start(now)
@@ -334,13 +303,11 @@ class Host:
         if run.pid is not None:
             self._guard(lambda: self.store.set_pid(context.run_id, run.pid), None)  # type: ignore[arg-type]
         self.active[context.run_id] = _Active(run, now)
-        for fd in run.fds():
-            self._fd_owner[fd] = context.run_id
-            self._selector.register(fd, selectors.EVENT_READ)
+        self.watcher.watch(context.run_id, run.fds())
 
     def _finish(self, run_id: str) -> None:
         active = self.active.pop(run_id)
-        self._forget_fds(active.run.fds())
+        self.watcher.release(active.run.fds())
         self._end(active.run.context, active.started_mono, active.run.outcome())
         queued = self.queued_overlap.get(active.run.spec.name)
         if queued and self._stop_signal is None:
@@ -375,44 +342,11 @@ class Host:
         self._guard(lambda: self.store.add_run(record), None)
         self.lifecycle.emit(RunEvent(status, context, reason, extra=dict(extra)))
 
-    def _forget_fds(self, fds: list[int]) -> None:
-        """Stop watching and close descriptors a run is done with: unregister first, then close."""
-        for fd in fds:
-            if self._fd_owner.pop(fd, None) is not None:
-                with contextlib.suppress(KeyError, ValueError):
-                    self._selector.unregister(fd)
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    _stray: StrayOutput | None = None
-
-    def _capture_stray_output(self) -> None:
-        if self.config.capture_stray_output and self._stray is None:
-            self._stray = StrayOutput()
-            self._selector.register(self._stray.fd, selectors.EVENT_READ)
-
-    def _host_fds(self) -> list[int]:
-        """What a forked run must not keep open: other runs' pipes, the loop's own descriptors."""
-        own = [self._wake_r, self._wake_w, self._selector.fileno()]
-        return [*self._fd_owner, *own, *([self._stray.fd] if self._stray is not None else [])]
-
     # -- stopping ---------------------------------------------------------
 
-    def _install_signals(self) -> None:
-        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda signum, frame: self._signals.append(signum))
-
-    def _drain_wakeups(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
     def _handle_signals(self) -> None:
-        while self._signals:
-            signum = self._signals.pop(0)
+        while self.watcher.signals:
+            signum = self.watcher.signals.pop(0)
             if self._stop_signal is None and self._foreground:
                 self._stop_signal = signum
                 self._stop_deadline = self.monotonic()

@@ -1,0 +1,78 @@
+"""The loop's one place to wait: runs' pipes and pidfds, signals, and stray output.
+
+Signal handlers only append the signal to `signals`; the wake-up pipe makes the
+wait return at once. Descriptors a run is done with are taken out of the
+selector *before* they are closed: closed first, a descriptor still shared with
+a child would stay in epoll and be reported for ever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+
+from jobhost.strayoutput import StrayOutput
+
+
+class Watcher:
+    """Waits on every descriptor of the loop and says which run's became readable."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._owner: dict[int, str] = {}
+        self.signals: list[int] = []
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self.stray: StrayOutput | None = None
+
+    def install_signals(self, signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for signum in signums:
+            signal.signal(signum, lambda signum, frame: self.signals.append(signum))
+
+    def capture_stray_output(self) -> None:
+        if self.stray is None:
+            self.stray = StrayOutput()
+            self._selector.register(self.stray.fd, selectors.EVENT_READ)
+
+    def watch(self, run_id: str, fds: list[int]) -> None:
+        for fd in fds:
+            self._owner[fd] = run_id
+            self._selector.register(fd, selectors.EVENT_READ)
+
+    def release(self, fds: list[int]) -> None:
+        """Stop watching and close descriptors a run is done with: unregister first, then close."""
+        for fd in fds:
+            if self._owner.pop(fd, None) is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def wait(self, timeout: float) -> list[tuple[str, int]]:
+        """Wait up to `timeout` seconds; return (run_id, fd) for each run descriptor that is readable."""
+        ready = []
+        for key, _ in self._selector.select(timeout):
+            if key.fd == self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self._wake_r, 4096):
+                        pass
+            elif self.stray is not None and key.fd == self.stray.fd:
+                self.stray.read()
+            elif key.fd in self._owner:
+                ready.append((self._owner[key.fd], key.fd))
+        return ready
+
+    def child_fds(self) -> list[int]:
+        """What a forked run must not keep open: other runs' pipes, the loop's own descriptors."""
+        own = [self._wake_r, self._wake_w, self._selector.fileno()]
+        return [*self._owner, *own, *([self.stray.fd] if self.stray is not None else [])]
+
+    def finish(self) -> None:
+        """Log what stray output is still waiting."""
+        if self.stray is not None:
+            self.stray.read()
