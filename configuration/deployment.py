@@ -28,5 +28,6 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
             stop_grace=settings.stop_grace,
             heartbeat_interval=settings.heartbeat_interval,
             capture_stray_output=log_to_stdout,
+            history_days=settings.history_days,
         ),
     )

@@ -98,6 +98,13 @@ SETTINGS = (
         lambda text: parse_duration(text, what="JOBS_HEARTBEAT_INTERVAL"),
     ),
     Setting(
+        "JOBS_HISTORY_DAYS",
+        "90",
+        "a whole number of days, 1 or more",
+        "run history kept; older runs are pruned a batch at a time (each job's newest run is kept)",
+        _whole(1),
+    ),
+    Setting(
         "JOBS_TIMEZONE",
         None,
         "an IANA zone such as `Europe/London`",
@@ -123,6 +130,7 @@ class Settings:
     max_workers: int
     stop_grace: float
     heartbeat_interval: float
+    history_days: int
     timezone: ZoneInfo
     jobs_dir: Path
 

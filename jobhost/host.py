@@ -39,6 +39,7 @@ from jobhost.watcher import Watcher
 logger = logging.getLogger("jobhost.host")
 
 POLL_INTERVAL = 0.2
+PRUNE_BATCH = 500  # runs deleted at most per heartbeat
 # Outcomes worth another attempt. An interrupted or abandoned slot is not retried but
 # caught up at the next start (it is not settled), so it never runs twice.
 RETRYABLE = frozenset(
@@ -58,6 +59,7 @@ class HostConfig:
     # captures (a thread job's subprocess, native code) becomes log lines too. Only
     # when the log handler writes through a descriptor of its own.
     capture_stray_output: bool = False
+    history_days: float = 90.0  # run history older than this is pruned, a batch at a time
 
 
 @dataclass
@@ -139,6 +141,7 @@ class Host:
             )
             if self.monotonic() >= self._next_beat:
                 self._beat()
+                self._prune_history()
         self._abandon_pending()
         self.watcher.finish()
         self._beat(stopped=True)
@@ -182,6 +185,18 @@ class Host:
         self._guard(lambda: self.store.beat(self.config.hostname, os.getpid(), self.clock(), stopped=stopped), None)
 
     _next_beat = float("inf")
+
+    def _prune_history(self) -> None:
+        """Forget runs older than history_days, one small batch a heartbeat, so the loop never stalls."""
+        before = self.clock() - dt.timedelta(days=self.config.history_days)
+        removed = self._guard(lambda: self.store.prune(before, PRUNE_BATCH), 0)
+        if removed:
+            logger.info(
+                "pruned %d runs older than %g days",
+                removed,
+                self.config.history_days,
+                extra={"event": "history_pruned", "runs": removed},
+            )
 
     def _sleep_seconds(self, next_slot: dt.datetime | None) -> float:
         limits = [self.config.heartbeat_interval, self._next_beat - self.monotonic()]

@@ -182,3 +182,18 @@ def test_settled_slots_skip_unfinished_and_paused_ones(store: StateStore) -> Non
     store.add_run(_run("b2", "b", minutes=10, status=RunStatus.SKIPPED, reason="paused"))
     store.add_run(_run("c1", "c", minutes=5, status=RunStatus.MISSED))
     assert store.settled_slots() == {"a": T0, "b": T0, "c": T0 + dt.timedelta(minutes=5)}
+
+
+def test_prune_removes_old_runs_in_batches_but_keeps_each_jobs_newest(store: StateStore) -> None:
+    for i in range(10):
+        store.add_run(_run(f"old{i}", "daily", minutes=i, status=RunStatus.SUCCEEDED))
+    store.add_run(_run("rare", "yearly", minutes=0, status=RunStatus.SUCCEEDED))
+    store.add_run(_run("new", "daily", minutes=500, status=RunStatus.INTERRUPTED))
+    cutoff = T0 + dt.timedelta(minutes=100)
+    assert store.prune(cutoff, limit=4) == 4
+    assert store.prune(cutoff, limit=4) == 4
+    assert store.prune(cutoff, limit=4) == 1
+    assert store.prune(cutoff, limit=4) == 0
+    # Kept: daily's newest run, daily's newest settled run (catch-up starts after it),
+    # and a yearly job's only run, however old.
+    assert {r.run_id for r in store.runs(limit=100)} == {"new", "old9", "rare"}

@@ -83,6 +83,13 @@ class StateStore(Protocol):
     def pending_retries(self) -> list[PendingRetry]:
         """Every pending retry, earliest first."""
 
+    def prune(self, before: dt.datetime, limit: int) -> int:
+        """Delete up to `limit` ended runs whose slot is before `before`; return how many.
+
+        Each job's newest run and newest settled run are kept, whatever their age, so
+        that catch-up still knows where a rarely running job stands.
+        """
+
     def settled_slots(self) -> dict[str, dt.datetime]:
         """Each job's newest slot with a settled outcome (SETTLED; skipped for a pause does not count)."""
 

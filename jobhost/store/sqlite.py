@@ -151,6 +151,18 @@ class SQLiteStore:
             for job, slot, attempt, due in rows
         ]
 
+    def prune(self, before: dt.datetime, limit: int) -> int:
+        settled = ",".join(f"'{status}'" for status in sorted(SETTLED))
+        cursor = self._db.execute(
+            "DELETE FROM runs WHERE seq IN ("
+            "  SELECT seq FROM runs WHERE slot_epoch < ? AND status != 'running'"
+            "  AND seq NOT IN (SELECT MAX(seq) FROM runs GROUP BY job)"
+            f"  AND seq NOT IN (SELECT MAX(seq) FROM runs WHERE status IN ({settled}) GROUP BY job)"
+            "  ORDER BY seq LIMIT ?)",
+            (before.timestamp(), limit),
+        )
+        return cursor.rowcount
+
     def settled_slots(self) -> dict[str, dt.datetime]:
         placeholders = ",".join("?" * len(SETTLED))
         rows = self._db.execute(
