@@ -20,12 +20,13 @@ from zoneinfo import ZoneInfo
 import click
 
 from jobhost import default_registry
+from jobhost.backfill import backfill, slots_between
 from jobhost.clock import now as wall_now
 from jobhost.discovery import discover
 from jobhost.durations import format_duration
 from jobhost.errors import JobhostError, SettingError, StoreError, UnknownJobError
 from jobhost.host import Host, HostConfig
-from jobhost.outcomes import RunStatus
+from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec, Registry
 from jobhost.store import StateStore, open_store
 from jobhost.timezones import localize
@@ -229,6 +230,65 @@ def run(app: _App, name: str, slot: str | None) -> None:
     finally:
         store.close()
     sys.exit(0 if outcome.status == RunStatus.SUCCEEDED else 1)
+
+
+@cli.command("backfill")
+@click.argument("name")
+@click.option("--from", "start", required=True, help="First day or instant (ISO 8601; a date means its start).")
+@click.option("--to", "end", help="Last day or instant, included (a date means all of it). Default: now.")
+@pass_app
+def backfill_command(app: _App, name: str, start: str, end: str | None) -> None:
+    """Run every slot of NAME from --from to --to that has not succeeded yet, in order.
+
+    Dates and times without an offset are in the job's time zone. Slots that
+    already succeeded are skipped, so a backfill stopped with Ctrl-C can be
+    started again with the same range. Exit 0 when every slot succeeded.
+    """
+    settings = app.load(log_to_stdout=True)
+    spec = app.job(name)
+    zone, now = spec.schedule.zone, wall_now()
+    first = _day_or_instant(start, zone, "--from", end_of_day=False)
+    last = _day_or_instant(end, zone, "--to", end_of_day=True) if end else now
+    if first > now:
+        raise click.BadParameter(f"{start} is in the future; backfill runs past slots", param_hint="--from")
+    if first > last:
+        raise click.BadParameter(f"{start} is after {end}: the range is reversed", param_hint="--from")
+    if last > now:
+        click.echo(f"backfill: slots after now ({now.isoformat()}) are left to the schedule", err=True)
+        last = now
+    store = app.store()
+    try:
+        done = store.succeeded_slots(spec.name, first, last)
+        slots = [slot for slot in slots_between(spec.schedule, first, last) if slot.timestamp() not in done]
+        click.echo(f"backfill {name}: {len(slots)} slot(s) to run, {len(done)} already succeeded", err=True)
+
+        # Progress goes to the terminal's stderr, kept aside before the host turns
+        # descriptors 1 and 2 into its stray-output pipe.
+        progress = open(os.dup(2), "w", buffering=1)  # noqa: SIM115 - closed with the process
+
+        def report(index: int, total: int, slot: dt.datetime, outcome: Outcome) -> None:
+            reason = f": {outcome.reason}" if outcome.reason else ""
+            progress.write(f"[{index}/{total}] {slot.isoformat()} {outcome.status}{reason}\n")
+
+        status = backfill(Host(app.registry.jobs, store, settings.host), spec, slots, report)
+    finally:
+        store.close()
+    if status == RunStatus.INTERRUPTED:
+        progress.write("backfill stopped; run the same command again to go on\n")
+    sys.exit(0 if status == RunStatus.SUCCEEDED else 1)
+
+
+def _day_or_instant(text: str, zone: ZoneInfo, what: str, *, end_of_day: bool) -> dt.datetime:
+    """A date (its first or last instant in `zone`, by the DST policy) or an ISO 8601 instant."""
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        value = _instant(text, zone, what)
+        assert value is not None
+        return value
+    if end_of_day:
+        return localize(dt.datetime.combine(day + dt.timedelta(days=1), dt.time()), zone) - dt.timedelta(microseconds=1)
+    return localize(dt.datetime.combine(day, dt.time()), zone)
 
 
 @cli.command()

@@ -148,18 +148,32 @@ class Host:
         logger.info("host stopped", extra={"event": "host_stopped"})
         return 0
 
-    def run_now(self, spec: JobSpec, slot: dt.datetime) -> Outcome:
-        """One run in the foreground (the `run` command), wrapped like any other.
+    def run_now(self, spec: JobSpec, slot: dt.datetime, attempt: int = 1) -> Outcome:
+        """One run in the foreground (`run`, `backfill`), wrapped like any other.
 
         A signal (Ctrl-C) stops the run at once rather than after the stop grace.
         """
-        self._prepare()
-        self._foreground = True
+        if not self._foreground:
+            self._prepare()
+            self._foreground = True
         self._last_outcome = None
-        self._start(self._context(spec, slot))
+        self._start(self._context(spec, slot, attempt))
         while self.active:
             self._turn(self._sleep_seconds(None))
         return self._last_outcome or Outcome(RunStatus.CRASHED, "the run did not start")
+
+    def pause(self, seconds: float) -> bool:
+        """Wait in the foreground (between backfill attempts); False if a signal asked to stop."""
+        deadline = self.monotonic() + seconds
+        while not self.stopping and (left := deadline - self.monotonic()) > 0:
+            self._turn(left)
+        return not self.stopping
+
+    @property
+    def stopping(self) -> bool:
+        """True once SIGTERM or SIGINT has been received."""
+        self._handle_signals()
+        return self._stop_signal is not None
 
     _foreground = False
     _last_outcome: Outcome | None = None

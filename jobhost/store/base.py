@@ -83,6 +83,9 @@ class StateStore(Protocol):
     def pending_retries(self) -> list[PendingRetry]:
         """Every pending retry, earliest first."""
 
+    def succeeded_slots(self, job: str, start: dt.datetime, end: dt.datetime) -> set[float]:
+        """The slots (as POSIX timestamps) of `job` between `start` and `end` that have a succeeded run."""
+
     def prune(self, before: dt.datetime, limit: int) -> int:
         """Delete up to `limit` ended runs whose slot is before `before`; return how many.
 

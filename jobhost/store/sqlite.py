@@ -151,6 +151,13 @@ class SQLiteStore:
             for job, slot, attempt, due in rows
         ]
 
+    def succeeded_slots(self, job: str, start: dt.datetime, end: dt.datetime) -> set[float]:
+        rows = self._db.execute(
+            "SELECT DISTINCT slot_epoch FROM runs WHERE job = ? AND status = 'succeeded' AND slot_epoch BETWEEN ? AND ?",
+            (job, start.timestamp(), end.timestamp()),
+        )
+        return {row[0] for row in rows}
+
     def prune(self, before: dt.datetime, limit: int) -> int:
         settled = ",".join(f"'{status}'" for status in sorted(SETTLED))
         cursor = self._db.execute(

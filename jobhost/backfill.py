@@ -1,0 +1,48 @@
+"""Backfill: run the slots of a past range that have not succeeded, in order, in the foreground.
+
+Each slot goes through the normal runner (isolation, timeout, logs) with the
+job's retries. Slots that already succeeded are skipped, so an interrupted
+backfill started again runs no slot twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+
+from jobhost.host import RETRYABLE, Host
+from jobhost.outcomes import Outcome, RunStatus
+from jobhost.registry import JobSpec
+from jobhost.retries import backoff
+from jobhost.schedules import Schedule
+
+Report = Callable[[int, int, dt.datetime, Outcome], None]
+
+
+def slots_between(schedule: Schedule, start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:
+    """Every slot from `start` to `end`, both included."""
+    slot = schedule.next_slot(start - dt.timedelta(microseconds=1))
+    while slot is not None and slot <= end:
+        yield slot
+        slot = schedule.next_slot(slot)
+
+
+def backfill(host: Host, spec: JobSpec, slots: list[dt.datetime], report: Report) -> RunStatus:
+    """Run `slots` in order; SUCCEEDED if all did, FAILED if any did not, INTERRUPTED on a signal."""
+    worst = RunStatus.SUCCEEDED
+    for index, slot in enumerate(slots, 1):
+        attempt = 1
+        while True:
+            outcome = host.run_now(spec, slot, attempt)
+            if host.stopping:
+                report(index, len(slots), slot, outcome)
+                return RunStatus.INTERRUPTED
+            if outcome.status not in RETRYABLE or attempt > spec.retries:
+                break
+            if not host.pause(backoff(spec.retry_delay, attempt)):
+                return RunStatus.INTERRUPTED
+            attempt += 1
+        report(index, len(slots), slot, outcome)
+        if outcome.status != RunStatus.SUCCEEDED:
+            worst = RunStatus.FAILED
+    return worst
