@@ -22,6 +22,7 @@ from jobhost.catchup import Plan, plan_catchup
 from jobhost.clock import Clock
 from jobhost.clock import now as wall_now
 from jobhost.context import RunContext
+from jobhost.dependencies import describe, unmet
 from jobhost.durations import format_duration
 from jobhost.exits import signal_name
 from jobhost.lifecycle import Lifecycle, RunEvent, log_output, log_record
@@ -90,6 +91,7 @@ class Host:
         self.active: dict[str, _Active] = {}
         self.pending: deque[RunContext] = deque()
         self.queued_overlap: dict[str, deque[RunContext]] = {}
+        self.waiting: list[RunContext] = []  # child slots held by after=
         self.watcher = Watcher()
         self._stop_signal: int | None = None
         self._stop_deadline: float | None = None
@@ -239,6 +241,9 @@ class Host:
         if spec.name in self._guard(self.store.paused_jobs, set()):
             self._record_unstarted(context, RunStatus.SKIPPED, "paused")
             return
+        if spec.after and (missing := self._guard(lambda: unmet(spec, slot, self.jobs, self.store), [])):
+            self._wait(context, missing)
+            return
         in_flight = [a.run.context.run_id for a in self.active.values() if a.run.spec.name == spec.name]
         in_flight += [c.run_id for c in self.pending if c.job == spec.name]
         if in_flight and spec.overlap == "skip":
@@ -292,6 +297,33 @@ class Host:
         return due
 
     _retries: RetryQueue | None = None
+
+    def _wait(self, context: RunContext, missing: list[tuple[str, dt.datetime]]) -> None:
+        """Hold a child slot until its parents' slots succeed (recorded, and logged as run_waiting)."""
+        reason = f"waiting for {describe(missing)} to succeed"
+        self._guard(lambda: self.store.add_run(self._record(context, RunStatus.WAITING, reason)), None)
+        self.lifecycle.emit(RunEvent(RunStatus.WAITING, context, reason))
+        self.waiting.append(context)
+
+    def _settle_waiting(self, parent: RunContext, outcome: Outcome, final: bool) -> None:
+        """After a parent's attempt: release the children it unblocked, report those it blocked."""
+        for context in list(self.waiting):
+            spec = self.jobs[context.job]
+            if parent.job not in spec.after:
+                continue
+            missing = self._guard(lambda s=spec, c=context: unmet(s, c.slot, self.jobs, self.store), [])
+            if not missing:
+                self.waiting.remove(context)
+                self._close_waiting(context, "released: the jobs it comes after succeeded")
+                self._dispatch(spec, context.slot)
+            elif final and (parent.job, parent.slot) in missing and outcome.status != RunStatus.SUCCEEDED:
+                self.waiting.remove(context)
+                reason = f"blocked: {parent.job} {outcome.status} for slot {parent.slot.isoformat()} ({outcome.reason})"
+                self._close_waiting(context, reason)
+                self.lifecycle.emit(RunEvent(RunStatus.WAITING, context, reason, extra={"blocked": True}))
+
+    def _close_waiting(self, context: RunContext, reason: str) -> None:
+        self._guard(lambda: self.store.finish_run(context.run_id, RunStatus.WAITING, reason, self.clock(), None), None)
 
     def _catch_up(self, spec: JobSpec, plan: Plan) -> None:
         """Record the slots a plan gives up as missed; run the others one after another."""
@@ -352,6 +384,8 @@ class Host:
         self.lifecycle.emit(
             RunEvent(outcome.status, context, outcome.reason, duration_ms, outcome.traceback, retry_at=retry_at)
         )
+        if self.waiting:
+            self._settle_waiting(context, outcome, final=retry_at is None)
         self._last_outcome = outcome
 
     def _record(self, context: RunContext, status: RunStatus, reason: str = "", **times: dt.datetime) -> RunRecord:
@@ -426,7 +460,13 @@ class Host:
         A run whose process is still alive belongs to someone else (`jobs.py run` in a terminal).
         """
         reason = "the host stopped before the run ended (killed, crashed or lost power)"
+        waited = "the host stopped while it waited; the slot is looked at again by catch-up"
         for record in self._guard(lambda: self.store.running(self.config.hostname), []):
+            if record.status == RunStatus.WAITING:  # its slot is not settled: catch-up looks at it again
+                self._guard(
+                    lambda r=record: self.store.finish_run(r.run_id, RunStatus.WAITING, waited, now, None), None
+                )
+                continue
             if record.pid is not None and run_process_alive(record.pid):
                 continue
             if record.pid is not None:

@@ -106,7 +106,7 @@ class StateStore(Protocol):
         """The names of the paused jobs."""
 
     def running(self, host: str) -> list[RunRecord]:
-        """The runs of `host` recorded as running, oldest first."""
+        """The runs of `host` recorded as running, or waiting and not closed, oldest first."""
 
     def beat(self, host: str, pid: int, at: dt.datetime, *, stopped: bool = False) -> None:
         """Record that the loop of `host` (process `pid`) was alive at `at` (or, `stopped`, ended cleanly)."""

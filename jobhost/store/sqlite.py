@@ -194,7 +194,9 @@ class SQLiteStore:
 
     def running(self, host: str) -> list[RunRecord]:
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM runs WHERE status = 'running' AND host = ? ORDER BY seq", (host,)
+            f"SELECT {_COLUMNS} FROM runs WHERE (status = 'running' OR (status = 'waiting' AND ended IS NULL)) "
+            "AND host = ? ORDER BY seq",
+            (host,),
         )
         return [_record(row) for row in rows]
 
