@@ -144,6 +144,7 @@ class Host:
             if self.monotonic() >= self._next_beat:
                 self._beat()
                 self._prune_history()
+                self._catch_up_resumed()
         self._abandon_pending()
         self.watcher.finish()
         self._beat(stopped=True)
@@ -201,6 +202,21 @@ class Host:
         self._guard(lambda: self.store.beat(self.config.hostname, os.getpid(), self.clock(), stopped=stopped), None)
 
     _next_beat = float("inf")
+
+    _paused: set[str] | None = None
+
+    def _catch_up_resumed(self) -> None:
+        """A job resumed since the last heartbeat gets its catch-up for the slots skipped while paused."""
+        paused = self._guard(self.store.paused_jobs, None)
+        if paused is None:
+            return
+        resumed = (self._paused or set()) - paused
+        self._paused = paused
+        if resumed:
+            now, settled = self.clock(), self._guard(self.store.settled_slots, {})
+            for name in sorted(resumed & set(settled) & set(self.jobs)):
+                spec = self.jobs[name]
+                self._catch_up(spec, plan_catchup(spec.schedule, settled[name], now, spec.catchup, spec.catchup_window))
 
     def _prune_history(self) -> None:
         """Forget runs older than history_days, one small batch a heartbeat, so the loop never stalls."""

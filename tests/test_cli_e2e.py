@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, Deployment
+from tests.conftest import ROOT, Deployment, events
 
 GOOD = """
 import datetime
@@ -297,3 +297,27 @@ def test_ctrl_c_stops_a_foreground_run_at_once(deployment: Deployment) -> None:
     assert proc.wait(15) == 1
     [run] = deployment.history("slow")
     assert (run["status"], run["reason"]) == ("interrupted", "stopped by SIGINT")
+
+
+def test_a_resumed_job_catches_up_the_slots_it_skipped_while_paused(deployment: Deployment, host) -> None:
+    deployment.write(
+        "every_slot",
+        """
+        from jobhost import job, every
+
+        @job(every(1).seconds, catchup="all")
+        def every_slot(slot):
+            pass
+        """,
+    )
+    assert deployment.cli("run", "every_slot").returncode == 0  # the job now has a settled slot
+    deployment.cli("pause", "every_slot")
+    process = host(JOBS_HEARTBEAT_INTERVAL="1s")
+    records = process.wait_for(lambda rs: len(events(rs, "every_slot", "run_skipped")) >= 3, what="paused slots")
+    paused_slots = {r["slot"] for r in events(records, "every_slot", "run_skipped")}
+    deployment.cli("resume", "every_slot")
+    process.wait_for(
+        lambda rs: paused_slots <= {r["slot"] for r in events(rs, "every_slot", "run_succeeded")},
+        what="each paused slot to be caught up",
+    )
+    assert process.stop() == 0
