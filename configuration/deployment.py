@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from configuration.log_setup import configure_logging
 from configuration.settings import ROOT, load_settings
@@ -29,5 +30,13 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
             heartbeat_interval=settings.heartbeat_interval,
             capture_stray_output=log_to_stdout,
             history_days=settings.history_days,
+            results_dir=_results_dir(settings.state_url),
         ),
     )
+
+
+def _results_dir(state_url: str) -> Path:
+    """Next to the SQLite state file: where runs leave their outcome until it is recorded."""
+    path = Path(state_url.removeprefix("sqlite:///"))
+    path = path if path.is_absolute() else ROOT / path
+    return path.with_name(path.name + ".runs")

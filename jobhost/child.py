@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import traceback
+from pathlib import Path
 from typing import Any, NoReturn
 
 from jobhost.context import RunContext, current_run
@@ -38,18 +39,29 @@ class Terminated(BaseException):
     """
 
 
-def run_child(spec: JobSpec, context: RunContext, host_pid: int, out_fd: int, err_fd: int, ctl_fd: int) -> NoReturn:
-    """Execute the job in this (forked) process and exit; never returns, whatever happens."""
+def run_child(
+    spec: JobSpec,
+    context: RunContext,
+    host_pid: int,
+    fds: tuple[int, int, int],
+    result_file: Path | None = None,
+) -> NoReturn:
+    """Execute the job in this (forked) process and exit; never returns, whatever happens.
+
+    `fds` are the write ends for stdout, stderr and the control messages. With a
+    `result_file`, the outcome is also written there before the process exits, so
+    a host killed between reaping the run and recording it can still record it.
+    """
     code = _HARNESS_FAILED
     try:
-        control = _prepare(out_fd, err_fd, ctl_fd, context, host_pid, spec.name)
-        code = _execute(spec, context, control)
+        control = _prepare(*fds, context, host_pid, spec.name)
+        code = _execute(spec, context, control, result_file)
         _flush()
     finally:
         os._exit(code)  # never unwind into the host's stack, whatever was raised
 
 
-def _execute(spec: JobSpec, context: RunContext, control: _Control) -> int:
+def _execute(spec: JobSpec, context: RunContext, control: _Control, result_file: Path | None) -> int:
     """Call the job and report its result; return the exit code."""
     outcome: dict[str, Any]
     try:
@@ -71,6 +83,9 @@ def _execute(spec: JobSpec, context: RunContext, control: _Control) -> int:
             "exc_message": str(exc),
             "traceback": "".join(traceback.format_exception(exc)),
         }
+    if result_file is not None:
+        with contextlib.suppress(OSError):
+            write_result(result_file, outcome)
     control.send({"t": "result", **outcome})
     return 0 if outcome["ok"] else 1
 
@@ -104,6 +119,21 @@ def _prepare(out_fd: int, err_fd: int, ctl_fd: int, context: RunContext, host_pi
 
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated(f"stopped by the host ({signal.Signals(signum).name})")
+
+
+def write_result(path: Path, outcome: dict[str, Any]) -> None:
+    """Write the outcome atomically (a reader sees all of it or nothing)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(outcome, default=repr))
+    os.replace(partial, path)
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """The outcome a run's process left in `path`, if it got that far."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _set_process_name(name: str) -> None:

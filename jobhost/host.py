@@ -17,8 +17,10 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from jobhost.catchup import Plan, plan_catchup
+from jobhost.child import read_result
 from jobhost.clock import Clock
 from jobhost.clock import now as wall_now
 from jobhost.context import RunContext
@@ -61,6 +63,9 @@ class HostConfig:
     # when the log handler writes through a descriptor of its own.
     capture_stray_output: bool = False
     history_days: float = 90.0  # run history older than this is pruned, a batch at a time
+    # Where each run's process leaves its outcome until the host has recorded it, so a
+    # host killed between reaping a run and recording it loses nothing (None: not kept).
+    results_dir: Path | None = None
 
 
 @dataclass
@@ -101,6 +106,8 @@ class Host:
     # -- the two ways to run ---------------------------------------------
 
     def _prepare(self) -> None:
+        if self.config.results_dir is not None:
+            self.config.results_dir.mkdir(parents=True, exist_ok=True)
         self.watcher.install_signals()
         if self.config.capture_stray_output:
             self.watcher.capture_stray_output()
@@ -370,7 +377,7 @@ class Host:
         if spec.isolation == "thread":
             run = ThreadRun(spec, context, log_output, log_record)
         else:
-            run = ProcessRun(spec, context, log_output, log_record, self.watcher.child_fds)
+            run = ProcessRun(spec, context, log_output, log_record, self.watcher.child_fds, self._result_file(context))
         now = self.monotonic()
         try:
             run.start(now)
@@ -396,6 +403,8 @@ class Host:
         self._guard(
             lambda: self.store.finish_run(context.run_id, outcome.status, outcome.reason, ended, duration_ms), None
         )
+        if (result_file := self._result_file(context)) is not None:
+            result_file.unlink(missing_ok=True)
         retry_at = self._schedule_retry(context, outcome)
         self.lifecycle.emit(
             RunEvent(outcome.status, context, outcome.reason, duration_ms, outcome.traceback, retry_at=retry_at)
@@ -487,9 +496,30 @@ class Host:
                 continue
             if record.pid is not None:
                 kill_leftovers(record.pid)
-            self._guard(lambda r=record: self.store.finish_run(r.run_id, RunStatus.ABANDONED, reason, now, None), None)
             context = RunContext(record.job, record.run_id, record.slot, record.attempt)
+            if self._record_left_result(context, now):
+                continue
+            self._guard(lambda r=record: self.store.finish_run(r.run_id, RunStatus.ABANDONED, reason, now, None), None)
             self.lifecycle.emit(RunEvent(RunStatus.ABANDONED, context, reason, extra={"pid": record.pid}))
+
+    def _result_file(self, context: RunContext) -> Path | None:
+        if self.config.results_dir is None:
+            return None
+        return self.config.results_dir / f"{context.run_id}.json"
+
+    def _record_left_result(self, context: RunContext, now: dt.datetime) -> bool:
+        """Record the outcome a run's process left behind when the host died before recording it."""
+        path = self._result_file(context)
+        result = read_result(path) if path is not None else None
+        if path is None or result is None:
+            return False
+        status = RunStatus.SUCCEEDED if result.get("ok") else RunStatus.FAILED
+        reason = "" if result.get("ok") else f"{result.get('exc_type')}: {result.get('exc_message')}"
+        reason = (reason + "; " if reason else "") + "recorded at the next start: the host died before it could"
+        self._guard(lambda: self.store.finish_run(context.run_id, status, reason, now, None), None)
+        self.lifecycle.emit(RunEvent(status, context, reason, traceback=result.get("traceback")))
+        path.unlink(missing_ok=True)
+        return True
 
     # -- the store must not take the loop down ----------------------------
 

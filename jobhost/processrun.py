@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from jobhost.child import run_child
 from jobhost.context import RunContext
@@ -40,9 +41,11 @@ class ProcessRun:
         on_line: LineSink,
         on_record: RecordSink,
         host_fds: Callable[[], list[int]] = list,
+        result_file: Path | None = None,
     ):
         self.spec = spec
         self.host_fds = host_fds  # the host's descriptors, closed in the child
+        self.result_file = result_file
         self.context = context
         self.on_line = on_line
         self.on_record = on_record
@@ -70,7 +73,8 @@ class ProcessRun:
             for fd in [*(read_end for read_end, _ in pipes.values()), *self.host_fds()]:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-            run_child(self.spec, self.context, host_pid, pipes["stdout"][1], pipes["stderr"][1], pipes["control"][1])
+            write_ends = (pipes["stdout"][1], pipes["stderr"][1], pipes["control"][1])
+            run_child(self.spec, self.context, host_pid, write_ends, self.result_file)
         self.pid = pid
         for name, (read_end, write_end) in pipes.items():
             os.close(write_end)

@@ -7,11 +7,14 @@ import itertools
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from jobhost.outcomes import RunStatus
+from jobhost.store import RunRecord, open_store
 from tests.conftest import Deployment, events
 
 CONTRACT = {"timestamp", "level", "logger", "message"}
@@ -512,3 +515,32 @@ def test_a_failed_slot_is_retried_and_a_pending_retry_survives_a_restart(deploym
     assert second.stop() == 0
     attempts = [r for r in deployment.history("broken") if r["slot"] == retrying["slot"]]
     assert sorted((r["attempt"], r["status"]) for r in attempts) == [(1, "failed"), (2, "failed")]
+
+
+def test_an_outcome_left_by_a_run_whose_host_died_is_recorded_not_rerun(deployment: Deployment, host) -> None:
+    deployment.write(
+        "once",
+        """
+        from jobhost import job, every
+
+        @job(every(1).hours)
+        def once():
+            pass
+        """,
+    )
+    # As a host leaves things when it is killed after its run exited but before it recorded the end:
+    state = deployment.tmp / "state.sqlite3"
+    slot = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    store = open_store(f"sqlite:///{state}", deployment.tmp)
+    store.add_run(RunRecord("r-left", "once", slot, 1, RunStatus.RUNNING, host=socket.gethostname(), pid=2**22 + 7))
+    store.close()
+    results = state.with_name(state.name + ".runs")
+    results.mkdir()
+    (results / "r-left.json").write_text('{"ok": true}')
+    process = host()
+    process.wait_for(lambda rs: any(r.get("run_id") == "r-left" for r in rs), what="the left outcome")
+    assert process.stop() == 0
+    [record] = [r for r in deployment.history("once") if r["run_id"] == "r-left"]
+    assert record["status"] == "succeeded" and "recorded at the next start" in record["reason"]
+    assert not (results / "r-left.json").exists()
+    assert [r["slot"] for r in deployment.history("once") if r["status"] == "succeeded"] == [slot.isoformat()]
