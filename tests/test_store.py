@@ -181,7 +181,13 @@ def test_settled_slots_skip_unfinished_and_paused_ones(store: StateStore) -> Non
     store.add_run(_run("b1", "b", minutes=0, status=RunStatus.FAILED))
     store.add_run(_run("b2", "b", minutes=10, status=RunStatus.SKIPPED, reason="paused"))
     store.add_run(_run("c1", "c", minutes=5, status=RunStatus.MISSED))
-    assert store.settled_slots() == {"a": T0, "b": T0, "c": T0 + dt.timedelta(minutes=5)}
+    store.add_run(_run("d1", "d", minutes=7, status=RunStatus.INTERRUPTED))  # nothing settled yet
+    assert store.settled_slots() == {
+        "a": T0,
+        "b": T0,
+        "c": T0 + dt.timedelta(minutes=5),
+        "d": T0 + dt.timedelta(minutes=7) - dt.timedelta(microseconds=1),
+    }
 
 
 def test_prune_removes_old_runs_in_batches_but_keeps_each_jobs_newest(store: StateStore) -> None:

@@ -124,6 +124,9 @@ def test_restart_mid_run_loses_nothing_and_leaves_no_process(deployment: Deploym
     assert _group(old_host) == [] and _group(run["pid"]) == [], "a process of the old host or its run survived"
     assert not [r for r in deployment.history("long_job") if r["status"] == "running" and r["pid"] == run["pid"]]
     sup.wait_for(lambda rs: len([r for r in rs if r.get("event") == "host_started"]) == 2, "the new host")
+    # The new host caught the interrupted slot up (catchup="latest": superseded by the latest slot).
+    caught = [r for r in deployment.history("long_job") if r["slot"] == run["slot"] and r["status"] == "missed"]
+    assert caught and "superseded" in caught[0]["reason"]
 
 
 def test_stop_returns_in_time_and_kills_a_job_that_ignores_sigterm(deployment: Deployment, supervisor) -> None:

@@ -94,7 +94,9 @@ class StateStore(Protocol):
         """
 
     def settled_slots(self) -> dict[str, dt.datetime]:
-        """Each job's newest slot with a settled outcome (SETTLED; skipped for a pause does not count)."""
+        """Where each job's catch-up starts (exclusive): its newest slot with a settled outcome (SETTLED;
+        skipped for a pause does not count), or, for a job none of whose slots has settled, just before
+        its oldest slot."""
 
     def last_statuses(self) -> dict[str, RunStatus]:
         """The status of each job's newest run."""

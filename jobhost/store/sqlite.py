@@ -171,13 +171,17 @@ class SQLiteStore:
         return cursor.rowcount
 
     def settled_slots(self) -> dict[str, dt.datetime]:
-        placeholders = ",".join("?" * len(SETTLED))
+        settled = ",".join(f"'{status}'" for status in sorted(SETTLED))
         rows = self._db.execute(
-            f"SELECT job, slot, MAX(slot_epoch) FROM runs WHERE status IN ({placeholders}) AND reason != 'paused' "
-            "GROUP BY job",
-            tuple(SETTLED),
+            f"SELECT job, MAX(CASE WHEN status IN ({settled}) AND reason != 'paused' THEN slot_epoch END), "
+            "MIN(slot_epoch) FROM runs GROUP BY job"
         )
-        return {job: dt.datetime.fromisoformat(slot) for job, slot, _ in rows}
+        bases = {}
+        for job, newest_settled, oldest in rows:
+            # A job with runs but none settled (its first run was interrupted) starts before its oldest.
+            epoch = newest_settled if newest_settled is not None else oldest - 1e-6
+            bases[job] = dt.datetime.fromtimestamp(epoch, dt.UTC)
+        return bases
 
     def last_statuses(self) -> dict[str, RunStatus]:
         rows = self._db.execute("SELECT job, status FROM runs WHERE seq IN (SELECT MAX(seq) FROM runs GROUP BY job)")
