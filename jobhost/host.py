@@ -19,8 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobhost.catchup import Plan, plan_catchup
-from jobhost.child import read_result
+from jobhost.catchup import plan_catchup
 from jobhost.clock import Clock
 from jobhost.clock import now as wall_now
 from jobhost.context import RunContext
@@ -29,8 +28,8 @@ from jobhost.durations import format_duration
 from jobhost.exits import signal_name
 from jobhost.lifecycle import Lifecycle, RunEvent, log_output, log_record
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.processes import kill_leftovers, run_process_alive
 from jobhost.processrun import ProcessRun
+from jobhost.recovery import guard, recover
 from jobhost.registry import JobSpec
 from jobhost.retries import PendingRetry, RetryQueue, backoff
 from jobhost.run import Run
@@ -105,6 +104,9 @@ class Host:
 
     # -- the two ways to run ---------------------------------------------
 
+    def _result_file(self, context: RunContext) -> Path | None:
+        return None if self.config.results_dir is None else self.config.results_dir / f"{context.run_id}.json"
+
     def _prepare(self) -> None:
         if self.config.results_dir is not None:
             self.config.results_dir.mkdir(parents=True, exist_ok=True)
@@ -116,14 +118,14 @@ class Host:
         """Run until SIGTERM or SIGINT; return the exit status (0)."""
         self._prepare()
         now = self.clock()
-        self._abandon_leftovers(now)
+        recover(self.store, self.lifecycle, self.config.hostname, self._result_file, now)
         self._beat()
         queue = SlotQueue({name: spec.schedule for name, spec in self.jobs.items()}, now)
-        self._retries = RetryQueue(self._guard(self.store.pending_retries, []))
-        settled = self._guard(self.store.settled_slots, {})
+        self._retries = RetryQueue(guard(self.store.pending_retries, []))
+        settled = guard(self.store.settled_slots, {})
         for name, spec in self.jobs.items():
             if name in settled:  # a job seen before: what did it miss while the host was down?
-                self._catch_up(spec, plan_catchup(spec.schedule, settled[name], now, spec.catchup, spec.catchup_window))
+                self._catch_up(spec, settled[name], now)
         logger.info(
             "host started: %d jobs, %d workers",
             len(self.jobs),
@@ -136,8 +138,7 @@ class Host:
                 for due in queue.pop_due(now):
                     spec = self.jobs[due.name]
                     if due.first < due.slot:  # the loop woke late: several slots passed
-                        after = due.first - dt.timedelta(microseconds=1)
-                        self._catch_up(spec, plan_catchup(spec.schedule, after, now, spec.catchup, spec.catchup_window))
+                        self._catch_up(spec, due.first - dt.timedelta(microseconds=1), now)
                     else:
                         self._dispatch(spec, due.slot)
                 for retry in self._retries.pop_due(now):
@@ -206,7 +207,7 @@ class Host:
     def _beat(self, *, stopped: bool = False) -> None:
         """The loop's sign of life, for `health` (written at least every heartbeat_interval)."""
         self._next_beat = self.monotonic() + self.config.heartbeat_interval
-        self._guard(lambda: self.store.beat(self.config.hostname, os.getpid(), self.clock(), stopped=stopped), None)
+        guard(lambda: self.store.beat(self.config.hostname, os.getpid(), self.clock(), stopped=stopped), None)
 
     _next_beat = float("inf")
 
@@ -214,21 +215,21 @@ class Host:
 
     def _catch_up_resumed(self) -> None:
         """A job resumed since the last heartbeat gets its catch-up for the slots skipped while paused."""
-        paused = self._guard(self.store.paused_jobs, None)
+        paused = guard(self.store.paused_jobs, None)
         if paused is None:
             return
         resumed = (self._paused or set()) - paused
         self._paused = paused
         if resumed:
-            now, settled = self.clock(), self._guard(self.store.settled_slots, {})
+            now, settled = self.clock(), guard(self.store.settled_slots, {})
             for name in sorted(resumed & set(settled) & set(self.jobs)):
                 spec = self.jobs[name]
-                self._catch_up(spec, plan_catchup(spec.schedule, settled[name], now, spec.catchup, spec.catchup_window))
+                self._catch_up(spec, settled[name], now)
 
     def _prune_history(self) -> None:
         """Forget runs older than history_days, one small batch a heartbeat, so the loop never stalls."""
         before = self.clock() - dt.timedelta(days=self.config.history_days)
-        removed = self._guard(lambda: self.store.prune(before, PRUNE_BATCH), 0)
+        removed = guard(lambda: self.store.prune(before, PRUNE_BATCH), 0)
         if removed:
             logger.info(
                 "pruned %d runs older than %g days",
@@ -261,10 +262,10 @@ class Host:
 
     def _dispatch(self, spec: JobSpec, slot: dt.datetime) -> None:
         context = self._context(spec, slot)
-        if spec.name in self._guard(self.store.paused_jobs, set()):
+        if spec.name in guard(self.store.paused_jobs, set()):
             self._record_unstarted(context, RunStatus.SKIPPED, "paused")
             return
-        if spec.after and (missing := self._guard(lambda: unmet(spec, slot, self.jobs, self.store), [])):
+        if spec.after and (missing := guard(lambda: unmet(spec, slot, self.jobs, self.store), [])):
             self._wait(context, missing)
             return
         in_flight = [a.run.context.run_id for a in self.active.values() if a.run.spec.name == spec.name]
@@ -291,7 +292,7 @@ class Host:
     def _dispatch_retry(self, retry: PendingRetry) -> None:
         spec = self.jobs.get(retry.job)
         if spec is None:  # the job is gone from jobs/
-            self._guard(lambda: self.store.drop_retry(retry.job, retry.slot), None)
+            guard(lambda: self.store.drop_retry(retry.job, retry.slot), None)
             return
         context = self._context(spec, retry.slot, retry.attempt)
         if any(a.run.spec.name == spec.name for a in self.active.values()):
@@ -304,7 +305,7 @@ class Host:
         spec = self.jobs.get(context.job)
         if context.attempt > 1 and outcome.status not in (RunStatus.INTERRUPTED, RunStatus.ABANDONED):
             # This attempt has ended for good; an interrupted one stays pending for the next start.
-            self._guard(lambda: self.store.drop_retry(context.job, context.slot), None)
+            guard(lambda: self.store.drop_retry(context.job, context.slot), None)
         if (
             self._retries is None
             or spec is None
@@ -315,7 +316,7 @@ class Host:
             return None
         due = self.clock() + dt.timedelta(seconds=backoff(spec.retry_delay, context.attempt))
         retry = PendingRetry(due, context.job, context.slot, context.attempt + 1)
-        self._guard(lambda: self.store.add_retry(retry), None)
+        guard(lambda: self.store.add_retry(retry), None)
         self._retries.add(retry)
         return due
 
@@ -324,7 +325,7 @@ class Host:
     def _wait(self, context: RunContext, missing: list[tuple[str, dt.datetime]]) -> None:
         """Hold a child slot until its parents' slots succeed (recorded, and logged as run_waiting)."""
         reason = f"waiting for {describe(missing)} to succeed"
-        self._guard(lambda: self.store.add_run(self._record(context, RunStatus.WAITING, reason)), None)
+        guard(lambda: self.store.add_run(self._record(context, RunStatus.WAITING, reason)), None)
         self.lifecycle.emit(RunEvent(RunStatus.WAITING, context, reason))
         self.waiting.append(context)
 
@@ -334,7 +335,7 @@ class Host:
             spec = self.jobs[context.job]
             if parent.job not in spec.after:
                 continue
-            missing = self._guard(lambda s=spec, c=context: unmet(s, c.slot, self.jobs, self.store), [])
+            missing = guard(lambda s=spec, c=context: unmet(s, c.slot, self.jobs, self.store), [])
             if not missing:
                 self.waiting.remove(context)
                 self._close_waiting(context, "released: the jobs it comes after succeeded")
@@ -346,13 +347,15 @@ class Host:
                 self.lifecycle.emit(RunEvent(RunStatus.WAITING, context, reason, extra={"blocked": True}))
 
     def _close_waiting(self, context: RunContext, reason: str) -> None:
-        self._guard(lambda: self.store.finish_run(context.run_id, RunStatus.WAITING, reason, self.clock(), None), None)
+        guard(lambda: self.store.finish_run(context.run_id, RunStatus.WAITING, reason, self.clock(), None), None)
 
-    def _catch_up(self, spec: JobSpec, plan: Plan) -> None:
-        """Record the slots a plan gives up as missed; run the others one after another."""
+    def _catch_up(self, spec: JobSpec, after: dt.datetime, now: dt.datetime) -> None:
+        """Slots after `after` up to `now`, by the job's policy: record those given up as missed,
+        run the others one after another."""
+        plan = plan_catchup(spec.schedule, after, now, spec.catchup, spec.catchup_window)
         for slot, reason in plan.missed:
             self._record_unstarted(self._context(spec, slot), RunStatus.MISSED, reason)
-        if spec.name in self._guard(self.store.paused_jobs, set()):
+        if spec.name in guard(self.store.paused_jobs, set()):
             for slot in plan.run:
                 self._record_unstarted(self._context(spec, slot), RunStatus.SKIPPED, "paused")
         elif plan.run:
@@ -368,7 +371,7 @@ class Host:
         spec = self.jobs[context.job]
         started = self.clock()
         record = self._record(context, RunStatus.RUNNING, started=started)
-        self._guard(lambda: self.store.add_run(record), None)
+        guard(lambda: self.store.add_run(record), None)
         extra: dict[str, object] = {"isolation": spec.isolation}
         if not self._foreground:
             extra["lateness_ms"] = max(0, int((started - context.slot).total_seconds() * 1000))
@@ -385,7 +388,7 @@ class Host:
             self._end(context, now, Outcome(RunStatus.CRASHED, f"the run could not be started: {exc}"))
             return
         if run.pid is not None:
-            self._guard(lambda: self.store.set_pid(context.run_id, run.pid), None)  # type: ignore[arg-type]
+            guard(lambda: self.store.set_pid(context.run_id, run.pid), None)  # type: ignore[arg-type]
         self.active[context.run_id] = _Active(run, now)
         self.watcher.watch(context.run_id, run.fds())
 
@@ -400,9 +403,7 @@ class Host:
     def _end(self, context: RunContext, started_mono: float, outcome: Outcome) -> None:
         duration_ms = int((self.monotonic() - started_mono) * 1000)
         ended = self.clock()
-        self._guard(
-            lambda: self.store.finish_run(context.run_id, outcome.status, outcome.reason, ended, duration_ms), None
-        )
+        guard(lambda: self.store.finish_run(context.run_id, outcome.status, outcome.reason, ended, duration_ms), None)
         if (result_file := self._result_file(context)) is not None:
             result_file.unlink(missing_ok=True)
         retry_at = self._schedule_retry(context, outcome)
@@ -427,7 +428,7 @@ class Host:
 
     def _record_unstarted(self, context: RunContext, status: RunStatus, reason: str, **extra: object) -> None:
         record = self._record(context, status, reason, ended=self.clock())
-        self._guard(lambda: self.store.add_run(record), None)
+        guard(lambda: self.store.add_run(record), None)
         self.lifecycle.emit(RunEvent(status, context, reason, extra=dict(extra)))
 
     # -- stopping ---------------------------------------------------------
@@ -479,56 +480,4 @@ class Host:
                     queued.popleft(), RunStatus.INTERRUPTED, "the host stopped before the run could start"
                 )
 
-    def _abandon_leftovers(self, now: dt.datetime) -> None:
-        """Runs recorded as running by this host whose process is gone: the host died under them.
-
-        A run whose process is still alive belongs to someone else (`jobs.py run` in a terminal).
-        """
-        reason = "the host stopped before the run ended (killed, crashed or lost power)"
-        waited = "the host stopped while it waited; the slot is looked at again by catch-up"
-        for record in self._guard(lambda: self.store.running(self.config.hostname), []):
-            if record.status == RunStatus.WAITING:  # its slot is not settled: catch-up looks at it again
-                self._guard(
-                    lambda r=record: self.store.finish_run(r.run_id, RunStatus.WAITING, waited, now, None), None
-                )
-                continue
-            if record.pid is not None and run_process_alive(record.pid):
-                continue
-            if record.pid is not None:
-                kill_leftovers(record.pid)
-            context = RunContext(record.job, record.run_id, record.slot, record.attempt)
-            if self._record_left_result(context, now):
-                continue
-            self._guard(lambda r=record: self.store.finish_run(r.run_id, RunStatus.ABANDONED, reason, now, None), None)
-            self.lifecycle.emit(RunEvent(RunStatus.ABANDONED, context, reason, extra={"pid": record.pid}))
-
-    def _result_file(self, context: RunContext) -> Path | None:
-        if self.config.results_dir is None:
-            return None
-        return self.config.results_dir / f"{context.run_id}.json"
-
-    def _record_left_result(self, context: RunContext, now: dt.datetime) -> bool:
-        """Record the outcome a run's process left behind when the host died before recording it."""
-        path = self._result_file(context)
-        result = read_result(path) if path is not None else None
-        if path is None or result is None:
-            return False
-        status = RunStatus.SUCCEEDED if result.get("ok") else RunStatus.FAILED
-        reason = "" if result.get("ok") else f"{result.get('exc_type')}: {result.get('exc_message')}"
-        reason = (reason + "; " if reason else "") + "recorded at the next start: the host died before it could"
-        self._guard(lambda: self.store.finish_run(context.run_id, status, reason, now, None), None)
-        self.lifecycle.emit(RunEvent(status, context, reason, traceback=result.get("traceback")))
-        path.unlink(missing_ok=True)
-        return True
-
     # -- the store must not take the loop down ----------------------------
-
-    def _guard(self, call, fallback):
-        try:
-            return call()
-        except Exception:
-            logger.exception(
-                "the state store failed; the run goes on but may be missing from history",
-                extra={"event": "store_failed"},
-            )
-            return fallback
