@@ -21,7 +21,8 @@ Report = Callable[[int, int, dt.datetime, Outcome], None]
 
 def slots_between(schedule: Schedule, start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:
     """Every slot from `start` to `end`, both included."""
-    slot = schedule.next_slot(start - dt.timedelta(microseconds=1))
+    # In UTC: arithmetic on a zoned datetime is wall-clock arithmetic, wrong next to a DST gap.
+    slot = schedule.next_slot(start.astimezone(dt.UTC) - dt.timedelta(microseconds=1))
     while slot is not None and slot <= end:
         yield slot
         slot = schedule.next_slot(slot)

@@ -35,7 +35,7 @@ def plan_catchup(schedule: Schedule, after: dt.datetime, now: dt.datetime, polic
     Slots more than `window` seconds before `now` are never run, only recorded as missed.
     """
     plan = Plan()
-    horizon = now - dt.timedelta(seconds=window)
+    horizon = now.astimezone(dt.UTC) - dt.timedelta(seconds=window)
     old: list[dt.datetime] = []
     slot = schedule.next_slot(after)
     while slot is not None and slot < horizon and len(old) <= MAX_RECORDED:
@@ -43,7 +43,7 @@ def plan_catchup(schedule: Schedule, after: dt.datetime, now: dt.datetime, polic
         slot = schedule.next_slot(slot)
     if slot is not None and slot < horizon:  # a long outage: jump to the window
         plan.miss(old[:MAX_RECORDED], _late(window), more_until=schedule.latest_slot(horizon))
-        slot = schedule.next_slot(horizon - dt.timedelta(microseconds=1))
+        slot = schedule.next_slot(horizon.astimezone(dt.UTC) - dt.timedelta(microseconds=1))
     elif old:
         plan.miss(old, _late(window))
     due: list[dt.datetime] = []

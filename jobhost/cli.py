@@ -119,8 +119,6 @@ def _slot_of(spec: JobSpec, text: str) -> dt.datetime:
     """The slot `text` names; a wall time without an offset follows the DST policy of slots."""
     value = _instant(text, spec.schedule.zone, "--slot")
     assert value is not None
-    if dt.datetime.fromisoformat(text).tzinfo is None:
-        value = localize(value.replace(tzinfo=None), spec.schedule.zone)
     slot = spec.schedule.latest_slot(value)
     if slot is None or slot.timestamp() != value.timestamp():
         after = spec.schedule.next_slot(value)
@@ -141,7 +139,7 @@ def _instant(text: str | None, zone: ZoneInfo, what: str) -> dt.datetime | None:
         raise click.BadParameter(
             f"{text!r} is not ISO 8601, e.g. 2026-11-23T06:00 or 2026-11-23T06:00+01:00", param_hint=what
         ) from None
-    return value.replace(tzinfo=zone) if value.tzinfo is None else value
+    return localize(value, zone) if value.tzinfo is None else value  # a wall time: the DST policy of slots
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -287,7 +285,8 @@ def _day_or_instant(text: str, zone: ZoneInfo, what: str, *, end_of_day: bool) -
         assert value is not None
         return value
     if end_of_day:
-        return localize(dt.datetime.combine(day + dt.timedelta(days=1), dt.time()), zone) - dt.timedelta(microseconds=1)
+        midnight = localize(dt.datetime.combine(day + dt.timedelta(days=1), dt.time()), zone)
+        return midnight.astimezone(dt.UTC) - dt.timedelta(microseconds=1)  # in UTC: zoned arithmetic is wall time
     return localize(dt.datetime.combine(day, dt.time()), zone)
 
 

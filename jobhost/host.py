@@ -29,7 +29,7 @@ from jobhost.exits import signal_name
 from jobhost.lifecycle import Lifecycle, RunEvent, log_output, log_record
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.processrun import ProcessRun
-from jobhost.recovery import guard, recover
+from jobhost.recovery import WAITED, guard, recover
 from jobhost.registry import JobSpec
 from jobhost.retries import PendingRetry, RetryQueue, backoff
 from jobhost.run import Run
@@ -138,7 +138,7 @@ class Host:
                 for due in queue.pop_due(now):
                     spec = self.jobs[due.name]
                     if due.first < due.slot:  # the loop woke late: several slots passed
-                        self._catch_up(spec, due.first - dt.timedelta(microseconds=1), now)
+                        self._catch_up(spec, due.first.astimezone(dt.UTC) - dt.timedelta(microseconds=1), now)
                     else:
                         self._dispatch(spec, due.slot)
                 for retry in self._retries.pop_due(now):
@@ -154,6 +154,8 @@ class Host:
                 self._prune_history()
                 self._catch_up_resumed()
         self._abandon_pending()
+        for context in self.waiting:
+            self._close_waiting(context, WAITED)
         self.watcher.finish()
         self._beat(stopped=True)
         logger.info("host stopped", extra={"event": "host_stopped"})
@@ -266,7 +268,7 @@ class Host:
             self._record_unstarted(context, RunStatus.SKIPPED, "paused")
             return
         if spec.after and (missing := guard(lambda: unmet(spec, slot, self.jobs, self.store), [])):
-            self._wait(context, missing)
+            self._wait(context, missing, self._finally_failed(missing))
             return
         in_flight = [a.run.context.run_id for a in self.active.values() if a.run.spec.name == spec.name]
         in_flight += [c.run_id for c in self.pending if c.job == spec.name]
@@ -322,12 +324,27 @@ class Host:
 
     _retries: RetryQueue | None = None
 
-    def _wait(self, context: RunContext, missing: list[tuple[str, dt.datetime]]) -> None:
-        """Hold a child slot until its parents' slots succeed (recorded, and logged as run_waiting)."""
+    def _wait(self, context: RunContext, missing: list[tuple[str, dt.datetime]], failed: str | None) -> None:
+        """Hold a child slot until its parents' slots succeed, or record it blocked if one never will."""
+        if failed is not None:
+            reason = f"blocked: {failed}"
+            record = self._record(context, RunStatus.WAITING, reason, ended=self.clock())
+            guard(lambda: self.store.add_run(record), None)
+            self.lifecycle.emit(RunEvent(RunStatus.WAITING, context, reason, extra={"blocked": True}))
+            return
         reason = f"waiting for {describe(missing)} to succeed"
         guard(lambda: self.store.add_run(self._record(context, RunStatus.WAITING, reason)), None)
         self.lifecycle.emit(RunEvent(RunStatus.WAITING, context, reason))
         self.waiting.append(context)
+
+    def _finally_failed(self, missing: list[tuple[str, dt.datetime]]) -> str | None:
+        """Which parent slot has ended for good without success (no retry pending), in words."""
+        pending = {(r.job, r.slot.timestamp()) for r in guard(self.store.pending_retries, [])}
+        for parent, parent_slot in missing:
+            status = guard(lambda p=parent, s=parent_slot: self.store.final_status(p, s), None)
+            if status is not None and (parent, parent_slot.timestamp()) not in pending:
+                return f"{parent} {status} for slot {parent_slot.isoformat()}"
+        return None
 
     def _settle_waiting(self, parent: RunContext, outcome: Outcome, final: bool) -> None:
         """After a parent's attempt: release the children it unblocked, report those it blocked."""
@@ -353,6 +370,14 @@ class Host:
         """Slots after `after` up to `now`, by the job's policy: record those given up as missed,
         run the others one after another."""
         plan = plan_catchup(spec.schedule, after, now, spec.catchup, spec.catchup_window)
+        # Slots before `after` that never settled (a later slot did): interrupted, paused, ...
+        since = now - dt.timedelta(seconds=spec.catchup_window)
+        orphans = guard(lambda: self.store.unsettled_slots(spec.name, since, after), [])
+        if orphans and spec.catchup == "all":
+            plan.run = orphans + plan.run
+        elif orphans:
+            why = "superseded: a later slot has run" if spec.catchup == "latest" else 'the job has catchup="none"'
+            plan.missed.extend((slot, why) for slot in orphans)
         for slot, reason in plan.missed:
             self._record_unstarted(self._context(spec, slot), RunStatus.MISSED, reason)
         if spec.name in guard(self.store.paused_jobs, set()):

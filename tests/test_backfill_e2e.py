@@ -70,3 +70,11 @@ def test_an_interrupted_backfill_resumes_without_running_a_slot_twice(deployment
     assert resumed.returncode == 0, resumed.stderr
     succeeded = Counter(r["slot"] for r in deployment.history("nightly") if r["status"] == "succeeded")
     assert len(succeeded) == 6 and set(succeeded.values()) == {1}
+
+
+def test_wall_times_in_a_dst_gap_follow_the_slot_policy(deployment: Deployment) -> None:
+    deployment.write("daily", DAILY.format(pause=0))
+    result = deployment.cli("backfill", "nightly", "--from", "2026-03-08T02:30", "--to", "2026-03-08T03:00")
+    assert "1 slot(s) to run" in result.stderr  # 02:30 that night is 03:00 EDT, the gap's end
+    upcoming = deployment.cli("next", "nightly", "--from", "2026-03-08T02:30", "--count", "1")
+    assert upcoming.stdout.split() == ["2026-03-09T02:30:00-04:00"]

@@ -6,7 +6,10 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 from jobhost.dependencies import parent_slots
+from jobhost.host import Host
+from jobhost.outcomes import RunStatus
 from jobhost.registry import Registry
+from jobhost.store import RunRecord, open_store
 from tests.conftest import Deployment, events
 
 LONDON = ZoneInfo("Europe/London")
@@ -69,3 +72,17 @@ def test_a_child_waits_is_blocked_by_a_failing_parent_and_runs_once_it_succeeds(
     assert parent_ok, "the child ran for a slot whose parent had not succeeded"
     blocked = [r for r in deployment.history("child") if r["reason"].startswith("blocked: parent failed")]
     assert blocked and all("upstream not ready" in r["reason"] for r in blocked)
+
+
+def test_a_child_slot_whose_parent_slot_already_ended_without_success_is_blocked_at_once(tmp_path) -> None:
+    registry = _registry()
+    store = open_store(f"sqlite:///{tmp_path / 'state.sqlite3'}", tmp_path)
+    night = dt.datetime(2026, 11, 23, 2, 30, tzinfo=LONDON)
+    store.add_run(RunRecord("b1", "build", night, 1, RunStatus.MISSED, "superseded", ended=night))
+    host = Host(registry.jobs, store)
+    host._dispatch(registry.jobs["export"], night.replace(hour=3, minute=0))
+    [record] = store.runs("export")
+    assert record.status == RunStatus.WAITING and record.ended is not None
+    assert record.reason == f"blocked: build missed for slot {night.isoformat()}"
+    assert not host.waiting and not host.pending
+    store.close()

@@ -203,3 +203,24 @@ def test_prune_removes_old_runs_in_batches_but_keeps_each_jobs_newest(store: Sta
     # Kept: daily's newest run, daily's newest settled run (catch-up starts after it),
     # and a yearly job's only run, however old.
     assert {r.run_id for r in store.runs(limit=100)} == {"new", "old9", "rare"}
+
+
+def test_unsettled_slots_older_than_a_settled_one_are_found(store: StateStore) -> None:
+    store.add_run(_run("p1", "job", minutes=0, status=RunStatus.SKIPPED, reason="paused"))
+    store.add_run(_run("p2", "job", minutes=5, status=RunStatus.INTERRUPTED))
+    store.add_run(_run("ok", "job", minutes=10, status=RunStatus.SUCCEEDED))
+    store.add_run(_run("r2", "job", minutes=15, status=RunStatus.INTERRUPTED))
+    store.add_run(_run("r2b", "job", minutes=15, status=RunStatus.MISSED))  # settled afterwards
+    found = store.unsettled_slots("job", T0 - dt.timedelta(hours=1), T0 + dt.timedelta(minutes=30))
+    assert found == [T0, T0 + dt.timedelta(minutes=5)]
+    assert store.final_status("job", T0 + dt.timedelta(minutes=15)) == RunStatus.MISSED
+    assert store.final_status("job", T0) is None
+
+
+def test_prune_goes_by_when_a_run_was_recorded_not_by_its_slot(store: StateStore) -> None:
+    backfilled = _run("bf", "job", minutes=-500_000, status=RunStatus.SUCCEEDED)  # a slot a year ago...
+    backfilled.started = backfilled.ended = T0 + dt.timedelta(days=1)  # ...run yesterday
+    store.add_run(backfilled)
+    store.add_run(_run("newest", "job", minutes=10, status=RunStatus.SUCCEEDED))
+    assert store.prune(T0, limit=100) == 0
+    assert {r.run_id for r in store.runs("job")} == {"bf", "newest"}

@@ -87,11 +87,18 @@ class StateStore(Protocol):
         """The slots (as POSIX timestamps) of `job` between `start` and `end` that have a succeeded run."""
 
     def prune(self, before: dt.datetime, limit: int) -> int:
-        """Delete up to `limit` ended runs whose slot is before `before`; return how many.
+        """Delete up to `limit` ended runs recorded (ended, or started) before `before`; return how many.
 
         Each job's newest run and newest settled run are kept, whatever their age, so
         that catch-up still knows where a rarely running job stands.
         """
+
+    def unsettled_slots(self, job: str, since: dt.datetime, before: dt.datetime) -> list[dt.datetime]:
+        """Slots of `job` in [since, before) that have records but none settled and none running
+        (interrupted, abandoned, skipped while paused, waiting), oldest first."""
+
+    def final_status(self, job: str, slot: dt.datetime) -> RunStatus | None:
+        """The newest settled outcome of that slot of `job`, if it has one."""
 
     def settled_slots(self) -> dict[str, dt.datetime]:
         """Where each job's catch-up starts (exclusive): its newest slot with a settled outcome (SETTLED;

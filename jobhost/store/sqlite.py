@@ -160,15 +160,37 @@ class SQLiteStore:
 
     def prune(self, before: dt.datetime, limit: int) -> int:
         settled = ",".join(f"'{status}'" for status in sorted(SETTLED))
+        # By when the run was recorded, not by its slot: a backfill of last year is recent history.
         cursor = self._db.execute(
             "DELETE FROM runs WHERE seq IN ("
-            "  SELECT seq FROM runs WHERE slot_epoch < ? AND status != 'running'"
+            "  SELECT seq FROM runs WHERE COALESCE(ended, started) < ? AND status != 'running'"
             "  AND seq NOT IN (SELECT MAX(seq) FROM runs GROUP BY job)"
             f"  AND seq NOT IN (SELECT MAX(seq) FROM runs WHERE status IN ({settled}) GROUP BY job)"
             "  ORDER BY seq LIMIT ?)",
-            (before.timestamp(), limit),
+            (before.astimezone(dt.UTC).isoformat(), limit),
         )
         return cursor.rowcount
+
+    def unsettled_slots(self, job: str, since: dt.datetime, before: dt.datetime) -> list[dt.datetime]:
+        settled = ",".join(f"'{status}'" for status in sorted(SETTLED))
+        rows = self._db.execute(
+            "SELECT MIN(slot), slot_epoch FROM runs WHERE job = ? AND slot_epoch >= ? AND slot_epoch < ? "
+            "GROUP BY slot_epoch "
+            f"HAVING SUM(CASE WHEN status IN ({settled}) AND reason != 'paused' THEN 1 ELSE 0 END) = 0 "
+            "AND SUM(CASE WHEN status = 'running' OR (status = 'waiting' AND ended IS NULL) THEN 1 ELSE 0 END) = 0 "
+            "ORDER BY slot_epoch",
+            (job, since.timestamp(), before.timestamp()),
+        )
+        return [dt.datetime.fromisoformat(slot) for slot, _ in rows]
+
+    def final_status(self, job: str, slot: dt.datetime) -> RunStatus | None:
+        settled = ",".join(f"'{status}'" for status in sorted(SETTLED))
+        row = self._db.execute(
+            f"SELECT status FROM runs WHERE job = ? AND slot_epoch = ? AND status IN ({settled}) "
+            "AND reason != 'paused' ORDER BY seq DESC LIMIT 1",
+            (job, slot.timestamp()),
+        ).fetchone()
+        return None if row is None else RunStatus(row[0])
 
     def settled_slots(self) -> dict[str, dt.datetime]:
         settled = ",".join(f"'{status}'" for status in sorted(SETTLED))
