@@ -146,9 +146,8 @@ class Host:
                 self._start_pending()
             elif not self.active:
                 break
-            self._turn(
-                self._sleep_seconds(min(filter(None, (queue.next_due(), self._retries.next_due())), default=None))
-            )
+            upcoming = [t for t in (queue.next_due(), self._retries.next_due()) if t is not None]
+            self._turn(self._sleep_seconds(min(upcoming, default=None)))
             if self.monotonic() >= self._next_beat:
                 self._beat()
                 self._prune_history()
