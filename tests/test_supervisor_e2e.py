@@ -75,7 +75,16 @@ class Supervisor:
         return int(self.ctl("pid", "jobs").stdout.strip())
 
     def shutdown(self) -> None:
+        """Stop supervisord and wait (bounded) until it is gone: `shutdown` only asks."""
+        pidfile = self.dir / "supervisord.pid"
+        pid = int(pidfile.read_text()) if pidfile.exists() else None
         self.ctl("shutdown", timeout=120)
+        deadline = time.monotonic() + 90
+        # supervisord daemonizes into a session and group of its own (pgid == pid).
+        while pid is not None and _group(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid is not None and _group(pid):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def _group(pgid: int) -> list[int]:
@@ -147,7 +156,7 @@ def test_stop_returns_in_time_and_kills_a_job_that_ignores_sigterm(deployment: D
 
 def test_a_killed_host_is_restarted_and_recovers_its_run(deployment: Deployment, supervisor) -> None:
     deployment.write("stubborn", STUBBORN.format(ignore_term=False))
-    sup = supervisor()
+    sup = supervisor(JOBS_STOP_GRACE="2s")
     sup.wait_for(lambda rs: _started(rs), "a run to start")
     old_host = sup.host_pid()
     [run] = [r for r in deployment.history("long_job") if r["status"] == "running"]
