@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jobhost.context import RunContext, current_run
+from jobhost.outcomes import call_job
 from jobhost.registry import JobSpec
 
 _PR_SET_PDEATHSIG = 1
@@ -63,26 +64,10 @@ def run_child(
 
 def _execute(spec: JobSpec, context: RunContext, control: _Control, result_file: Path | None) -> int:
     """Call the job and report its result; return the exit code."""
-    outcome: dict[str, Any]
-    try:
-        try:
-            if spec.wants_slot:
-                spec.func(slot=context.slot)
-            else:
-                spec.func()
-        finally:
-            # A second stop signal must not interrupt the report of the first.
-            signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-        outcome = {"ok": True}
-    except SystemExit as exc:
-        outcome = {"ok": exc.code in (None, 0), "exc_type": "SystemExit", "exc_message": f"sys.exit({exc.code!r})"}
-    except BaseException as exc:  # noqa: BLE001 - every failure of the job is reported, never raised
-        outcome = {
-            "ok": False,
-            "exc_type": _qualified(type(exc)),
-            "exc_message": str(exc),
-            "traceback": "".join(traceback.format_exception(exc)),
-        }
+    # A second stop signal must not interrupt the report of the first.
+    outcome = call_job(
+        lambda: spec.call(context.slot), after=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    )
     if result_file is not None:
         with contextlib.suppress(OSError):
             write_result(result_file, outcome)
@@ -160,11 +145,6 @@ def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
-
-
-def _qualified(kind: type) -> str:
-    module = kind.__module__
-    return kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"
 
 
 class _Control:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class RunStatus(StrEnum):
@@ -51,3 +54,38 @@ class Outcome:
     status: RunStatus
     reason: str = ""
     traceback: str | None = None
+
+
+def call_job(call: Callable[[], object], after: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Call a job and turn however it ends into plain data (it can cross a pipe or sit in a file).
+
+    `after` runs as soon as the job has returned or raised, before the result is built.
+    """
+    try:
+        try:
+            call()
+        finally:
+            if after is not None:
+                after()
+        return {"ok": True}
+    except SystemExit as exc:
+        return {"ok": exc.code in (None, 0), "exc_type": "SystemExit", "exc_message": f"sys.exit({exc.code!r})"}
+    except BaseException as exc:  # noqa: BLE001 - every failure of the job is reported, never raised
+        return {
+            "ok": False,
+            "exc_type": _qualified(type(exc)),
+            "exc_message": str(exc),
+            "traceback": "".join(traceback.format_exception(exc)),
+        }
+
+
+def outcome_of(result: dict[str, Any]) -> Outcome:
+    """The Outcome that a `call_job` result stands for."""
+    if result.get("ok"):
+        return Outcome(RunStatus.SUCCEEDED)
+    return Outcome(RunStatus.FAILED, f"{result.get('exc_type')}: {result.get('exc_message')}", result.get("traceback"))
+
+
+def _qualified(kind: type) -> str:
+    module = kind.__module__
+    return kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"

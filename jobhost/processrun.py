@@ -19,7 +19,7 @@ from jobhost.child import run_child
 from jobhost.context import RunContext
 from jobhost.durations import format_duration
 from jobhost.exits import describe_wait_status
-from jobhost.outcomes import Outcome, RunStatus
+from jobhost.outcomes import Outcome, RunStatus, outcome_of
 from jobhost.output import LineSplitter
 from jobhost.registry import JobSpec
 
@@ -178,10 +178,8 @@ class ProcessRun:
         trace = result.get("traceback")
         if self.forced is not None:
             return Outcome(self.forced.status, self.forced.reason, trace)
-        if result.get("ok"):
-            return Outcome(RunStatus.SUCCEEDED)
         if result:
-            return Outcome(RunStatus.FAILED, f"{result.get('exc_type')}: {result.get('exc_message')}", trace)
+            return outcome_of(result)
         assert self.wait_status is not None
         if os.WIFEXITED(self.wait_status) and os.WEXITSTATUS(self.wait_status) == 0:
             return Outcome(RunStatus.SUCCEEDED, "the process exited with code 0 before the function returned")

@@ -18,7 +18,7 @@ from typing import Any
 from jobhost.child import read_result
 from jobhost.context import RunContext
 from jobhost.lifecycle import Lifecycle, RunEvent
-from jobhost.outcomes import RunStatus
+from jobhost.outcomes import RunStatus, outcome_of
 from jobhost.processes import kill_leftovers, run_process_alive
 from jobhost.store import StateStore
 
@@ -49,10 +49,10 @@ def recover(
         path = result_file(context)
         result = read_result(path) if path is not None else None
         if path is not None and result is not None:
-            status = RunStatus.SUCCEEDED if result.get("ok") else RunStatus.FAILED
-            failure = "" if result.get("ok") else f"{result.get('exc_type')}: {result.get('exc_message')}; "
-            guard(lambda c=context, s=status, r=failure + LEFT: store.finish_run(c.run_id, s, r, now, None), None)
-            lifecycle.emit(RunEvent(status, context, failure + LEFT, traceback=result.get("traceback")))
+            left = outcome_of(result)
+            reason = f"{left.reason}; {LEFT}" if left.reason else LEFT
+            guard(lambda c=context, o=left, r=reason: store.finish_run(c.run_id, o.status, r, now, None), None)
+            lifecycle.emit(RunEvent(left.status, context, reason, traceback=left.traceback))
             path.unlink(missing_ok=True)
             continue
         guard(lambda c=context: store.finish_run(c.run_id, RunStatus.ABANDONED, DIED, now, None), None)

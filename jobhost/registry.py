@@ -9,6 +9,7 @@ test can still call it directly.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import inspect
 import re
@@ -87,6 +88,10 @@ class JobSpec:
     wants_slot: bool = False
     file: str = "?"
     line: int = 0
+
+    def call(self, slot: dt.datetime) -> object:
+        """Call the function, with `slot` if it asks for it."""
+        return self.func(slot=slot) if self.wants_slot else self.func()
 
     def options(self) -> dict[str, Any]:
         """The options as plain data, for `list --json`."""

@@ -13,11 +13,10 @@ import io
 import os
 import sys
 import threading
-import traceback
 
 from jobhost.context import RunContext, current_run
 from jobhost.durations import format_duration
-from jobhost.outcomes import Outcome, RunStatus
+from jobhost.outcomes import Outcome, RunStatus, call_job, outcome_of
 from jobhost.output import LineSplitter
 from jobhost.processrun import LineSink, RecordSink
 from jobhost.registry import JobSpec
@@ -46,20 +45,7 @@ class ThreadRun:
     def _main(self) -> None:
         current_run.set(self.context)
         try:
-            if self.spec.wants_slot:
-                self.spec.func(slot=self.context.slot)
-            else:
-                self.spec.func()
-            self._result = Outcome(RunStatus.SUCCEEDED)
-        except SystemExit as exc:
-            ok = exc.code in (None, 0)
-            self._result = Outcome(
-                RunStatus.SUCCEEDED if ok else RunStatus.FAILED, "" if ok else f"SystemExit: sys.exit({exc.code!r})"
-            )
-        except BaseException as exc:  # noqa: BLE001 - every failure of the job is reported
-            self._result = Outcome(
-                RunStatus.FAILED, f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc))
-            )
+            self._result = outcome_of(call_job(lambda: self.spec.call(self.context.slot)))
         finally:
             RoutedStdout.flush_run(self.context)
             with contextlib.suppress(OSError):

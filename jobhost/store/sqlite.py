@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS job_state (
 );
 """
 
+_SETTLED_SQL = ",".join(f"'{status}'" for status in sorted(SETTLED))  # for IN (...)
 _COLUMNS = "run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid"
 
 
@@ -159,24 +160,22 @@ class SQLiteStore:
         return {row[0] for row in rows}
 
     def prune(self, before: dt.datetime, limit: int) -> int:
-        settled = ",".join(f"'{status}'" for status in sorted(SETTLED))
         # By when the run was recorded, not by its slot: a backfill of last year is recent history.
         cursor = self._db.execute(
             "DELETE FROM runs WHERE seq IN ("
             "  SELECT seq FROM runs WHERE COALESCE(ended, started) < ? AND status != 'running'"
             "  AND seq NOT IN (SELECT MAX(seq) FROM runs GROUP BY job)"
-            f"  AND seq NOT IN (SELECT MAX(seq) FROM runs WHERE status IN ({settled}) GROUP BY job)"
+            f"  AND seq NOT IN (SELECT MAX(seq) FROM runs WHERE status IN ({_SETTLED_SQL}) GROUP BY job)"
             "  ORDER BY seq LIMIT ?)",
             (before.astimezone(dt.UTC).isoformat(), limit),
         )
         return cursor.rowcount
 
     def unsettled_slots(self, job: str, since: dt.datetime, before: dt.datetime) -> list[dt.datetime]:
-        settled = ",".join(f"'{status}'" for status in sorted(SETTLED))
         rows = self._db.execute(
             "SELECT MIN(slot), slot_epoch FROM runs WHERE job = ? AND slot_epoch >= ? AND slot_epoch < ? "
             "GROUP BY slot_epoch "
-            f"HAVING SUM(CASE WHEN status IN ({settled}) AND reason != 'paused' THEN 1 ELSE 0 END) = 0 "
+            f"HAVING SUM(CASE WHEN status IN ({_SETTLED_SQL}) AND reason != 'paused' THEN 1 ELSE 0 END) = 0 "
             "AND SUM(CASE WHEN status = 'running' OR (status = 'waiting' AND ended IS NULL) THEN 1 ELSE 0 END) = 0 "
             "ORDER BY slot_epoch",
             (job, since.timestamp(), before.timestamp()),
@@ -184,18 +183,16 @@ class SQLiteStore:
         return [dt.datetime.fromisoformat(slot) for slot, _ in rows]
 
     def final_status(self, job: str, slot: dt.datetime) -> RunStatus | None:
-        settled = ",".join(f"'{status}'" for status in sorted(SETTLED))
         row = self._db.execute(
-            f"SELECT status FROM runs WHERE job = ? AND slot_epoch = ? AND status IN ({settled}) "
+            f"SELECT status FROM runs WHERE job = ? AND slot_epoch = ? AND status IN ({_SETTLED_SQL}) "
             "AND reason != 'paused' ORDER BY seq DESC LIMIT 1",
             (job, slot.timestamp()),
         ).fetchone()
         return None if row is None else RunStatus(row[0])
 
     def settled_slots(self) -> dict[str, dt.datetime]:
-        settled = ",".join(f"'{status}'" for status in sorted(SETTLED))
         rows = self._db.execute(
-            f"SELECT job, MAX(CASE WHEN status IN ({settled}) AND reason != 'paused' THEN slot_epoch END), "
+            f"SELECT job, MAX(CASE WHEN status IN ({_SETTLED_SQL}) AND reason != 'paused' THEN slot_epoch END), "
             "MIN(slot_epoch) FROM runs GROUP BY job"
         )
         bases = {}
