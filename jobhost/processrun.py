@@ -234,6 +234,6 @@ class ProcessRun:
                 self.on_line(self.context, name, line)
 
     def _close(self, fd: int) -> None:
+        """Forget a stream; the loop closes it (after unregistering it), exactly once: a second
+        close could hit a descriptor another thread (Sentry's sender) has opened since."""
         self._streams.pop(fd, None)
-        with contextlib.suppress(OSError):
-            os.close(fd)
