@@ -262,7 +262,7 @@ def test_a_run_whose_host_was_killed_is_abandoned_at_the_next_start(deployment: 
     while _alive(running["pid"]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(running["pid"])
-    second = host()
+    second = host(JOBS_STOP_GRACE="1s")  # it catches up the slow job; no need to wait for it
     second.wait_for(lambda rs: any(r.get("run_id") == run_id for r in rs), what="the abandoned run")
     second.stop()
     [record] = [r for r in deployment.history("long") if r["run_id"] == run_id]
