@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jobhost.context import RunContext, current_run
+from jobhost.lifecycle import Lifecycle
 from jobhost.outcomes import call_job
 from jobhost.registry import JobSpec
 
@@ -46,27 +47,34 @@ def run_child(
     host_pid: int,
     fds: tuple[int, int, int],
     result_file: Path | None = None,
+    lifecycle: Lifecycle | None = None,
 ) -> NoReturn:
     """Execute the job in this (forked) process and exit; never returns, whatever happens.
 
     `fds` are the write ends for stdout, stderr and the control messages. With a
     `result_file`, the outcome is also written there before the process exits, so
     a host killed between reaping the run and recording it can still record it.
+    The `lifecycle`'s reporters wrap the call (an error tracker's scope, for one).
     """
     code = _HARNESS_FAILED
     try:
         control = _prepare(*fds, context, host_pid, spec.name)
-        code = _execute(spec, context, control, result_file)
+        with (lifecycle or Lifecycle()).job_scope(context, forked=True):
+            code = _execute(spec, context, control, result_file, lifecycle)
         _flush()
     finally:
         os._exit(code)  # never unwind into the host's stack, whatever was raised
 
 
-def _execute(spec: JobSpec, context: RunContext, control: _Control, result_file: Path | None) -> int:
+def _execute(
+    spec: JobSpec, context: RunContext, control: _Control, result_file: Path | None, lifecycle: Lifecycle | None
+) -> int:
     """Call the job and report its result; return the exit code."""
     # A second stop signal must not interrupt the report of the first.
     outcome = call_job(
-        lambda: spec.call(context.slot), after=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        lambda: spec.call(context.slot),
+        after=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS),
+        detail=lifecycle.describe_exception if lifecycle is not None else None,
     )
     if result_file is not None:
         with contextlib.suppress(OSError):

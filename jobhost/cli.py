@@ -26,6 +26,7 @@ from jobhost.discovery import discover
 from jobhost.durations import format_duration
 from jobhost.errors import JobhostError, SettingError, StoreError, UnknownJobError
 from jobhost.host import Host, HostConfig
+from jobhost.lifecycle import Lifecycle, Reporter
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec, Registry
 from jobhost.store import StateStore, open_store
@@ -43,6 +44,10 @@ class HostSettings:
     jobs_dir: Path
     timezone: ZoneInfo
     host: HostConfig = field(default_factory=HostConfig)
+    reporters: tuple[Reporter, ...] = ()  # observe runs besides the log (Sentry)
+
+    def make_host(self, jobs: dict[str, JobSpec], store: StateStore) -> Host:
+        return Host(jobs, store, self.host, Lifecycle(self.reporters))
 
 
 Configure = Callable[..., HostSettings]
@@ -155,7 +160,7 @@ def cli(ctx: click.Context) -> None:
         except StoreError as exc:
             app.fail(str(exc), 1)
         try:
-            sys.exit(Host(app.registry.jobs, store, settings.host).run_forever())
+            sys.exit(settings.make_host(app.registry.jobs, store).run_forever())
         finally:
             store.close()
 
@@ -223,9 +228,11 @@ def run(app: _App, name: str, slot: str | None) -> None:
     spec = app.job(name)
     when = _slot_of(spec, slot) if slot else spec.schedule.latest_slot(wall_now()) or wall_now()
     store = app.store()
+    host = settings.make_host(app.registry.jobs, store)
     try:
-        outcome = Host(app.registry.jobs, store, settings.host).run_now(spec, when)
+        outcome = host.run_now(spec, when)
     finally:
+        host.close()
         store.close()
     sys.exit(0 if outcome.status == RunStatus.SUCCEEDED else 1)
 
@@ -268,7 +275,11 @@ def backfill_command(app: _App, name: str, start: str, end: str | None) -> None:
             reason = f": {outcome.reason}" if outcome.reason else ""
             progress.write(f"[{index}/{total}] {slot.isoformat()} {outcome.status}{reason}\n")
 
-        status = backfill(Host(app.registry.jobs, store, settings.host), spec, slots, report)
+        host = settings.make_host(app.registry.jobs, store)
+        try:
+            status = backfill(host, spec, slots, report)
+        finally:
+            host.close()
     finally:
         store.close()
     if status == RunStatus.INTERRUPTED:

@@ -101,6 +101,7 @@ class Host:
         self._stop_deadline: float | None = None
         if any(spec.isolation == "thread" for spec in jobs.values()):
             RoutedStdout.install(log_output)
+        self.lifecycle.attach(jobs, self.config.hostname, self.config.heartbeat_interval)
 
     # -- the two ways to run ---------------------------------------------
 
@@ -157,8 +158,13 @@ class Host:
             self._close_waiting(context, WAITED)
         self.watcher.finish()
         self._beat(stopped=True)
+        self.close()
         logger.info("host stopped", extra={"event": "host_stopped"})
         return 0
+
+    def close(self) -> None:
+        """Let the reporters send what they still hold (bounded in time); after `run_now` too."""
+        self.lifecycle.close()
 
     def run_now(self, spec: JobSpec, slot: dt.datetime, attempt: int = 1) -> Outcome:
         """One run in the foreground (`run`, `backfill`), wrapped like any other.
@@ -209,6 +215,8 @@ class Host:
         """The loop's sign of life, for `health` (written at least every heartbeat_interval)."""
         self._next_beat = self.monotonic() + self.config.heartbeat_interval
         guard(lambda: self.store.beat(self.config.hostname, os.getpid(), self.clock(), stopped=stopped), None)
+        if not stopped:
+            self.lifecycle.beat()
 
     _next_beat = float("inf")
 
@@ -377,8 +385,9 @@ class Host:
         elif orphans:
             why = "superseded: a later slot has run" if spec.catchup == "latest" else 'the job has catchup="none"'
             plan.missed.extend((slot, why) for slot in orphans)
-        for slot, reason in plan.missed:
-            self._record_unstarted(self._context(spec, slot), RunStatus.MISSED, reason)
+        for index, (slot, reason) in enumerate(plan.missed):
+            batch = (index, len(plan.missed))
+            self._record_unstarted(self._context(spec, slot), RunStatus.MISSED, reason, batch=batch)
         if spec.name in guard(self.store.paused_jobs, set()):
             for slot in plan.run:
                 self._record_unstarted(self._context(spec, slot), RunStatus.SKIPPED, "paused")
@@ -399,12 +408,13 @@ class Host:
         extra: dict[str, object] = {"isolation": spec.isolation}
         if not self._foreground:
             extra["lateness_ms"] = max(0, int((started - context.slot).total_seconds() * 1000))
-        self.lifecycle.emit(RunEvent(RunStatus.RUNNING, context, extra=extra))
+        self.lifecycle.emit(RunEvent(RunStatus.RUNNING, context, extra=extra, scheduled=not self._foreground))
         run: Run
         if spec.isolation == "thread":
-            run = ThreadRun(spec, context, log_output, log_record)
+            run = ThreadRun(spec, context, log_output, log_record, self.lifecycle)
         else:
-            run = ProcessRun(spec, context, log_output, log_record, self.watcher.child_fds, self._result_file(context))
+            result_file = self._result_file(context)
+            run = ProcessRun(spec, context, log_output, log_record, self.watcher.child_fds, result_file, self.lifecycle)
         now = self.monotonic()
         try:
             run.start(now)
@@ -432,7 +442,16 @@ class Host:
             result_file.unlink(missing_ok=True)
         retry_at = self._schedule_retry(context, outcome)
         self.lifecycle.emit(
-            RunEvent(outcome.status, context, outcome.reason, duration_ms, outcome.traceback, retry_at=retry_at)
+            RunEvent(
+                outcome.status,
+                context,
+                outcome.reason,
+                duration_ms,
+                outcome.traceback,
+                retry_at=retry_at,
+                exception=outcome.exception,
+                scheduled=not self._foreground,
+            )
         )
         if self.waiting:
             self._settle_waiting(context, outcome, final=retry_at is None)
@@ -450,10 +469,17 @@ class Host:
             **times,
         )
 
-    def _record_unstarted(self, context: RunContext, status: RunStatus, reason: str, **extra: object) -> None:
+    def _record_unstarted(
+        self,
+        context: RunContext,
+        status: RunStatus,
+        reason: str,
+        batch: tuple[int, int] | None = None,
+        **extra: object,
+    ) -> None:
         record = self._record(context, status, reason, ended=self.clock())
         guard(lambda: self.store.add_run(record), None)
-        self.lifecycle.emit(RunEvent(status, context, reason, extra=dict(extra)))
+        self.lifecycle.emit(RunEvent(status, context, reason, extra=dict(extra), batch=batch))
 
     # -- stopping ---------------------------------------------------------
 

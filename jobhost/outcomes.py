@@ -49,17 +49,30 @@ _EVENTS = {
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one run ended: a status, a reason a person can act on, and any traceback."""
+    """How one run ended: a status, a reason a person can act on, and any traceback.
+
+    `exception` is the job's exception as structured data (frames, locals) for an
+    error tracker, made where the exception happened; None when no reporter asked.
+    """
 
     status: RunStatus
     reason: str = ""
     traceback: str | None = None
+    exception: dict[str, Any] | None = None
 
 
-def call_job(call: Callable[[], object], after: Callable[[], None] | None = None) -> dict[str, Any]:
+ExceptionDetail = Callable[[BaseException], "dict[str, Any] | None"]
+
+
+def call_job(
+    call: Callable[[], object],
+    after: Callable[[], None] | None = None,
+    detail: ExceptionDetail | None = None,
+) -> dict[str, Any]:
     """Call a job and turn however it ends into plain data (it can cross a pipe or sit in a file).
 
-    `after` runs as soon as the job has returned or raised, before the result is built.
+    `after` runs as soon as the job has returned or raised, before the result is built;
+    `detail` turns an exception into structured data for an error tracker.
     """
     try:
         try:
@@ -71,19 +84,30 @@ def call_job(call: Callable[[], object], after: Callable[[], None] | None = None
     except SystemExit as exc:
         return {"ok": exc.code in (None, 0), "exc_type": "SystemExit", "exc_message": f"sys.exit({exc.code!r})"}
     except BaseException as exc:  # noqa: BLE001 - every failure of the job is reported, never raised
-        return {
+        result: dict[str, Any] = {
             "ok": False,
             "exc_type": _qualified(type(exc)),
             "exc_message": str(exc),
             "traceback": "".join(traceback.format_exception(exc)),
         }
+        if detail is not None:
+            try:
+                result["exception"] = detail(exc)
+            except Exception:  # noqa: BLE001 - the plain traceback above is still reported
+                result["exception"] = None
+        return result
 
 
 def outcome_of(result: dict[str, Any]) -> Outcome:
     """The Outcome that a `call_job` result stands for."""
     if result.get("ok"):
         return Outcome(RunStatus.SUCCEEDED)
-    return Outcome(RunStatus.FAILED, f"{result.get('exc_type')}: {result.get('exc_message')}", result.get("traceback"))
+    return Outcome(
+        RunStatus.FAILED,
+        f"{result.get('exc_type')}: {result.get('exc_message')}",
+        result.get("traceback"),
+        result.get("exception"),
+    )
 
 
 def _qualified(kind: type) -> str:

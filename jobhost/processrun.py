@@ -19,6 +19,7 @@ from jobhost.child import run_child
 from jobhost.context import RunContext
 from jobhost.durations import format_duration
 from jobhost.exits import describe_wait_status
+from jobhost.lifecycle import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus, outcome_of
 from jobhost.output import LineSplitter
 from jobhost.registry import JobSpec
@@ -42,8 +43,10 @@ class ProcessRun:
         on_record: RecordSink,
         host_fds: Callable[[], list[int]] = list,
         result_file: Path | None = None,
+        lifecycle: Lifecycle | None = None,
     ):
         self.spec = spec
+        self.lifecycle = lifecycle
         self.host_fds = host_fds  # the host's descriptors, closed in the child
         self.result_file = result_file
         self.context = context
@@ -74,7 +77,7 @@ class ProcessRun:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             write_ends = (pipes["stdout"][1], pipes["stderr"][1], pipes["control"][1])
-            run_child(self.spec, self.context, host_pid, write_ends, self.result_file)
+            run_child(self.spec, self.context, host_pid, write_ends, self.result_file, self.lifecycle)
         self.pid = pid
         for name, (read_end, write_end) in pipes.items():
             os.close(write_end)
@@ -177,7 +180,7 @@ class ProcessRun:
         result = self.result or {}
         trace = result.get("traceback")
         if self.forced is not None:
-            return Outcome(self.forced.status, self.forced.reason, trace)
+            return Outcome(self.forced.status, self.forced.reason, trace, result.get("exception"))
         if result:
             return outcome_of(result)
         assert self.wait_status is not None

@@ -52,7 +52,7 @@ def recover(
             left = outcome_of(result)
             reason = f"{left.reason}; {LEFT}" if left.reason else LEFT
             guard(lambda c=context, o=left, r=reason: store.finish_run(c.run_id, o.status, r, now, None), None)
-            lifecycle.emit(RunEvent(left.status, context, reason, traceback=left.traceback))
+            lifecycle.emit(RunEvent(left.status, context, reason, traceback=left.traceback, exception=left.exception))
             path.unlink(missing_ok=True)
             continue
         guard(lambda c=context: store.finish_run(c.run_id, RunStatus.ABANDONED, DIED, now, None), None)

@@ -16,6 +16,7 @@ import threading
 
 from jobhost.context import RunContext, current_run
 from jobhost.durations import format_duration
+from jobhost.lifecycle import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus, call_job, outcome_of
 from jobhost.output import LineSplitter
 from jobhost.processrun import LineSink, RecordSink
@@ -25,8 +26,16 @@ from jobhost.registry import JobSpec
 class ThreadRun:
     """A run in a daemon thread, with the same face to the loop as ProcessRun."""
 
-    def __init__(self, spec: JobSpec, context: RunContext, on_line: LineSink, on_record: RecordSink):
+    def __init__(
+        self,
+        spec: JobSpec,
+        context: RunContext,
+        on_line: LineSink,
+        on_record: RecordSink,
+        lifecycle: Lifecycle | None = None,
+    ):
         self.spec = spec
+        self.lifecycle = lifecycle or Lifecycle()
         self.context = context
         self.pid: int | None = os.getpid()
         self.deadline: float | None = None
@@ -45,7 +54,9 @@ class ThreadRun:
     def _main(self) -> None:
         current_run.set(self.context)
         try:
-            self._result = outcome_of(call_job(lambda: self.spec.call(self.context.slot)))
+            with self.lifecycle.job_scope(self.context, forked=False):
+                result = call_job(lambda: self.spec.call(self.context.slot), detail=self.lifecycle.describe_exception)
+            self._result = outcome_of(result)
         finally:
             RoutedStdout.flush_run(self.context)
             with contextlib.suppress(OSError):
