@@ -1,4 +1,4 @@
-"""Builds what the engine needs for this deployment: settings, then logging."""
+"""Builds what the engine needs for this deployment: settings, then logging, then Sentry."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from configuration.log_setup import configure_logging
+from configuration.sentry_setup import start_sentry
 from configuration.settings import ROOT, load_settings
 from jobhost.cli import HostSettings
 from jobhost.host import HostConfig
@@ -32,6 +33,7 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
             history_days=settings.history_days,
             results_dir=_results_dir(settings.state_url),
         ),
+        reporters=tuple(start_sentry(settings)),
     )
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sentry_sdk.utils import BadDsn, Dsn
+
 from jobhost.durations import parse_duration
 from jobhost.errors import SettingError
 from jobhost.timezones import get_zone, system_zone
@@ -63,6 +65,14 @@ def _directory(text: str) -> Path:
     if not path.is_dir():
         raise ValueError
     return path
+
+
+def _dsn(text: str) -> str:
+    try:
+        Dsn(text)
+    except BadDsn:
+        raise ValueError from None
+    return text
 
 
 SETTINGS = (
@@ -119,6 +129,29 @@ SETTINGS = (
         "the package of job modules imported at start",
         _directory,
     ),
+    Setting(
+        "SENTRY_DSN",
+        None,
+        "a Sentry DSN, `https://<key>@<host>/<project>`",
+        "where failures, timeouts, crashes and missed runs are reported, and Crons check-ins sent",
+        _dsn,
+        shown_default="unset: Sentry is off and nothing connects to it",
+    ),
+    Setting(
+        "SENTRY_ENVIRONMENT",
+        "production",
+        "a name such as `production`, `staging`",
+        "the environment of each Sentry event and check-in",
+        str,
+    ),
+    Setting(
+        "SENTRY_RELEASE",
+        None,
+        "a release name or a commit",
+        "the release of each Sentry event",
+        str,
+        shown_default="the deployed revision: the `REVISION` file of the checkout, else its git commit",
+    ),
 )
 
 
@@ -133,6 +166,9 @@ class Settings:
     history_days: int
     timezone: ZoneInfo
     jobs_dir: Path
+    sentry_dsn: str | None
+    sentry_environment: str
+    sentry_release: str | None
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -142,13 +178,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for setting in SETTINGS:
         raw = environ.get(setting.variable, "").strip()
         if not raw:
-            values.append(system_zone() if setting.default is None else setting.parse(setting.default))
+            values.append(_unset(setting))
             continue
         try:
             values.append(setting.parse(raw))
         except (ValueError, TypeError):
             raise SettingError(setting.variable, raw, f"expected {setting.accepts}") from None
     return Settings(*values)
+
+
+def _unset(setting: Setting) -> Any:
+    """The value of a setting left unset."""
+    if setting.default is not None:
+        return setting.parse(setting.default)
+    return system_zone() if setting.variable == "JOBS_TIMEZONE" else None
 
 
 def markdown_table() -> str:

@@ -24,6 +24,7 @@ import schedule as schedule_lib
 
 from jobhost.durations import parse_duration
 from jobhost.errors import JobDefinitionError, JobhostError, display_path
+from jobhost.monitors import DEFAULT_MARGIN, check_slug, slug_for
 from jobhost.schedules import Schedule, build_schedule
 from jobhost.timezones import system_zone
 
@@ -85,6 +86,9 @@ class JobSpec:
     after: tuple[str, ...] = ()
     isolation: str = "process"
     catchup_window: float = DEFAULT_CATCHUP_WINDOW
+    monitor: str | None = None  # the Sentry Crons monitor slug; None: no monitor
+    checkin_margin: float = DEFAULT_MARGIN
+    report_each_attempt: bool = False  # a Sentry event for every failed attempt, not only the last
     wants_slot: bool = False
     file: str = "?"
     line: int = 0
@@ -104,6 +108,9 @@ class JobSpec:
             "after": list(self.after),
             "isolation": self.isolation,
             "catchup_window": self.catchup_window,
+            "monitor": self.monitor,
+            "checkin_margin": self.checkin_margin,
+            "report_each_attempt": self.report_each_attempt,
         }
 
 
@@ -206,6 +213,11 @@ class Registry:
             "catchup_window": lambda: parse_duration(
                 options.get("catchup_window", DEFAULT_CATCHUP_WINDOW), what="catchup_window"
             ),
+            "monitor": lambda: slug_for(name) if options.get("monitor") is None else check_slug(options["monitor"]),
+            "checkin_margin": lambda: parse_duration(
+                options.get("checkin_margin", DEFAULT_MARGIN), what="checkin_margin"
+            ),
+            "report_each_attempt": lambda: _flag(options.get("report_each_attempt", False), "report_each_attempt"),
         }
         values, errors = {}, []
         for option, check in checks.items():  # every bad option at once, not only the first
@@ -285,7 +297,19 @@ class Registry:
         return problems
 
 
-_OPTION_NAMES = {"timeout", "retries", "retry_delay", "catchup", "catchup_window", "overlap", "after", "isolation"}
+_OPTION_NAMES = {
+    "timeout",
+    "retries",
+    "retry_delay",
+    "catchup",
+    "catchup_window",
+    "overlap",
+    "after",
+    "isolation",
+    "monitor",
+    "checkin_margin",
+    "report_each_attempt",
+}
 
 
 def _timeout(value: object) -> float | None:
@@ -295,6 +319,12 @@ def _timeout(value: object) -> float | None:
 def _whole(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{what} must be a whole number of at least 0, not {value!r}")
+    return value
+
+
+def _flag(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{what} must be True or False, not {value!r}")
     return value
 
 

@@ -50,6 +50,9 @@ def test_registration_records_the_spec_with_defaults(registry):
         "after": [],
         "isolation": "process",
         "catchup_window": 7 * 86400.0,
+        "monitor": "pull_rates",
+        "checkin_margin": 300.0,
+        "report_each_attempt": False,
     }
 
 

@@ -1,0 +1,36 @@
+"""Sentry for this deployment: on only when SENTRY_DSN is set, with this checkout's release."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from configuration.settings import ROOT, Settings
+from jobhost.lifecycle import Reporter
+
+
+def start_sentry(settings: Settings, root: Path = ROOT) -> list[Reporter]:
+    """Start the SDK and return its run reporter; nothing (and no connection) without a DSN."""
+    if not settings.sentry_dsn:
+        return []
+    from jobhost.sentry import init_sentry  # only a host that reports pays for the import
+
+    release = settings.sentry_release or deployed_revision(root)
+    return [init_sentry(settings.sentry_dsn, settings.sentry_environment, release)]
+
+
+def deployed_revision(root: Path) -> str | None:
+    """The revision of the code that runs: the REVISION file a deploy writes, else the git commit."""
+    try:
+        text = (root / "REVISION").read_text().strip()
+    except OSError:
+        text = ""
+    if text:
+        return text
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None

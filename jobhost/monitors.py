@@ -1,0 +1,128 @@
+"""Sentry Crons monitors made from a job's schedule: a pure function, no SDK.
+
+Sentry checks a monitor against its own copy of the schedule, so the copy must
+say the same thing as the slots the host computes. A cron job keeps its
+expression. ``every(N).<unit>`` becomes an equivalent crontab where one exists
+(sub-day intervals are counted from the Unix epoch, so they are crontabs in
+UTC when N divides the hour or the day) and an interval otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from typing import Any
+
+from jobhost.schedules import CronSchedule, IntervalSchedule, Schedule
+
+SLUG_MAX = 50  # Sentry's limit
+SLUG = re.compile(r"^(?![0-9]+$)[a-z0-9_-]{1,50}$")
+DEFAULT_MARGIN = 300.0  # seconds a check-in may come after its slot (queueing behind busy workers)
+MAX_RUNTIME_CEILING = 40320  # minutes (28 days), Sentry's largest max_runtime
+_DAY = 86400
+
+
+def slug_for(name: str) -> str:
+    """The monitor slug for a job name: lower case, `-` for anything Sentry refuses, at most 50
+    characters (a long name keeps a hash of the whole name, so two long names stay apart)."""
+    slug = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-") or "job"
+    if slug.isdigit():
+        slug = f"job-{slug}"
+    if len(slug) > SLUG_MAX:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        slug = f"{slug[: SLUG_MAX - 9].rstrip('-')}-{digest}"
+    return slug
+
+
+def check_slug(value: object) -> str | None:
+    """A `monitor=` option: a slug, None (derive from the name) or False (no monitor)."""
+    if value is None or value is False:
+        return None
+    if not isinstance(value, str) or not SLUG.match(value):
+        raise ValueError(
+            f"monitor={value!r} must be a Sentry monitor slug (lower-case letters, digits, '-' or '_', at most "
+            "50, not only digits), or False for no monitor"
+        )
+    return value
+
+
+def schedule_config(schedule: Schedule) -> dict[str, Any]:
+    """Sentry's `schedule` and `timezone` for a job's schedule."""
+    if isinstance(schedule, CronSchedule):
+        return {"schedule": {"type": "crontab", "value": schedule.expression}, "timezone": schedule.zone.key}
+    if isinstance(schedule, IntervalSchedule):
+        return _interval_config(schedule)
+    raise TypeError(f"no monitor schedule for {schedule!r}")
+
+
+def monitor_config(
+    schedule: Schedule, *, timeout: float | None, margin: float = DEFAULT_MARGIN, failures: int = 1
+) -> dict[str, Any]:
+    """The whole `monitor_config` sent with each check-in.
+
+    `failures` is how many failed check-ins in a row open a Sentry issue: a job with
+    retries opens one only when every attempt of a slot has failed.
+    """
+    config = schedule_config(schedule)
+    config["checkin_margin"] = max(1, math.ceil(margin / 60))
+    # The host kills a run at its timeout and then checks in; leave it a minute to do so.
+    runtime = MAX_RUNTIME_CEILING if timeout is None else math.ceil(timeout / 60) + 1
+    config["max_runtime"] = min(runtime, MAX_RUNTIME_CEILING)
+    config["failure_issue_threshold"] = max(1, failures)
+    config["recovery_threshold"] = 1
+    return config
+
+
+def heartbeat_config(interval: float) -> dict[str, Any]:
+    """The host's own monitor: a check-in every heartbeat, missed when the loop dies or stalls."""
+    minutes = max(1, math.ceil(interval / 60))
+    return {
+        "schedule": {"type": "interval", "value": minutes, "unit": "minute"},
+        "checkin_margin": max(1, minutes),
+        "max_runtime": 1,
+        "failure_issue_threshold": 1,
+        "recovery_threshold": 1,
+    }
+
+
+def _interval_config(schedule: IntervalSchedule) -> dict[str, Any]:
+    at = schedule.at
+    minute, hour = (at.minute, at.hour) if at is not None else (0, 0)
+    if schedule.unit == "seconds":
+        period = schedule.interval
+        if period < 60:  # Sentry counts in minutes; there is a run in every minute
+            return _crontab("* * * * *", "UTC")
+        return _elapsed(period, 0)
+    if schedule.unit == "minutes":
+        return _elapsed(schedule.interval * 60, 0)
+    if schedule.unit == "hours":
+        return _elapsed(schedule.interval * 3600, (at.minute * 60 if at is not None else 0))
+    zone = schedule.zone.key
+    if schedule.unit == "days" and schedule.interval == 1:
+        return _crontab(f"{minute} {hour} * * *", zone)
+    if schedule.unit == "weeks" and schedule.interval == 1:
+        weekday = (schedule.weekday or 0) + 1  # Monday is 1 in cron
+        return _crontab(f"{minute} {hour} * * {weekday % 7}", zone)
+    return {"schedule": {"type": "interval", "value": schedule.interval, "unit": schedule.unit[:-1]}, "timezone": zone}
+
+
+def _elapsed(period: int, offset: int) -> dict[str, Any]:
+    """Sub-day slots, at `offset` seconds past multiples of `period` since the epoch (UTC)."""
+    minutes = period // 60
+    if period % 60 == 0 and 3600 % period == 0 and period < 3600:
+        first = (offset // 60) % minutes
+        field = "*" if minutes == 1 else f"{first}-59/{minutes}" if first else f"*/{minutes}"
+        return _crontab(f"{field} * * * *", "UTC")
+    if period % 3600 == 0 and _DAY % period == 0:
+        hours = period // 3600
+        first_hour = (offset // 3600) % hours
+        hour_field = "*" if hours == 1 else f"{first_hour}-23/{hours}" if first_hour else f"*/{hours}"
+        return _crontab(f"{(offset // 60) % 60} {hour_field} * * *", "UTC")
+    if period % 3600 == 0:
+        return {"schedule": {"type": "interval", "value": period // 3600, "unit": "hour"}, "timezone": "UTC"}
+    return {"schedule": {"type": "interval", "value": math.ceil(period / 60), "unit": "minute"}, "timezone": "UTC"}
+
+
+def _crontab(expression: str, zone: str) -> dict[str, Any]:
+    return {"schedule": {"type": "crontab", "value": expression}, "timezone": zone}

@@ -1,0 +1,397 @@
+"""End to end: a real host reports to real HTTP servers: events to Bugsink (a
+Sentry-compatible server), check-ins and every envelope to an envelope sink, and
+nothing slows down when Sentry is a black hole."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.conftest import Deployment, HostProcess, events, require
+from tests.sentry_servers import BlackHole, Bugsink, EnvelopeSink, bugsink_installed, iter_frames, wait_until
+
+pytestmark = pytest.mark.e2e
+
+FAILING = """
+import logging, os, signal, time
+from jobhost import job, every
+
+log = logging.getLogger(__name__)
+
+@job(every(2).seconds)
+def succeeds():
+    log.info("all good")
+
+@job(every(2).seconds)
+def raises():
+    log.info("loading row 7")
+    print("about to fail")
+    rows = [1, 2, 3]
+    raise ValueError(f"bad input in row 7 at {time.time()}")
+
+@job(every(2).seconds, timeout="1s")
+def hangs():
+    time.sleep(300)
+
+@job(every(2).seconds)
+def exits():
+    os._exit(3)
+
+@job(every(2).seconds)
+def killed():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+@job(every(2).seconds, isolation="thread")
+def raises_in_thread():
+    log.error("a job's error line is a breadcrumb, not an event")
+    raise LookupError("no such partner")
+
+@job(every(2).seconds, retries=2, retry_delay=0, monitor="flaky-import")
+def flaky():
+    print("attempt going wrong")
+    raise RuntimeError("upstream said 503")
+"""
+
+FINAL_FAILURES = ("run_failed", "run_timed_out", "run_crashed", "run_abandoned")
+
+
+@pytest.fixture
+def sink() -> Iterator[EnvelopeSink]:
+    server = EnvelopeSink()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def bugsink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bugsink]:
+    require("Bugsink", bugsink_installed(), "run ./dev test, which installs it under var/test-tools/")
+    server = Bugsink(tmp_path_factory.mktemp("bugsink") / "site")
+    yield server
+    server.stop()
+
+
+def _run_until_each_failed(host: HostProcess, jobs: tuple[str, ...]) -> list[dict]:
+    def done(records: list[dict]) -> bool:
+        return all(any(r.get("job") == job and r.get("event") in FINAL_FAILURES for r in records) for job in jobs)
+
+    host.wait_for(done, timeout=60, what=f"a final failure of each of {jobs}")
+    assert host.stop() == 0
+    return host.records()
+
+
+def _by_run(items: list[dict]) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for item in items:
+        found.setdefault(item.get("tags", {}).get("run_id") or item.get("check_in_id"), []).append(item)
+    return found
+
+
+def test_every_kind_of_failure_is_one_event_with_the_runs_tags_and_check_ins(deployment: Deployment, sink, host):
+    module = deployment.write("failing", FAILING)
+    records = _run_until_each_failed(
+        host(SENTRY_DSN=sink.dsn, SENTRY_ENVIRONMENT="staging", SENTRY_RELEASE="jobs@1.2.3"),
+        ("raises", "hangs", "exits", "killed", "flaky", "raises_in_thread"),
+    )
+    sent = sink.events()
+    by_run = _by_run(sent)
+    hostname = socket.gethostname()
+
+    failures = [r for r in records if r.get("event") in FINAL_FAILURES]
+    for line in failures:
+        mine = by_run.get(line["run_id"], [])
+        assert len(mine) == 1, f"{line['job']} {line['event']}: {len(mine)} events"
+        event = mine[0]
+        assert event["tags"] == {
+            "job": line["job"],
+            "run_id": line["run_id"],
+            "slot": line["slot"],
+            "attempt": str(line["attempt"]),
+            "host": hostname,
+            "status": line["status"],
+        }
+        assert (event["environment"], event["release"], event["level"]) == ("staging", "jobs@1.2.3", "error")
+        assert event["fingerprint"][:3] == ["jobhost", line["job"], line["status"]]
+    # Nothing else is an event: not a success, not an attempt that will be retried.
+    assert len(sent) == len(failures)
+    retried = [r for r in records if r.get("event") == "run_retrying"]
+    assert retried and not any(r["run_id"] in by_run for r in retried)
+
+    def event_of(job: str) -> dict:
+        return next(by_run[r["run_id"]][0] for r in failures if r["job"] == job)
+
+    raised = event_of("raises")
+    value = raised["exception"]["values"][-1]
+    assert value["type"] == "ValueError" and value["value"].startswith("bad input in row 7")
+    own = [f for f in iter_frames(raised) if f.get("abs_path") == str(module)]
+    assert [f["function"] for f in own] == ["raises"]
+    assert own[0]["context_line"].strip().startswith("raise ValueError")
+    assert own[0]["vars"]["rows"] == ["1", "2", "3"]  # Sentry shows locals as their repr
+    assert all("jobhost" not in (f.get("abs_path") or "") for f in iter_frames(raised))
+    crumbs = [c["message"] for c in raised["breadcrumbs"]["values"]]
+    assert "loading row 7" in crumbs and "about to fail" in crumbs and "run started" in crumbs
+
+    hung = event_of("hangs")
+    assert hung["exception"]["values"][-1]["type"] == "JobTimedOut"
+    assert "1s timeout" in hung["exception"]["values"][-1]["value"]
+    assert "hangs" in [f["function"] for f in iter_frames(hung)]  # where it was stuck
+
+    threaded = event_of("raises_in_thread")
+    assert threaded["exception"]["values"][-1]["type"] == "LookupError"
+    assert [f["function"] for f in iter_frames(threaded) if f.get("abs_path") == str(module)] == ["raises_in_thread"]
+    assert "a job's error line is a breadcrumb, not an event" in [
+        c["message"] for c in threaded["breadcrumbs"]["values"]
+    ]
+
+    assert "exited with code 3" in event_of("exits")["message"]
+    assert "SIGKILL" in event_of("killed")["message"]
+
+    flaky = event_of("flaky")
+    assert flaky["tags"]["attempt"] == "3"
+    crumbs = flaky["breadcrumbs"]["values"]
+    assert [c["data"]["attempt"] for c in crumbs if c["message"] == "attempt going wrong"] == [1, 2, 3]
+
+    # Check-ins: each run opens one with its run_id and closes it with the same id.
+    check_ins = _by_run(sink.check_ins())
+    for line in [r for r in records if r.get("event") == "run_started"]:
+        mine = check_ins.get(line["run_id"], [])
+        statuses = [c["status"] for c in mine]
+        ended = next(r for r in records if r.get("run_id") == line["run_id"] and r.get("duration_ms") is not None)
+        expected = "ok" if ended["event"] == "run_succeeded" else "error"
+        assert statuses == ["in_progress", expected], line["job"]
+        assert mine[1]["duration"] == pytest.approx(ended["duration_ms"] / 1000, abs=0.01)
+        slug = "flaky-import" if line["job"] == "flaky" else line["job"]
+        assert {c["monitor_slug"] for c in mine} == {slug}
+    configs = {c["monitor_slug"]: c["monitor_config"] for c in sink.check_ins() if "monitor_config" in c}
+    assert configs["raises"]["schedule"] == {"type": "crontab", "value": "* * * * *"}
+    assert configs["hangs"]["max_runtime"] == 2
+    assert configs["flaky-import"]["failure_issue_threshold"] == 3  # an issue only when every attempt failed
+    beats = [c for c in sink.check_ins() if c["monitor_slug"] == f"jobhost-{hostname}".lower()]
+    assert beats and beats[0]["status"] == "ok"
+    assert beats[0]["monitor_config"]["schedule"] == {"type": "interval", "value": 1, "unit": "minute"}
+
+
+def test_abandoned_runs_and_missed_slots_are_reported_by_the_next_host(deployment: Deployment, sink, host):
+    deployment.write(
+        "slow",
+        """
+        import time
+        from jobhost import job, every
+
+        @job(every(1).seconds, catchup="none")
+        def ticks():
+            pass
+
+        @job(every(2).seconds)
+        def slow():
+            time.sleep(300)
+        """,
+    )
+    first = host(SENTRY_DSN=sink.dsn)
+    records = first.wait_for(
+        lambda rs: events(rs, "slow", "run_started") and events(rs, "ticks", "run_succeeded"), what="slow to start"
+    )
+    slow_run = events(records, "slow", "run_started")[0]["run_id"]
+    wait_until(lambda: any(c.get("check_in_id") == slow_run for c in sink.check_ins()), what="in_progress sent")
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(10)
+    killed_at = time.time()
+    wait_until(lambda: time.time() > killed_at + 2.1, what="two slots of ticks to pass")
+
+    second = host(SENTRY_DSN=sink.dsn, JOBS_STOP_GRACE="1s")  # slow runs again; no need to wait for it
+    records = second.wait_for(
+        lambda rs: events(rs, "slow", "run_abandoned") and events(rs, "ticks", "run_missed"), what="the reports"
+    )
+    assert second.stop() == 0
+    missed = events(second.records(), "ticks", "run_missed")
+
+    abandoned = [e for e in sink.events() if e["tags"]["job"] == "slow" and e["tags"]["status"] == "abandoned"]
+    assert len(abandoned) == 1
+    assert abandoned[0]["tags"]["run_id"] == slow_run
+    assert abandoned[0]["fingerprint"] == ["jobhost", "slow", "abandoned"]
+    assert "host stopped before the run ended" in abandoned[0]["message"]
+    closing = [c for c in sink.check_ins() if c.get("check_in_id") == slow_run]
+    assert [c["status"] for c in closing] == ["in_progress", "error"]  # the dead host's check-in, closed
+
+    reported = [e for e in sink.events() if e["tags"]["job"] == "ticks"]
+    assert len(reported) == 1, "missed slots found at once are one event"
+    assert reported[0]["level"] == "warning"
+    assert reported[0]["contexts"]["run"]["missed_slots"] == len(missed) >= 2
+    assert reported[0]["fingerprint"] == ["jobhost", "ticks", "missed"]
+    errors = [c for c in sink.check_ins() if c["monitor_slug"] == "ticks" and c["status"] == "error"]
+    assert len(errors) == 1
+
+
+def test_events_arrive_in_a_real_sentry_server_grouped_one_issue_per_job_and_kind(
+    deployment: Deployment, bugsink: Bugsink, host
+):
+    module = deployment.write("failing", FAILING)
+    records = _run_until_each_failed(
+        host(SENTRY_DSN=bugsink.dsn, SENTRY_ENVIRONMENT="staging", SENTRY_RELEASE="jobs@1.2.3"),
+        ("raises", "hangs", "exits"),
+    )
+    run_ids = {r["run_id"] for r in records if r.get("event") in FINAL_FAILURES}
+    stored = wait_until(
+        lambda: (
+            (found := [e for e in bugsink.events() if e["tags"].get("run_id") in run_ids])
+            and len(found) == len(run_ids)
+            and found
+        ),
+        what="every failure stored in Bugsink",
+    )
+    raised = [e for e in stored if e["tags"]["job"] == "raises"]
+    assert raised[0]["release"] == "jobs@1.2.3" and raised[0]["environment"] == "staging"
+    value = raised[0]["exception"]["values"][-1]
+    assert value["type"] == "ValueError"
+    assert any(f.get("abs_path") == str(module) and f["function"] == "raises" for f in iter_frames(raised[0]))
+    # However often a job fails, and with whatever message, it is one issue per job and kind.
+    for job in ("raises", "hangs", "exits"):
+        issues = {e["_issue"] for e in stored if e["tags"]["job"] == job}
+        assert len(issues) == 1, job
+
+
+@pytest.mark.parametrize("target", ["off", "black hole"])
+def test_an_unreachable_sentry_never_delays_runs_or_the_stop(deployment: Deployment, host, target: str, capsys):
+    deployment.write(
+        "beat",
+        """
+        from jobhost import job, every
+
+        @job(every(1).seconds)
+        def pinned():
+            pass
+
+        @job(every(1).seconds)
+        def failing():
+            raise RuntimeError("an event for a Sentry that never answers")
+        """,
+    )
+    hole = BlackHole()
+    try:
+        env = {"SENTRY_DSN": hole.dsn} if target == "black hole" else {}
+        running = host(**env)
+        records = running.wait_for(lambda rs: len(events(rs, "pinned", "run_succeeded")) >= 6, what="6 runs")
+        began = time.monotonic()
+        assert running.stop() == 0
+        stop_seconds = time.monotonic() - began
+    finally:
+        hole.close()
+    lateness = [r["lateness_ms"] for r in events(records, "pinned", "run_started")]
+    slots = [r["slot"] for r in events(records, "pinned", "run_started")]
+    with capsys.disabled():  # the figures the issue asks for, side by side in every run
+        print(f"\nSentry {target}: lateness_ms {lateness}, stop took {stop_seconds:.1f}s")
+    # A loop that waited on Sentry would be 30 s late (urllib3's timeout per envelope).
+    assert max(lateness) < 1000
+    assert len(slots) == len(set(slots)) and not events(records, "pinned", "run_missed")
+    assert stop_seconds < 15  # the flush at stop is bounded (2 s), whatever Sentry does
+
+
+def test_without_a_dsn_nothing_is_sent(deployment: Deployment, sink, host):
+    deployment.write(
+        "one",
+        """
+        from jobhost import job, every
+
+        @job(every(1).seconds)
+        def failing():
+            raise RuntimeError("nobody is told")
+        """,
+    )
+    running = host(SENTRY_DSN="")
+    running.wait_for(lambda rs: events(rs, "failing", "run_failed"), what="a failure")
+    assert running.stop() == 0
+    assert sink.items == []
+
+
+def test_a_bad_dsn_is_refused_naming_the_setting(deployment: Deployment):
+    result = deployment.cli("list", SENTRY_DSN="not a dsn")
+    assert result.returncode == 2
+    assert "SENTRY_DSN" in result.stderr
+
+
+def test_the_jobs_own_sentry_calls_carry_the_run_tags(deployment: Deployment, sink, host):
+    deployment.write(
+        "own",
+        """
+        import sentry_sdk
+        from jobhost import job, every
+
+        @job(every(1).seconds)
+        def tells_sentry():
+            sentry_sdk.capture_message("3 rows looked odd")
+        """,
+    )
+    running = host(SENTRY_DSN=sink.dsn)
+    records = running.wait_for(lambda rs: events(rs, "tells_sentry", "run_succeeded"), what="a run")
+    run_id = events(records, "tells_sentry", "run_succeeded")[0]["run_id"]
+    message = wait_until(
+        lambda: [e for e in sink.events() if e.get("tags", {}).get("run_id") == run_id], what="the job's message"
+    )
+    assert running.stop() == 0
+    assert message[0]["message"] == "3 rows looked odd"
+    assert message[0]["tags"]["job"] == "tells_sentry"
+
+
+def test_release_defaults_to_the_deployed_revision(tmp_path: Path):
+    from configuration.sentry_setup import deployed_revision
+
+    (tmp_path / "REVISION").write_text("4f1c2e9\n")
+    assert deployed_revision(tmp_path) == "4f1c2e9"
+    os.remove(tmp_path / "REVISION")
+    assert deployed_revision(tmp_path) is None  # not a checkout: no release rather than a wrong one
+    root = Path(__file__).resolve().parent.parent
+    if (root / ".git").exists():
+        head = json.dumps(deployed_revision(root))
+        assert len(head) == 42  # the checkout's commit
+
+
+def test_a_job_that_fails_a_thousand_times_is_one_sentry_issue(bugsink: Bugsink):
+    """The reporter in this process, sending to Bugsink: 1,000 final failures of one job, each with
+    a different message, become 1,000 events of one issue."""
+    import datetime as dt
+
+    import sentry_sdk
+
+    from jobhost.context import RunContext
+    from jobhost.lifecycle import RunEvent
+    from jobhost.outcomes import RunStatus
+    from jobhost.registry import Registry
+    from jobhost.sentry import init_sentry
+
+    registry = Registry(default_zone=ZoneInfo("UTC"))
+
+    @registry.job(registry.every(1).minutes)
+    def thousand_failures() -> None: ...
+
+    before = {e["_issue"] for e in bugsink.events()}
+    reporter = init_sentry(bugsink.dsn, "test", "r1")
+    try:
+        reporter.attach(registry.jobs, "testhost", 30)
+        start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        for n in range(1000):
+            try:
+                raise KeyError(f"row {n} is missing")
+            except KeyError as exc:
+                detail = reporter.describe_exception(exc)
+            context = RunContext("thousand_failures", f"{n:032x}", start + dt.timedelta(minutes=n))
+            reporter.on_event(RunEvent(RunStatus.FAILED, context, f"KeyError: row {n}", 5, exception=detail))
+            if n % 200 == 199:
+                sentry_sdk.flush(timeout=60)  # the SDK's queue holds 1,000; let Bugsink keep up
+        sentry_sdk.flush(timeout=60)
+    finally:
+        sentry_sdk.get_client().close(timeout=10)
+        sentry_sdk.init()  # no DSN: off again for the rest of the session
+        logging.getLogger().removeHandler(reporter.breadcrumbs)
+    wait_until(lambda: bugsink.count('"thousand_failures"') >= 1000, timeout=90, what="1,000 events in Bugsink")
+    mine = [e for e in bugsink.events() if e["tags"].get("job") == "thousand_failures"]
+    assert len(mine) == 1000
+    issues = {e["_issue"] for e in mine}
+    assert len(issues) == 1 and not issues & before
