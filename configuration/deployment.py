@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from configuration.env_file import apply_env_file
 from configuration.log_setup import configure_logging
 from configuration.sentry_setup import start_sentry
 from configuration.settings import ROOT, load_settings
@@ -18,6 +19,7 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
     `log_to_stdout` is for the commands whose output *is* the log (the loop, `run`);
     the others log to stderr so their stdout stays machine-readable.
     """
+    apply_env_file()
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format, None if log_to_stdout else sys.stderr)
     return HostSettings(

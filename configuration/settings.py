@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from sentry_sdk.utils import BadDsn, Dsn
 
+from configuration.env_file import with_env_file
 from jobhost.durations import parse_duration
 from jobhost.errors import SettingError
 from jobhost.timezones import get_zone, system_zone
@@ -76,6 +77,15 @@ def _dsn(text: str) -> str:
 
 
 SETTINGS = (
+    Setting(
+        "JOBS_ENV_FILE",
+        None,
+        "a file of `NAME=value` lines",
+        "more environment variables for the host and its jobs (secrets: the Ansible role writes it mode 0600); "
+        "a variable set in the environment wins",
+        str,
+        shown_default="unset: none",
+    ),
     Setting(
         "JOBS_STATE_URL",
         "sqlite:///var/jobhost.sqlite3",
@@ -157,6 +167,7 @@ SETTINGS = (
 
 @dataclass(frozen=True)
 class Settings:
+    env_file: str | None
     state_url: str
     log_level: str
     log_format: str
@@ -172,8 +183,9 @@ class Settings:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read every setting; raise SettingError naming the first bad variable."""
-    environ = os.environ if environ is None else environ
+    """Read every setting (the environment, then JOBS_ENV_FILE); raise SettingError naming the
+    first bad variable."""
+    environ = with_env_file(os.environ if environ is None else environ)
     values = []
     for setting in SETTINGS:
         raw = environ.get(setting.variable, "").strip()

@@ -60,6 +60,7 @@ def write_local(directory: Path, python: str = sys.executable) -> Path:
             "directory": str(ROOT),
             "user": getpass.getuser(),
             "log_file": str(directory / "jobs.log"),
+            "env_file": "",  # a local run takes its settings from the environment
         }
     )
     (directory / "jobs.conf").write_text(program)

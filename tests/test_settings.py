@@ -76,3 +76,27 @@ def test_readme_has_the_generated_settings_table():
     table = markdown_table()
     assert table.count("\n") >= 8  # header, rule and one row per setting
     assert table in readme
+
+
+def test_the_env_file_supplies_settings_and_the_environment_wins(tmp_path):
+    env_file = tmp_path / "jobs.env"
+    env_file.write_text('JOBS_MAX_WORKERS=7\nJOBS_LOG_LEVEL=DEBUG\nSENTRY_DSN="https://key@sentry.example/3"\n')
+    settings = load_settings({"JOBS_ENV_FILE": str(env_file), "JOBS_LOG_LEVEL": "WARNING"})
+    assert settings.max_workers == 7
+    assert settings.log_level == "WARNING"
+    assert settings.sentry_dsn == "https://key@sentry.example/3"
+
+
+def test_an_env_file_that_cannot_be_read_is_refused_naming_the_variable(tmp_path):
+    with pytest.raises(SettingError, match=r"JOBS_ENV_FILE='.*missing.env' is not valid: a readable file"):
+        load_settings({"JOBS_ENV_FILE": str(tmp_path / "missing.env")})
+
+
+def test_the_env_file_reaches_the_jobs_environment(tmp_path):
+    from configuration.env_file import apply_env_file
+
+    env_file = tmp_path / "jobs.env"
+    env_file.write_text("PARTNER_TOKEN=s3cret\nHOME=/not/this\n")
+    environ = {"JOBS_ENV_FILE": str(env_file), "HOME": "/root"}
+    apply_env_file(environ)
+    assert environ == {"JOBS_ENV_FILE": str(env_file), "HOME": "/root", "PARTNER_TOKEN": "s3cret"}

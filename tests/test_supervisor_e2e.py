@@ -45,6 +45,7 @@ class Supervisor:
             "directory": str(ROOT),
             "user": getpass.getuser(),
             "log_file": str(self.log),
+            "env_file": "",
         }
         (self.dir / "jobs.conf").write_text(render(values))
         self.conf = self.dir / "supervisord.conf"
