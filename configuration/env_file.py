@@ -25,7 +25,7 @@ def read_env_file(environ: Mapping[str, str]) -> dict[str, str]:
         return {}
     try:
         with open(path, encoding="utf-8") as stream:
-            values = dotenv_values(stream=stream)
+            values = dotenv_values(stream=stream, interpolate=False)  # a secret may contain "$"
     except OSError as exc:
         raise SettingError(VARIABLE, path, f"a readable file of NAME=value lines ({exc.strerror})") from None
     except UnicodeDecodeError:

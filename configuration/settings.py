@@ -33,6 +33,7 @@ class Setting:
     meaning: str
     parse: Callable[[str], Any]
     shown_default: str | None = None
+    secret: bool = False  # may hold a password or key: never repeated in an error message
 
 
 def _whole(minimum: int) -> Callable[[str], int]:
@@ -92,6 +93,7 @@ SETTINGS = (
         "`sqlite:///relative/path` (under the repository) or `sqlite:////absolute/path`",
         "run history and job state",
         _state_url,
+        secret=True,
     ),
     Setting("JOBS_LOG_LEVEL", "INFO", ", ".join(LOG_LEVELS), "the lowest level logged", _choice(LOG_LEVELS, str.upper)),
     Setting(
@@ -146,6 +148,7 @@ SETTINGS = (
         "where failures, timeouts, crashes and missed runs are reported, and Crons check-ins sent",
         _dsn,
         shown_default="unset: Sentry is off and nothing connects to it",
+        secret=True,
     ),
     Setting(
         "SENTRY_ENVIRONMENT",
@@ -195,7 +198,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             values.append(setting.parse(raw))
         except (ValueError, TypeError):
-            raise SettingError(setting.variable, raw, f"expected {setting.accepts}") from None
+            shown = None if setting.secret else raw
+            raise SettingError(setting.variable, shown, f"expected {setting.accepts}") from None
     return Settings(*values)
 
 

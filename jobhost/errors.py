@@ -36,9 +36,11 @@ class ScheduleError(JobhostError):
 class SettingError(JobhostError):
     """A setting (environment variable) has a value the host cannot use."""
 
-    def __init__(self, variable: str, value: str, accepts: str):
+    def __init__(self, variable: str, value: str | None, accepts: str):
+        """`value` None: a secret, left out of the message (it ends up in logs and deploy output)."""
         self.variable = variable
-        super().__init__(f"{variable}={value!r} is not valid: {accepts}")
+        shown = f"{variable}={value!r}" if value is not None else f"{variable} (value not shown: it may hold a secret)"
+        super().__init__(f"{shown} is not valid: {accepts}")
 
 
 class UnknownJobError(JobhostError):

@@ -57,8 +57,6 @@ def test_accepted_values(variable, value, field, expected):
         ("JOBS_HEARTBEAT_INTERVAL", "0", "a duration such as `30s`, `1m`"),
         ("JOBS_TIMEZONE", "Mars/Base", "an IANA zone such as `Europe/London`"),
         ("JOBS_DIR", "/no/such/jobs", "an existing directory"),
-        ("JOBS_STATE_URL", "mysql://x", "`sqlite:///relative/path`"),
-        ("JOBS_STATE_URL", "sqlite:///", "`sqlite:////absolute/path`"),
     ],
 )
 def test_bad_value_names_the_variable_and_what_it_accepts(variable, value, accepts):
@@ -68,6 +66,22 @@ def test_bad_value_names_the_variable_and_what_it_accepts(variable, value, accep
     assert message.startswith(f"{variable}={value!r} is not valid: ")
     assert accepts in message
     assert info.value.variable == variable
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "accepts"),
+    [
+        ("JOBS_STATE_URL", "mysql://admin:hunter2@db/x", "`sqlite:///relative/path`"),
+        ("JOBS_STATE_URL", "redis://:pw@cache/0", "`sqlite:////absolute/path`"),
+        ("SENTRY_DSN", "htps://secretkey@sentry/3", "a Sentry DSN"),
+    ],
+)
+def test_a_bad_secret_is_named_but_never_repeated(variable, value, accepts):
+    with pytest.raises(SettingError) as info:
+        load_settings({variable: value})
+    message = str(info.value)
+    assert message.startswith(f"{variable} (value not shown: it may hold a secret) is not valid: ")
+    assert accepts in message and value not in message
 
 
 @pytest.mark.skipif(not (Path(__file__).parent.parent / "README.md").exists(), reason="README not written yet")
