@@ -10,10 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 
-from jobhost.host import RETRYABLE, Host
+from jobhost.host import Host
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec
-from jobhost.retries import backoff
 from jobhost.schedules import Schedule
 
 Report = Callable[[int, int, dt.datetime, Outcome], None]
@@ -34,13 +33,13 @@ def backfill(host: Host, spec: JobSpec, slots: list[dt.datetime], report: Report
     for index, slot in enumerate(slots, 1):
         attempt = 1
         while True:
-            outcome = host.run_now(spec, slot, attempt)
+            outcome = host.run_now(spec, slot, attempt, retry=True)
             if host.stopping:
                 report(index, len(slots), slot, outcome)
                 return RunStatus.INTERRUPTED
-            if outcome.status not in RETRYABLE or attempt > spec.retries:
+            if host.retry_at is None:  # succeeded, or no attempt left
                 break
-            if not host.pause(backoff(spec.retry_delay, attempt)):
+            if not host.pause(max(0.0, (host.retry_at - host.clock()).total_seconds())):
                 return RunStatus.INTERRUPTED
             attempt += 1
         report(index, len(slots), slot, outcome)

@@ -166,15 +166,19 @@ class Host:
         """Let the reporters send what they still hold (bounded in time); after `run_now` too."""
         self.lifecycle.close()
 
-    def run_now(self, spec: JobSpec, slot: dt.datetime, attempt: int = 1) -> Outcome:
+    def run_now(self, spec: JobSpec, slot: dt.datetime, attempt: int = 1, *, retry: bool = False) -> Outcome:
         """One run in the foreground (`run`, `backfill`), wrapped like any other.
 
+        With `retry`, a failed attempt that has attempts left sets `retry_at` (the caller
+        waits and runs the next one), and is logged and reported as retried, not as final.
         A signal (Ctrl-C) stops the run at once rather than after the stop grace.
         """
         if not self._foreground:
             self._prepare()
             self._foreground = True
         self._last_outcome = None
+        self._foreground_retry = retry
+        self.retry_at = None
         self._start(self._context(spec, slot, attempt))
         while self.active:
             self._turn(self._sleep_seconds(None))
@@ -194,7 +198,9 @@ class Host:
         return self._stop_signal is not None
 
     _foreground = False
+    _foreground_retry = False
     _last_outcome: Outcome | None = None
+    retry_at: dt.datetime | None = None  # when the foreground run's next attempt is due, if it has one
 
     # -- one turn of the loop --------------------------------------------
 
@@ -233,7 +239,7 @@ class Host:
             now, settled = self.clock(), guard(self.store.settled_slots, {})
             for name in sorted(resumed & set(settled) & set(self.jobs)):
                 spec = self.jobs[name]
-                self._catch_up(spec, settled[name], now)
+                self._catch_up(spec, settled[name], now, after_pause=True)
 
     def _prune_history(self) -> None:
         """Forget runs older than history_days, one small batch a heartbeat, so the loop never stalls."""
@@ -272,7 +278,7 @@ class Host:
     def _dispatch(self, spec: JobSpec, slot: dt.datetime) -> None:
         context = self._context(spec, slot)
         if spec.name in guard(self.store.paused_jobs, set()):
-            self._record_unstarted(context, RunStatus.SKIPPED, "paused")
+            self._record_unstarted(context, RunStatus.SKIPPED, "paused", paused=True)
             return
         if spec.after and (missing := guard(lambda: unmet(spec, slot, self.jobs, self.store), [])):
             self._wait(context, missing, self._finally_failed(missing))
@@ -316,14 +322,18 @@ class Host:
             # This attempt has ended for good; an interrupted one stays pending for the next start.
             guard(lambda: self.store.drop_retry(context.job, context.slot), None)
         if (
-            self._retries is None
-            or spec is None
+            spec is None
             or outcome.status not in RETRYABLE
             or context.attempt > spec.retries
             or self._stop_signal is not None
         ):
             return None
         due = self.clock() + dt.timedelta(seconds=backoff(spec.retry_delay, context.attempt))
+        if self._foreground:  # backfill waits for the attempt itself
+            self.retry_at = due if self._foreground_retry else None
+            return self.retry_at
+        if self._retries is None:
+            return None
         retry = PendingRetry(due, context.job, context.slot, context.attempt + 1)
         guard(lambda: self.store.add_retry(retry), None)
         self._retries.add(retry)
@@ -373,9 +383,9 @@ class Host:
     def _close_waiting(self, context: RunContext, reason: str) -> None:
         guard(lambda: self.store.finish_run(context.run_id, RunStatus.WAITING, reason, self.clock(), None), None)
 
-    def _catch_up(self, spec: JobSpec, after: dt.datetime, now: dt.datetime) -> None:
+    def _catch_up(self, spec: JobSpec, after: dt.datetime, now: dt.datetime, *, after_pause: bool = False) -> None:
         """Slots after `after` up to `now`, by the job's policy: record those given up as missed,
-        run the others one after another."""
+        run the others one after another. `after_pause`: the job was paused, on purpose."""
         plan = plan_catchup(spec.schedule, after, now, spec.catchup, spec.catchup_window)
         # Slots before `after` that never settled (a later slot did): interrupted, paused, ...
         since = now - dt.timedelta(seconds=spec.catchup_window)
@@ -387,10 +397,11 @@ class Host:
             plan.missed.extend((slot, why) for slot in orphans)
         for index, (slot, reason) in enumerate(plan.missed):
             batch = (index, len(plan.missed))
-            self._record_unstarted(self._context(spec, slot), RunStatus.MISSED, reason, batch=batch)
+            extra = {"after_pause": True} if after_pause else {}
+            self._record_unstarted(self._context(spec, slot), RunStatus.MISSED, reason, batch=batch, **extra)
         if spec.name in guard(self.store.paused_jobs, set()):
             for slot in plan.run:
-                self._record_unstarted(self._context(spec, slot), RunStatus.SKIPPED, "paused")
+                self._record_unstarted(self._context(spec, slot), RunStatus.SKIPPED, "paused", paused=True)
         elif plan.run:
             self._dispatch(spec, plan.run[0])
             backlog = self.queued_overlap.setdefault(spec.name, deque())

@@ -292,8 +292,28 @@ class Registry:
             problems.append(
                 JobDefinitionError(f"after= makes a cycle: {chain}", job=spec.name, file=spec.file, line=spec.line)
             )
+        problems.extend(self._shared_monitors())
         for problem in problems:
             self.report(problem)
+        return problems
+
+    def _shared_monitors(self) -> list[JobDefinitionError]:
+        """Two jobs checking in to one Sentry monitor would hide each other's failures."""
+        problems, owners = [], {}
+        for spec in self.jobs.values():
+            if spec.monitor is None:
+                continue
+            other = owners.setdefault(spec.monitor, spec)
+            if other is not spec:
+                problems.append(
+                    JobDefinitionError(
+                        f"its Sentry monitor slug {spec.monitor!r} is also the job {other.name!r}'s "
+                        f"({other.file}:{other.line}); give one of them monitor='another-slug'",
+                        job=spec.name,
+                        file=spec.file,
+                        line=spec.line,
+                    )
+                )
         return problems
 
 

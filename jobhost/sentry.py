@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import threading
 import time
@@ -27,8 +28,10 @@ from typing import Any
 
 import sentry_sdk
 from sentry_sdk.crons import capture_checkin
-from sentry_sdk.integrations.logging import LoggingIntegration
+from sentry_sdk.integrations.atexit import AtexitIntegration
+from sentry_sdk.integrations.logging import LoggingIntegration, ignore_logger
 from sentry_sdk.serializer import serialize
+from sentry_sdk.transport import HttpTransport
 from sentry_sdk.utils import event_from_exception
 
 from jobhost.context import RunContext, RunContextFilter, current_run
@@ -42,6 +45,9 @@ CHILD_FLUSH_TIMEOUT = 2.0  # seconds a run's process waits to send what the job 
 MAX_BREADCRUMBS = 100  # log lines of a slot kept for its failure event
 MAX_SLOTS_TRACKED = 1000  # slots whose log lines are kept at once
 QUEUE_SIZE = 1000  # events and check-ins waiting to be sent; beyond that Sentry's SDK drops them
+MAX_VALUE = 1024  # characters of a local variable or a breadcrumb kept in an event
+MAX_EVENT_BYTES = 800_000  # Sentry refuses events over 1 MB; past this, locals go, then old frames
+LOST_LINE_INTERVAL = 600.0  # seconds between two log lines saying events are being lost
 
 _ENGINE = str(Path(__file__).resolve().parent)
 _FAILURES = {
@@ -60,6 +66,7 @@ _CHECKIN = {
     RunStatus.INTERRUPTED: "error",
 }
 _in_run = False  # True in a run's own process
+logger = logging.getLogger("jobhost.sentry")
 
 
 def sentry_options(dsn: str, environment: str, release: str | None) -> dict[str, Any]:
@@ -70,10 +77,18 @@ def sentry_options(dsn: str, environment: str, release: str | None) -> dict[str,
         "release": release,
         # Runs are reported by the lifecycle, not from their log lines; the host's own
         # errors (a job module that fails to import, a failing state store) are events.
-        "integrations": [LoggingIntegration(level=None, event_level=logging.ERROR)],
+        "integrations": [
+            LoggingIntegration(level=None, event_level=logging.ERROR),
+            AtexitIntegration(callback=_pending_at_exit),
+        ],
+        # Integrations for web frameworks and databases are of no use to a job host, and
+        # looking for them costs each run's process 25 ms.
+        "auto_enabling_integrations": False,
         "before_send": _drop_run_log_events,
         "shutdown_timeout": FLUSH_TIMEOUT,
         "transport_queue_size": QUEUE_SIZE,
+        "transport": ReportingTransport,
+        "max_value_length": MAX_VALUE,
     }
 
 
@@ -81,7 +96,9 @@ def init_sentry(dsn: str, environment: str, release: str | None) -> SentryReport
     """Start the SDK and return the reporter the host hands its run events to."""
     options = sentry_options(dsn, environment, release)
     sentry_sdk.init(**options)
-    logging.getLogger("urllib3.connectionpool").addFilter(UnreachableSentry())
+    for name in ("jobhost.run", "jobhost.output"):  # lifecycle and output lines: the reporter's job
+        ignore_logger(name)
+    logging.getLogger("urllib3.connectionpool").addFilter(_quiet_sentry_retries)
     return SentryReporter(options)
 
 
@@ -93,25 +110,40 @@ def _drop_run_log_events(event: dict[str, Any], hint: dict[str, Any]) -> dict[st
     return None if record is not None and in_run else event
 
 
-class UnreachableSentry(logging.Filter):
-    """urllib3 warns three times for each envelope it cannot deliver; while Sentry is down keep
-    one such line every ten minutes, so the log says so without drowning in it."""
+def _quiet_sentry_retries(record: logging.LogRecord) -> bool:
+    """urllib3 warns three times for each envelope it cannot deliver; the transport says it once."""
+    return not (record.threadName or "").startswith("sentry-sdk")
 
-    interval = 600.0
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._last = -self.interval
+def _pending_at_exit(pending: int, timeout: float) -> None:
+    """The SDK's exit hook, as a log line instead of its text on stderr (which is the JSON log)."""
+    logger.warning(
+        "sending %d pending Sentry events before exit, waiting at most %gs",
+        pending,
+        timeout,
+        extra={"event": "sentry_flush", "pending": pending},
+    )
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.threadName or not record.threadName.startswith("sentry-sdk"):
-            return True
+
+class ReportingTransport(HttpTransport):
+    """The SDK's HTTP transport, saying in the log when events are lost (Sentry unreachable,
+    refusing them, rate-limiting, or the queue full), once every ten minutes while it lasts.
+    The SDK itself only says so with debug on."""
+
+    _last_said = -LOST_LINE_INTERVAL
+    _QUIET = frozenset({"before_send", "event_processor", "sample_rate"})  # dropped on purpose
+
+    def record_lost_event(self, reason: str, data_category: Any = None, item: Any = None, **kwargs: Any) -> None:
+        super().record_lost_event(reason, data_category, item, **kwargs)
         now = time.monotonic()
-        if now - self._last < self.interval:
-            return False
-        self._last = now
-        record.msg = f"Sentry is unreachable (one line every 10 minutes while it is): {record.msg}"
-        return True
+        if reason in self._QUIET or now - ReportingTransport._last_said < LOST_LINE_INTERVAL:
+            return
+        ReportingTransport._last_said = now
+        logger.warning(
+            "Sentry is not taking events (%s): failures are being lost; said once every 10 minutes while it lasts",
+            reason,
+            extra={"event": "sentry_unreachable", "reason": reason},
+        )
 
 
 class Breadcrumbs(logging.Handler):
@@ -131,7 +163,7 @@ class Breadcrumbs(logging.Handler):
             "type": "default",
             "category": record.name,
             "level": _level(record.levelno),
-            "message": record.getMessage(),
+            "message": _cut(record.getMessage()),
             "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
         }
         data = {k: getattr(record, k) for k in ("event", "stream", "attempt", "run_id") if hasattr(record, k)}
@@ -180,11 +212,29 @@ class SentryReporter(Reporter):
         root = logging.getLogger()
         if self.breadcrumbs not in root.handlers:
             root.addHandler(self.breadcrumbs)
+        client = sentry_sdk.get_client().options
+        logger.info(
+            "reporting to Sentry (environment %s, release %s)",
+            client.get("environment"),
+            client.get("release"),
+            extra={"event": "sentry_on", "environment": client.get("environment"), "release": client.get("release")},
+        )
+        for name, spec in jobs.items():
+            if spec.monitor is not None and _cron_days_differ(spec):
+                logger.warning(
+                    "job %s: Sentry reads both day fields of %r as 'either', cron as 'both'; its monitor may "
+                    "report missed check-ins on days the job is not due",
+                    name,
+                    getattr(spec.schedule, "expression", ""),
+                    extra={"event": "monitor_schedule_differs", "job_name": name},
+                )
 
     def on_event(self, event: RunEvent) -> None:
         spec = self.jobs.get(event.context.job)
-        self._check_in(event, spec)
-        if event.status == RunStatus.MISSED:
+        quiet = bool(event.extra.get("after_pause"))  # slots a pause gave up, on purpose
+        if not quiet:
+            self._check_in(event, spec)
+        if event.status == RunStatus.MISSED and not quiet:
             self._report_missed(event)
         elif event.status in _FAILURES and (event.final or (spec is not None and spec.report_each_attempt)):
             self._report_failure(event)
@@ -221,12 +271,13 @@ class SentryReporter(Reporter):
     def describe_exception(self, exc: BaseException) -> dict[str, Any] | None:
         """Sentry's form of the exception (frames, source lines, locals), without the frames of
         the engine that called the job."""
-        tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_ENGINE):
-            tb = tb.tb_next
-        if tb is not None:
-            exc = exc.with_traceback(tb)
-        event, _ = event_from_exception(exc, client_options=sentry_sdk.get_client().options)
+        mechanism = {"type": "jobhost", "handled": False}  # the job did not handle it
+        event, _ = event_from_exception(exc, client_options=sentry_sdk.get_client().options, mechanism=mechanism)
+        for value in event["exception"]["values"]:
+            frames = (value.get("stacktrace") or {}).get("frames") or []
+            own = [f for f in frames if not str(f.get("abs_path") or "").startswith(_ENGINE)]
+            if own and value.get("stacktrace"):
+                value["stacktrace"]["frames"] = own
         return serialize(event)
 
     # -- helpers ---------------------------------------------------------
@@ -238,6 +289,10 @@ class SentryReporter(Reporter):
         if event.status == RunStatus.MISSED:
             if _last_of_batch(event):
                 capture_checkin(monitor_slug=spec.monitor, status="error", monitor_config=config)
+            return
+        if event.status == RunStatus.SKIPPED and event.extra.get("paused"):
+            # Paused on purpose: the monitor must not page for it.
+            capture_checkin(monitor_slug=spec.monitor, status="ok", monitor_config=config)
             return
         status = _CHECKIN.get(event.status)
         if status is None:
@@ -310,7 +365,7 @@ class SentryReporter(Reporter):
             contexts={"run": {**run, **(extra or {})}},
             breadcrumbs={"values": self.breadcrumbs.take(context, keep=True)},
         )
-        sentry_sdk.capture_event(payload)
+        sentry_sdk.capture_event(_fit(payload))
 
     def _tags(self, context: RunContext) -> dict[str, str]:
         return {
@@ -320,6 +375,37 @@ class SentryReporter(Reporter):
             "attempt": str(context.attempt),
             "host": self.hostname,
         }
+
+
+def _fit(event: dict[str, Any]) -> dict[str, Any]:
+    """Keep an event under Sentry's size limit: drop locals, then all but the innermost frames."""
+    if len(json.dumps(event, default=repr)) <= MAX_EVENT_BYTES:
+        return event
+    values = (event.get("exception") or {}).get("values") or []
+    for value in values:
+        for frame in (value.get("stacktrace") or {}).get("frames") or []:
+            frame.pop("vars", None)
+    if len(json.dumps(event, default=repr)) > MAX_EVENT_BYTES:
+        for value in values:
+            if value.get("stacktrace"):
+                value["stacktrace"]["frames"] = value["stacktrace"]["frames"][-50:]
+    return event
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 1] + "…"
+
+
+def _cron_days_differ(spec: JobSpec) -> bool:
+    """Does Sentry (croniter) read this cron job's days otherwise than cron does? Cron ANDs the
+    day-of-month and day-of-week fields when one of them starts with '*'; croniter ORs them."""
+    expression = getattr(spec.schedule, "expression", None)
+    if expression is None:
+        return False
+    fields = expression.split()
+    day, weekday = fields[2], fields[4]
+    restricted = day not in ("*", "?") and weekday not in ("*", "?")
+    return restricted and (day.startswith("*") or weekday.startswith("*"))
 
 
 def _last_of_batch(event: RunEvent) -> bool:

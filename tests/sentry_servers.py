@@ -31,7 +31,8 @@ if not BUGSINK.is_absolute():
 class EnvelopeSink:
     """Accepts what the SDK posts and keeps each envelope item (events, check-ins) as JSON."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 200) -> None:
+        self.status = status  # what it answers: 200, or 401 for a Sentry that refuses the key
         self.items: list[tuple[str, dict[str, Any]]] = []
         self._changed = threading.Condition()
         sink = self
@@ -53,7 +54,7 @@ class EnvelopeSink:
                     for item in envelope.items:
                         sink.items.append((item.type or "", json.loads(item.payload.get_bytes())))
                     sink._changed.notify_all()
-                self.send_response(200)
+                self.send_response(sink.status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(b"{}")

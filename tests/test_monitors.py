@@ -148,3 +148,16 @@ def test_bad_sentry_options_are_reported_with_the_job(registry: Registry):
     assert "monitor='UPPER'" in message
     assert "checkin_margin 'soon' is not a duration" in message
     assert "report_each_attempt must be True or False" in message
+
+
+def test_two_jobs_on_one_monitor_are_a_definition_error(registry: Registry):
+    from jobhost.errors import JobDefinitionError
+
+    @registry.job(registry.every(10).minutes, name="Mixed.Case")
+    def a() -> None: ...
+
+    @registry.job(registry.every(10).minutes, name="mixed-case")
+    def b() -> None: ...
+
+    with pytest.raises(JobDefinitionError, match=r"slug 'mixed-case' is also the job 'Mixed\.Case'"):
+        registry.validate()

@@ -139,8 +139,10 @@ def test_every_kind_of_failure_is_one_event_with_the_runs_tags_and_check_ins(dep
     crumbs = [c["message"] for c in raised["breadcrumbs"]["values"]]
     assert "loading row 7" in crumbs and "about to fail" in crumbs and "run started" in crumbs
 
+    assert value["mechanism"] == {"type": "jobhost", "handled": False}
     hung = event_of("hangs")
     assert hung["exception"]["values"][-1]["type"] == "JobTimedOut"
+    assert all(f.get("abs_path") == str(module) for f in iter_frames(hung))  # no engine frame, even on top
     assert "1s timeout" in hung["exception"]["values"][-1]["value"]
     assert "hangs" in [f["function"] for f in iter_frames(hung)]  # where it was stuck
 
@@ -395,3 +397,107 @@ def test_a_job_that_fails_a_thousand_times_is_one_sentry_issue(bugsink: Bugsink)
     assert len(mine) == 1000
     issues = {e["_issue"] for e in mine}
     assert len(issues) == 1 and not issues & before
+
+
+def test_a_huge_failure_still_fits_in_an_event(deployment: Deployment, bugsink: Bugsink, host):
+    deployment.write(
+        "huge",
+        """
+        from jobhost import job, every
+
+        @job(every(2).seconds)
+        def huge():
+            big = "x" * 5_000_000
+            for n in range(100):
+                print(str(n) * 20_000)
+            raise ValueError("after a lot of output")
+        """,
+    )
+    running = host(SENTRY_DSN=bugsink.dsn)
+    records = running.wait_for(lambda rs: events(rs, "huge", "run_failed"), what="a failure")
+    run_id = events(records, "huge", "run_failed")[0]["run_id"]
+    wait_until(lambda: bugsink.count(run_id) >= 1, what="the event stored despite 7 MB of locals and output")
+    assert running.stop() == 0
+    assert not [r for r in running.records() if r.get("event") == "sentry_unreachable"]
+
+
+def test_backfill_reports_one_event_per_slot_not_per_attempt(deployment: Deployment, sink):
+    deployment.write(
+        "always",
+        """
+        from jobhost import job, every
+
+        @job(every(1).hours, retries=1, retry_delay=0)
+        def always_fails():
+            raise RuntimeError("no")
+        """,
+    )
+    done = deployment.cli(
+        "backfill", "always_fails", "--from", "2026-01-01T00:00", "--to", "2026-01-01T01:00", SENTRY_DSN=sink.dsn
+    )
+    assert done.returncode == 1
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["attempt"] for r in lines if r.get("event") == "run_retrying"] == [1, 1]
+    assert [r["attempt"] for r in lines if r.get("event") == "run_failed"] == [2, 2]
+    sent = sink.events()
+    assert sorted(e["tags"]["slot"] for e in sent) == ["2026-01-01T00:00:00+00:00", "2026-01-01T01:00:00+00:00"]
+    assert not sink.check_ins()  # runs by hand are not the schedule
+
+
+def test_a_paused_job_checks_in_ok_so_its_monitor_does_not_page(deployment: Deployment, sink, host):
+    deployment.write(
+        "paused",
+        """
+        from jobhost import job, every
+
+        @job(every(1).seconds)
+        def on_hold():
+            raise RuntimeError("never runs")
+        """,
+    )
+    assert deployment.cli("pause", "on_hold").returncode == 0
+    running = host(SENTRY_DSN=sink.dsn)
+    running.wait_for(lambda rs: len(events(rs, "on_hold", "run_skipped")) >= 2, what="two paused slots")
+    assert running.stop() == 0
+    assert {c["status"] for c in sink.check_ins() if c["monitor_slug"] == "on_hold"} == {"ok"}
+    assert sink.events() == []
+
+
+@pytest.mark.parametrize("refusal", ["401", "connection refused"])
+def test_a_sentry_that_refuses_events_is_said_once_in_the_log(deployment: Deployment, host, refusal: str):
+    from tests.sentry_servers import refused_dsn
+
+    deployment.write(
+        "fails",
+        """
+        from jobhost import job, every
+
+        @job(every(1).seconds)
+        def fails():
+            raise RuntimeError("lost")
+        """,
+    )
+    sink = EnvelopeSink(status=401)
+    try:
+        dsn = sink.dsn if refusal == "401" else refused_dsn()
+        running = host(SENTRY_DSN=dsn)
+        running.wait_for(lambda rs: len(events(rs, "fails", "run_failed")) >= 3, what="three lost failures")
+        assert running.stop() == 0
+    finally:
+        sink.close()
+    said = [r for r in running.records() if r.get("event") == "sentry_unreachable"]
+    assert len(said) == 1 and said[0]["level"] == "WARNING"
+    assert not [r for r in running.records() if r["logger"].startswith("urllib3")]
+
+
+def test_the_sdk_writes_nothing_but_log_lines_when_the_host_cannot_start(deployment: Deployment):
+    deployment.write("broken", "import no_such_library_anywhere\n")
+    hole = BlackHole()
+    try:
+        result = deployment.cli(SENTRY_DSN=hole.dsn, timeout=60)
+    finally:
+        hole.close()
+    assert result.returncode != 0
+    for line in (result.stdout + result.stderr).splitlines():
+        json.loads(line)  # every line is a JSON log line, none is the SDK's own text
+    assert "job_invalid" in result.stdout
