@@ -61,6 +61,8 @@ def write_local(directory: Path, python: str = sys.executable) -> Path:
             "user": getpass.getuser(),
             "log_file": str(directory / "jobs.log"),
             "env_file": "",  # a local run takes its settings from the environment
+            "log_max_bytes": "50MB",
+            "log_backups": "10",
         }
     )
     (directory / "jobs.conf").write_text(program)

@@ -107,7 +107,9 @@ class Controller:
         # Host variables, to win over the example's group_vars.
         (inventory / "hosts.ini").write_text(
             f"[jobhost]\n{host.inventory_line()} jobhost_logstash_host=127.0.0.1 "
-            f"jobhost_logstash_port={logstash_port} jobhost_start_timeout=20\n"
+            f"jobhost_logstash_port={logstash_port} jobhost_start_timeout=20 "
+            # Rotation every few seconds (the ping job writes 20 KB lines), so the tests see it.
+            "jobhost_log_max_bytes=200KB jobhost_log_backups=50\n"
         )
         self.password = directory / "vault-password"
         self.password.write_text(VAULT_PASSWORD)
@@ -182,9 +184,18 @@ def _program(host: DebianHost) -> tuple[str, int]:
     return status[1] if len(status) > 1 else "", pid
 
 
+def _log_files(host: DebianHost) -> list[Path]:
+    """The log and its rotated files, oldest first (jobs.log.2, jobs.log.1, jobs.log)."""
+    directory = host.dir / "var/log/jobhost"
+    rotated = sorted(directory.glob("jobs.log.*"), key=lambda p: -int(p.suffix[1:]))
+    return [*rotated, directory / "jobs.log"]
+
+
 def _log_lines(host: DebianHost) -> list[bytes]:
-    raw = (host.dir / "var/log/jobhost/jobs.log").read_bytes()
-    return raw.split(b"\n")[:-1]
+    lines: list[bytes] = []
+    for path in _log_files(host):
+        lines.extend(path.read_bytes().split(b"\n")[:-1])
+    return lines
 
 
 def _pings(lines: list[bytes]) -> list[dict]:
@@ -246,6 +257,18 @@ def test_lines_written_while_logstash_is_down_arrive_when_it_is_back_in_order(si
     # At a broken connection plain TCP can lose the line in flight, never reorder.
     assert sorted(delivered, key=written.index) == delivered
     assert set(written[before:]) <= set(delivered)
+
+
+def test_rsyslog_follows_the_rotated_log_and_ships_each_line_once(site):
+    host, _, logstash = site
+    rotations = len(_log_files(host))
+    wait_until(lambda: len(_log_files(host)) >= rotations + 2, timeout=90, what="two more rotations of the log")
+    written = _log_lines(host)
+    received = logstash[-1].received()
+    wait_until(lambda: len(logstash[-1].received()) >= len(received) + 5, timeout=30, what="lines after rotation")
+    received = logstash[-1].received()
+    start = written.index(received[0])  # the first line this listener got
+    assert received[: len(written) - start] == written[start:]  # each line once, in order, across files
 
 
 def test_a_release_that_fails_its_check_never_replaces_the_running_one(site):

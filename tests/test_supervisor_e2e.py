@@ -46,6 +46,8 @@ class Supervisor:
             "user": getpass.getuser(),
             "log_file": str(self.log),
             "env_file": "",
+            "log_max_bytes": "50MB",
+            "log_backups": "10",
         }
         (self.dir / "jobs.conf").write_text(render(values))
         self.conf = self.dir / "supervisord.conf"
