@@ -56,6 +56,8 @@ def _choice(choices: tuple[str, ...], fold: Callable[[str], str]) -> Callable[[s
 
 
 def _state_url(text: str) -> str:
+    if text.startswith(("postgresql://", "postgres://")) and len(text.split("://", 1)[1]) > 0:
+        return text
     if not text.startswith("sqlite:///") or text == "sqlite:///":
         raise ValueError
     return text
@@ -90,7 +92,8 @@ SETTINGS = (
     Setting(
         "JOBS_STATE_URL",
         "sqlite:///var/jobhost.sqlite3",
-        "`sqlite:///relative/path` (under the repository) or `sqlite:////absolute/path`",
+        "`sqlite:///relative/path` (under the repository), `sqlite:////absolute/path`, or "
+        "`postgresql://user:password@host:5432/database` (several hosts on one database)",
         "run history and job state",
         _state_url,
         secret=True,

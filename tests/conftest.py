@@ -149,5 +149,16 @@ def host(deployment: Deployment) -> Iterator[Callable[..., HostProcess]]:
             process.proc.wait(10)
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """A throw-away PostgreSQL cluster for the session (`new_database()` gives a fresh database)."""
+    from tests.postgres_cluster import Cluster, server_bin
+
+    require("PostgreSQL", server_bin() is not None, "install Debian's postgresql package (./dev test does as root)")
+    cluster = Cluster()
+    yield cluster
+    cluster.destroy()
+
+
 def events(records: list[dict], job: str, event: str) -> list[dict]:
     return [r for r in records if r.get("job") == job and r.get("event") == event]

@@ -1,4 +1,4 @@
-"""The state store contract, run against every backend (SQLite today; PostgreSQL joins later)."""
+"""The state store contract, run unchanged against every backend: SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,9 +16,13 @@ from jobhost.store import RunRecord, StateStore, open_store
 T0 = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    opened = open_store(f"sqlite:///{tmp_path / 'state.sqlite3'}", tmp_path)
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres").new_database()
+    opened = open_store(url, tmp_path)
     yield opened
     opened.close()
 
@@ -224,3 +228,51 @@ def test_prune_goes_by_when_a_run_was_recorded_not_by_its_slot(store: StateStore
     store.add_run(_run("newest", "job", minutes=10, status=RunStatus.SUCCEEDED))
     assert store.prune(T0, limit=100) == 0
     assert {r.run_id for r in store.runs("job")} == {"bf", "newest"}
+
+
+def test_an_unreachable_database_is_a_store_error_without_the_password(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(StoreError) as info:
+        open_store(f"postgresql://jobs:hunter2@127.0.0.1:{port}/jobs", tmp_path)
+    assert f"postgresql://jobs@127.0.0.1:{port}/jobs" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_hosts_starting_at_once_create_the_schema_once(postgres, tmp_path: Path) -> None:
+    import threading
+
+    url = postgres.new_database()
+    opened: list[StateStore] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            opened.append(open_store(url, tmp_path))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == [] and len(opened) == 5
+    opened[0].add_run(_run("r1"))
+    assert [r.run_id for r in opened[4].runs()] == ["r1"]
+    for store in opened:
+        store.close()
+
+
+def test_only_one_loop_per_database_until_slots_are_claimed_there(postgres, tmp_path: Path) -> None:
+    url = postgres.new_database()
+    first, second = open_store(url, tmp_path), open_store(url, tmp_path)
+    first.lock_for_loop(111)
+    with pytest.raises(StoreError, match="another host loop"):
+        second.lock_for_loop(222)
+    first.close()
+    second.lock_for_loop(222)  # the lock went with the first loop
+    second.close()

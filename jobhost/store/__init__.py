@@ -1,4 +1,5 @@
-"""Open the state store a URL names: ``sqlite:///relative/path`` or ``sqlite:////absolute/path``."""
+"""Open the state store a URL names: ``sqlite:///relative/path``, ``sqlite:////absolute/path``
+or ``postgresql://user:password@host:port/database``."""
 
 from __future__ import annotations
 
@@ -18,5 +19,11 @@ def open_store(url: str, base_dir: Path) -> StateStore:
         if not str(path):
             raise StoreError("the SQLite URL names no file: write sqlite:///var/jobhost.sqlite3")
         return SQLiteStore(path if path.is_absolute() else base_dir / path)
+    if url.startswith(("postgresql://", "postgres://")):
+        from jobhost.store.postgres import PostgresStore  # only hosts on PostgreSQL load psycopg
+
+        return PostgresStore(url)
     scheme = url.split(":", 1)[0] if ":" in url else url
-    raise StoreError(f"unknown state store {scheme!r}: use sqlite:///path/to/file.sqlite3")
+    raise StoreError(
+        f"unknown state store {scheme!r}: use sqlite:///path/to/file.sqlite3 or postgresql://user@host/database"
+    )

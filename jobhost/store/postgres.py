@@ -1,0 +1,152 @@
+"""The PostgreSQL state store: one database shared by several hosts (psycopg 3, a small pool).
+
+The tables mirror the SQLite store's. The schema is created and migrated inside
+a transaction holding an advisory lock, so hosts starting at once do it once.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from jobhost.errors import StoreError
+from jobhost.store.sql import SQLStore
+
+SCHEMA_VERSION = 1
+_MIGRATION_LOCK = 0x6A6F6273  # "jobs": the advisory lock key held while the schema is made
+_LOOP_LOCK = 0x6C6F6F70  # "loop": held by the database's one forever loop
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS jobhost_schema_version (version INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS jobhost_runs (
+        seq         BIGSERIAL PRIMARY KEY,
+        run_id      TEXT NOT NULL UNIQUE,
+        job         TEXT NOT NULL,
+        slot        TEXT NOT NULL,
+        slot_epoch  DOUBLE PRECISION NOT NULL,
+        attempt     INTEGER NOT NULL,
+        status      TEXT NOT NULL,
+        reason      TEXT NOT NULL DEFAULT '',
+        started     TIMESTAMPTZ,
+        ended       TIMESTAMPTZ,
+        duration_ms BIGINT,
+        host        TEXT NOT NULL DEFAULT '',
+        pid         INTEGER
+    )""",
+    "CREATE INDEX IF NOT EXISTS jobhost_runs_by_job ON jobhost_runs (job, seq)",
+    "CREATE INDEX IF NOT EXISTS jobhost_runs_by_slot ON jobhost_runs (job, slot_epoch)",
+    "CREATE INDEX IF NOT EXISTS jobhost_runs_running ON jobhost_runs (host) WHERE status IN ('running', 'waiting')",
+    """CREATE TABLE IF NOT EXISTS jobhost_heartbeats (
+        host    TEXT PRIMARY KEY,
+        pid     INTEGER NOT NULL,
+        beat_at TIMESTAMPTZ NOT NULL,
+        stopped BOOLEAN NOT NULL DEFAULT FALSE
+    )""",
+    """CREATE TABLE IF NOT EXISTS jobhost_retries (
+        job        TEXT NOT NULL,
+        slot       TEXT NOT NULL,
+        slot_epoch DOUBLE PRECISION NOT NULL,
+        attempt    INTEGER NOT NULL,
+        due        TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (job, slot_epoch)
+    )""",
+    """CREATE TABLE IF NOT EXISTS jobhost_job_state (
+        job    TEXT PRIMARY KEY,
+        paused BOOLEAN NOT NULL DEFAULT FALSE
+    )""",
+]
+
+
+class PostgresStore(SQLStore):
+    """Run history and job state in PostgreSQL (see StateStore for the methods)."""
+
+    prefix = "jobhost_"  # the database may hold other applications' tables
+
+    def __init__(self, url: str):
+        self.url = url
+        self._loop_conn: psycopg.Connection | None = None
+        try:
+            psycopg.connect(url, connect_timeout=10).close()  # fails at once with the server's own reason
+            self._pool = ConnectionPool(url, min_size=1, max_size=4, open=True, timeout=10, kwargs={"autocommit": True})
+            self._pool.wait(timeout=10)
+            self._migrate()
+        except (psycopg.Error, OSError) as exc:
+            self._close_pool()
+            raise StoreError(f"cannot use the PostgreSQL state store at {_safe(url)}: {_first_line(exc)}") from None
+        except PoolTimeout:
+            self._close_pool()
+            raise StoreError(f"cannot reach the PostgreSQL state store at {_safe(url)} within 10 s") from None
+        except StoreError:
+            self._close_pool()
+            raise
+
+    def _migrate(self) -> None:
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            row = conn.execute("SELECT version FROM jobhost_schema_version").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO jobhost_schema_version VALUES (%s)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the state database at {_safe(self.url)} has schema version {row[0]}, newer than this "
+                    f"jobhost's {SCHEMA_VERSION}; run a newer jobhost on every host"
+                )
+
+    def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._pool.connection() as conn:
+            return conn.execute(sql.replace("?", "%s"), params).fetchall()
+
+    def _one(self, sql: str, params: tuple = ()) -> tuple | None:
+        with self._pool.connection() as conn:
+            return conn.execute(sql.replace("?", "%s"), params).fetchone()
+
+    def _do(self, sql: str, params: tuple = ()) -> int:
+        with self._pool.connection() as conn:
+            return conn.execute(sql.replace("?", "%s"), params).rowcount
+
+    def _next_seq(self) -> str:
+        return ""  # BIGSERIAL
+
+    def lock_for_loop(self, pid: int) -> None:
+        """One forever loop per database, for now: a session advisory lock held on a connection of
+        its own for as long as the loop runs. (Until slots are claimed in the database, two loops
+        on one database would both run every slot.)"""
+        conn = psycopg.connect(self.url, autocommit=True)
+        locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOOP_LOCK,)).fetchone()
+        if not locked or not locked[0]:
+            conn.close()
+            row = self._one("SELECT host, pid FROM jobhost_heartbeats WHERE NOT stopped ORDER BY beat_at DESC LIMIT 1")
+            holder = f"pid {row[1]} on {row[0]}" if row is not None else "another process"
+            raise StoreError(
+                f"another host loop ({holder}) is running against {_safe(self.url)}; one loop per database "
+                "for now: stop it first, or give this host its own JOBS_STATE_URL"
+            )
+        self._loop_conn = conn
+
+    def close(self) -> None:
+        if self._loop_conn is not None:
+            self._loop_conn.close()  # releases the loop lock
+            self._loop_conn = None
+        self._close_pool()
+
+    def _close_pool(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "the configured URL"
+    return (
+        f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

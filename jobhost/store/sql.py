@@ -1,0 +1,228 @@
+"""What the SQL stores share: every query of the StateStore interface, written once.
+
+A backend supplies the connection (`_all`, `_one`, `_do` with `?` placeholders),
+its table prefix, how it keeps a timestamp, and how a run gets its place in
+insertion order. SQLite and PostgreSQL differ in nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from jobhost.outcomes import RunStatus
+from jobhost.retries import PendingRetry
+from jobhost.store.base import SETTLED, Heartbeat, RunRecord
+
+SETTLED_SQL = ",".join(f"'{status}'" for status in sorted(SETTLED))  # for IN (...)
+COLUMNS = "run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid"
+# A run or a waiting slot still open: what a dead host leaves behind.
+_OPEN = "(status = 'running' OR (status = 'waiting' AND ended IS NULL))"
+
+
+class SQLStore:
+    """The queries; subclasses provide the connection and the few things that differ."""
+
+    prefix = ""  # table name prefix
+
+    # -- what a backend provides -----------------------------------------
+
+    def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def _one(self, sql: str, params: tuple = ()) -> tuple | None:
+        raise NotImplementedError
+
+    def _do(self, sql: str, params: tuple = ()) -> int:
+        raise NotImplementedError
+
+    def _next_seq(self) -> str:
+        """SQL for the new run's place in insertion order ('' when the column fills itself)."""
+        raise NotImplementedError
+
+    def _time(self, value: dt.datetime | None) -> Any:
+        """A timestamp as the database keeps it."""
+        return value
+
+    def _from_db(self, value: Any) -> dt.datetime | None:
+        return value
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("{t}", self.prefix)
+
+    # -- the interface ---------------------------------------------------
+
+    def add_run(self, record: RunRecord) -> None:
+        seq = self._next_seq()
+        self._do(
+            self._q(
+                f"INSERT INTO {{t}}runs ({COLUMNS}, slot_epoch{', seq' if seq else ''}) "
+                f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?{', ' + seq if seq else ''})"
+            ),
+            (
+                record.run_id,
+                record.job,
+                record.slot.isoformat(),
+                record.attempt,
+                str(record.status),
+                record.reason,
+                self._time(record.started),
+                self._time(record.ended),
+                record.duration_ms,
+                record.host,
+                record.pid,
+                record.slot.timestamp(),
+            ),
+        )
+
+    def set_pid(self, run_id: str, pid: int) -> None:
+        self._do(self._q("UPDATE {t}runs SET pid = ? WHERE run_id = ?"), (pid, run_id))
+
+    def finish_run(
+        self, run_id: str, status: RunStatus, reason: str, ended: dt.datetime, duration_ms: int | None
+    ) -> None:
+        self._do(
+            self._q("UPDATE {t}runs SET status = ?, reason = ?, ended = ?, duration_ms = ? WHERE run_id = ?"),
+            (str(status), reason, self._time(ended), duration_ms, run_id),
+        )
+
+    def runs(self, job: str | None = None, limit: int = 20) -> list[RunRecord]:
+        if job is None:
+            rows = self._all(self._q(f"SELECT {COLUMNS} FROM {{t}}runs ORDER BY seq DESC LIMIT ?"), (limit,))
+        else:
+            rows = self._all(
+                self._q(f"SELECT {COLUMNS} FROM {{t}}runs WHERE job = ? ORDER BY seq DESC LIMIT ?"), (job, limit)
+            )
+        return [self._record(row) for row in rows]
+
+    def add_retry(self, retry: PendingRetry) -> None:
+        self._do(
+            self._q(
+                "INSERT INTO {t}retries (job, slot, slot_epoch, attempt, due) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (job, slot_epoch) DO UPDATE SET attempt = excluded.attempt, due = excluded.due"
+            ),
+            (retry.job, retry.slot.isoformat(), retry.slot.timestamp(), retry.attempt, self._time(retry.due)),
+        )
+
+    def drop_retry(self, job: str, slot: dt.datetime) -> None:
+        self._do(self._q("DELETE FROM {t}retries WHERE job = ? AND slot_epoch = ?"), (job, slot.timestamp()))
+
+    def pending_retries(self) -> list[PendingRetry]:
+        rows = self._all(self._q("SELECT job, slot, attempt, due FROM {t}retries ORDER BY due"))
+        return [
+            PendingRetry(self._from_db(due), job, dt.datetime.fromisoformat(slot), attempt)  # type: ignore[arg-type]
+            for job, slot, attempt, due in rows
+        ]
+
+    def succeeded_slots(self, job: str, start: dt.datetime, end: dt.datetime) -> set[float]:
+        rows = self._all(
+            self._q(
+                "SELECT DISTINCT slot_epoch FROM {t}runs WHERE job = ? AND status = 'succeeded' "
+                "AND slot_epoch BETWEEN ? AND ?"
+            ),
+            (job, start.timestamp(), end.timestamp()),
+        )
+        return {row[0] for row in rows}
+
+    def prune(self, before: dt.datetime, limit: int) -> int:
+        # By when the run was recorded, not by its slot: a backfill of last year is recent history.
+        return self._do(
+            self._q(
+                "DELETE FROM {t}runs WHERE seq IN ("
+                "  SELECT seq FROM {t}runs WHERE COALESCE(ended, started) < ? AND status != 'running'"
+                "  AND seq NOT IN (SELECT MAX(seq) FROM {t}runs GROUP BY job)"
+                f"  AND seq NOT IN (SELECT MAX(seq) FROM {{t}}runs WHERE status IN ({SETTLED_SQL}) GROUP BY job)"
+                "  ORDER BY seq LIMIT ?)"
+            ),
+            (self._time(before.astimezone(dt.UTC)), limit),
+        )
+
+    def unsettled_slots(self, job: str, since: dt.datetime, before: dt.datetime) -> list[dt.datetime]:
+        rows = self._all(
+            self._q(
+                "SELECT MIN(slot), slot_epoch FROM {t}runs WHERE job = ? AND slot_epoch >= ? AND slot_epoch < ? "
+                "GROUP BY slot_epoch "
+                f"HAVING SUM(CASE WHEN status IN ({SETTLED_SQL}) AND reason != 'paused' THEN 1 ELSE 0 END) = 0 "
+                f"AND SUM(CASE WHEN {_OPEN} THEN 1 ELSE 0 END) = 0 "
+                "ORDER BY slot_epoch"
+            ),
+            (job, since.timestamp(), before.timestamp()),
+        )
+        return [dt.datetime.fromisoformat(slot) for slot, _ in rows]
+
+    def final_status(self, job: str, slot: dt.datetime) -> RunStatus | None:
+        row = self._one(
+            self._q(
+                f"SELECT status FROM {{t}}runs WHERE job = ? AND slot_epoch = ? AND status IN ({SETTLED_SQL}) "
+                "AND reason != 'paused' ORDER BY seq DESC LIMIT 1"
+            ),
+            (job, slot.timestamp()),
+        )
+        return None if row is None else RunStatus(row[0])
+
+    def settled_slots(self) -> dict[str, dt.datetime]:
+        rows = self._all(
+            self._q(
+                f"SELECT job, MAX(CASE WHEN status IN ({SETTLED_SQL}) AND reason != 'paused' THEN slot_epoch END), "
+                "MIN(slot_epoch) FROM {t}runs GROUP BY job"
+            )
+        )
+        bases = {}
+        for job, newest_settled, oldest in rows:
+            # A job with runs but none settled (its first run was interrupted) starts before its oldest.
+            epoch = newest_settled if newest_settled is not None else oldest - 1e-6
+            bases[job] = dt.datetime.fromtimestamp(epoch, dt.UTC)
+        return bases
+
+    def last_statuses(self) -> dict[str, RunStatus]:
+        rows = self._all(
+            self._q("SELECT job, status FROM {t}runs WHERE seq IN (SELECT MAX(seq) FROM {t}runs GROUP BY job)")
+        )
+        return {job: RunStatus(status) for job, status in rows}
+
+    def set_paused(self, job: str, paused: bool) -> None:
+        self._do(
+            self._q(
+                "INSERT INTO {t}job_state (job, paused) VALUES (?, ?) "
+                "ON CONFLICT (job) DO UPDATE SET paused = excluded.paused"
+            ),
+            (job, paused),
+        )
+
+    def paused_jobs(self) -> set[str]:
+        return {row[0] for row in self._all(self._q("SELECT job FROM {t}job_state WHERE paused"))}
+
+    def running(self, host: str) -> list[RunRecord]:
+        rows = self._all(self._q(f"SELECT {COLUMNS} FROM {{t}}runs WHERE {_OPEN} AND host = ? ORDER BY seq"), (host,))
+        return [self._record(row) for row in rows]
+
+    def beat(self, host: str, pid: int, at: dt.datetime, *, stopped: bool = False) -> None:
+        self._do(
+            self._q(
+                "INSERT INTO {t}heartbeats (host, pid, beat_at, stopped) VALUES (?, ?, ?, ?) ON CONFLICT (host) "
+                "DO UPDATE SET pid = excluded.pid, beat_at = excluded.beat_at, stopped = excluded.stopped"
+            ),
+            (host, pid, self._time(at), stopped),
+        )
+
+    def heartbeat(self, host: str) -> Heartbeat | None:
+        row = self._one(self._q("SELECT pid, beat_at, stopped FROM {t}heartbeats WHERE host = ?"), (host,))
+        if row is None:
+            return None
+        return Heartbeat(host, row[0], self._from_db(row[1]), bool(row[2]))  # type: ignore[arg-type]
+
+    def _record(self, row: tuple[Any, ...]) -> RunRecord:
+        run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid = row
+        return RunRecord(
+            run_id=run_id,
+            job=job,
+            slot=dt.datetime.fromisoformat(slot),
+            attempt=attempt,
+            status=RunStatus(status),
+            reason=reason,
+            started=self._from_db(started),
+            ended=self._from_db(ended),
+            duration_ms=duration_ms,
+            host=host,
+            pid=pid,
+        )

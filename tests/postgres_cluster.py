@@ -1,0 +1,72 @@
+"""A throw-away PostgreSQL cluster for the tests: initdb and pg_ctl from the machine's
+server binaries (Debian's `postgresql` package), on 127.0.0.1, fsync off; a fresh
+database per test. As root the server runs as the `postgres` user (initdb refuses root)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+
+import psycopg
+
+
+def server_bin() -> str | None:
+    """The newest installed server's bin directory."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    return os.path.dirname(found[-1]) if found else None
+
+
+class Cluster:
+    def __init__(self) -> None:
+        binaries = server_bin()
+        assert binaries is not None
+        self.bin = binaries
+        self.base = tempfile.mkdtemp(prefix="jobhost-pg-")
+        self.data = os.path.join(self.base, "data")
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self._as_postgres(
+            "initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8",
+            "--no-sync", "--no-instructions",
+        )  # fmt: skip
+        self.start()
+
+    def _as_postgres(self, tool: str, *args: str) -> None:
+        command = [os.path.join(self.bin, tool), *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+
+    def start(self) -> None:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._as_postgres("pg_ctl", "-D", self.data, "-l", os.path.join(self.base, "log"), "-w", "-o", options, "start")
+
+    def stop(self) -> None:
+        self._as_postgres("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def new_database(self) -> str:
+        """A fresh, empty database; its URL."""
+        name = f"jobs_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def destroy(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
