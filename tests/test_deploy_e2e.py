@@ -238,6 +238,14 @@ def test_a_second_deploy_with_no_change_changes_nothing(site):
     assert _program(host) == ("RUNNING", pid)
 
 
+def test_a_deploy_repairs_a_program_that_is_not_running(site):
+    host, controller, _ = site
+    host.run("supervisorctl stop jobs")
+    repaired = controller.deploy()
+    assert repaired.returncode == 0, repaired.stdout[-4000:]
+    assert _program(host)[0] == "RUNNING"
+
+
 def test_lines_written_while_logstash_is_down_arrive_when_it_is_back_in_order(site):
     host, _, logstash = site
     port = logstash[0].port
