@@ -332,6 +332,38 @@ def history(app: _App, name: str | None, limit: int, as_json: bool) -> None:
     )
 
 
+@cli.command("migrate-state")
+@click.argument("target")
+@pass_app
+def migrate_state(app: _App, target: str) -> None:
+    """Copy the run history and job state from JOBS_STATE_URL to TARGET (an empty store),
+    e.g. from SQLite to postgresql://user:password@host/database. Stop the host first."""
+    settings = app.load()
+    source = app.store()
+    try:
+        try:
+            source.lock_for_loop(os.getpid())  # no loop may write while the history moves
+        except StoreError as exc:
+            app.fail(f"{exc}; stop the host before moving its state", 1)
+        try:
+            destination = open_store(target, settings.base_dir)
+        except StoreError as exc:
+            app.fail(f"TARGET: {exc}", 2)
+        try:
+            if destination.runs(limit=1) or destination.paused_jobs():
+                app.fail("TARGET already holds run history; migrate-state only fills an empty store", 1)
+            dump = source.dump()
+            destination.load(dump)
+        finally:
+            destination.close()
+    finally:
+        source.close()
+    click.echo(
+        f"copied {len(dump.runs)} runs, {len(dump.retries)} pending retries and {len(dump.paused)} paused jobs; "
+        "now set JOBS_STATE_URL to the target on every host"
+    )
+
+
 @cli.command()
 @click.argument("name")
 @pass_app

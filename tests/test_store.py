@@ -276,3 +276,18 @@ def test_only_one_loop_per_database_until_slots_are_claimed_there(postgres, tmp_
     first.close()
     second.lock_for_loop(222)  # the lock went with the first loop
     second.close()
+
+
+def test_a_dump_loaded_into_another_store_keeps_everything(store: StateStore, tmp_path: Path) -> None:
+    from jobhost.retries import PendingRetry
+
+    store.add_run(_run("r1", minutes=0, status=RunStatus.SUCCEEDED, ended=T0, duration_ms=5))
+    store.add_run(_run("r2", minutes=10, status=RunStatus.FAILED, reason="ValueError: x", ended=T0, duration_ms=7))
+    store.add_retry(PendingRetry(T0 + dt.timedelta(minutes=11), "nightly", T0 + dt.timedelta(minutes=10), 2))
+    store.set_paused("weekly", True)
+    other = open_store(f"sqlite:///{tmp_path / 'other.sqlite3'}", tmp_path)
+    other.load(store.dump())
+    assert other.runs() == store.runs()
+    assert other.pending_retries() == store.pending_retries()
+    assert other.paused_jobs() == {"weekly"}
+    other.close()

@@ -50,6 +50,15 @@ class Heartbeat:
     stopped: bool = False
 
 
+@dataclass
+class StateDump:
+    """A store's whole contents, to move it to another store (`migrate-state`)."""
+
+    runs: list[RunRecord]
+    retries: list[PendingRetry]
+    paused: set[str]
+
+
 # Outcomes that settle a slot: catch-up starts after the newest of them. A slot
 # left interrupted, abandoned or paused is still owed a run.
 SETTLED = frozenset(
@@ -125,6 +134,12 @@ class StateStore(Protocol):
 
     def lock_for_loop(self, pid: int) -> None:
         """Claim the right to run the forever loop here, or raise StoreError naming who holds it."""
+
+    def dump(self) -> StateDump:
+        """Everything, to move to another store."""
+
+    def load(self, dump: StateDump) -> None:
+        """Add a dump's contents (to an empty store)."""
 
     def close(self) -> None:
         """Release the connection (and the loop's lock)."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from jobhost.outcomes import RunStatus
 from jobhost.retries import PendingRetry
-from jobhost.store.base import SETTLED, Heartbeat, RunRecord
+from jobhost.store.base import SETTLED, Heartbeat, RunRecord, StateDump
 
 SETTLED_SQL = ",".join(f"'{status}'" for status in sorted(SETTLED))  # for IN (...)
 COLUMNS = "run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid"
@@ -210,6 +210,21 @@ class SQLStore:
         if row is None:
             return None
         return Heartbeat(host, row[0], self._from_db(row[1]), bool(row[2]))  # type: ignore[arg-type]
+
+    def dump(self) -> StateDump:
+        """Everything a move to another store needs: runs in the order recorded, pending retries,
+        paused jobs."""
+        rows = self._all(self._q(f"SELECT {COLUMNS} FROM {{t}}runs ORDER BY seq"))
+        return StateDump([self._record(row) for row in rows], self.pending_retries(), self.paused_jobs())
+
+    def load(self, dump: StateDump) -> None:
+        """Add a dump's contents (to an empty store)."""
+        for record in dump.runs:
+            self.add_run(record)
+        for retry in dump.retries:
+            self.add_retry(retry)
+        for job in dump.paused:
+            self.set_paused(job, True)
 
     def _record(self, row: tuple[Any, ...]) -> RunRecord:
         run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid = row
