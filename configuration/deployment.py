@@ -35,7 +35,7 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
             history_days=settings.history_days,
             results_dir=_results_dir(settings.state_url),
         ),
-        reporters=tuple(start_sentry(settings)),
+        reporters=lambda: start_sentry(settings),
     )
 
 

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sentry_sdk.utils import BadDsn, Dsn
-
 from configuration.env_file import with_env_file
 from jobhost.durations import parse_duration
 from jobhost.errors import SettingError
@@ -72,6 +70,8 @@ def _directory(text: str) -> Path:
 
 
 def _dsn(text: str) -> str:
+    from sentry_sdk.utils import BadDsn, Dsn  # the SDK loads only when a DSN is set
+
     try:
         Dsn(text)
     except BadDsn:

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -44,10 +44,11 @@ class HostSettings:
     jobs_dir: Path
     timezone: ZoneInfo
     host: HostConfig = field(default_factory=HostConfig)
-    reporters: tuple[Reporter, ...] = ()  # observe runs besides the log (Sentry)
+    # What observes runs besides the log (Sentry): made only for the commands that run jobs.
+    reporters: Callable[[], Sequence[Reporter]] = tuple
 
     def make_host(self, jobs: dict[str, JobSpec], store: StateStore) -> Host:
-        return Host(jobs, store, self.host, Lifecycle(self.reporters))
+        return Host(jobs, store, self.host, Lifecycle(self.reporters()))
 
 
 Configure = Callable[..., HostSettings]

@@ -23,13 +23,14 @@ MAX_RUNTIME_CEILING = 40320  # minutes (28 days), Sentry's largest max_runtime
 _DAY = 86400
 
 
-def slug_for(name: str) -> str:
+def slug_for(name: str, *, unique: bool = False) -> str:
     """The monitor slug for a job name: lower case, `-` for anything Sentry refuses, at most 50
-    characters (a long name keeps a hash of the whole name, so two long names stay apart)."""
+    characters. A long name, or one whose slug another job has (`unique`), keeps a hash of the
+    whole name, so the two stay apart."""
     slug = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-") or "job"
     if slug.isdigit():
         slug = f"job-{slug}"
-    if len(slug) > SLUG_MAX:
+    if len(slug) > SLUG_MAX or unique:
         digest = hashlib.sha1(name.encode()).hexdigest()[:8]
         slug = f"{slug[: SLUG_MAX - 9].rstrip('-')}-{digest}"
     return slug

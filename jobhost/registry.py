@@ -298,22 +298,29 @@ class Registry:
         return problems
 
     def _shared_monitors(self) -> list[JobDefinitionError]:
-        """Two jobs checking in to one Sentry monitor would hide each other's failures."""
+        """Two jobs checking in to one Sentry monitor would hide each other's failures. A slug
+        derived from a name that another job's slug already has ('etl.daily', 'etl-daily') gets
+        the name's hash; two slugs given with monitor= are a definition error."""
         problems, owners = [], {}
-        for spec in self.jobs.values():
+        for name, spec in list(self.jobs.items()):
             if spec.monitor is None:
                 continue
             other = owners.setdefault(spec.monitor, spec)
-            if other is not spec:
-                problems.append(
-                    JobDefinitionError(
-                        f"its Sentry monitor slug {spec.monitor!r} is also the job {other.name!r}'s "
-                        f"({other.file}:{other.line}); give one of them monitor='another-slug'",
-                        job=spec.name,
-                        file=spec.file,
-                        line=spec.line,
-                    )
+            if other is spec:
+                continue
+            if spec.monitor == slug_for(name):  # derived, not chosen: make it unique
+                spec = self.jobs[name] = dataclasses.replace(spec, monitor=slug_for(name, unique=True))
+                owners[spec.monitor] = spec
+                continue
+            problems.append(
+                JobDefinitionError(
+                    f"its Sentry monitor slug {spec.monitor!r} is also the job {other.name!r}'s "
+                    f"({other.file}:{other.line}); give one of them monitor='another-slug'",
+                    job=spec.name,
+                    file=spec.file,
+                    line=spec.line,
                 )
+            )
         return problems
 
 

@@ -16,6 +16,7 @@ are breadcrumbs of it (unless the job says `report_each_attempt=True`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import json
 import logging
@@ -147,42 +148,51 @@ class ReportingTransport(HttpTransport):
 
 
 class Breadcrumbs(logging.Handler):
-    """Keeps the recent log lines of each slot (all its attempts), for its failure event."""
+    """Keeps the recent log records of each slot (all its attempts), for its failure event. They
+    are turned into breadcrumbs only when there is an event to send: most runs succeed."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.addFilter(RunContextFilter())  # a thread-isolated job's records get the run's fields
-        self._slots: OrderedDict[tuple[str, str], deque[dict[str, Any]]] = OrderedDict()
+        self._slots: OrderedDict[tuple[str, str], deque[logging.LogRecord]] = OrderedDict()
         self._guard = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
         job, slot = getattr(record, "job", None), getattr(record, "slot", None)
         if getattr(record, "run_id", None) is None or not isinstance(job, str) or not isinstance(slot, str):
             return
-        crumb: dict[str, Any] = {
-            "type": "default",
-            "category": record.name,
-            "level": _level(record.levelno),
-            "message": _cut(record.getMessage()),
-            "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
-        }
-        data = {k: getattr(record, k) for k in ("event", "stream", "attempt", "run_id") if hasattr(record, k)}
-        if data:
-            crumb["data"] = data
         with self._guard:
             lines = self._slots.get((job, slot))
             if lines is None:
                 lines = self._slots[(job, slot)] = deque(maxlen=MAX_BREADCRUMBS)
                 while len(self._slots) > MAX_SLOTS_TRACKED:
                     self._slots.popitem(last=False)
-            lines.append(crumb)
+            lines.append(record)
 
-    def take(self, context: RunContext, *, keep: bool) -> list[dict[str, Any]]:
-        """The slot's lines so far; forgotten unless `keep` (another attempt will follow)."""
-        key = (context.job, context.slot.isoformat())
+    def take(self, context: RunContext) -> list[dict[str, Any]]:
+        """The slot's lines so far, as breadcrumbs."""
         with self._guard:
-            lines = self._slots.get(key) if keep else self._slots.pop(key, None)
-            return list(lines or ())
+            records = list(self._slots.get((context.job, context.slot.isoformat())) or ())
+        return [_crumb(record) for record in records]
+
+    def forget(self, context: RunContext) -> None:
+        """The slot has ended for good."""
+        with self._guard:
+            self._slots.pop((context.job, context.slot.isoformat()), None)
+
+
+def _crumb(record: logging.LogRecord) -> dict[str, Any]:
+    crumb: dict[str, Any] = {
+        "type": "default",
+        "category": record.name,
+        "level": _level(record.levelno),
+        "message": _cut(record.getMessage()),
+        "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
+    }
+    data = {k: getattr(record, k) for k in ("event", "stream", "attempt", "run_id") if hasattr(record, k)}
+    if data:
+        crumb["data"] = data
+    return crumb
 
 
 class SentryReporter(Reporter):
@@ -238,8 +248,8 @@ class SentryReporter(Reporter):
             self._report_missed(event)
         elif event.status in _FAILURES and (event.final or (spec is not None and spec.report_each_attempt)):
             self._report_failure(event)
-        if event.status.ended:
-            self.breadcrumbs.take(event.context, keep=not event.final)
+        if event.status.ended and event.final:
+            self.breadcrumbs.forget(event.context)
 
     def on_beat(self) -> None:
         capture_checkin(monitor_slug=self._host_monitor, status="ok", monitor_config=self._host_config)
@@ -310,7 +320,7 @@ class SentryReporter(Reporter):
         job, status = event.context.job, event.status
         payload: dict[str, Any] = {}
         if event.exception and status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
-            payload = dict(event.exception)
+            payload = copy.deepcopy(event.exception)  # changed below; the event is shared with other reporters
         values = (payload.get("exception") or {}).get("values") or []
         fingerprint = ["jobhost", job, str(status)]
         if status == RunStatus.TIMED_OUT and values:
@@ -363,7 +373,7 @@ class SentryReporter(Reporter):
             fingerprint=fingerprint,
             tags={**self._tags(context), "status": str(event.status)},
             contexts={"run": {**run, **(extra or {})}},
-            breadcrumbs={"values": self.breadcrumbs.take(context, keep=True)},
+            breadcrumbs={"values": self.breadcrumbs.take(context)},
         )
         sentry_sdk.capture_event(_fit(payload))
 

@@ -150,7 +150,7 @@ def test_bad_sentry_options_are_reported_with_the_job(registry: Registry):
     assert "report_each_attempt must be True or False" in message
 
 
-def test_two_jobs_on_one_monitor_are_a_definition_error(registry: Registry):
+def test_two_jobs_on_one_monitor_slug_get_apart_or_are_told(registry: Registry):
     from jobhost.errors import JobDefinitionError
 
     @registry.job(registry.every(10).minutes, name="Mixed.Case")
@@ -159,5 +159,15 @@ def test_two_jobs_on_one_monitor_are_a_definition_error(registry: Registry):
     @registry.job(registry.every(10).minutes, name="mixed-case")
     def b() -> None: ...
 
-    with pytest.raises(JobDefinitionError, match=r"slug 'mixed-case' is also the job 'Mixed\.Case'"):
+    assert registry.validate() == []  # derived slugs: the second keeps a hash of its name
+    assert registry.jobs["Mixed.Case"].monitor == "mixed-case"
+    assert registry.jobs["mixed-case"].monitor.startswith("mixed-case-")
+
+    @registry.job(registry.every(10).minutes, name="c", monitor="shared")
+    def c() -> None: ...
+
+    @registry.job(registry.every(10).minutes, name="d", monitor="shared")
+    def d() -> None: ...
+
+    with pytest.raises(JobDefinitionError, match=r"slug 'shared' is also the job 'c'"):
         registry.validate()

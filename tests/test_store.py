@@ -291,3 +291,14 @@ def test_a_dump_loaded_into_another_store_keeps_everything(store: StateStore, tm
     assert other.pending_retries() == store.pending_retries()
     assert other.paused_jobs() == {"weekly"}
     other.close()
+
+
+def test_a_load_that_fails_part_way_leaves_the_store_empty(store: StateStore) -> None:
+    from jobhost.store.base import StateDump
+
+    broken = StateDump([_run("same"), _run("same", minutes=10)], [], set())  # a run id twice
+    with pytest.raises(Exception):  # noqa: B017 - each database names the duplicate key its own way
+        store.load(broken)
+    assert store.runs() == []
+    store.add_run(_run("after"))  # and the store is still usable
+    assert [r.run_id for r in store.runs()] == ["after"]

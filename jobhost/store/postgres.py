@@ -6,6 +6,9 @@ a transaction holding an advisory lock, so hosts starting at once do it once.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -70,12 +73,12 @@ class PostgresStore(SQLStore):
             self._pool = ConnectionPool(url, min_size=1, max_size=4, open=True, timeout=10, kwargs={"autocommit": True})
             self._pool.wait(timeout=10)
             self._migrate()
+        except PoolTimeout:  # before psycopg.Error, of which it is a kind
+            self._close_pool()
+            raise StoreError(f"cannot reach the PostgreSQL state store at {_safe(url)} within 10 s") from None
         except (psycopg.Error, OSError) as exc:
             self._close_pool()
             raise StoreError(f"cannot use the PostgreSQL state store at {_safe(url)}: {_first_line(exc)}") from None
-        except PoolTimeout:
-            self._close_pool()
-            raise StoreError(f"cannot reach the PostgreSQL state store at {_safe(url)} within 10 s") from None
         except StoreError:
             self._close_pool()
             raise
@@ -94,16 +97,32 @@ class PostgresStore(SQLStore):
                     f"jobhost's {SCHEMA_VERSION}; run a newer jobhost on every host"
                 )
 
+    def _connection(self) -> contextlib.AbstractContextManager[psycopg.Connection]:
+        """The transaction's connection inside `_transaction`, else one from the pool."""
+        held = self._held
+        return contextlib.nullcontext(held) if held is not None else self._pool.connection()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._pool.connection() as conn, conn.transaction():
+            self._held = conn
+            try:
+                yield
+            finally:
+                self._held = None
+
+    _held: psycopg.Connection | None = None
+
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             return conn.execute(sql.replace("?", "%s"), params).fetchall()
 
     def _one(self, sql: str, params: tuple = ()) -> tuple | None:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             return conn.execute(sql.replace("?", "%s"), params).fetchone()
 
     def _do(self, sql: str, params: tuple = ()) -> int:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             return conn.execute(sql.replace("?", "%s"), params).rowcount
 
     def _next_seq(self) -> str:
@@ -113,8 +132,13 @@ class PostgresStore(SQLStore):
         """One forever loop per database, for now: a session advisory lock held on a connection of
         its own for as long as the loop runs. (Until slots are claimed in the database, two loops
         on one database would both run every slot.)"""
-        conn = psycopg.connect(self.url, autocommit=True)
-        locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOOP_LOCK,)).fetchone()
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOOP_LOCK,)).fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot lock the PostgreSQL state store at {_safe(self.url)}: {_first_line(exc)}"
+            ) from None
         if not locked or not locked[0]:
             conn.close()
             row = self._one("SELECT host, pid FROM jobhost_heartbeats WHERE NOT stopped ORDER BY beat_at DESC LIMIT 1")

@@ -7,7 +7,9 @@ insertion order. SQLite and PostgreSQL differ in nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 from jobhost.outcomes import RunStatus
@@ -46,6 +48,12 @@ class SQLStore:
 
     def _from_db(self, value: Any) -> dt.datetime | None:
         return value
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Everything inside is written at once or not at all."""
+        raise NotImplementedError
+        yield
 
     def _q(self, sql: str) -> str:
         return sql.replace("{t}", self.prefix)
@@ -218,13 +226,15 @@ class SQLStore:
         return StateDump([self._record(row) for row in rows], self.pending_retries(), self.paused_jobs())
 
     def load(self, dump: StateDump) -> None:
-        """Add a dump's contents (to an empty store)."""
-        for record in dump.runs:
-            self.add_run(record)
-        for retry in dump.retries:
-            self.add_retry(retry)
-        for job in dump.paused:
-            self.set_paused(job, True)
+        """Add a dump's contents (to an empty store), all or nothing: a load that fails part way
+        leaves the store as empty as it was, so it can simply be run again."""
+        with self._transaction():
+            for record in dump.runs:
+                self.add_run(record)
+            for retry in dump.retries:
+                self.add_retry(retry)
+            for job in dump.paused:
+                self.set_paused(job, True)
 
     def _record(self, row: tuple[Any, ...]) -> RunRecord:
         run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid = row

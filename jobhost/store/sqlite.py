@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from jobhost.errors import StoreError
@@ -98,6 +100,16 @@ class SQLiteStore(SQLStore):
 
     def _do(self, sql: str, params: tuple = ()) -> int:
         return self._db.execute(sql, params).rowcount
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _next_seq(self) -> str:
         return "(SELECT COALESCE(MAX(seq), 0) + 1 FROM runs)"
