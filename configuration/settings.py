@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from configuration.env_file import with_env_file
 from jobhost.durations import parse_duration
 from jobhost.errors import SettingError
 from jobhost.timezones import get_zone, system_zone
@@ -54,9 +53,9 @@ def _choice(choices: tuple[str, ...], fold: Callable[[str], str]) -> Callable[[s
 
 
 def _state_url(text: str) -> str:
-    if text.startswith(("postgresql://", "postgres://")) and len(text.split("://", 1)[1]) > 0:
-        return text
-    if not text.startswith("sqlite:///") or text == "sqlite:///":
+    if not text.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ValueError
+    if text in ("sqlite:///", "postgresql://", "postgres://"):  # a scheme naming no file or server
         raise ValueError
     return text
 
@@ -189,9 +188,9 @@ class Settings:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read every setting (the environment, then JOBS_ENV_FILE); raise SettingError naming the
-    first bad variable."""
-    environ = with_env_file(os.environ if environ is None else environ)
+    """Read every setting; raise SettingError naming the first bad variable. (The deployment puts
+    JOBS_ENV_FILE's values into the environment first: `apply_env_file`.)"""
+    environ = os.environ if environ is None else environ
     values = []
     for setting in SETTINGS:
         raw = environ.get(setting.variable, "").strip()

@@ -46,8 +46,8 @@ def run_child(
     context: RunContext,
     host_pid: int,
     fds: tuple[int, int, int],
-    result_file: Path | None = None,
-    lifecycle: Lifecycle | None = None,
+    result_file: Path | None,
+    lifecycle: Lifecycle,
 ) -> NoReturn:
     """Execute the job in this (forked) process and exit; never returns, whatever happens.
 
@@ -59,7 +59,7 @@ def run_child(
     code = _HARNESS_FAILED
     try:
         control = _prepare(*fds, context, host_pid, spec.name)
-        with (lifecycle or Lifecycle()).job_scope(context, forked=True):
+        with lifecycle.job_scope(context, forked=True):
             code = _execute(spec, context, control, result_file, lifecycle)
         _flush()
     finally:
@@ -67,14 +67,14 @@ def run_child(
 
 
 def _execute(
-    spec: JobSpec, context: RunContext, control: _Control, result_file: Path | None, lifecycle: Lifecycle | None
+    spec: JobSpec, context: RunContext, control: _Control, result_file: Path | None, lifecycle: Lifecycle
 ) -> int:
     """Call the job and report its result; return the exit code."""
     # A second stop signal must not interrupt the report of the first.
     outcome = call_job(
         lambda: spec.call(context.slot),
         after=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS),
-        detail=lifecycle.describe_exception if lifecycle is not None else None,
+        detail=lifecycle.describe_exception,
     )
     if result_file is not None:
         with contextlib.suppress(OSError):

@@ -37,7 +37,7 @@ def slug_for(name: str, *, unique: bool = False) -> str:
 
 
 def check_slug(value: object) -> str | None:
-    """A `monitor=` option: a slug, None (derive from the name) or False (no monitor)."""
+    """A `monitor=` option given by hand: its slug, or None for False (no monitor)."""
     if value is None or value is False:
         return None
     if not isinstance(value, str) or not SLUG.match(value):

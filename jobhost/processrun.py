@@ -46,7 +46,7 @@ class ProcessRun:
         lifecycle: Lifecycle | None = None,
     ):
         self.spec = spec
-        self.lifecycle = lifecycle
+        self.lifecycle = lifecycle or Lifecycle()
         self.host_fds = host_fds  # the host's descriptors, closed in the child
         self.result_file = result_file
         self.context = context

@@ -95,7 +95,9 @@ def test_readme_has_the_generated_settings_table():
 def test_the_env_file_supplies_settings_and_the_environment_wins(tmp_path):
     env_file = tmp_path / "jobs.env"
     env_file.write_text('JOBS_MAX_WORKERS=7\nJOBS_LOG_LEVEL=DEBUG\nSENTRY_DSN="https://key@sentry.example/3"\n')
-    settings = load_settings({"JOBS_ENV_FILE": str(env_file), "JOBS_LOG_LEVEL": "WARNING"})
+    from configuration.env_file import with_env_file
+
+    settings = load_settings(with_env_file({"JOBS_ENV_FILE": str(env_file), "JOBS_LOG_LEVEL": "WARNING"}))
     assert settings.max_workers == 7
     assert settings.log_level == "WARNING"
     assert settings.sentry_dsn == "https://key@sentry.example/3"
@@ -103,7 +105,9 @@ def test_the_env_file_supplies_settings_and_the_environment_wins(tmp_path):
 
 def test_an_env_file_that_cannot_be_read_is_refused_naming_the_variable(tmp_path):
     with pytest.raises(SettingError, match=r"JOBS_ENV_FILE='.*missing.env' is not valid: a readable file"):
-        load_settings({"JOBS_ENV_FILE": str(tmp_path / "missing.env")})
+        from configuration.env_file import with_env_file
+
+        load_settings(with_env_file({"JOBS_ENV_FILE": str(tmp_path / "missing.env")}))
 
 
 def test_the_env_file_reaches_the_jobs_environment(tmp_path):
