@@ -157,7 +157,7 @@ def cli(ctx: click.Context) -> None:
         settings = app.load(log_to_stdout=True, strict=True)
         store = app.store()
         try:
-            store.lock_for_loop(os.getpid())
+            store.lock_for_loop(os.getpid(), settings.host.hostname)
         except StoreError as exc:
             app.fail(str(exc), 1)
         try:
@@ -343,7 +343,7 @@ def migrate_state(app: _App, target: str) -> None:
     source = app.store()
     try:
         try:
-            source.lock_for_loop(os.getpid())  # no loop may write while the history moves
+            source.lock_for_loop(os.getpid(), settings.host.hostname)  # no loop may write while the history moves
         except StoreError as exc:
             app.fail(f"{exc}; stop the host before moving its state", 1)
         try:

@@ -62,3 +62,8 @@ def display_path(path: str) -> str:
     except ValueError:
         return path
     return path if shown.startswith("..") else shown
+
+
+class StoreUnavailable(StoreError):
+    """The state store cannot be reached just now (a database restart, a network partition):
+    the host waits and tries again rather than treating it as a fault of its own."""

@@ -160,5 +160,22 @@ def postgres() -> Iterator[object]:
     cluster.destroy()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty state store of each kind: every store test runs on both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture
+def store(store_url: str, tmp_path: Path) -> Iterator[object]:
+    from jobhost.store import open_store
+
+    opened = open_store(store_url, tmp_path)
+    yield opened
+    opened.close()
+
+
 def events(records: list[dict], job: str, event: str) -> list[dict]:
     return [r for r in records if r.get("job") == job and r.get("event") == event]

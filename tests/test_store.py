@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,17 +13,6 @@ from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, StateStore, open_store
 
 T0 = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres").new_database()
-    opened = open_store(url, tmp_path)
-    yield opened
-    opened.close()
 
 
 def _run(run_id: str, job: str = "nightly", minutes: int = 0, **fields: object) -> RunRecord:
@@ -267,15 +255,18 @@ def test_hosts_starting_at_once_create_the_schema_once(postgres, tmp_path: Path)
         store.close()
 
 
-def test_only_one_loop_per_database_until_slots_are_claimed_there(postgres, tmp_path: Path) -> None:
+def test_one_loop_per_host_name_on_a_shared_database(postgres, tmp_path: Path) -> None:
     url = postgres.new_database()
-    first, second = open_store(url, tmp_path), open_store(url, tmp_path)
-    first.lock_for_loop(111)
-    with pytest.raises(StoreError, match="another host loop"):
-        second.lock_for_loop(222)
+    first, second, other = (open_store(url, tmp_path) for _ in range(3))
+    first.beat("web-1", 111, T0)
+    first.lock_for_loop(111, "web-1")
+    other.lock_for_loop(333, "web-2")  # another host: welcome
+    with pytest.raises(StoreError, match=r"another host loop \(pid 111\) is running as host 'web-1'"):
+        second.lock_for_loop(222, "web-1")
     first.close()
-    second.lock_for_loop(222)  # the lock went with the first loop
+    second.lock_for_loop(222, "web-1")  # the lock went with the first loop
     second.close()
+    other.close()
 
 
 def test_a_dump_loaded_into_another_store_keeps_everything(store: StateStore, tmp_path: Path) -> None:

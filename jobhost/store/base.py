@@ -50,6 +50,34 @@ class Heartbeat:
     stopped: bool = False
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """How one claimed attempt of a slot ended: written with the claim's release, all at once."""
+
+    run_id: str
+    job: str
+    slot: dt.datetime
+    attempt: int
+    status: RunStatus
+    reason: str
+    ended: dt.datetime
+    duration_ms: int | None = None
+    retry: PendingRetry | None = None  # the slot's next attempt, if it gets one
+
+
+@dataclass(frozen=True)
+class TakenOver:
+    """A claim whose lease ran out, now held by the host that took it (under a new token)."""
+
+    job: str
+    slot: dt.datetime
+    attempt: int
+    run_id: str
+    previous_host: str
+    token: int
+    abandoned: bool  # a run was going: it is now recorded abandoned; else the slot was never started
+
+
 @dataclass
 class StateDump:
     """A store's whole contents, to move it to another store (`migrate-state`)."""
@@ -66,8 +94,22 @@ SETTLED = frozenset(
 )
 
 
+# The reason a run gets when another host takes its expired lease over.
+LEASE_EXPIRED = (
+    "host {previous} stopped renewing the run's lease (killed, hung or cut off from the state store); "
+    "{taker} took the slot over"
+)
+
+
 class StateStore(Protocol):
-    """Where runs and job state live; one instance per process, not shared across threads."""
+    """Where runs and job state live; one instance per process, not shared across threads.
+
+    Claims make each attempt of each slot happen once across hosts: a host inserts
+    (job, slot, attempt) before it records or starts anything for it, and only the
+    one insert that succeeds goes on. A claim is held under a lease the host renews
+    and a token that fences every later write: a host whose lease was taken over
+    writes nothing more for that attempt.
+    """
 
     def add_run(self, record: RunRecord) -> None:
         """Record a run before anything is started for it."""
@@ -132,8 +174,50 @@ class StateStore(Protocol):
     def heartbeat(self, host: str) -> Heartbeat | None:
         """The last heartbeat of `host`, if any."""
 
-    def lock_for_loop(self, pid: int) -> None:
-        """Claim the right to run the forever loop here, or raise StoreError naming who holds it."""
+    def lock_for_loop(self, pid: int, host: str = "") -> None:
+        """Claim the right to run the forever loop of `host` here, or raise StoreError naming who holds it."""
+
+    def claim(
+        self, job: str, slot: dt.datetime, attempt: int, run_id: str, host: str, lease: float | None
+    ) -> int | None:
+        """Claim one attempt of a slot for `host`; its token, or None if it was claimed before (by anyone).
+
+        `lease`: seconds the claim is held before another host may take it over; None for a
+        slot settled at once (missed, skipped)."""
+
+    def claim_and_record(self, record: RunRecord) -> bool:
+        """Claim the record's attempt settled and add the record, at once; False if claimed before."""
+
+    def start_run(self, record: RunRecord, token: int | None) -> bool:
+        """Add a running (or waiting) record under its claim; False if the claim is no longer held.
+
+        Without a token (a run nobody claims: `run`), just add the record."""
+
+    def settle(self, settlement: Settlement, token: int | None) -> bool:
+        """Record how an attempt ended, release its claim and keep its next attempt, at once;
+        False, writing nothing, if the claim was taken over."""
+
+    def record_unstarted(self, record: RunRecord, token: int) -> bool:
+        """Add a record for a claimed attempt that does not run (skipped) and release the claim."""
+
+    def renew(self, tokens: list[int], lease: float) -> set[int]:
+        """Extend the leases of held claims by `lease` seconds; the tokens still held."""
+
+    def take_over(
+        self, host: str, jobs: list[str], lease: float, now: dt.datetime, *, own: bool = False
+    ) -> list[TakenOver]:
+        """Take the claims of `jobs` whose lease ran out (`own`: every claim `host` still holds, at its
+        start); a run they covered is recorded abandoned (ended `now`). Claims whose attempt is already recorded
+        settled are simply released."""
+
+    def last_attempt(self, job: str, slot: dt.datetime) -> int:
+        """The highest attempt of the slot claimed or recorded (0 if none)."""
+
+    def running_runs(self, job: str) -> list[RunRecord]:
+        """The runs of `job` recorded as running, on any host."""
+
+    def database_time(self) -> dt.datetime:
+        """The state store's clock (the host's own for an embedded store)."""
 
     def dump(self) -> StateDump:
         """Everything, to move to another store."""

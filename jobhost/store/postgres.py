@@ -2,6 +2,9 @@
 
 The tables mirror the SQLite store's. The schema is created and migrated inside
 a transaction holding an advisory lock, so hosts starting at once do it once.
+A lost connection becomes StoreUnavailable within seconds, never a hang: the loop
+calls the store between runs, so connections time out quickly (connect 3 s, a
+pool checkout 2 s, unacknowledged data 5 s) and the pool reconnects by itself.
 """
 
 from __future__ import annotations
@@ -12,12 +15,21 @@ from collections.abc import Iterator
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from jobhost.errors import StoreError
+from jobhost.errors import StoreError, StoreUnavailable
 from jobhost.store.sql import SQLStore
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: claims
 _MIGRATION_LOCK = 0x6A6F6273  # "jobs": the advisory lock key held while the schema is made
-_LOOP_LOCK = 0x6C6F6F70  # "loop": held by the database's one forever loop
+# libpq parameters for every pooled connection: fail fast when the server is gone or cut off.
+_FAIL_FAST = {
+    "connect_timeout": 3,
+    "tcp_user_timeout": 5000,  # ms a sent packet may stay unacknowledged (a partition)
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+}
+CHECKOUT_TIMEOUT = 2.0  # seconds a store call waits for a pooled connection
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS jobhost_schema_version (version INTEGER NOT NULL)",
@@ -57,6 +69,19 @@ _SCHEMA = [
         job    TEXT PRIMARY KEY,
         paused BOOLEAN NOT NULL DEFAULT FALSE
     )""",
+    "CREATE SEQUENCE IF NOT EXISTS jobhost_claim_tokens",
+    """CREATE TABLE IF NOT EXISTS jobhost_claims (
+        job         TEXT NOT NULL,
+        slot        TEXT NOT NULL,
+        slot_epoch  DOUBLE PRECISION NOT NULL,
+        attempt     INTEGER NOT NULL,
+        run_id      TEXT NOT NULL,
+        host        TEXT NOT NULL,
+        token       BIGINT NOT NULL UNIQUE,
+        lease_until DOUBLE PRECISION,
+        PRIMARY KEY (job, slot_epoch, attempt)
+    )""",
+    "CREATE INDEX IF NOT EXISTS jobhost_claims_held ON jobhost_claims (lease_until) WHERE lease_until IS NOT NULL",
 ]
 
 
@@ -70,7 +95,15 @@ class PostgresStore(SQLStore):
         self._loop_conn: psycopg.Connection | None = None
         try:
             psycopg.connect(url, connect_timeout=10).close()  # fails at once with the server's own reason
-            self._pool = ConnectionPool(url, min_size=1, max_size=4, open=True, timeout=10, kwargs={"autocommit": True})
+            self._pool = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=4,
+                open=True,
+                timeout=CHECKOUT_TIMEOUT,
+                reconnect_timeout=24 * 3600,  # an outage is waited out, not given up on
+                kwargs={"autocommit": True, **_FAIL_FAST},
+            )
             self._pool.wait(timeout=10)
             self._migrate()
         except PoolTimeout:  # before psycopg.Error, of which it is a kind
@@ -91,6 +124,8 @@ class PostgresStore(SQLStore):
             row = conn.execute("SELECT version FROM jobhost_schema_version").fetchone()
             if row is None:
                 conn.execute("INSERT INTO jobhost_schema_version VALUES (%s)", (SCHEMA_VERSION,))
+            elif row[0] < SCHEMA_VERSION:  # the statements above added what was new
+                conn.execute("UPDATE jobhost_schema_version SET version = %s", (SCHEMA_VERSION,))
             elif row[0] > SCHEMA_VERSION:
                 raise StoreError(
                     f"the state database at {_safe(self.url)} has schema version {row[0]}, newer than this "
@@ -104,7 +139,10 @@ class PostgresStore(SQLStore):
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        with self._pool.connection() as conn, conn.transaction():
+        if self._held is not None:  # already inside one
+            yield
+            return
+        with self._unavailable(), self._pool.connection() as conn, conn.transaction():
             self._held = conn
             try:
                 yield
@@ -113,39 +151,59 @@ class PostgresStore(SQLStore):
 
     _held: psycopg.Connection | None = None
 
+    @contextlib.contextmanager
+    def _unavailable(self) -> Iterator[None]:
+        """A lost or refused connection, as StoreUnavailable naming the server (not its password)."""
+        try:
+            yield
+        except psycopg.OperationalError as exc:  # PoolTimeout is one
+            raise StoreUnavailable(
+                f"the PostgreSQL state store at {_safe(self.url)} is unreachable: {_first_line(exc)}"
+            ) from None
+
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with self._connection() as conn:
+        with self._unavailable(), self._connection() as conn:
             return conn.execute(sql.replace("?", "%s"), params).fetchall()
 
     def _one(self, sql: str, params: tuple = ()) -> tuple | None:
-        with self._connection() as conn:
+        with self._unavailable(), self._connection() as conn:
             return conn.execute(sql.replace("?", "%s"), params).fetchone()
 
     def _do(self, sql: str, params: tuple = ()) -> int:
-        with self._connection() as conn:
+        with self._unavailable(), self._connection() as conn:
             return conn.execute(sql.replace("?", "%s"), params).rowcount
 
     def _next_seq(self) -> str:
         return ""  # BIGSERIAL
 
-    def lock_for_loop(self, pid: int) -> None:
-        """One forever loop per database, for now: a session advisory lock held on a connection of
-        its own for as long as the loop runs. (Until slots are claimed in the database, two loops
-        on one database would both run every slot.)"""
+    def _new_token(self) -> str:
+        return "nextval('jobhost_claim_tokens')"
+
+    def _now(self) -> str:
+        return "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
+
+    _skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def lock_for_loop(self, pid: int, host: str = "") -> None:
+        """One forever loop per host name: a session advisory lock on the name, held on a
+        connection of its own for as long as the loop runs. (The name is the loop's identity
+        in claims and heartbeats; two loops sharing one would take each other's runs for their own.)"""
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
-            locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOOP_LOCK,)).fetchone()
+            locked = conn.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (f"jobhost-loop:{host}",)
+            ).fetchone()
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot lock the PostgreSQL state store at {_safe(self.url)}: {_first_line(exc)}"
             ) from None
         if not locked or not locked[0]:
             conn.close()
-            row = self._one("SELECT host, pid FROM jobhost_heartbeats WHERE NOT stopped ORDER BY beat_at DESC LIMIT 1")
-            holder = f"pid {row[1]} on {row[0]}" if row is not None else "another process"
+            beat = self.heartbeat(host)
+            holder = f"pid {beat.pid}" if beat is not None else "another process"
             raise StoreError(
-                f"another host loop ({holder}) is running against {_safe(self.url)}; one loop per database "
-                "for now: stop it first, or give this host its own JOBS_STATE_URL"
+                f"another host loop ({holder}) is running as host {host!r} against {_safe(self.url)}; "
+                "stop it first, or give this one its own JOBS_HOST_NAME"
             )
         self._loop_conn = conn
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from jobhost.outcomes import RunStatus
 from jobhost.retries import PendingRetry
-from jobhost.store.base import SETTLED, Heartbeat, RunRecord, StateDump
+from jobhost.store.base import LEASE_EXPIRED, SETTLED, Heartbeat, RunRecord, Settlement, StateDump, TakenOver
 
 SETTLED_SQL = ",".join(f"'{status}'" for status in sorted(SETTLED))  # for IN (...)
 COLUMNS = "run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid"
@@ -41,6 +41,16 @@ class SQLStore:
     def _next_seq(self) -> str:
         """SQL for the new run's place in insertion order ('' when the column fills itself)."""
         raise NotImplementedError
+
+    def _now(self) -> str:
+        """SQL for the database's clock in POSIX seconds: leases are timed by one clock for all hosts."""
+        raise NotImplementedError
+
+    def _new_token(self) -> str:
+        """SQL for a fencing token never given before."""
+        raise NotImplementedError
+
+    _skip_locked = ""  # what makes concurrent takers of expired claims pass each other by
 
     def _time(self, value: dt.datetime | None) -> Any:
         """A timestamp as the database keeps it."""
@@ -218,6 +228,151 @@ class SQLStore:
         if row is None:
             return None
         return Heartbeat(host, row[0], self._from_db(row[1]), bool(row[2]))  # type: ignore[arg-type]
+
+    # -- claims ------------------------------------------------------------
+
+    def claim(
+        self, job: str, slot: dt.datetime, attempt: int, run_id: str, host: str, lease: float | None
+    ) -> int | None:
+        lease_sql = "NULL" if lease is None else f"{self._now()} + ?"
+        row = self._one(
+            self._q(
+                "INSERT INTO {t}claims (job, slot, slot_epoch, attempt, run_id, host, token, lease_until) "
+                f"VALUES (?, ?, ?, ?, ?, ?, {self._new_token()}, {lease_sql}) "
+                "ON CONFLICT (job, slot_epoch, attempt) DO NOTHING RETURNING token"
+            ),
+            (job, slot.isoformat(), slot.timestamp(), attempt, run_id, host) + (() if lease is None else (lease,)),
+        )
+        return None if row is None else row[0]
+
+    def claim_and_record(self, record: RunRecord) -> bool:
+        with self._transaction():
+            if self.claim(record.job, record.slot, record.attempt, record.run_id, record.host, None) is None:
+                return False
+            self.add_run(record)
+        return True
+
+    def _release(self, token: int) -> bool:
+        """Settle a held claim; False if `token` no longer holds it."""
+        return (
+            self._do(
+                self._q("UPDATE {t}claims SET lease_until = NULL WHERE token = ? AND lease_until IS NOT NULL"), (token,)
+            )
+            == 1
+        )
+
+    def start_run(self, record: RunRecord, token: int | None) -> bool:
+        if token is None:
+            self.add_run(record)
+            return True
+        with self._transaction():
+            held = self._do(
+                self._q("UPDATE {t}claims SET run_id = ? WHERE token = ? AND lease_until IS NOT NULL"),
+                (record.run_id, token),
+            )
+            if held != 1:
+                return False
+            self.add_run(record)
+        return True
+
+    def settle(self, settlement: Settlement, token: int | None) -> bool:
+        s = settlement
+        with self._transaction():
+            if token is not None and not self._release(token):
+                return False
+            self.finish_run(s.run_id, s.status, s.reason, s.ended, s.duration_ms)
+            self._do(
+                self._q("DELETE FROM {t}retries WHERE job = ? AND slot_epoch = ? AND attempt <= ?"),
+                (s.job, s.slot.timestamp(), s.attempt),
+            )
+            if s.retry is not None:
+                self.add_retry(s.retry)
+        return True
+
+    def record_unstarted(self, record: RunRecord, token: int) -> bool:
+        with self._transaction():
+            if not self._release(token):
+                return False
+            self.add_run(record)
+        return True
+
+    def renew(self, tokens: list[int], lease: float) -> set[int]:
+        if not tokens:
+            return set()
+        marks = ", ".join("?" * len(tokens))
+        rows = self._all(
+            self._q(
+                f"UPDATE {{t}}claims SET lease_until = {self._now()} + ? "
+                f"WHERE token IN ({marks}) AND lease_until IS NOT NULL RETURNING token"
+            ),
+            (lease, *tokens),
+        )
+        return {row[0] for row in rows}
+
+    def take_over(
+        self, host: str, jobs: list[str], lease: float, now: dt.datetime, *, own: bool = False
+    ) -> list[TakenOver]:
+        if not jobs:
+            return []
+        marks = ", ".join("?" * len(jobs))
+        which = "host = ?" if own else f"lease_until < {self._now()}"
+        taken = []
+        with self._transaction():
+            rows = self._all(
+                self._q(
+                    "SELECT job, slot, attempt, run_id, host, token FROM {t}claims "
+                    f"WHERE lease_until IS NOT NULL AND {which} AND job IN ({marks}) "
+                    f"ORDER BY lease_until LIMIT 100{self._skip_locked}"
+                ),
+                ((host,) if own else ()) + tuple(jobs),
+            )
+            for job, slot, attempt, run_id, previous, token in rows:
+                run = self._one(self._q("SELECT status, ended FROM {t}runs WHERE run_id = ?"), (run_id,))
+                status = None if run is None else RunStatus(run[0])
+                if status == RunStatus.RUNNING and own:
+                    continue  # its process is still alive (recovery left it): not ours to take
+                if status not in (None, RunStatus.RUNNING, RunStatus.WAITING):
+                    self._release(token)  # already recorded as ended; only the release was lost
+                    continue
+                row = self._one(
+                    self._q(
+                        f"UPDATE {{t}}claims SET host = ?, token = {self._new_token()}, "
+                        f"lease_until = {self._now()} + ? WHERE token = ? RETURNING token"
+                    ),
+                    (host, lease, token),
+                )
+                reason = LEASE_EXPIRED.format(previous=previous, taker=host)
+                if status == RunStatus.RUNNING:
+                    self.finish_run(run_id, RunStatus.ABANDONED, reason, now, None)
+                elif status == RunStatus.WAITING:  # closed if still open; the slot is looked at anew
+                    self._do(
+                        self._q("UPDATE {t}runs SET reason = ?, ended = ? WHERE run_id = ? AND ended IS NULL"),
+                        (reason, self._time(now), run_id),
+                    )
+                slot_at = dt.datetime.fromisoformat(slot)
+                abandoned = status == RunStatus.RUNNING
+                taken.append(TakenOver(job, slot_at, attempt, run_id, previous, row[0], abandoned))  # type: ignore[index]
+        return taken
+
+    def last_attempt(self, job: str, slot: dt.datetime) -> int:
+        row = self._one(
+            self._q(
+                "SELECT MAX(attempt) FROM (SELECT attempt FROM {t}claims WHERE job = ? AND slot_epoch = ? "
+                "UNION ALL SELECT attempt FROM {t}runs WHERE job = ? AND slot_epoch = ?) AS attempts"
+            ),
+            (job, slot.timestamp(), job, slot.timestamp()),
+        )
+        return 0 if row is None or row[0] is None else row[0]
+
+    def running_runs(self, job: str) -> list[RunRecord]:
+        rows = self._all(
+            self._q(f"SELECT {COLUMNS} FROM {{t}}runs WHERE job = ? AND status = 'running' ORDER BY seq"), (job,)
+        )
+        return [self._record(row) for row in rows]
+
+    def database_time(self) -> dt.datetime:
+        row = self._one(f"SELECT {self._now()}")
+        return dt.datetime.fromtimestamp(row[0], dt.UTC)  # type: ignore[index]
 
     def dump(self) -> StateDump:
         """Everything a move to another store needs: runs in the order recorded, pending retries,

@@ -13,7 +13,7 @@ from pathlib import Path
 from jobhost.errors import StoreError
 from jobhost.store.sql import SQLStore
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: claims
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -53,6 +53,19 @@ CREATE TABLE IF NOT EXISTS job_state (
     job     TEXT PRIMARY KEY,
     paused  INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS claims (
+    job         TEXT NOT NULL,
+    slot        TEXT NOT NULL,
+    slot_epoch  REAL NOT NULL,
+    attempt     INTEGER NOT NULL,
+    run_id      TEXT NOT NULL,          -- the run (or waiting record) the claim covers now
+    host        TEXT NOT NULL,
+    token       INTEGER NOT NULL,       -- fencing token, new at each claim and takeover
+    lease_until REAL,                   -- POSIX seconds, NULL once the attempt has settled
+    PRIMARY KEY (job, slot_epoch, attempt)
+);
+CREATE INDEX IF NOT EXISTS claims_held ON claims (lease_until) WHERE lease_until IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS claims_by_token ON claims (token);
 """
 
 
@@ -86,6 +99,8 @@ class SQLiteStore(SQLStore):
             row = self._db.execute("SELECT version FROM schema_version").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] < SCHEMA_VERSION:  # the statements above added what was new
+                self._db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             elif row[0] > SCHEMA_VERSION:
                 raise StoreError(
                     f"the state file {str(self.path)!r} has schema version {row[0]}, newer than this "
@@ -96,7 +111,8 @@ class SQLiteStore(SQLStore):
         return self._db.execute(sql, params).fetchall()
 
     def _one(self, sql: str, params: tuple = ()) -> tuple | None:
-        return self._db.execute(sql, params).fetchone()
+        rows = self._db.execute(sql, params).fetchall()  # all: a RETURNING statement ends only when read out
+        return rows[0] if rows else None
 
     def _do(self, sql: str, params: tuple = ()) -> int:
         return self._db.execute(sql, params).rowcount
@@ -114,13 +130,19 @@ class SQLiteStore(SQLStore):
     def _next_seq(self) -> str:
         return "(SELECT COALESCE(MAX(seq), 0) + 1 FROM runs)"
 
+    def _new_token(self) -> str:
+        return "(SELECT COALESCE(MAX(token), 0) + 1 FROM claims)"  # one writer at a time: no race
+
+    def _now(self) -> str:
+        return "((julianday('now') - 2440587.5) * 86400.0)"
+
     def _time(self, value: dt.datetime | None) -> str | None:
         return value.isoformat() if value is not None else None
 
     def _from_db(self, value: str | None) -> dt.datetime | None:
         return dt.datetime.fromisoformat(value) if value is not None else None
 
-    def lock_for_loop(self, pid: int) -> None:
+    def lock_for_loop(self, pid: int, host: str = "") -> None:
         """One forever loop per state file on a machine: an exclusive lock on ``<file>.lock``."""
         lock_path = self.path.with_name(self.path.name + ".lock")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
