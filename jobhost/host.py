@@ -3,6 +3,12 @@
 One thread does it all with a selector over the runs' pipes, their pidfds and
 a signal wake-up pipe, so forking is safe and nothing blocks the loop. Signal
 handlers only record the signal; the loop acts on it.
+
+Several hosts may share one state store. Each attempt of each slot is claimed in
+the store before anything is recorded or started for it, and only the host whose
+claim succeeds goes on. Every `lease / 3` the loop renews its claims, takes over
+those whose host stopped renewing, picks up retries other hosts left, and looks
+again at slots waiting on another host's run.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from jobhost.catchup import plan_catchup
 from jobhost.clock import Clock
@@ -29,12 +36,14 @@ from jobhost.exits import signal_name
 from jobhost.lifecycle import Lifecycle, RunEvent, log_output, log_record
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.processrun import ProcessRun
-from jobhost.recovery import WAITED, guard, recover
+from jobhost.recovery import WAITED, recover
 from jobhost.registry import JobSpec
 from jobhost.retries import PendingRetry, RetryQueue, backoff
 from jobhost.run import Run
 from jobhost.slotqueue import SlotQueue
 from jobhost.store import RunRecord, StateStore
+from jobhost.store.base import LEASE_EXPIRED, Settlement, TakenOver
+from jobhost.storelink import StoreLink
 from jobhost.threadrun import RoutedStdout, ThreadRun
 from jobhost.watcher import Watcher
 
@@ -42,6 +51,8 @@ logger = logging.getLogger("jobhost.host")
 
 POLL_INTERVAL = 0.2
 PRUNE_BATCH = 500  # runs deleted at most per heartbeat
+SKEW_WARNING = 2.0  # seconds between the host's clock and the store's before a warning
+SKEW_CHECK_EVERY = 600.0  # seconds between two looks at the clocks
 # Outcomes worth another attempt. An interrupted or abandoned slot is not retried but
 # caught up at the next start (it is not settled), so it never runs twice.
 RETRYABLE = frozenset(
@@ -65,6 +76,9 @@ class HostConfig:
     # Where each run's process leaves its outcome until the host has recorded it, so a
     # host killed between reaping a run and recording it loses nothing (None: not kept).
     results_dir: Path | None = None
+    # Seconds a claim is held without renewal before another host may take its run over;
+    # the loop renews every lease / 3.
+    lease: float = 60.0
 
 
 @dataclass
@@ -96,6 +110,12 @@ class Host:
         self.pending: deque[RunContext] = deque()
         self.queued_overlap: dict[str, deque[RunContext]] = {}
         self.waiting: list[RunContext] = []  # child slots held by after=
+        self.behind_remote: dict[str, RunContext] = {}  # overlap="queue" slots behind another host's run
+        self._stalled: list[RunContext] = []  # claimed, but the store was out of reach when they were due
+        self.link = StoreLink(min(10.0, self.config.lease / 3), monotonic)
+        self._tokens: dict[str, int] = {}  # run_id -> token of the claim this host holds for it
+        self._known_retries: set[tuple[str, float, int]] = set()
+        self._unsent: list[tuple[Settlement, int | None]] = []  # ends not yet written (store unreachable)
         self.watcher = Watcher()
         self._stop_signal: int | None = None
         self._stop_deadline: float | None = None
@@ -122,11 +142,16 @@ class Host:
         recover(self.store, self.lifecycle, self.config.hostname, self._result_file, now)
         self._beat()
         queue = SlotQueue({name: spec.schedule for name, spec in self.jobs.items()}, now)
-        self._retries = RetryQueue(guard(self.store.pending_retries, []))
-        settled = guard(self.store.settled_slots, {})
-        for name, spec in self.jobs.items():
-            if name in settled:  # a job seen before: what did it miss while the host was down?
-                self._catch_up(spec, settled[name], now)
+        self._retries = RetryQueue()
+        self._merge_retries()
+        # What this host had claimed but not started when it stopped: its own again, at once.
+        own = self._s(
+            lambda: self.store.take_over(self.config.hostname, list(self.jobs), self.config.lease, now, own=True), []
+        )
+        for taken in own:
+            self._took_over(taken, now)
+        self._catch_up_all(now)
+        self._check_clock()
         logger.info(
             "host started: %d jobs, %d workers",
             len(self.jobs),
@@ -149,13 +174,16 @@ class Host:
                 break
             upcoming = [t for t in (queue.next_due(), self._retries.next_due()) if t is not None]
             self._turn(self._sleep_seconds(min(upcoming, default=None)))
+            if self.monotonic() >= self._next_tick:
+                self._tick()
             if self.monotonic() >= self._next_beat:
                 self._beat()
                 self._prune_history()
                 self._catch_up_resumed()
         self._abandon_pending()
         for context in self.waiting:
-            self._close_waiting(context, WAITED)
+            self._settle_unstarted(context, RunStatus.WAITING, WAITED)
+        self._flush_unsent()
         self.watcher.finish()
         self._beat(stopped=True)
         self.close()
@@ -166,11 +194,14 @@ class Host:
         """Let the reporters send what they still hold (bounded in time); after `run_now` too."""
         self.lifecycle.close()
 
-    def run_now(self, spec: JobSpec, slot: dt.datetime, attempt: int = 1, *, retry: bool = False) -> Outcome:
+    def run_now(
+        self, spec: JobSpec, slot: dt.datetime, attempt: int = 1, *, retry: bool = False, claim: bool = False
+    ) -> Outcome:
         """One run in the foreground (`run`, `backfill`), wrapped like any other.
 
         With `retry`, a failed attempt that has attempts left sets `retry_at` (the caller
         waits and runs the next one), and is logged and reported as retried, not as final.
+        With `claim` (backfill), the attempt is claimed first, so no loop runs it as well.
         A signal (Ctrl-C) stops the run at once rather than after the stop grace.
         """
         if not self._foreground:
@@ -179,10 +210,20 @@ class Host:
         self._last_outcome = None
         self._foreground_retry = retry
         self.retry_at = None
-        self._start(self._context(spec, slot, attempt))
+        context = self._context(spec, slot, attempt)
+        if claim and not self._claim(context):
+            why = "the state store is unreachable" if not self.link.up else "another host or backfill has claimed it"
+            return Outcome(RunStatus.SKIPPED, f"attempt {attempt} of this slot was not run: {why}")
+        self._start(context)
         while self.active:
             self._turn(self._sleep_seconds(None))
+        self._flush_unsent()
         return self._last_outcome or Outcome(RunStatus.CRASHED, "the run did not start")
+
+    def next_attempt(self, spec: JobSpec, slot: dt.datetime) -> int | None:
+        """The attempt a backfill makes of `slot`: one more than any made, None if a host is on it."""
+        state = self._s(lambda: self.store.slot_state(spec.name, slot), None)
+        return None if state is None or state.held else state.last_attempt + 1
 
     def pause(self, seconds: float) -> bool:
         """Wait in the foreground (between backfill attempts); False if a signal asked to stop."""
@@ -220,23 +261,180 @@ class Host:
     def _beat(self, *, stopped: bool = False) -> None:
         """The loop's sign of life, for `health` (written at least every heartbeat_interval)."""
         self._next_beat = self.monotonic() + self.config.heartbeat_interval
-        guard(lambda: self.store.beat(self.config.hostname, os.getpid(), self.clock(), stopped=stopped), None)
+        self._s(lambda: self.store.beat(self.config.hostname, os.getpid(), self.clock(), stopped=stopped), None)
         if not stopped:
             self.lifecycle.beat()
 
     _next_beat = float("inf")
 
+    def _s(self, call: Callable[[], object], fallback: object) -> Any:
+        """Call the store through the link: a failure is logged, and the loop goes on."""
+        return self.link.call(call, fallback)
+
+    # -- claims, leases and the other hosts --------------------------------
+
+    def _tick(self) -> None:
+        """Every lease / 3: renew this host's claims, take over dead hosts' runs, pick up what
+        other hosts changed, and write what an outage held back."""
+        self._next_tick = self.monotonic() + self.config.lease / 3
+        now = self.clock()
+        self._renew()
+        if self.link.recovered():
+            # Hosts cut off with this one need a lease to renew theirs before any is taken over.
+            self._take_over_after = self.monotonic() + self.config.lease
+            self.pending.extend(self._stalled)
+            self._stalled.clear()
+            self._catch_up_all(now)
+        if not self.link.up:
+            return
+        self._flush_unsent()
+        if self._stop_signal is None and self.monotonic() >= self._take_over_after:
+            for taken in self._s(
+                lambda: self.store.take_over(self.config.hostname, list(self.jobs), self.config.lease, now), []
+            ):
+                self._took_over(taken, now)
+        self._merge_retries()
+        self._look_at_waiting()
+        self._look_behind_remote()
+        if self.monotonic() >= self._next_skew_check:
+            self._check_clock()
+
+    _next_tick = 0.0
+    _take_over_after = 0.0
+    _next_skew_check = 0.0
+
+    def _claim(self, context: RunContext) -> bool:
+        """Claim the context's attempt for this host; True if this host holds it (now or already)."""
+        if context.run_id in self._tokens:
+            return True
+        lease = self.config.lease
+        token = self._s(
+            lambda: self.store.claim(
+                context.job, context.slot, context.attempt, context.run_id, self.config.hostname, lease
+            ),
+            None,
+        )
+        if token is None:
+            return False
+        self._tokens[context.run_id] = token
+        return True
+
+    def _renew(self) -> None:
+        if not self._tokens:
+            return
+        held = self._s(lambda: self.store.renew(list(self._tokens.values()), self.config.lease), None)
+        if held is None:  # unreachable: the leases run on, other hosts wait for them
+            return
+        for run_id, token in list(self._tokens.items()):
+            if token not in held:
+                self._lost(run_id)
+
+    def _lost(self, run_id: str) -> None:
+        """Another host took over this host's claim (its lease ran out while this host was cut off
+        or stalled): the run stops, and nothing more of it is written."""
+        del self._tokens[run_id]
+        message = "the lease of run %s was taken over by another host; it is stopped and its result not recorded"
+        logger.warning(message, run_id, extra={"event": "lease_lost", "lost_run_id": run_id})
+        if run_id in self.active:
+            active = self.active[run_id]
+            active.stop_requested = True
+            reason = "this host lost the run's lease to another host"
+            active.run.stop(Outcome(RunStatus.INTERRUPTED, reason), self.monotonic(), at_once=True)
+            return
+        self.pending = deque(c for c in self.pending if c.run_id != run_id)
+        self.waiting = [c for c in self.waiting if c.run_id != run_id]
+        for job, context in list(self.behind_remote.items()):
+            if context.run_id == run_id:
+                del self.behind_remote[job]
+        for queued in self.queued_overlap.values():
+            for context in [c for c in queued if c.run_id == run_id]:
+                queued.remove(context)
+
+    def _took_over(self, taken: TakenOver, now: dt.datetime) -> None:
+        """A claim whose host stopped renewing it (or this host's own, at start) is now this host's."""
+        spec = self.jobs[taken.job]
+        context = RunContext(taken.job, taken.run_id, taken.slot.astimezone(spec.schedule.zone), taken.attempt)
+        self._tokens[context.run_id] = taken.token
+        if not taken.abandoned:  # claimed but never started there: dispatch it here
+            self._dispatch(spec, context.slot, context=context)
+            return
+        reason = LEASE_EXPIRED.format(previous=taken.previous_host, taker=self.config.hostname)
+        retry = None
+        if taken.attempt <= spec.retries:
+            due = now + dt.timedelta(seconds=backoff(spec.retry_delay, taken.attempt))
+            retry = PendingRetry(due, spec.name, context.slot, taken.attempt + 1)
+        self._settle(
+            Settlement(
+                context.run_id, spec.name, context.slot, context.attempt, RunStatus.ABANDONED, reason, now, retry=retry
+            )
+        )
+        self.lifecycle.emit(
+            RunEvent(
+                RunStatus.ABANDONED,
+                context,
+                reason,
+                retry_at=None if retry is None else retry.due,
+                extra={"previous_host": taken.previous_host},
+            )
+        )
+        if retry is not None:
+            self._add_retry(retry)
+        elif spec.catchup == "all" or (spec.catchup == "latest" and self._still_latest(spec, context.slot, now)):
+            self._dispatch(spec, context.slot, taken.attempt + 1)
+
+    def _still_latest(self, spec: JobSpec, slot: dt.datetime, now: dt.datetime) -> bool:
+        following = spec.schedule.next_slot(slot.astimezone(dt.UTC))
+        return following is None or following > now
+
+    def _merge_retries(self) -> None:
+        """Pending retries from the store that this host does not know yet (another host's, whose
+        host may be gone): each host queues them, and the claim decides which one runs it."""
+        stored = self._s(self.store.pending_retries, None)
+        if stored is None:
+            return
+        for retry in stored:
+            if retry.job in self.jobs:
+                self._add_retry(retry)
+        # Forget the retries that have left the store and the queue, so the set stays small.
+        keep = {(r.job, r.slot.timestamp(), r.attempt) for r in stored}
+        keep |= {(r.job, r.slot.timestamp(), r.attempt) for r in (self._retries or RetryQueue())}
+        self._known_retries &= keep
+
+    def _add_retry(self, retry: PendingRetry) -> None:
+        key = (retry.job, retry.slot.timestamp(), retry.attempt)
+        if key not in self._known_retries and self._retries is not None:
+            self._known_retries.add(key)
+            self._retries.add(retry)
+
+    def _check_clock(self) -> None:
+        """Leases run on the store's clock, slots on each host's: warn when they differ."""
+        self._next_skew_check = self.monotonic() + SKEW_CHECK_EVERY
+        before = self.clock()
+        theirs = self._s(self.store.database_time, None)
+        if theirs is None:
+            return
+        mine = before + (self.clock() - before) / 2
+        skew = (mine - theirs).total_seconds()
+        if abs(skew) > SKEW_WARNING:
+            logger.warning(
+                "this host's clock is %.1f s %s the state store's: its runs start up to that late or early; "
+                "keep every host on NTP",
+                abs(skew),
+                "ahead of" if skew > 0 else "behind",
+                extra={"event": "clock_skew", "skew_ms": int(skew * 1000)},
+            )
+
     _paused: set[str] | None = None
 
     def _catch_up_resumed(self) -> None:
         """A job resumed since the last heartbeat gets its catch-up for the slots skipped while paused."""
-        paused = guard(self.store.paused_jobs, None)
+        paused = self._s(self.store.paused_jobs, None)
         if paused is None:
             return
         resumed = (self._paused or set()) - paused
         self._paused = paused
         if resumed:
-            now, settled = self.clock(), guard(self.store.settled_slots, {})
+            now, settled = self.clock(), self._s(self.store.settled_slots, {})
             for name in sorted(resumed & set(settled) & set(self.jobs)):
                 spec = self.jobs[name]
                 self._catch_up(spec, settled[name], now, after_pause=True)
@@ -244,7 +442,7 @@ class Host:
     def _prune_history(self) -> None:
         """Forget runs older than history_days, one small batch a heartbeat, so the loop never stalls."""
         before = self.clock() - dt.timedelta(days=self.config.history_days)
-        removed = guard(lambda: self.store.prune(before, PRUNE_BATCH), 0)
+        removed = self._s(lambda: self.store.prune(before, PRUNE_BATCH), 0)
         if removed:
             logger.info(
                 "pruned %d runs older than %g days",
@@ -255,6 +453,8 @@ class Host:
 
     def _sleep_seconds(self, next_slot: dt.datetime | None) -> float:
         limits = [self.config.heartbeat_interval, self._next_beat - self.monotonic()]
+        if not self._foreground:
+            limits.append(self._next_tick - self.monotonic())
         if next_slot is not None:
             limits.append((next_slot - self.clock()).total_seconds())
         now = self.monotonic()
@@ -275,16 +475,32 @@ class Host:
     def _context(self, spec: JobSpec, slot: dt.datetime, attempt: int = 1) -> RunContext:
         return RunContext(spec.name, uuid.uuid4().hex, slot.astimezone(spec.schedule.zone), attempt)
 
-    def _dispatch(self, spec: JobSpec, slot: dt.datetime) -> None:
-        context = self._context(spec, slot)
-        if spec.name in guard(self.store.paused_jobs, set()):
+    def _dispatch(
+        self, spec: JobSpec, slot: dt.datetime, attempt: int = 1, *, context: RunContext | None = None
+    ) -> None:
+        """Claim the slot's attempt and decide what becomes of it; a host that loses the claim does nothing."""
+        context = context or self._context(spec, slot, attempt)
+        if not self._claim(context):
+            return
+        if spec.name in self._s(self.store.paused_jobs, set()):
             self._record_unstarted(context, RunStatus.SKIPPED, "paused", paused=True)
             return
-        if spec.after and (missing := guard(lambda: unmet(spec, slot, self.jobs, self.store), [])):
+        if spec.after and (missing := self._s(lambda: unmet(spec, slot, self.jobs, self.store), [])):
             self._wait(context, missing, self._finally_failed(missing))
             return
         in_flight = [a.run.context.run_id for a in self.active.values() if a.run.spec.name == spec.name]
         in_flight += [c.run_id for c in self.pending if c.job == spec.name]
+        if not in_flight and spec.overlap != "allow" and (remote := self._running_elsewhere(spec)) is not None:
+            if spec.overlap == "skip" or spec.name in self.behind_remote:
+                self._record_unstarted(
+                    context,
+                    RunStatus.SKIPPED,
+                    f"the previous run {remote.run_id} was still going on host {remote.host}",
+                    collided_with=remote.run_id,
+                )
+            else:
+                self.behind_remote[spec.name] = context
+            return
         if in_flight and spec.overlap == "skip":
             other_id = in_flight[0]
             self._record_unstarted(
@@ -304,23 +520,36 @@ class Host:
             return
         self.pending.append(context)
 
+    def _running_elsewhere(self, spec: JobSpec) -> RunRecord | None:
+        """A run of the job going on another host (for overlap), if any."""
+        runs = self._s(lambda: self.store.running_runs(spec.name), [])
+        return next((r for r in runs if r.host != self.config.hostname), None)
+
+    def _look_behind_remote(self) -> None:
+        """overlap="queue" slots behind another host's run: start those whose run has ended."""
+        for name, context in list(self.behind_remote.items()):
+            if self._running_elsewhere(self.jobs[name]) is None and self.link.up:
+                del self.behind_remote[name]
+                self.pending.append(context)
+
     def _dispatch_retry(self, retry: PendingRetry) -> None:
         spec = self.jobs.get(retry.job)
         if spec is None:  # the job is gone from jobs/
-            guard(lambda: self.store.drop_retry(retry.job, retry.slot), None)
+            self._s(lambda: self.store.drop_retry(retry.job, retry.slot), None)
             return
         context = self._context(spec, retry.slot, retry.attempt)
+        if not self._claim(context):  # another host made it, or the store is out of reach
+            if not self.link.up:  # looked at again once it is back
+                self._known_retries.discard((retry.job, retry.slot.timestamp(), retry.attempt))
+            return
         if any(a.run.spec.name == spec.name for a in self.active.values()):
             self.queued_overlap.setdefault(spec.name, deque()).append(context)  # after the run going on
         else:
             self.pending.append(context)
 
-    def _schedule_retry(self, context: RunContext, outcome: Outcome) -> dt.datetime | None:
-        """If the slot has attempts left, keep the next one (in the store too) and return when it is due."""
+    def _next_attempt_due(self, context: RunContext, outcome: Outcome) -> dt.datetime | None:
+        """When the slot's next attempt is due, if it has attempts left."""
         spec = self.jobs.get(context.job)
-        if context.attempt > 1 and outcome.status not in (RunStatus.INTERRUPTED, RunStatus.ABANDONED):
-            # This attempt has ended for good; an interrupted one stays pending for the next start.
-            guard(lambda: self.store.drop_retry(context.job, context.slot), None)
         if (
             spec is None
             or outcome.status not in RETRYABLE
@@ -328,37 +557,28 @@ class Host:
             or self._stop_signal is not None
         ):
             return None
-        due = self.clock() + dt.timedelta(seconds=backoff(spec.retry_delay, context.attempt))
-        if self._foreground:  # backfill waits for the attempt itself
-            self.retry_at = due if self._foreground_retry else None
-            return self.retry_at
-        if self._retries is None:
-            return None
-        retry = PendingRetry(due, context.job, context.slot, context.attempt + 1)
-        guard(lambda: self.store.add_retry(retry), None)
-        self._retries.add(retry)
-        return due
+        return self.clock() + dt.timedelta(seconds=backoff(spec.retry_delay, context.attempt))
 
     _retries: RetryQueue | None = None
 
     def _wait(self, context: RunContext, missing: list[tuple[str, dt.datetime]], failed: str | None) -> None:
         """Hold a child slot until its parents' slots succeed, or record it blocked if one never will."""
         if failed is not None:
-            reason = f"blocked: {failed}"
-            record = self._record(context, RunStatus.WAITING, reason, ended=self.clock())
-            guard(lambda: self.store.add_run(record), None)
-            self.lifecycle.emit(RunEvent(RunStatus.WAITING, context, reason, extra={"blocked": True}))
+            self._record_unstarted(context, RunStatus.WAITING, f"blocked: {failed}", blocked=True)
             return
         reason = f"waiting for {describe(missing)} to succeed"
-        guard(lambda: self.store.add_run(self._record(context, RunStatus.WAITING, reason)), None)
+        record = self._record(context, RunStatus.WAITING, reason)
+        if self._s(lambda: self.store.start_run(record, self._tokens.get(context.run_id)), None) is False:
+            self._tokens.pop(context.run_id, None)
+            return
         self.lifecycle.emit(RunEvent(RunStatus.WAITING, context, reason))
         self.waiting.append(context)
 
     def _finally_failed(self, missing: list[tuple[str, dt.datetime]]) -> str | None:
         """Which parent slot has ended for good without success (no retry pending), in words."""
-        pending = {(r.job, r.slot.timestamp()) for r in guard(self.store.pending_retries, [])}
+        pending = {(r.job, r.slot.timestamp()) for r in self._s(self.store.pending_retries, [])}
         for parent, parent_slot in missing:
-            status = guard(lambda p=parent, s=parent_slot: self.store.final_status(p, s), None)
+            status = self._s(lambda p=parent, s=parent_slot: self.store.final_status(p, s), None)
             if status is not None and (parent, parent_slot.timestamp()) not in pending:
                 return f"{parent} {status} for slot {parent_slot.isoformat()}"
         return None
@@ -369,43 +589,83 @@ class Host:
             spec = self.jobs[context.job]
             if parent.job not in spec.after:
                 continue
-            missing = guard(lambda s=spec, c=context: unmet(s, c.slot, self.jobs, self.store), [])
+            missing = self._s(lambda s=spec, c=context: unmet(s, c.slot, self.jobs, self.store), [])
             if not missing:
-                self.waiting.remove(context)
-                self._close_waiting(context, "released: the jobs it comes after succeeded")
-                self._dispatch(spec, context.slot)
+                self._release_waiting(context)
             elif final and (parent.job, parent.slot) in missing and outcome.status != RunStatus.SUCCEEDED:
-                self.waiting.remove(context)
                 reason = f"blocked: {parent.job} {outcome.status} for slot {parent.slot.isoformat()} ({outcome.reason})"
-                self._close_waiting(context, reason)
-                self.lifecycle.emit(RunEvent(RunStatus.WAITING, context, reason, extra={"blocked": True}))
+                self._block_waiting(context, reason)
+
+    def _look_at_waiting(self) -> None:
+        """Child slots whose parents run on other hosts: release or block them as those end."""
+        for context in list(self.waiting):
+            spec = self.jobs[context.job]
+            missing = self._s(lambda s=spec, c=context: unmet(s, c.slot, self.jobs, self.store), None)
+            if missing == []:
+                self._release_waiting(context)
+            elif missing and (failed := self._finally_failed(missing)) is not None:
+                self._block_waiting(context, f"blocked: {failed}")
+
+    def _release_waiting(self, context: RunContext) -> None:
+        """The parents succeeded: close the waiting record and dispatch the slot under the same claim."""
+        self.waiting.remove(context)
+        self._close_waiting(context, "released: the jobs it comes after succeeded")
+        run = self._context(self.jobs[context.job], context.slot, context.attempt)
+        if (token := self._tokens.pop(context.run_id, None)) is not None:
+            self._tokens[run.run_id] = token
+        self._dispatch(self.jobs[context.job], context.slot, context=run)
+
+    def _block_waiting(self, context: RunContext, reason: str) -> None:
+        self.waiting.remove(context)
+        self._settle_unstarted(context, RunStatus.WAITING, reason)
+        self.lifecycle.emit(RunEvent(RunStatus.WAITING, context, reason, extra={"blocked": True}))
 
     def _close_waiting(self, context: RunContext, reason: str) -> None:
-        guard(lambda: self.store.finish_run(context.run_id, RunStatus.WAITING, reason, self.clock(), None), None)
+        self._s(lambda: self.store.finish_run(context.run_id, RunStatus.WAITING, reason, self.clock(), None), None)
+
+    def _catch_up_all(self, now: dt.datetime) -> None:
+        """Every job seen before: what did it miss while the host (or the store) was away?"""
+        settled = self._s(self.store.settled_slots, None)
+        for name, spec in self.jobs.items():
+            if settled is not None and name in settled:
+                self._catch_up(spec, settled[name], now)
 
     def _catch_up(self, spec: JobSpec, after: dt.datetime, now: dt.datetime, *, after_pause: bool = False) -> None:
         """Slots after `after` up to `now`, by the job's policy: record those given up as missed,
-        run the others one after another. `after_pause`: the job was paused, on purpose."""
+        run the others one after another. `after_pause`: the job was paused, on purpose.
+        A slot another host is on, or one settled meanwhile, is left alone."""
         plan = plan_catchup(spec.schedule, after, now, spec.catchup, spec.catchup_window)
         # Slots before `after` that never settled (a later slot did): interrupted, paused, ...
         since = now - dt.timedelta(seconds=spec.catchup_window)
-        orphans = guard(lambda: self.store.unsettled_slots(spec.name, since, after), [])
+        orphans = self._s(lambda: self.store.unsettled_slots(spec.name, since, after), [])
+        reasons = dict(plan.missed)
+        missed = [(c, reasons[c.slot]) for c in self._next_attempts(spec, [slot for slot, _ in plan.missed])]
+        runs = self._next_attempts(spec, plan.run)
         if orphans and spec.catchup == "all":
-            plan.run = orphans + plan.run
+            runs = self._next_attempts(spec, orphans) + runs
         elif orphans:
             why = "superseded: a later slot has run" if spec.catchup == "latest" else 'the job has catchup="none"'
-            plan.missed.extend((slot, why) for slot in orphans)
-        for index, (slot, reason) in enumerate(plan.missed):
-            batch = (index, len(plan.missed))
+            missed.extend((context, why) for context in self._next_attempts(spec, orphans))
+        for index, (context, reason) in enumerate(missed):
+            batch = (index, len(missed))
             extra = {"after_pause": True} if after_pause else {}
-            self._record_unstarted(self._context(spec, slot), RunStatus.MISSED, reason, batch=batch, **extra)
-        if spec.name in guard(self.store.paused_jobs, set()):
-            for slot in plan.run:
-                self._record_unstarted(self._context(spec, slot), RunStatus.SKIPPED, "paused", paused=True)
-        elif plan.run:
-            self._dispatch(spec, plan.run[0])
-            backlog = self.queued_overlap.setdefault(spec.name, deque())
-            backlog.extend(self._context(spec, slot) for slot in plan.run[1:])
+            self._record_unstarted(context, RunStatus.MISSED, reason, batch=batch, **extra)
+        if spec.name in self._s(self.store.paused_jobs, set()):
+            for context in runs:
+                self._record_unstarted(context, RunStatus.SKIPPED, "paused", paused=True)
+        elif runs:
+            self._dispatch(spec, runs[0].slot, context=runs[0])
+            self.queued_overlap.setdefault(spec.name, deque()).extend(runs[1:])  # claimed as each starts
+
+    def _next_attempts(self, spec: JobSpec, slots: list[dt.datetime]) -> list[RunContext]:
+        """The attempt after any made of each slot (an abandoned or interrupted slot is run again);
+        a slot another host is on, or one that has settled meanwhile, is left out."""
+        contexts = []
+        for slot in slots:
+            state = self._s(lambda s=slot: self.store.slot_state(spec.name, s), None)
+            if state is not None and not state.held and not state.settled:
+                contexts.append(self._context(spec, slot, state.last_attempt + 1))
+        return contexts
 
     def _start_pending(self) -> None:
         while self.pending and len(self.active) < self.config.max_workers:
@@ -413,9 +673,24 @@ class Host:
 
     def _start(self, context: RunContext) -> None:
         spec = self.jobs[context.job]
+        if not self._foreground and not self._claim(context):  # a backlog slot: claimed as it starts
+            return
         started = self.clock()
         record = self._record(context, RunStatus.RUNNING, started=started)
-        guard(lambda: self.store.add_run(record), None)
+        token = self._tokens.get(context.run_id)
+        recorded = self._s(lambda: self.store.start_run(record, token), None)
+        if recorded is False:
+            self._tokens.pop(context.run_id, None)
+            logger.warning(
+                "run %s was not started: another host took its claim over",
+                context.run_id,
+                extra={"event": "lease_lost", "lost_run_id": context.run_id},
+            )
+            return
+        if recorded is None and token is not None:  # claimed, but the store is out of reach: not now
+            if not self._foreground:
+                self._stalled.append(context)
+            return
         extra: dict[str, object] = {"isolation": spec.isolation}
         if not self._foreground:
             extra["lateness_ms"] = max(0, int((started - context.slot).total_seconds() * 1000))
@@ -433,7 +708,7 @@ class Host:
             self._end(context, now, Outcome(RunStatus.CRASHED, f"the run could not be started: {exc}"))
             return
         if run.pid is not None:
-            guard(lambda: self.store.set_pid(context.run_id, run.pid), None)  # type: ignore[arg-type]
+            self._s(lambda: self.store.set_pid(context.run_id, run.pid), None)  # type: ignore[arg-type]
         self.active[context.run_id] = _Active(run, now)
         self.watcher.watch(context.run_id, run.fds())
 
@@ -448,10 +723,29 @@ class Host:
     def _end(self, context: RunContext, started_mono: float, outcome: Outcome) -> None:
         duration_ms = int((self.monotonic() - started_mono) * 1000)
         ended = self.clock()
-        guard(lambda: self.store.finish_run(context.run_id, outcome.status, outcome.reason, ended, duration_ms), None)
-        if (result_file := self._result_file(context)) is not None:
-            result_file.unlink(missing_ok=True)
-        retry_at = self._schedule_retry(context, outcome)
+        retry_at = self._next_attempt_due(context, outcome)
+        retry = None
+        if self._foreground:  # backfill waits for the attempt itself
+            self.retry_at = retry_at = retry_at if self._foreground_retry else None
+        elif retry_at is not None and self._retries is not None:
+            retry = PendingRetry(retry_at, context.job, context.slot, context.attempt + 1)
+        else:
+            retry_at = None
+        self._settle(
+            Settlement(
+                context.run_id,
+                context.job,
+                context.slot,
+                context.attempt,
+                outcome.status,
+                outcome.reason,
+                ended,
+                duration_ms,
+                retry,
+            )
+        )
+        if retry is not None:
+            self._add_retry(retry)
         self.lifecycle.emit(
             RunEvent(
                 outcome.status,
@@ -467,6 +761,41 @@ class Host:
         if self.waiting:
             self._settle_waiting(context, outcome, final=retry_at is None)
         self._last_outcome = outcome
+
+    def _settle(self, settlement: Settlement) -> None:
+        """Write how an attempt ended and release its claim; kept to write later if the store is out of reach."""
+        self._write(settlement, self._tokens.pop(settlement.run_id, None))
+
+    def _settle_unstarted(self, context: RunContext, status: RunStatus, reason: str) -> None:
+        self._settle(
+            Settlement(context.run_id, context.job, context.slot, context.attempt, status, reason, self.clock())
+        )
+
+    def _write(self, settlement: Settlement, token: int | None) -> bool:
+        """One settlement; False if it must wait for the store."""
+        written = self._s(lambda: self.store.settle(settlement, token), None)
+        if written is None and not self.link.up:
+            self._unsent.append((settlement, token))
+            return False
+        if written is False:
+            logger.warning(
+                "the result of run %s (%s) was not recorded: another host took the run over while this "
+                "host was cut off, and its record stands",
+                settlement.run_id,
+                settlement.status,
+                extra={"event": "run_result_discarded", "lost_run_id": settlement.run_id},
+            )
+        if self.config.results_dir is not None:
+            (self.config.results_dir / f"{settlement.run_id}.json").unlink(missing_ok=True)
+        return True
+
+    def _flush_unsent(self) -> None:
+        """Write the ends kept while the store was out of reach, oldest first (fenced like any other)."""
+        unsent, self._unsent = self._unsent, []
+        for index, (settlement, token) in enumerate(unsent):
+            if not self._write(settlement, token):
+                self._unsent.extend(unsent[index + 1 :])
+                return
 
     def _record(self, context: RunContext, status: RunStatus, reason: str = "", **times: dt.datetime) -> RunRecord:
         return RunRecord(
@@ -488,9 +817,16 @@ class Host:
         batch: tuple[int, int] | None = None,
         **extra: object,
     ) -> None:
+        """Record a slot that does not run (skipped, missed, blocked, interrupted) under its claim,
+        or claimed with the record; a host that loses the claim records nothing."""
         record = self._record(context, status, reason, ended=self.clock())
-        guard(lambda: self.store.add_run(record), None)
-        self.lifecycle.emit(RunEvent(status, context, reason, extra=dict(extra), batch=batch))
+        token = self._tokens.pop(context.run_id, None)
+        if token is None:
+            recorded = self._s(lambda: self.store.claim_and_record(record), False)
+        else:
+            recorded = self._s(lambda: self.store.record_unstarted(record, token), False)
+        if recorded:
+            self.lifecycle.emit(RunEvent(status, context, reason, extra=dict(extra), batch=batch))
 
     # -- stopping ---------------------------------------------------------
 
@@ -532,6 +868,8 @@ class Host:
         self._stop_deadline = None
 
     def _abandon_pending(self) -> None:
+        self.pending.extend(self._stalled)
+        self.pending.extend(self.behind_remote.values())
         while self.pending:
             context = self.pending.popleft()
             self._record_unstarted(context, RunStatus.INTERRUPTED, "the host stopped before a worker was free")

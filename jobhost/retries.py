@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 MAX_DELAY = 6 * 3600.0  # no attempt waits longer than this, whatever the backoff says
@@ -41,6 +42,9 @@ class RetryQueue:
 
     def __len__(self) -> int:
         return len(self._heap)
+
+    def __iter__(self) -> Iterator[PendingRetry]:
+        return iter(list(self._heap))
 
     def add(self, retry: PendingRetry) -> None:
         heapq.heappush(self._heap, retry)

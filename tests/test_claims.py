@@ -145,13 +145,25 @@ def test_slots_recorded_without_a_run_are_claimed_with_the_record(store: StateSt
     assert store.take_over("b", ["sync"], 30, T0 + dt.timedelta(days=1)) == []  # settled: no lease
 
 
-def test_the_next_attempt_follows_claims_and_history(store: StateStore) -> None:
-    assert store.last_attempt("sync", T0) == 0
-    store.claim("sync", T0, 1, "r1", "a", lease=30)
+def test_where_a_slot_stands_follows_claims_and_history(store: StateStore) -> None:
+    from jobhost.store.base import SlotState
+
+    assert store.slot_state("sync", T0) == SlotState(0, held=False, settled=False)
+    token = store.claim("sync", T0, 1, "r1", "a", lease=30)
+    assert store.slot_state("sync", T0) == SlotState(1, held=True, settled=False)
     store.add_run(RunRecord("old", "sync", T0, 3, RunStatus.INTERRUPTED, ended=T0))  # history from before claims
-    assert store.last_attempt("sync", T0) == 3
-    store.claim("sync", T0, 4, "r4", "a", lease=30)
-    assert store.last_attempt("sync", T0) == 4
+    store.record_unstarted(RunRecord("r1", "sync", T0, 1, RunStatus.SKIPPED, "paused", ended=T0), token)  # type: ignore[arg-type]
+    assert store.slot_state("sync", T0) == SlotState(3, held=False, settled=False)  # a pause settles nothing
+    store.claim_and_record(RunRecord("r4", "sync", T0, 4, RunStatus.FAILED, ended=T0))
+    assert store.slot_state("sync", T0) == SlotState(4, held=False, settled=True)
+
+
+def test_a_slot_claimed_now_is_no_orphan(store: StateStore) -> None:
+    store.add_run(RunRecord("r1", "sync", T0, 1, RunStatus.INTERRUPTED, ended=T0))
+    later = T0 + dt.timedelta(minutes=5)
+    assert store.unsettled_slots("sync", T0, later) == [T0]
+    store.claim("sync", T0, 2, "r2", "b", lease=30)  # another host is running it again
+    assert store.unsettled_slots("sync", T0, later) == []
 
 
 def test_runs_going_on_any_host_are_seen(store: StateStore) -> None:

@@ -66,6 +66,15 @@ class Settlement:
 
 
 @dataclass(frozen=True)
+class SlotState:
+    """Where one slot of one job stands, across hosts."""
+
+    last_attempt: int  # the highest attempt claimed or recorded; 0 if none
+    held: bool  # an attempt is claimed and has not settled: some host is on it
+    settled: bool  # an attempt has settled (SETTLED, not a pause)
+
+
+@dataclass(frozen=True)
 class TakenOver:
     """A claim whose lease ran out, now held by the host that took it (under a new token)."""
 
@@ -146,7 +155,7 @@ class StateStore(Protocol):
 
     def unsettled_slots(self, job: str, since: dt.datetime, before: dt.datetime) -> list[dt.datetime]:
         """Slots of `job` in [since, before) that have records but none settled and none running
-        (interrupted, abandoned, skipped while paused, waiting), oldest first."""
+        (interrupted, abandoned, skipped while paused, waiting) and none claimed by a host now, oldest first."""
 
     def final_status(self, job: str, slot: dt.datetime) -> RunStatus | None:
         """The newest settled outcome of that slot of `job`, if it has one."""
@@ -210,8 +219,9 @@ class StateStore(Protocol):
         start); a run they covered is recorded abandoned (ended `now`). Claims whose attempt is already recorded
         settled are simply released."""
 
-    def last_attempt(self, job: str, slot: dt.datetime) -> int:
-        """The highest attempt of the slot claimed or recorded (0 if none)."""
+    def slot_state(self, job: str, slot: dt.datetime) -> SlotState:
+        """Where a slot stands: its highest attempt, whether one is claimed and not settled,
+        whether one has settled."""
 
     def running_runs(self, job: str) -> list[RunRecord]:
         """The runs of `job` recorded as running, on any host."""

@@ -14,7 +14,16 @@ from typing import Any
 
 from jobhost.outcomes import RunStatus
 from jobhost.retries import PendingRetry
-from jobhost.store.base import LEASE_EXPIRED, SETTLED, Heartbeat, RunRecord, Settlement, StateDump, TakenOver
+from jobhost.store.base import (
+    LEASE_EXPIRED,
+    SETTLED,
+    Heartbeat,
+    RunRecord,
+    Settlement,
+    SlotState,
+    StateDump,
+    TakenOver,
+)
 
 SETTLED_SQL = ",".join(f"'{status}'" for status in sorted(SETTLED))  # for IN (...)
 COLUMNS = "run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid"
@@ -159,12 +168,13 @@ class SQLStore:
         rows = self._all(
             self._q(
                 "SELECT MIN(slot), slot_epoch FROM {t}runs WHERE job = ? AND slot_epoch >= ? AND slot_epoch < ? "
+                "AND slot_epoch NOT IN (SELECT slot_epoch FROM {t}claims WHERE job = ? AND lease_until IS NOT NULL) "
                 "GROUP BY slot_epoch "
                 f"HAVING SUM(CASE WHEN status IN ({SETTLED_SQL}) AND reason != 'paused' THEN 1 ELSE 0 END) = 0 "
                 f"AND SUM(CASE WHEN {_OPEN} THEN 1 ELSE 0 END) = 0 "
                 "ORDER BY slot_epoch"
             ),
-            (job, since.timestamp(), before.timestamp()),
+            (job, since.timestamp(), before.timestamp(), job),
         )
         return [dt.datetime.fromisoformat(slot) for slot, _ in rows]
 
@@ -354,15 +364,20 @@ class SQLStore:
                 taken.append(TakenOver(job, slot_at, attempt, run_id, previous, row[0], abandoned))  # type: ignore[index]
         return taken
 
-    def last_attempt(self, job: str, slot: dt.datetime) -> int:
+    def slot_state(self, job: str, slot: dt.datetime) -> SlotState:
+        epoch = slot.timestamp()
         row = self._one(
             self._q(
-                "SELECT MAX(attempt) FROM (SELECT attempt FROM {t}claims WHERE job = ? AND slot_epoch = ? "
-                "UNION ALL SELECT attempt FROM {t}runs WHERE job = ? AND slot_epoch = ?) AS attempts"
+                "SELECT (SELECT MAX(attempt) FROM {t}claims WHERE job = ? AND slot_epoch = ?), "
+                "(SELECT MAX(attempt) FROM {t}runs WHERE job = ? AND slot_epoch = ?), "
+                "EXISTS (SELECT 1 FROM {t}claims WHERE job = ? AND slot_epoch = ? AND lease_until IS NOT NULL), "
+                f"EXISTS (SELECT 1 FROM {{t}}runs WHERE job = ? AND slot_epoch = ? AND status IN ({SETTLED_SQL}) "
+                "AND reason != 'paused')"
             ),
-            (job, slot.timestamp(), job, slot.timestamp()),
+            (job, epoch) * 4,
         )
-        return 0 if row is None or row[0] is None else row[0]
+        claimed, recorded, held, settled = row  # type: ignore[misc]
+        return SlotState(max(claimed or 0, recorded or 0), bool(held), bool(settled))
 
     def running_runs(self, job: str) -> list[RunRecord]:
         rows = self._all(
