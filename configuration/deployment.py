@@ -31,6 +31,8 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
             max_workers=settings.max_workers,
             stop_grace=settings.stop_grace,
             heartbeat_interval=settings.heartbeat_interval,
+            hostname=settings.host_name,
+            lease=settings.lease,
             capture_stray_output=log_to_stdout,
             history_days=settings.history_days,
             results_dir=_results_dir(settings.state_url),
@@ -40,7 +42,10 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
 
 
 def _results_dir(state_url: str) -> Path:
-    """Next to the SQLite state file: where runs leave their outcome until it is recorded."""
+    """Where runs leave their outcome until it is recorded: next to the SQLite state file, or in
+    var/ of the checkout for a database server (each host keeps its own)."""
+    if not state_url.startswith("sqlite:///"):
+        return ROOT / "var" / "jobhost.runs"
     path = Path(state_url.removeprefix("sqlite:///"))
     path = path if path.is_absolute() else ROOT / path
     return path.with_name(path.name + ".runs")

@@ -7,6 +7,8 @@ The README's settings table is generated from this list
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,19 @@ def _state_url(text: str) -> str:
     if text in ("sqlite:///", "postgresql://", "postgres://"):  # a scheme naming no file or server
         raise ValueError
     return text
+
+
+def _host_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", text):
+        raise ValueError
+    return text
+
+
+def _lease(text: str) -> float:
+    seconds = parse_duration(text, what="JOBS_LEASE")
+    if seconds < 3:
+        raise ValueError
+    return seconds
 
 
 def _directory(text: str) -> Path:
@@ -122,6 +137,22 @@ SETTINGS = (
         lambda text: parse_duration(text, what="JOBS_HEARTBEAT_INTERVAL"),
     ),
     Setting(
+        "JOBS_HOST_NAME",
+        None,
+        "letters, digits, `.`, `_`, `-` (up to 63)",
+        "this host's name in history, heartbeats and claims; must differ between hosts sharing a state store",
+        _host_name,
+        shown_default="the machine's host name",
+    ),
+    Setting(
+        "JOBS_LEASE",
+        "60s",
+        "seconds or a duration such as `60s`, `2m`; 3 s or more",
+        "several hosts on PostgreSQL: how long a run's claim lasts unrenewed (renewed every third of it) "
+        "before another host takes the run over",
+        _lease,
+    ),
+    Setting(
         "JOBS_HISTORY_DAYS",
         "90",
         "a whole number of days, 1 or more",
@@ -179,6 +210,8 @@ class Settings:
     max_workers: int
     stop_grace: float
     heartbeat_interval: float
+    host_name: str
+    lease: float
     history_days: int
     timezone: ZoneInfo
     jobs_dir: Path
@@ -209,6 +242,8 @@ def _unset(setting: Setting) -> Any:
     """The value of a setting left unset."""
     if setting.default is not None:
         return setting.parse(setting.default)
+    if setting.variable == "JOBS_HOST_NAME":
+        return socket.gethostname()
     return system_zone() if setting.variable == "JOBS_TIMEZONE" else None
 
 

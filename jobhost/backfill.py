@@ -2,7 +2,8 @@
 
 Each slot goes through the normal runner (isolation, timeout, logs) with the
 job's retries. Slots that already succeeded are skipped, so an interrupted
-backfill started again runs no slot twice.
+backfill started again runs no slot twice. Each attempt is claimed like the
+loop's, after any attempt made before, so no host runs it at the same time.
 """
 
 from __future__ import annotations
@@ -31,9 +32,15 @@ def backfill(host: Host, spec: JobSpec, slots: list[dt.datetime], report: Report
     """Run `slots` in order; SUCCEEDED if all did, FAILED if any did not, INTERRUPTED on a signal."""
     worst = RunStatus.SUCCEEDED
     for index, slot in enumerate(slots, 1):
-        attempt = 1
+        attempt = host.next_attempt(spec, slot)  # after any a loop or an earlier backfill made
+        if attempt is None:
+            busy = Outcome(RunStatus.SKIPPED, "a host is running this slot now (or the state store is unreachable)")
+            report(index, len(slots), slot, busy)
+            worst = RunStatus.FAILED
+            continue
+        first = attempt
         while True:
-            outcome = host.run_now(spec, slot, attempt, retry=True)
+            outcome = host.run_now(spec, slot, attempt, retry=True, claim=True, first_attempt=first)
             if host.stopping:
                 report(index, len(slots), slot, outcome)
                 return RunStatus.INTERRUPTED

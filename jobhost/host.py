@@ -195,13 +195,21 @@ class Host:
         self.lifecycle.close()
 
     def run_now(
-        self, spec: JobSpec, slot: dt.datetime, attempt: int = 1, *, retry: bool = False, claim: bool = False
+        self,
+        spec: JobSpec,
+        slot: dt.datetime,
+        attempt: int = 1,
+        *,
+        retry: bool = False,
+        claim: bool = False,
+        first_attempt: int = 1,
     ) -> Outcome:
         """One run in the foreground (`run`, `backfill`), wrapped like any other.
 
         With `retry`, a failed attempt that has attempts left sets `retry_at` (the caller
         waits and runs the next one), and is logged and reported as retried, not as final.
-        With `claim` (backfill), the attempt is claimed first, so no loop runs it as well.
+        With `claim` (backfill), the attempt is claimed first, so no loop runs it as well;
+        `first_attempt` is where the job's retries are counted from.
         A signal (Ctrl-C) stops the run at once rather than after the stop grace.
         """
         if not self._foreground:
@@ -209,6 +217,7 @@ class Host:
             self._foreground = True
         self._last_outcome = None
         self._foreground_retry = retry
+        self._first_attempt = first_attempt
         self.retry_at = None
         context = self._context(spec, slot, attempt)
         if claim and not self._claim(context):
@@ -240,6 +249,7 @@ class Host:
 
     _foreground = False
     _foreground_retry = False
+    _first_attempt = 1  # retries are counted from this attempt (a backfill after earlier attempts)
     _last_outcome: Outcome | None = None
     retry_at: dt.datetime | None = None  # when the foreground run's next attempt is due, if it has one
 
@@ -284,7 +294,9 @@ class Host:
             self._take_over_after = self.monotonic() + self.config.lease
             self.pending.extend(self._stalled)
             self._stalled.clear()
-            self._catch_up_all(now)
+            # The slots due while the store was away were claimed by no host: catch them up.
+            began = now - dt.timedelta(seconds=self.monotonic() - self.link.last_outage_began + 1)
+            self._catch_up_all(now, since=began)
         if not self.link.up:
             return
         self._flush_unsent()
@@ -550,14 +562,10 @@ class Host:
     def _next_attempt_due(self, context: RunContext, outcome: Outcome) -> dt.datetime | None:
         """When the slot's next attempt is due, if it has attempts left."""
         spec = self.jobs.get(context.job)
-        if (
-            spec is None
-            or outcome.status not in RETRYABLE
-            or context.attempt > spec.retries
-            or self._stop_signal is not None
-        ):
+        made = context.attempt - self._first_attempt + 1  # attempts of this slot made so far
+        if spec is None or outcome.status not in RETRYABLE or made > spec.retries or self._stop_signal is not None:
             return None
-        return self.clock() + dt.timedelta(seconds=backoff(spec.retry_delay, context.attempt))
+        return self.clock() + dt.timedelta(seconds=backoff(spec.retry_delay, made))
 
     _retries: RetryQueue | None = None
 
@@ -623,12 +631,14 @@ class Host:
     def _close_waiting(self, context: RunContext, reason: str) -> None:
         self._s(lambda: self.store.finish_run(context.run_id, RunStatus.WAITING, reason, self.clock(), None), None)
 
-    def _catch_up_all(self, now: dt.datetime) -> None:
-        """Every job seen before: what did it miss while the host (or the store) was away?"""
+    def _catch_up_all(self, now: dt.datetime, since: dt.datetime | None = None) -> None:
+        """Every job seen before: what did it miss while the host was down, or (`since`) while the
+        store was out of reach? Slots settled or claimed meanwhile are left alone."""
         settled = self._s(self.store.settled_slots, None)
         for name, spec in self.jobs.items():
             if settled is not None and name in settled:
-                self._catch_up(spec, settled[name], now)
+                after = settled[name] if since is None else min(settled[name], since)
+                self._catch_up(spec, after, now)
 
     def _catch_up(self, spec: JobSpec, after: dt.datetime, now: dt.datetime, *, after_pause: bool = False) -> None:
         """Slots after `after` up to `now`, by the job's policy: record those given up as missed,

@@ -31,6 +31,7 @@ class StoreLink:
         self._retry_at = 0.0
         self._backoff = FIRST_RETRY
         self._recovered = False
+        self.last_outage_began = 0.0  # monotonic time the last outage began
 
     @property
     def up(self) -> bool:
@@ -76,7 +77,8 @@ class StoreLink:
         self._retry_at = now + self._backoff
 
     def _back(self) -> None:
-        outage = self.monotonic() - (self.down_since or 0.0)
+        self.last_outage_began = self.down_since or 0.0
+        outage = self.monotonic() - self.last_outage_began
         self.down_since = None
         self._recovered = True
         logger.warning(

@@ -68,19 +68,20 @@ class Deployment:
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
-    def start(self, **env: str) -> HostProcess:
-        return HostProcess(self, {**self.env, **env})
+    def start(self, *, prefix: tuple[str, ...] = (), **env: str) -> HostProcess:
+        """`python jobs.py` with more `env`; `prefix`: a command to run it under (`ip netns exec ...`)."""
+        return HostProcess(self, {**self.env, **env}, prefix)
 
 
 class HostProcess:
     """`python jobs.py` running forever, its stdout collected line by line."""
 
-    def __init__(self, deployment: Deployment, env: dict[str, str]):
+    def __init__(self, deployment: Deployment, env: dict[str, str], prefix: tuple[str, ...] = ()):
         self.deployment = deployment
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "jobs.py")],
+            [*prefix, sys.executable, str(ROOT / "jobs.py")],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -137,8 +138,8 @@ def deployment(tmp_path: Path) -> Deployment:
 def host(deployment: Deployment) -> Iterator[Callable[..., HostProcess]]:
     started: list[HostProcess] = []
 
-    def start(**env: str) -> HostProcess:
-        process = deployment.start(**env)
+    def start(*, prefix: tuple[str, ...] = (), **env: str) -> HostProcess:
+        process = deployment.start(prefix=prefix, **env)
         started.append(process)
         return process
 

@@ -22,12 +22,15 @@ def server_bin() -> str | None:
 
 
 class Cluster:
-    def __init__(self) -> None:
+    """`also_listen`: one more address to serve (a test's veth), trusted like 127.0.0.1."""
+
+    def __init__(self, also_listen: str | None = None) -> None:
         binaries = server_bin()
         assert binaries is not None
         self.bin = binaries
         self.base = tempfile.mkdtemp(prefix="jobhost-pg-")
         self.data = os.path.join(self.base, "data")
+        self.listen = "127.0.0.1" + (f",{also_listen}" if also_listen else "")
         if os.geteuid() == 0:
             shutil.chown(self.base, "postgres", "postgres")
         with socket.socket() as sock:
@@ -37,6 +40,9 @@ class Cluster:
             "initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8",
             "--no-sync", "--no-instructions",
         )  # fmt: skip
+        if also_listen:
+            with open(os.path.join(self.data, "pg_hba.conf"), "a") as hba:
+                hba.write(f"host all all {also_listen}/24 trust\n")
         self.start()
 
     def _as_postgres(self, tool: str, *args: str) -> None:
@@ -47,7 +53,7 @@ class Cluster:
 
     def start(self) -> None:
         options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base} -c fsync=off "
+            f"-c listen_addresses={self.listen} -p {self.port} -k {self.base} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
         self._as_postgres("pg_ctl", "-D", self.data, "-l", os.path.join(self.base, "log"), "-w", "-o", options, "start")
@@ -55,8 +61,8 @@ class Cluster:
     def stop(self) -> None:
         self._as_postgres("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
 
-    def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+    def url(self, dbname: str = "postgres", address: str = "127.0.0.1") -> str:
+        return f"postgresql://postgres@{address}:{self.port}/{dbname}"
 
     def new_database(self) -> str:
         """A fresh, empty database; its URL."""
@@ -64,6 +70,10 @@ class Cluster:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def query(self, url: str, sql: str) -> list[tuple]:
+        with psycopg.connect(url, autocommit=True) as conn:
+            return conn.execute(sql).fetchall()
 
     def destroy(self) -> None:
         try:
