@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from jobhost.backfill import backfill, slots_between
 from jobhost.clock import now as wall_now
 from jobhost.discovery import discover
 from jobhost.durations import format_duration
-from jobhost.errors import JobhostError, SettingError, StoreError, UnknownJobError
+from jobhost.errors import JobhostError, SettingError, StoreError, StoreUnavailable, UnknownJobError
 from jobhost.host import Host, HostConfig
 from jobhost.lifecycle import Lifecycle, Reporter
 from jobhost.outcomes import Outcome, RunStatus
@@ -89,13 +90,23 @@ class _App:
             self.fail(f"{len(problems)} problem(s) in the job definitions{started}", 1)
         return self.settings
 
-    def store(self) -> StateStore:
+    def store(self, *, wait: bool = False) -> StateStore:
+        """Open the state store; `wait` (the loop): a database server out of reach is waited for,
+        with backoff, so a host started before its database does not give up."""
         assert self.settings is not None
-        try:
-            return open_store(self.settings.state_url, self.settings.base_dir)
-        except StoreError as exc:
-            self.fail(f"JOBS_STATE_URL: {exc}", 2)
-            raise
+        delay = 1.0
+        while True:
+            try:
+                return open_store(self.settings.state_url, self.settings.base_dir)
+            except StoreUnavailable as exc:
+                if not wait:
+                    self.fail(f"JOBS_STATE_URL: {exc}", 2)
+                if delay == 1.0:
+                    logger.error("%s; waiting for it", exc, extra={"event": "store_unreachable"})
+                time.sleep(delay)  # SIGTERM ends the wait: nothing runs yet
+                delay = min(delay * 2, 30.0)
+            except StoreError as exc:
+                self.fail(f"JOBS_STATE_URL: {exc}", 2)
 
     def job(self, name: str) -> JobSpec:
         spec = self.registry.jobs.get(name)
@@ -155,7 +166,7 @@ def cli(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is None:
         app: _App = ctx.obj
         settings = app.load(log_to_stdout=True, strict=True)
-        store = app.store()
+        store = app.store(wait=True)
         try:
             store.lock_for_loop(os.getpid(), settings.host.hostname)
         except StoreError as exc:

@@ -187,6 +187,18 @@ def test_a_database_outage_runs_nothing_twice_and_is_reported_once(deployment: D
     assert all("superseded" in ticks[slot][0]["reason"] for slot in missed)
 
 
+def test_a_host_started_before_its_database_waits_for_it(deployment: Deployment, cluster, host) -> None:
+    deployment.write("fleet", FLEET_JOBS)
+    url = cluster.new_database()
+    cluster.stop()
+    waiting = host(JOBS_STATE_URL=url)
+    waiting.wait_for(lambda rs: _count(rs, "store_unreachable") == 1, what="the host to wait for its database")
+    cluster.start()
+    records = waiting.wait_for(lambda rs: events(rs, "tick", "run_succeeded"), what="runs once it is up")
+    assert _count(records, "store_unreachable") == 1  # said once, not once per try
+    assert waiting.stop() == 0
+
+
 def test_a_partitioned_hosts_late_result_does_not_overwrite_the_takeover(deployment: Deployment, host) -> None:
     require("network namespaces", netns.available(), "run as root with iproute2 (`ip`) installed")
     require("PostgreSQL", server_bin() is not None, "install Debian's postgresql package (./dev test does as root)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobhost.errors import StoreError
+from jobhost.errors import StoreError, StoreUnavailable
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, StateStore, open_store
 
@@ -224,10 +224,17 @@ def test_an_unreachable_database_is_a_store_error_without_the_password(tmp_path:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(StoreError) as info:
+    with pytest.raises(StoreUnavailable) as info:  # worth waiting for: it may be starting
         open_store(f"postgresql://jobs:hunter2@127.0.0.1:{port}/jobs", tmp_path)
     assert f"postgresql://jobs@127.0.0.1:{port}/jobs" in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+def test_a_database_that_answers_no_is_not_waited_for(postgres, tmp_path: Path) -> None:
+    missing = postgres.url("no_such_database")
+    with pytest.raises(StoreError, match="no_such_database") as info:
+        open_store(missing, tmp_path)
+    assert not isinstance(info.value, StoreUnavailable)
 
 
 def test_hosts_starting_at_once_create_the_schema_once(postgres, tmp_path: Path) -> None:

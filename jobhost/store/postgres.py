@@ -108,7 +108,11 @@ class PostgresStore(SQLStore):
             self._migrate()
         except PoolTimeout:  # before psycopg.Error, of which it is a kind
             self._close_pool()
-            raise StoreError(f"cannot reach the PostgreSQL state store at {_safe(url)} within 10 s") from None
+            raise StoreUnavailable(f"cannot reach the PostgreSQL state store at {_safe(url)} within 10 s") from None
+        except psycopg.OperationalError as exc:
+            self._close_pool()
+            kind = StoreError if _refused(str(exc)) else StoreUnavailable
+            raise kind(f"cannot use the PostgreSQL state store at {_safe(url)}: {_first_line(exc)}") from None
         except (psycopg.Error, OSError) as exc:
             self._close_pool()
             raise StoreError(f"cannot use the PostgreSQL state store at {_safe(url)}: {_first_line(exc)}") from None
@@ -228,6 +232,18 @@ def _safe(url: str) -> str:
     return (
         f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
     )
+
+
+# A server that answers FATAL with one of these is starting, stopping or full: worth waiting for.
+_TRANSIENT = ("starting up", "shutting down", "in recovery", "too many", "connection slots")
+
+
+def _refused(message: str) -> bool:
+    """The server answered and said no (wrong password, no such database, not allowed): waiting
+    would not help. Otherwise it was not reached (down, refused, no route) or is busy."""
+    if "password" in message:
+        return True
+    return "FATAL:" in message and not any(phrase in message for phrase in _TRANSIENT)
 
 
 def _first_line(exc: BaseException) -> str:
