@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import itertools
 import json
 import os
 import signal
@@ -93,6 +94,7 @@ def _by_slot(history: list[dict], job: str) -> dict[dt.datetime, list[dict]]:
     return slots
 
 
+@pytest.mark.timeout(FLEET_SECONDS + 120)
 def test_three_hosts_run_every_slot_exactly_once(deployment: Deployment, postgres, host) -> None:
     deployment.write("fleet", FLEET_JOBS)
     url = postgres.new_database()
@@ -120,6 +122,68 @@ def test_three_hosts_run_every_slot_exactly_once(deployment: Deployment, postgre
         assert missed == []
         assert len(expected) >= FLEET_SECONDS / (1 if job == "tick" else 3) - 6
         assert len(hosts) == 3, "every host should have won some claims"
+
+
+CROSS_JOBS = """
+import time
+from pathlib import Path
+from jobhost import job, every
+
+MARKS = Path({marks!r})
+
+@job(every(1).seconds)  # overlap="skip": never two runs at once, on any host
+def slow():
+    time.sleep(2.5)
+
+@job(every(2).seconds)
+def parent():
+    time.sleep(0.5)
+
+@job(every(2).seconds, after="parent")
+def child():
+    pass
+
+@job(every(2).seconds, retries=2, retry_delay="1s")
+def flaky(slot):
+    mark = MARKS / slot.isoformat()
+    if not mark.exists():  # each slot's first attempt fails, on whichever host
+        mark.touch()
+        raise RuntimeError("first attempt")
+"""
+
+
+def test_overlap_dependencies_and_retries_hold_across_hosts(deployment: Deployment, postgres, host, tmp_path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    deployment.write("cross", CROSS_JOBS.format(marks=str(marks)))
+    url = postgres.new_database()
+    fleet = _fleet(host, url, ["h1", "h2"])
+    first = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+    time.sleep(25)  # the experiment's length
+    last = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=8)
+    for process in fleet:
+        assert process.stop() == 0
+    history = _history(deployment, url)
+    at = dt.datetime.fromisoformat
+    ran = sorted(
+        (at(r["started"]), at(r["ended"]), r["host"])
+        for r in history
+        if r["job"] == "slow" and r["started"] and r["ended"]
+    )
+    assert len({host for _, _, host in ran}) == 2 and len(ran) >= 5
+    overlaps = [(a, b) for a, b in itertools.pairwise(ran) if b[0] < a[1]]
+    assert overlaps == [], "two runs of slow overlapped"
+    parents = {r["slot"]: r for r in history if r["job"] == "parent" and r["status"] == "succeeded"}
+    children = [r for r in history if r["job"] == "child" and r["status"] == "succeeded"]
+    assert len(children) >= 5
+    for child in children:
+        assert at(child["started"]) >= at(parents[child["slot"]]["ended"]), "a child ran before its parent ended"
+    flaky = _by_slot(history, "flaky")
+    window = _slots(deployment, url, "flaky", first, last)
+    outcomes = {slot: sorted((r["attempt"], r["status"]) for r in flaky[slot]) for slot in window}
+    assert all(attempts == [(1, "failed"), (2, "succeeded")] for attempts in outcomes.values()), outcomes
+    moved = sum(1 for slot in window if len({r["host"] for r in flaky[slot]}) == 2)
+    print(f"flaky: {len(window)} slots, each failed once and succeeded once; {moved} retried on the other host")
 
 
 def test_a_killed_hosts_run_is_taken_over_when_its_lease_runs_out(deployment: Deployment, postgres, host) -> None:
