@@ -114,6 +114,7 @@ class Host:
         self._stalled: list[RunContext] = []  # claimed, but the store was out of reach when they were due
         self.link = StoreLink(min(10.0, self.config.lease / 3), monotonic)
         self._tokens: dict[str, int] = {}  # run_id -> token of the claim this host holds for it
+        self._lost_runs: set[str] = set()  # runs whose claim another host took over: nothing more is written
         self._known_retries: set[tuple[str, float, int]] = set()
         self._unsent: list[tuple[Settlement, int | None]] = []  # ends not yet written (store unreachable)
         self.watcher = Watcher()
@@ -173,6 +174,8 @@ class Host:
             elif not self.active:
                 break
             upcoming = [t for t in (queue.next_due(), self._retries.next_due()) if t is not None]
+            if self._stop_signal is not None:  # nothing new starts: only the runs going on matter
+                upcoming = []
             self._turn(self._sleep_seconds(min(upcoming, default=None)))
             if self.monotonic() >= self._next_tick:
                 self._tick()
@@ -226,6 +229,9 @@ class Host:
         self._start(context)
         while self.active:
             self._turn(self._sleep_seconds(None))
+            if self._tokens and self.monotonic() >= self._next_tick:
+                self._next_tick = self.monotonic() + self.config.lease / 3
+                self._renew()
         self._flush_unsent()
         return self._last_outcome or Outcome(RunStatus.CRASHED, "the run did not start")
 
@@ -332,9 +338,13 @@ class Host:
         return True
 
     def _renew(self) -> None:
-        if not self._tokens:
+        """Renew the claims of runs going on and of ends not yet written (also: a probe of the store)."""
+        tokens = list(self._tokens.values()) + [token for _, token in self._unsent if token is not None]
+        if not tokens:
+            if not self.link.up:
+                self._s(self.store.database_time, None)  # is it back?
             return
-        held = self._s(lambda: self.store.renew(list(self._tokens.values()), self.config.lease), None)
+        held = self._s(lambda: self.store.renew(tokens, self.config.lease), None)
         if held is None:  # unreachable: the leases run on, other hosts wait for them
             return
         for run_id, token in list(self._tokens.items()):
@@ -348,6 +358,7 @@ class Host:
         message = "the lease of run %s was taken over by another host; it is stopped and its result not recorded"
         logger.warning(message, run_id, extra={"event": "lease_lost", "lost_run_id": run_id})
         if run_id in self.active:
+            self._lost_runs.add(run_id)
             active = self.active[run_id]
             active.stop_requested = True
             reason = "this host lost the run's lease to another host"
@@ -367,8 +378,10 @@ class Host:
         spec = self.jobs[taken.job]
         context = RunContext(taken.job, taken.run_id, taken.slot.astimezone(spec.schedule.zone), taken.attempt)
         self._tokens[context.run_id] = taken.token
-        if not taken.abandoned:  # claimed but never started there: dispatch it here
-            self._dispatch(spec, context.slot, context=context)
+        if not taken.abandoned:  # claimed but never started there: dispatch it here, as a new run
+            run = self._context(spec, taken.slot, taken.attempt)
+            self._tokens[run.run_id] = self._tokens.pop(context.run_id)
+            self._dispatch(spec, run.slot, context=run)
             return
         reason = LEASE_EXPIRED.format(previous=taken.previous_host, taker=self.config.hostname)
         retry = None
@@ -465,7 +478,7 @@ class Host:
 
     def _sleep_seconds(self, next_slot: dt.datetime | None) -> float:
         limits = [self.config.heartbeat_interval, self._next_beat - self.monotonic()]
-        if not self._foreground:
+        if not self._foreground or self._tokens:  # a backfill renews the claim of its run too
             limits.append(self._next_tick - self.monotonic())
         if next_slot is not None:
             limits.append((next_slot - self.clock()).total_seconds())
@@ -478,7 +491,7 @@ class Host:
                 limits.append(POLL_INTERVAL)
         if self._stop_deadline is not None:
             limits.append(self._stop_deadline - now)
-        if self.pending and len(self.active) < self.config.max_workers:
+        if self.pending and len(self.active) < self.config.max_workers and self._stop_signal is None:
             limits.append(0)
         return max(0.0, min(limits))
 
@@ -497,9 +510,14 @@ class Host:
         if spec.name in self._s(self.store.paused_jobs, set()):
             self._record_unstarted(context, RunStatus.SKIPPED, "paused", paused=True)
             return
-        if spec.after and (missing := self._s(lambda: unmet(spec, slot, self.jobs, self.store), [])):
-            self._wait(context, missing, self._finally_failed(missing))
-            return
+        if spec.after:
+            missing = self._s(lambda: unmet(spec, slot, self.jobs, self.store), None)
+            if missing is None:  # cannot tell now: held, and looked at again each lease / 3
+                self.waiting.append(context)
+                return
+            if missing:
+                self._wait(context, missing, self._finally_failed(missing))
+                return
         in_flight = [a.run.context.run_id for a in self.active.values() if a.run.spec.name == spec.name]
         in_flight += [c.run_id for c in self.pending if c.job == spec.name]
         if not in_flight and spec.overlap != "allow" and (remote := self._running_elsewhere(spec)) is not None:
@@ -597,7 +615,9 @@ class Host:
             spec = self.jobs[context.job]
             if parent.job not in spec.after:
                 continue
-            missing = self._s(lambda s=spec, c=context: unmet(s, c.slot, self.jobs, self.store), [])
+            missing = self._s(lambda s=spec, c=context: unmet(s, c.slot, self.jobs, self.store), None)
+            if missing is None:  # cannot tell now: looked at again each lease / 3
+                continue
             if not missing:
                 self._release_waiting(context)
             elif final and (parent.job, parent.slot) in missing and outcome.status != RunStatus.SUCCEEDED:
@@ -684,6 +704,8 @@ class Host:
     def _start(self, context: RunContext) -> None:
         spec = self.jobs[context.job]
         if not self._foreground and not self._claim(context):  # a backlog slot: claimed as it starts
+            if not self.link.up:
+                self._stalled.append(context)
             return
         started = self.clock()
         record = self._record(context, RunStatus.RUNNING, started=started)
@@ -697,9 +719,11 @@ class Host:
                 extra={"event": "lease_lost", "lost_run_id": context.run_id},
             )
             return
-        if recorded is None and token is not None:  # claimed, but the store is out of reach: not now
-            if not self._foreground:
-                self._stalled.append(context)
+        if recorded is None and token is not None:  # claimed, but the start could not be written
+            if not self.link.up and not self._foreground:
+                self._stalled.append(context)  # started once the store is back
+            else:  # the store failed: the claim, unrenewed, is taken over and the slot run again
+                self._tokens.pop(context.run_id, None)
             return
         extra: dict[str, object] = {"isolation": spec.isolation}
         if not self._foreground:
@@ -774,6 +798,10 @@ class Host:
 
     def _settle(self, settlement: Settlement) -> None:
         """Write how an attempt ended and release its claim; kept to write later if the store is out of reach."""
+        if settlement.run_id in self._lost_runs:
+            self._lost_runs.discard(settlement.run_id)
+            self._discarded(settlement)
+            return
         self._write(settlement, self._tokens.pop(settlement.run_id, None))
 
     def _settle_unstarted(self, context: RunContext, status: RunStatus, reason: str) -> None:
@@ -784,20 +812,25 @@ class Host:
     def _write(self, settlement: Settlement, token: int | None) -> bool:
         """One settlement; False if it must wait for the store."""
         written = self._s(lambda: self.store.settle(settlement, token), None)
-        if written is None and not self.link.up:
+        if written is None:  # out of reach (or failing): kept, its claim renewed, written later
             self._unsent.append((settlement, token))
             return False
         if written is False:
-            logger.warning(
-                "the result of run %s (%s) was not recorded: another host took the run over while this "
-                "host was cut off, and its record stands",
-                settlement.run_id,
-                settlement.status,
-                extra={"event": "run_result_discarded", "lost_run_id": settlement.run_id},
-            )
-        if self.config.results_dir is not None:
+            self._discarded(settlement)
+        elif self.config.results_dir is not None:
             (self.config.results_dir / f"{settlement.run_id}.json").unlink(missing_ok=True)
         return True
+
+    def _discarded(self, settlement: Settlement) -> None:
+        logger.warning(
+            "the result of run %s (%s) was not recorded: another host took the run over while this "
+            "host was cut off, and its record stands",
+            settlement.run_id,
+            settlement.status,
+            extra={"event": "run_result_discarded", "lost_run_id": settlement.run_id},
+        )
+        if self.config.results_dir is not None:
+            (self.config.results_dir / f"{settlement.run_id}.json").unlink(missing_ok=True)
 
     def _flush_unsent(self) -> None:
         """Write the ends kept while the store was out of reach, oldest first (fenced like any other)."""

@@ -28,6 +28,8 @@ _FAIL_FAST = {
     "keepalives_idle": 5,
     "keepalives_interval": 2,
     "keepalives_count": 2,
+    # The loop waits on each statement: none may hang it on a lock or a slow plan.
+    "options": "-c statement_timeout=15000 -c lock_timeout=5000",
 }
 CHECKOUT_TIMEOUT = 2.0  # seconds a store call waits for a pooled connection
 

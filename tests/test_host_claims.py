@@ -1,0 +1,90 @@
+"""The loop's side of claims, on SQLite and PostgreSQL: two Host objects share one store, as two
+hosts share one database. Nothing runs here; the hosts dispatch, take over and renew."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from jobhost.host import Host, HostConfig
+from jobhost.outcomes import RunStatus
+from jobhost.registry import Registry
+from jobhost.retries import RetryQueue
+from jobhost.store import RunRecord, open_store
+
+LONDON = ZoneInfo("Europe/London")
+NIGHT = dt.datetime(2026, 11, 23, 3, 0, tzinfo=LONDON)
+
+
+def _jobs() -> dict:
+    registry = Registry(default_zone=LONDON)
+
+    @registry.job(registry.every().day.at("02:30"))
+    def build(): ...
+
+    @registry.job(registry.every().day.at("03:00"), after="build")
+    def export(): ...
+
+    registry.validate()
+    return registry.jobs
+
+
+def _host(url: str, tmp_path: Path, name: str) -> Host:
+    host = Host(_jobs(), open_store(url, tmp_path), HostConfig(hostname=name, lease=30), clock=lambda: NIGHT)
+    host._retries = RetryQueue()
+    return host
+
+
+def _expire(host: Host) -> None:
+    """As if `host` had died a while ago: its leases have run out."""
+    host.store.renew(list(host._tokens.values()), -1)
+
+
+def test_a_slot_is_dispatched_by_one_host_only(store_url: str, tmp_path: Path) -> None:
+    first, second = _host(store_url, tmp_path, "a"), _host(store_url, tmp_path, "b")
+    slot = NIGHT.replace(hour=2, minute=30)
+    first._dispatch(first.jobs["build"], slot)
+    second._dispatch(second.jobs["build"], slot)
+    assert [c.slot for c in first.pending] == [slot] and not second.pending
+    assert second.store.runs() == []  # the loser recorded nothing
+
+
+def test_a_waiting_child_taken_over_waits_and_runs_on_the_taker(store_url: str, tmp_path: Path) -> None:
+    dead, taker = _host(store_url, tmp_path, "a"), _host(store_url, tmp_path, "b")
+    dead._dispatch(dead.jobs["export"], NIGHT)  # build has not succeeded: export waits, on host a
+    [waiting] = dead.waiting
+    _expire(dead)
+    taker._tick()
+    [moved] = taker.waiting  # the slot waits on, on host b, under a run id of its own
+    assert (moved.slot, moved.attempt) == (NIGHT, 1) and moved.run_id != waiting.run_id
+    build = NIGHT.replace(hour=2, minute=30)
+    taker.store.add_run(RunRecord("b1", "build", build, 1, RunStatus.SUCCEEDED, ended=build, host="b"))
+    taker._look_at_waiting()  # the parent succeeded (on any host): released
+    [ready] = taker.pending
+    assert (ready.slot, ready.attempt) == (NIGHT, 1) and ready.run_id in taker._tokens  # still claimed
+    records = {r.run_id: r for r in taker.store.runs("export")}
+    assert records[waiting.run_id].ended is not None and "b took the slot over" in records[waiting.run_id].reason
+
+
+def test_a_host_that_lost_its_claims_drops_what_it_had_queued(store_url: str, tmp_path: Path) -> None:
+    cut_off, taker = _host(store_url, tmp_path, "a"), _host(store_url, tmp_path, "b")
+    slot = NIGHT.replace(hour=2, minute=30)
+    cut_off._dispatch(cut_off.jobs["build"], slot)
+    _expire(cut_off)
+    taker._tick()
+    assert [c.slot for c in taker.pending] == [slot]  # b starts it
+    cut_off._renew()  # a is back: its claim is gone
+    assert not cut_off.pending and not cut_off._tokens
+
+
+def test_a_host_whose_clock_is_off_says_so(store_url: str, tmp_path: Path, caplog) -> None:
+    store = open_store(store_url, tmp_path)
+    ahead = Host(_jobs(), store, clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10))
+    ahead._check_clock()
+    [warning] = [r for r in caplog.records if getattr(r, "event", None) == "clock_skew"]
+    assert "10.0 s ahead of the state store's" in warning.getMessage() and 9000 < warning.skew_ms < 11000
+    caplog.clear()
+    Host(_jobs(), store)._check_clock()
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "clock_skew"]
+    store.close()
