@@ -22,9 +22,12 @@ def server_bin() -> str | None:
 
 
 class Cluster:
-    """`also_listen`: one more address to serve (a test's veth), trusted like 127.0.0.1."""
+    """`also_listen`: one more address to serve (a test's veth), trusted like 127.0.0.1.
+    `durable`: keep synchronous_commit on, so that a crash (`stop`, immediate) loses no commit,
+    as on a production server; off, the last few hundred ms of commits may be lost."""
 
-    def __init__(self, also_listen: str | None = None) -> None:
+    def __init__(self, also_listen: str | None = None, *, durable: bool = False) -> None:
+        self.durable = durable
         binaries = server_bin()
         assert binaries is not None
         self.bin = binaries
@@ -54,7 +57,7 @@ class Cluster:
     def start(self) -> None:
         options = (
             f"-c listen_addresses={self.listen} -p {self.port} -k {self.base} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            f"-c synchronous_commit={'on' if self.durable else 'off'} -c full_page_writes=off -c max_connections=200"
         )
         self._as_postgres("pg_ctl", "-D", self.data, "-l", os.path.join(self.base, "log"), "-w", "-o", options, "start")
 
