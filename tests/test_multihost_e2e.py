@@ -255,6 +255,23 @@ def test_a_database_outage_runs_nothing_twice_and_is_reported_once(deployment: D
     assert all("superseded" in ticks[slot][0]["reason"] for slot in missed)
 
 
+def test_the_store_works_at_once_when_its_server_is_back(cluster, tmp_path) -> None:
+    from jobhost.errors import StoreUnavailable
+    from jobhost.store import open_store
+
+    store = open_store(cluster.new_database(), tmp_path)
+    store.beat("h1", 1, dt.datetime.now(dt.UTC))
+    cluster.stop()
+    down = time.monotonic()
+    while time.monotonic() - down < 10:  # a 10 s outage, tried all along (the pool's backoff grows)
+        with pytest.raises(StoreUnavailable, match="is unreachable"):
+            store.heartbeat("h1")
+        time.sleep(0.5)
+    cluster.start()
+    assert store.heartbeat("h1") is not None  # the first call after: no wait for the pool's own backoff
+    store.close()
+
+
 def test_a_host_started_before_its_database_waits_for_it(deployment: Deployment, cluster, host) -> None:
     deployment.write("fleet", FLEET_JOBS)
     url = cluster.new_database()

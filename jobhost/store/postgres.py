@@ -97,15 +97,7 @@ class PostgresStore(SQLStore):
         self._loop_conn: psycopg.Connection | None = None
         try:
             psycopg.connect(url, connect_timeout=10).close()  # fails at once with the server's own reason
-            self._pool = ConnectionPool(
-                url,
-                min_size=1,
-                max_size=4,
-                open=True,
-                timeout=CHECKOUT_TIMEOUT,
-                reconnect_timeout=24 * 3600,  # an outage is waited out, not given up on
-                kwargs={"autocommit": True, **_FAIL_FAST},
-            )
+            self._pool = self._new_pool()
             self._pool.wait(timeout=10)
             self._migrate()
         except PoolTimeout:  # before psycopg.Error, of which it is a kind
@@ -121,6 +113,27 @@ class PostgresStore(SQLStore):
         except StoreError:
             self._close_pool()
             raise
+
+    def _new_pool(self) -> ConnectionPool:
+        return ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=4,
+            open=True,
+            timeout=CHECKOUT_TIMEOUT,
+            reconnect_timeout=24 * 3600,  # an outage is waited out, not given up on
+            kwargs={"autocommit": True, **_FAIL_FAST},
+        )
+
+    _suspect = False  # a connection was lost: the next call checks the server before using the pool
+
+    def _recover(self) -> None:
+        """After a lost connection, reach the server directly and, once it answers, start a new pool:
+        the old one's connections are dead, and its own reconnection backs off up to minutes."""
+        psycopg.connect(self.url, autocommit=True, **_FAIL_FAST).close()
+        old, self._pool = self._pool, self._new_pool()
+        old.close(timeout=0)
+        self._suspect = False
 
     def _migrate(self) -> None:
         with self._pool.connection() as conn, conn.transaction():
@@ -161,8 +174,11 @@ class PostgresStore(SQLStore):
     def _unavailable(self) -> Iterator[None]:
         """A lost or refused connection, as StoreUnavailable naming the server (not its password)."""
         try:
+            if self._suspect and self._held is None:
+                self._recover()
             yield
         except psycopg.OperationalError as exc:  # PoolTimeout is one
+            self._suspect = True
             raise StoreUnavailable(
                 f"the PostgreSQL state store at {_safe(self.url)} is unreachable: {_first_line(exc)}"
             ) from None
