@@ -329,7 +329,7 @@ def history(app: _App, name: str | None, limit: int, as_json: bool) -> None:
         click.echo(json.dumps([r.as_json() for r in records], indent=2))
         return
     _table(
-        ["SLOT", "JOB", "TRY", "STATUS", "TOOK", "REASON"],
+        ["SLOT", "JOB", "TRY", "STATUS", "TOOK", "HOST", "REASON"],
         [
             [
                 r.slot.isoformat(),
@@ -337,6 +337,7 @@ def history(app: _App, name: str | None, limit: int, as_json: bool) -> None:
                 str(r.attempt),
                 str(r.status),
                 format_duration(r.duration_ms / 1000) if r.duration_ms is not None else "-",
+                r.host or "-",
                 r.reason,
             ]
             for r in records
