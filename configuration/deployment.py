@@ -21,7 +21,9 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
     """
     apply_env_file()
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format, None if log_to_stdout else sys.stderr)
+    configure_logging(
+        settings.log_level, settings.log_format, None if log_to_stdout else sys.stderr, settings.host_name
+    )
     return HostSettings(
         state_url=settings.state_url,
         base_dir=ROOT,

@@ -22,7 +22,8 @@ _CONTEXT = ("job", "run_id", "slot", "attempt")
 class JsonLineFormatter(JsonFormatter):
     """The contract's fields first; a run's traceback (from its child) as `exc_info`."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str | None = None) -> None:
+        self.host = host  # JOBS_HOST_NAME: which of several hosts wrote the line
         super().__init__(
             "{levelname}{name}{message}",
             style="{",
@@ -40,6 +41,10 @@ class JsonLineFormatter(JsonFormatter):
                 log_data[key] = value
         if "timestamp" in vars(record):
             log_data["extra_timestamp"] = vars(record)["timestamp"]
+        if self.host is not None:
+            if "host" in log_data:  # a job's own extra={"host": ...}
+                log_data["extra_host"] = log_data["host"]
+            log_data["host"] = self.host
         trace = log_data.pop("run_traceback", None)
         if trace and "exc_info" not in log_data:
             log_data["exc_info"] = trace
@@ -71,16 +76,17 @@ class TextFormatter(logging.Formatter):
         return f"{text}\n{trace.rstrip()}" if trace else text
 
 
-def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
+def configure_logging(level: str, fmt: str, stream: TextIO | None = None, host: str | None = None) -> None:
     """Send every log record to `stream` in `fmt`; by default to stdout through a descriptor of
-    its own, so that the engine may turn descriptor 1 into a pipe for stray output."""
+    its own, so that the engine may turn descriptor 1 into a pipe for stray output. JSON lines
+    carry `host` (JOBS_HOST_NAME)."""
     if stream is None:
         sys.stdout.flush()
         stream = open(  # noqa: SIM115 - lives as long as the process
             os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8", errors="backslashreplace"
         )
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonLineFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonLineFormatter(host) if fmt == "json" else TextFormatter())
     handler.addFilter(RunContextFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -152,6 +152,7 @@ class Host:
         for taken in own:
             self._took_over(taken, now)
         self._catch_up_all(now)
+        self._resumes = self._s(self.store.resumes, None)  # resumes from here on are caught up
         self._check_clock()
         logger.info(
             "host started: %d jobs, %d workers",
@@ -449,15 +450,18 @@ class Host:
                 extra={"event": "clock_skew", "skew_ms": int(skew * 1000)},
             )
 
-    _paused: set[str] | None = None
+    _resumes: dict[str, int] | None = None
 
     def _catch_up_resumed(self) -> None:
-        """A job resumed since the last heartbeat gets its catch-up for the slots skipped while paused."""
-        paused = self._s(self.store.paused_jobs, None)
-        if paused is None:
+        """A job resumed since the last heartbeat (even paused and resumed in between, on any host)
+        gets its catch-up for the slots skipped while paused."""
+        resumes = self._s(self.store.resumes, None)
+        if resumes is None:
             return
-        resumed = (self._paused or set()) - paused
-        self._paused = paused
+        seen, self._resumes = self._resumes, resumes
+        if seen is None:  # the first look: nothing to compare with
+            return
+        resumed = {name for name, count in resumes.items() if count > seen.get(name, 0)}
         if resumed:
             now, settled = self.clock(), self._s(self.store.settled_slots, {})
             for name in sorted(resumed & set(settled) & set(self.jobs)):

@@ -47,7 +47,7 @@ def test_concurrent_claims_have_exactly_one_winner(store_url: str, tmp_path: Pat
     def contend(index: int) -> None:
         try:
             store = open_store(store_url, tmp_path)  # a connection of each host's own
-            barrier.wait()
+            barrier.wait(timeout=60)
             for minute in range(25):
                 slot = T0 + dt.timedelta(minutes=minute)
                 if store.claim("sync", slot, 1, f"r{index}-{minute}", f"h{index}", lease=30) is not None:
@@ -55,6 +55,7 @@ def test_concurrent_claims_have_exactly_one_winner(store_url: str, tmp_path: Pat
             store.close()
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
+            barrier.abort()  # the others must not wait for this one
 
     threads = [threading.Thread(target=contend, args=(i,)) for i in range(hosts)]
     for thread in threads:
@@ -181,11 +182,17 @@ def test_a_store_made_before_claims_gets_them(tmp_path: Path) -> None:
 
     path = tmp_path / "state.sqlite3"
     open_store(f"sqlite:///{path}", tmp_path).close()
-    with sqlite3.connect(path) as db:  # what version 1 had: no claims table
+    with sqlite3.connect(path) as db:  # what version 1 had: no claims, no resume count
         db.execute("DROP TABLE claims")
+        db.execute("DROP TABLE job_state")
+        db.execute("CREATE TABLE job_state (job TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0)")
+        db.execute("INSERT INTO job_state VALUES ('sync', 1)")
         db.execute("UPDATE schema_version SET version = 1")
     store = open_store(f"sqlite:///{path}", tmp_path)
     assert store.claim("sync", T0, 1, "r1", "a", lease=30) is not None
+    assert store.paused_jobs() == {"sync"}
+    store.set_paused("sync", False)
+    assert store.resumes() == {"sync": 1}
     store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT version FROM schema_version").fetchone() == (2,)
@@ -196,3 +203,12 @@ def test_a_renewed_lease_is_not_taken(store: StateStore, lease: float) -> None:
     token = store.claim("sync", T0, 1, "r1", "a", lease=lease)
     assert store.renew([token], 600) == {token}  # type: ignore[list-item]
     assert store.take_over("b", ["sync"], 30, T0) == []
+
+
+def test_every_resume_is_counted_even_between_two_looks(store: StateStore) -> None:
+    store.set_paused("sync", True)
+    assert store.resumes() == {}  # paused
+    store.set_paused("sync", False)
+    store.set_paused("sync", True)
+    store.set_paused("sync", False)
+    assert store.resumes() == {"sync": 2}

@@ -88,3 +88,17 @@ def test_a_host_whose_clock_is_off_says_so(store_url: str, tmp_path: Path, caplo
     Host(_jobs(), store)._check_clock()
     assert not [r for r in caplog.records if getattr(r, "event", None) == "clock_skew"]
     store.close()
+
+
+def test_a_pause_shorter_than_a_heartbeat_is_still_caught_up(store_url: str, tmp_path: Path) -> None:
+    host = _host(store_url, tmp_path, "a")
+    build = NIGHT.replace(hour=2, minute=30)
+    yesterday = build - dt.timedelta(days=1)
+    host.store.add_run(RunRecord("y", "build", yesterday, 1, RunStatus.SUCCEEDED, ended=yesterday, host="a"))
+    host._catch_up_resumed()  # the heartbeat before the pause
+    host.store.set_paused("build", True)
+    host._dispatch(host.jobs["build"], build)  # due while paused: skipped
+    host.store.set_paused("build", False)  # resumed before the next heartbeat
+    host._catch_up_resumed()
+    [caught] = host.pending
+    assert (caught.job, caught.slot, caught.attempt) == ("build", build, 2)  # the paused slot, run now

@@ -311,6 +311,7 @@ def test_a_partitioned_hosts_late_result_does_not_overwrite_the_takeover(deploym
         )
         [discarded] = [r for r in lines if r.get("event") == "run_result_discarded"]
         assert discarded["lost_run_id"] == abandoned["run_id"]
+        assert (discarded["host"], abandoned["host"]) == ("inside", "outside")  # every line says its host
         for process in (cut_off, outside):
             assert process.stop() == 0
         slot = [r for r in _history(deployment, url) if r["job"] == "long_job" and r["slot"] == abandoned["slot"]]

@@ -230,6 +230,21 @@ def test_an_unreachable_database_is_a_store_error_without_the_password(tmp_path:
     assert "hunter2" not in str(info.value)
 
 
+@pytest.mark.parametrize("password", ["zq/xv9k", "zqxv9k%zz", "zq@xv#w9/k7%1", "zq?xv9k"])
+def test_a_password_libpq_misreads_is_not_shown_either(password: str, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(StoreError) as info:
+        open_store(f"postgresql://jobs:{password}@127.0.0.1:{port}/jobs", tmp_path)
+    message = str(info.value)
+    assert f"postgresql://jobs@127.0.0.1:{port}/jobs" in message
+    for piece in ("xv9k", "k7%1", "w9/k", "xv#", password):
+        assert piece not in message, message
+
+
 def test_a_database_that_answers_no_is_not_waited_for(postgres, tmp_path: Path) -> None:
     missing = postgres.url("no_such_database")
     with pytest.raises(StoreError, match="no_such_database") as info:

@@ -174,6 +174,9 @@ class StateStore(Protocol):
     def paused_jobs(self) -> set[str]:
         """The names of the paused jobs."""
 
+    def resumes(self) -> dict[str, int]:
+        """How many times each job not paused now has been resumed (a resume since a look raises it)."""
+
     def running(self, host: str) -> list[RunRecord]:
         """The runs of `host` recorded as running, or waiting and not closed, oldest first."""
 

@@ -10,7 +10,9 @@ pool checkout 2 s, unacknowledged data 5 s) and the pool reconnects by itself.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -18,7 +20,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from jobhost.errors import StoreError, StoreUnavailable
 from jobhost.store.sql import SQLStore
 
-SCHEMA_VERSION = 2  # 2: claims
+SCHEMA_VERSION = 2  # 2: claims, resumes
 _MIGRATION_LOCK = 0x6A6F6273  # "jobs": the advisory lock key held while the schema is made
 # libpq parameters for every pooled connection: fail fast when the server is gone or cut off.
 _FAIL_FAST = {
@@ -71,6 +73,7 @@ _SCHEMA = [
         job    TEXT PRIMARY KEY,
         paused BOOLEAN NOT NULL DEFAULT FALSE
     )""",
+    "ALTER TABLE jobhost_job_state ADD COLUMN IF NOT EXISTS resumes INTEGER NOT NULL DEFAULT 0",
     "CREATE SEQUENCE IF NOT EXISTS jobhost_claim_tokens",
     """CREATE TABLE IF NOT EXISTS jobhost_claims (
         job         TEXT NOT NULL,
@@ -106,10 +109,12 @@ class PostgresStore(SQLStore):
         except psycopg.OperationalError as exc:
             self._close_pool()
             kind = StoreError if _refused(str(exc)) else StoreUnavailable
-            raise kind(f"cannot use the PostgreSQL state store at {_safe(url)}: {_first_line(exc)}") from None
+            raise kind(f"cannot use the PostgreSQL state store at {_safe(url)}: {_first_line(exc, self.url)}") from None
         except (psycopg.Error, OSError) as exc:
             self._close_pool()
-            raise StoreError(f"cannot use the PostgreSQL state store at {_safe(url)}: {_first_line(exc)}") from None
+            raise StoreError(
+                f"cannot use the PostgreSQL state store at {_safe(url)}: {_first_line(exc, self.url)}"
+            ) from None
         except StoreError:
             self._close_pool()
             raise
@@ -180,7 +185,7 @@ class PostgresStore(SQLStore):
         except psycopg.OperationalError as exc:  # PoolTimeout is one
             self._suspect = True
             raise StoreUnavailable(
-                f"the PostgreSQL state store at {_safe(self.url)} is unreachable: {_first_line(exc)}"
+                f"the PostgreSQL state store at {_safe(self.url)} is unreachable: {_first_line(exc, self.url)}"
             ) from None
 
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
@@ -217,7 +222,7 @@ class PostgresStore(SQLStore):
             ).fetchone()
         except psycopg.Error as exc:
             raise StoreError(
-                f"cannot lock the PostgreSQL state store at {_safe(self.url)}: {_first_line(exc)}"
+                f"cannot lock the PostgreSQL state store at {_safe(self.url)}: {_first_line(exc, self.url)}"
             ) from None
         if not locked or not locked[0]:
             conn.close()
@@ -242,14 +247,29 @@ class PostgresStore(SQLStore):
 
 
 def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.Error:
-        return "the configured URL"
-    return (
-        f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
-    )
+    """The URL as written, without its password or query string, for messages. Parsed by hand, not
+    by libpq: a password with an unencoded `/`, `#` or `@` must not land in the host part shown."""
+    scheme, _, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    user = userinfo.partition(":")[0] if at else ""
+    return f"{scheme}://{user + '@' if user else ''}{hostpart.partition('?')[0]}"
+
+
+def _secrets(url: str) -> list[str]:
+    """What of the URL must never be shown: the password, as written and decoded, and its pieces
+    (a URL misread by libpq quotes pieces of it), and any password given as a parameter."""
+    rest = url.partition("://")[2]
+    userinfo, at, hostpart = rest.rpartition("@")
+    found = [userinfo.partition(":")[2]] if at else []
+    found += re.findall(r"(?:password|sslpassword)=([^&]*)", hostpart)
+    pieces = {
+        piece
+        for secret in found
+        for cut in (m.start() for m in re.finditer(r"[/#?@:%&]", secret))
+        for piece in (secret[:cut], secret[cut + 1 :], *re.split(r"[/#?@:%&]", secret))
+        if len(piece) >= 3
+    }
+    return sorted({*found, *(unquote(secret) for secret in found), *pieces} - {""}, key=len, reverse=True)
 
 
 # A server that answers FATAL with one of these is starting, stopping or full: worth waiting for.
@@ -264,5 +284,9 @@ def _refused(message: str) -> bool:
     return "FATAL:" in message and not any(phrase in message for phrase in _TRANSIENT)
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _first_line(exc: BaseException, url: str) -> str:
+    """The error's first line, with nothing of the URL's password in it."""
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for secret in _secrets(url):
+        line = line.replace(secret, "***")
+    return line

@@ -209,13 +209,19 @@ class SQLStore:
         return {job: RunStatus(status) for job, status in rows}
 
     def set_paused(self, job: str, paused: bool) -> None:
+        resumed = 0 if paused else 1  # counted, so a pause and resume between two looks is still seen
         self._do(
             self._q(
-                "INSERT INTO {t}job_state (job, paused) VALUES (?, ?) "
-                "ON CONFLICT (job) DO UPDATE SET paused = excluded.paused"
+                "INSERT INTO {t}job_state (job, paused, resumes) VALUES (?, ?, ?) "
+                "ON CONFLICT (job) DO UPDATE SET paused = excluded.paused, "
+                "resumes = {t}job_state.resumes + excluded.resumes"
             ),
-            (job, paused),
+            (job, paused, resumed),
         )
+
+    def resumes(self) -> dict[str, int]:
+        rows = self._all(self._q("SELECT job, resumes FROM {t}job_state WHERE NOT paused"))
+        return {job: count for job, count in rows}
 
     def paused_jobs(self) -> set[str]:
         return {row[0] for row in self._all(self._q("SELECT job FROM {t}job_state WHERE paused"))}

@@ -13,7 +13,7 @@ from pathlib import Path
 from jobhost.errors import StoreError
 from jobhost.store.sql import SQLStore
 
-SCHEMA_VERSION = 2  # 2: claims
+SCHEMA_VERSION = 2  # 2: claims, resumes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS retries (
 );
 CREATE TABLE IF NOT EXISTS job_state (
     job     TEXT PRIMARY KEY,
-    paused  INTEGER NOT NULL DEFAULT 0
+    paused  INTEGER NOT NULL DEFAULT 0,
+    resumes INTEGER NOT NULL DEFAULT 0  -- times resumed, for hosts to notice a short pause
 );
 CREATE TABLE IF NOT EXISTS claims (
     job         TEXT NOT NULL,
@@ -99,7 +100,10 @@ class SQLiteStore(SQLStore):
             row = self._db.execute("SELECT version FROM schema_version").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] < SCHEMA_VERSION:  # the statements above added what was new
+            elif row[0] < SCHEMA_VERSION:  # the statements above added the new tables; now the columns
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(job_state)")}
+                if "resumes" not in columns:
+                    self._db.execute("ALTER TABLE job_state ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0")
                 self._db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             elif row[0] > SCHEMA_VERSION:
                 raise StoreError(
