@@ -1,5 +1,5 @@
 # Thin wrappers over ./dev, for those who type make.
-.PHONY: run test setup lint supervised
+.PHONY: run test setup lint supervised bench
 run:
 	./dev run
 test:
@@ -10,3 +10,5 @@ lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 supervised:
 	./dev supervise
+bench:
+	./dev bench

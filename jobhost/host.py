@@ -231,7 +231,7 @@ class Host:
         while self.active:
             self._turn(self._sleep_seconds(None))
             if self._tokens and self.monotonic() >= self._next_tick:
-                self._next_tick = self.monotonic() + self.config.lease / 3
+                self._next_tick = self.monotonic() + self._tick_every()
                 self._renew()
         self._flush_unsent()
         return self._last_outcome or Outcome(RunStatus.CRASHED, "the run did not start")
@@ -293,7 +293,7 @@ class Host:
     def _tick(self) -> None:
         """Every lease / 3: renew this host's claims, take over dead hosts' runs, pick up what
         other hosts changed, and write what an outage held back."""
-        self._next_tick = self.monotonic() + self.config.lease / 3
+        self._next_tick = self.monotonic() + self._tick_every()
         now = self.clock()
         self._renew()
         if self.link.recovered():
@@ -319,6 +319,14 @@ class Host:
             self._check_clock()
 
     _next_tick = 0.0
+
+    def _tick_every(self) -> float:
+        """Seconds between ticks: a third of the lease on a shared store; alone on its store (SQLite)
+        a host has nobody to take over from or to wait on, so once a heartbeat is enough."""
+        if getattr(self.store, "shared", True):
+            return self.config.lease / 3
+        return max(self.config.lease / 3, self.config.heartbeat_interval)
+
     _take_over_after = 0.0
     _next_skew_check = 0.0
 

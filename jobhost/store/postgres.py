@@ -94,6 +94,7 @@ class PostgresStore(SQLStore):
     """Run history and job state in PostgreSQL (see StateStore for the methods)."""
 
     prefix = "jobhost_"  # the database may hold other applications' tables
+    shared = True
 
     def __init__(self, url: str):
         self.url = url

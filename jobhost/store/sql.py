@@ -35,6 +35,7 @@ class SQLStore:
     """The queries; subclasses provide the connection and the few things that differ."""
 
     prefix = ""  # table name prefix
+    shared = False  # several hosts may use it at once (claims are then contended, leases taken over)
 
     # -- what a backend provides -----------------------------------------
 

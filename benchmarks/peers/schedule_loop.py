@@ -1,0 +1,22 @@
+"""The `schedule` library's loop (`OUT MODE sleep1|idle`): `sleep1` is the seed blog post's
+`run_pending(); sleep(1)`, `idle` sleeps exactly until the next job (`idle_seconds()`)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import schedule
+
+from benchmarks.peers.stamp import stamp
+
+out, mode, wait = sys.argv[1], sys.argv[2], sys.argv[3]
+if mode == "pinned":  # one job per second of the minute: each is pinned to its wall-clock second
+    for second in range(60):
+        schedule.every().minute.at(f":{second:02d}").do(stamp, out)
+else:
+    schedule.every().hour.do(stamp, out)
+while True:
+    schedule.run_pending()
+    idle = schedule.idle_seconds() if wait == "idle" else 1.0
+    time.sleep(max(0.0, idle if idle is not None else 1.0))
