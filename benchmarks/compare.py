@@ -185,7 +185,7 @@ def plot(late: dict[str, list[float]], path: Path) -> None:
 
     figure, axis = plt.subplots(figsize=(9, 4.5))
     names = list(late)
-    axis.boxplot([late[name] or [float("nan")] for name in names], vert=False, showfliers=True)
+    axis.boxplot([late[name] or [float("nan")] for name in names], orientation="horizontal", showfliers=True)
     axis.set_yticks(range(1, len(names) + 1), names)
     axis.set_xscale("log")
     axis.set_xlabel("start lateness, ms (log scale): due second to the job's first statement")
