@@ -563,7 +563,10 @@ class Host:
         self.pending.append(context)
 
     def _running_elsewhere(self, spec: JobSpec) -> RunRecord | None:
-        """A run of the job going on another host (for overlap), if any."""
+        """A run of the job going on another host (for overlap), if any; alone on its store (SQLite)
+        a host has no other host to ask about, and saves the query on every slot."""
+        if not getattr(self.store, "shared", True):
+            return None
         runs = self._s(lambda: self.store.running_runs(spec.name), [])
         return next((r for r in runs if r.host != self.config.hostname), None)
 
