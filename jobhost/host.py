@@ -385,13 +385,13 @@ class Host:
     def _took_over(self, taken: TakenOver, now: dt.datetime) -> None:
         """A claim whose host stopped renewing it (or this host's own, at start) is now this host's."""
         spec = self.jobs[taken.job]
-        context = RunContext(taken.job, taken.run_id, taken.slot.astimezone(spec.schedule.zone), taken.attempt)
-        self._tokens[context.run_id] = taken.token
         if not taken.abandoned:  # claimed but never started there: dispatch it here, as a new run
             run = self._context(spec, taken.slot, taken.attempt)
-            self._tokens[run.run_id] = self._tokens.pop(context.run_id)
+            self._tokens[run.run_id] = taken.token
             self._dispatch(spec, run.slot, context=run)
             return
+        context = RunContext(taken.job, taken.run_id, taken.slot.astimezone(spec.schedule.zone), taken.attempt)
+        self._tokens[context.run_id] = taken.token
         reason = LEASE_EXPIRED.format(previous=taken.previous_host, taker=self.config.hostname)
         retry = None
         if taken.attempt <= spec.retries:
