@@ -35,6 +35,7 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
             heartbeat_interval=settings.heartbeat_interval,
             hostname=settings.host_name,
             lease=settings.lease,
+            prepare_ahead=settings.prepare_ahead,
             capture_stray_output=log_to_stdout,
             history_days=settings.history_days,
             results_dir=_results_dir(settings.state_url),

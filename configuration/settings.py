@@ -75,6 +75,13 @@ def _lease(text: str) -> float:
     return seconds
 
 
+def _prepare_ahead(text: str) -> float:
+    seconds = parse_duration(text, what="JOBS_PREPARE_AHEAD", allow_zero=True)
+    if seconds > 60:
+        raise ValueError
+    return seconds
+
+
 def _directory(text: str) -> Path:
     path = Path(text)
     path = path if path.is_absolute() else ROOT / path
@@ -153,6 +160,14 @@ SETTINGS = (
         _lease,
     ),
     Setting(
+        "JOBS_PREPARE_AHEAD",
+        "100ms",
+        "a duration such as `100ms`, `0.5s`, up to `60s`; `0` turns it off",
+        "how long before its slot a run is claimed, recorded and forked, so that the job itself starts at "
+        "the slot's instant; raise it where the state store is slow to answer",
+        _prepare_ahead,
+    ),
+    Setting(
         "JOBS_HISTORY_DAYS",
         "90",
         "a whole number of days, 1 or more",
@@ -212,6 +227,7 @@ class Settings:
     heartbeat_interval: float
     host_name: str
     lease: float
+    prepare_ahead: float
     history_days: int
     timezone: ZoneInfo
     jobs_dir: Path

@@ -15,9 +15,13 @@ import ctypes
 import io
 import json
 import logging
+import mmap
 import os
+import select
 import signal
+import struct
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any, NoReturn
@@ -29,6 +33,8 @@ from jobhost.registry import JobSpec
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
+_PR_SET_TIMERSLACK = 29
+_FINAL_SLEEP = 0.002  # seconds before a release instant spent in a plain sleep
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
 _HARNESS_FAILED = 70
 _RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -48,6 +54,7 @@ def run_child(
     fds: tuple[int, int, int],
     result_file: Path | None,
     lifecycle: Lifecycle,
+    release: Release | None = None,
 ) -> NoReturn:
     """Execute the job in this (forked) process and exit; never returns, whatever happens.
 
@@ -55,15 +62,59 @@ def run_child(
     `result_file`, the outcome is also written there before the process exits, so
     a host killed between reaping the run and recording it can still record it.
     The `lifecycle`'s reporters wrap the call (an error tracker's scope, for one).
+    With a `release`, the child is made ready before its slot and calls the job at
+    the release instant, unless the host cancels it first.
     """
     code = _HARNESS_FAILED
     try:
         control = _prepare(*fds, context, host_pid, spec.name)
         with lifecycle.job_scope(context, forked=True):
-            code = _execute(spec, context, control, result_file, lifecycle)
+            if release is not None and not release.wait():
+                control.send({"t": "not_released"})
+                code = 0
+            else:
+                code = _execute(spec, context, control, result_file, lifecycle)
         _flush()
     finally:
         os._exit(code)  # never unwind into the host's stack, whatever was raised
+
+
+class Release:
+    """When a prepared child calls its job: at a `time.monotonic()` instant, unless the
+    host closes the other end of `fd` first (a stop, or the host's death).
+
+    The child says when it was released by writing the wall-clock time into `started`,
+    memory shared with the host: a message through a pipe would wake the host, which
+    then takes the CPU from the job's first statements.
+    """
+
+    def __init__(self, at: float, fd: int, started: mmap.mmap):
+        self.at = at
+        self.fd = fd
+        self.started = started
+
+    def wait(self) -> bool:
+        """Block until the instant (True) or until the host cancels (False)."""
+        # A forked process copies each memory page it first writes to; going through the
+        # code that follows the release once now keeps that work off the instant.
+        call_job(lambda: None)
+        # Linux lets a wait end late to group wakeups: 50 µs by default, and for select()
+        # a thousandth of the timeout on top. So: select() until 2 ms before the instant,
+        # then a plain sleep with the slack at 1 ns. The job keeps that slack (harmless).
+        _set_timer_slack(1)
+        while (left := self.at - time.monotonic()) > _FINAL_SLEEP:
+            if select.select([self.fd], [], [], left - _FINAL_SLEEP)[0]:
+                return False
+        if left > 0:
+            time.sleep(left)
+        struct.pack_into("d", self.started, 0, time.time())
+        return True
+
+
+def started_at(started: mmap.mmap) -> float | None:
+    """When a prepared child was released (wall-clock seconds), or None if it has not been."""
+    at = struct.unpack_from("d", started, 0)[0]
+    return at or None
 
 
 def _execute(
@@ -133,6 +184,12 @@ def _set_process_name(name: str) -> None:
     """Name the process (as `ps -o comm`, `top` and `pgrep` show it) so runs stand apart from the host."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
+def _set_timer_slack(nanoseconds: int) -> None:
+    """How late Linux may wake this process from a timed wait (it groups wakeups to save power)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_TIMERSLACK, ctypes.c_ulong(nanoseconds), 0, 0, 0)
 
 
 def _die_with_parent() -> None:

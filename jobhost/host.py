@@ -40,7 +40,7 @@ from jobhost.recovery import WAITED, recover
 from jobhost.registry import JobSpec
 from jobhost.retries import PendingRetry, RetryQueue, backoff
 from jobhost.run import Run
-from jobhost.slotqueue import SlotQueue
+from jobhost.slotqueue import Due, SlotQueue
 from jobhost.store import RunRecord, StateStore
 from jobhost.store.base import LEASE_EXPIRED, Settlement, TakenOver
 from jobhost.storelink import StoreLink
@@ -50,6 +50,10 @@ from jobhost.watcher import Watcher
 logger = logging.getLogger("jobhost.host")
 
 POLL_INTERVAL = 0.2
+# The loop waits on a prepared run's pipes from this long after its instant: a message
+# from the run at its start would otherwise wake the loop, which then takes the CPU
+# from the job's first statements.
+WATCH_AFTER_RELEASE = 0.01
 PRUNE_BATCH = 500  # runs deleted at most per heartbeat
 SKEW_WARNING = 2.0  # seconds between the host's clock and the store's before a warning
 SKEW_CHECK_EVERY = 600.0  # seconds between two looks at the clocks
@@ -79,6 +83,9 @@ class HostConfig:
     # Seconds a claim is held without renewal before another host may take its run over;
     # the loop renews every lease / 3.
     lease: float = 60.0
+    # A slot's run is claimed, recorded and forked this long before its instant, and its
+    # process calls the job at the instant: the job starts on time, not after that work.
+    prepare_ahead: float = 0.1
 
 
 @dataclass
@@ -112,6 +119,9 @@ class Host:
         self.waiting: list[RunContext] = []  # child slots held by after=
         self.behind_remote: dict[str, RunContext] = {}  # overlap="queue" slots behind another host's run
         self._stalled: list[RunContext] = []  # claimed, but the store was out of reach when they were due
+        self._release_at: dict[str, dt.datetime] = {}  # run_id -> the slot a prepared run starts at
+        self._deferred: list[Due] = []  # due within the lead but not prepared: dispatched at their instant
+        self._watch_at: dict[str, float] = {}  # run_id -> when the loop starts watching a prepared run
         self.link = StoreLink(min(10.0, self.config.lease / 3), monotonic)
         self._tokens: dict[str, int] = {}  # run_id -> token of the claim this host holds for it
         self._lost_runs: set[str] = set()  # runs whose claim another host took over: nothing more is written
@@ -163,18 +173,28 @@ class Host:
         while True:
             if self._stop_signal is None:
                 now = self.clock()
-                for due in queue.pop_due(now):
-                    spec = self.jobs[due.name]
-                    if due.first < due.slot:  # the loop woke late: several slots passed
-                        self._catch_up(spec, due.first.astimezone(dt.UTC) - dt.timedelta(microseconds=1), now)
+                self._deferred, deferred = [], self._deferred
+                for due in [*deferred, *queue.pop_due(now)]:
+                    if due.slot > now:
+                        self._deferred.append(due)
                     else:
-                        self._dispatch(spec, due.slot)
+                        self._on_due(due, now)
+                for due in queue.pop_due(now + dt.timedelta(seconds=self.config.prepare_ahead)):
+                    spec = self.jobs[due.name]
+                    if due.first == due.slot and self._preparable(spec):
+                        self._dispatch(spec, due.slot, release=True)
+                    else:  # decided at its instant, as any other slot
+                        self._deferred.append(due)
                 for retry in self._retries.pop_due(now):
                     self._dispatch_retry(retry)
                 self._start_pending()
             elif not self.active:
                 break
-            upcoming = [t for t in (queue.next_due(), self._retries.next_due()) if t is not None]
+            next_slot = queue.next_due()
+            upcoming = [due.slot for due in self._deferred]
+            upcoming += [t for t in (self._retries.next_due(),) if t is not None]
+            if next_slot is not None:  # woken a lead early, to prepare its run
+                upcoming.append(next_slot - dt.timedelta(seconds=self.config.prepare_ahead))
             if self._stop_signal is not None:  # nothing new starts: only the runs going on matter
                 upcoming = []
             self._turn(self._sleep_seconds(min(upcoming, default=None)))
@@ -268,6 +288,10 @@ class Host:
                 self.watcher.release(self.active[run_id].run.on_readable(fd, self.monotonic()))
         self._handle_signals()
         now = self.monotonic()
+        for run_id, at in list(self._watch_at.items()):
+            if now >= at:
+                del self._watch_at[run_id]
+                self.watcher.watch(run_id, self.active[run_id].run.fds())
         if self._stop_deadline is not None and now >= self._stop_deadline:
             self._stop_runs(at_once=False)
         for run_id, active in list(self.active.items()):
@@ -385,16 +409,17 @@ class Host:
     def _took_over(self, taken: TakenOver, now: dt.datetime) -> None:
         """A claim whose host stopped renewing it (or this host's own, at start) is now this host's."""
         spec = self.jobs[taken.job]
+        ahead = taken.slot > now  # prepared there, but its instant has not come: it runs here, then
         if not taken.abandoned:  # claimed but never started there: dispatch it here, as a new run
             run = self._context(spec, taken.slot, taken.attempt)
             self._tokens[run.run_id] = taken.token
-            self._dispatch(spec, run.slot, context=run)
+            self._dispatch(spec, run.slot, context=run, release=ahead)
             return
         context = RunContext(taken.job, taken.run_id, taken.slot.astimezone(spec.schedule.zone), taken.attempt)
         self._tokens[context.run_id] = taken.token
         reason = LEASE_EXPIRED.format(previous=taken.previous_host, taker=self.config.hostname)
         retry = None
-        if taken.attempt <= spec.retries:
+        if taken.attempt <= spec.retries and not ahead:
             due = now + dt.timedelta(seconds=backoff(spec.retry_delay, taken.attempt))
             retry = PendingRetry(due, spec.name, context.slot, taken.attempt + 1)
         self._settle(
@@ -413,6 +438,8 @@ class Host:
         )
         if retry is not None:
             self._add_retry(retry)
+        elif ahead:
+            self._dispatch(spec, context.slot, taken.attempt + 1, release=True)
         elif spec.catchup == "all" or (spec.catchup == "latest" and self._still_latest(spec, context.slot, now)):
             self._dispatch(spec, context.slot, taken.attempt + 1)
 
@@ -503,6 +530,7 @@ class Host:
                 limits.append(POLL_INTERVAL)
         if self._stop_deadline is not None:
             limits.append(self._stop_deadline - now)
+        limits += [at - now for at in self._watch_at.values()]
         if self.pending and len(self.active) < self.config.max_workers and self._stop_signal is None:
             limits.append(0)
         return max(0.0, min(limits))
@@ -513,12 +541,21 @@ class Host:
         return RunContext(spec.name, uuid.uuid4().hex, slot.astimezone(spec.schedule.zone), attempt)
 
     def _dispatch(
-        self, spec: JobSpec, slot: dt.datetime, attempt: int = 1, *, context: RunContext | None = None
+        self,
+        spec: JobSpec,
+        slot: dt.datetime,
+        attempt: int = 1,
+        *,
+        context: RunContext | None = None,
+        release: bool = False,
     ) -> None:
-        """Claim the slot's attempt and decide what becomes of it; a host that loses the claim does nothing."""
+        """Claim the slot's attempt and decide what becomes of it; a host that loses the claim does nothing.
+        With `release`, the slot is still to come: its run is prepared now and starts at the instant."""
         context = context or self._context(spec, slot, attempt)
         if not self._claim(context):
             return
+        if release and spec.isolation == "process":  # a thread has no process to wait in
+            self._release_at[context.run_id] = slot
         if spec.name in self._s(self.store.paused_jobs, set()):
             self._record_unstarted(context, RunStatus.SKIPPED, "paused", paused=True)
             return
@@ -712,6 +749,24 @@ class Host:
                 contexts.append(self._context(spec, slot, state.last_attempt + 1))
         return contexts
 
+    def _on_due(self, due: Due, now: dt.datetime) -> None:
+        spec = self.jobs[due.name]
+        if due.first < due.slot:  # the loop woke late: several slots passed
+            self._catch_up(spec, due.first.astimezone(dt.UTC) - dt.timedelta(microseconds=1), now)
+        else:
+            self._dispatch(spec, due.slot)
+
+    def _preparable(self, spec: JobSpec) -> bool:
+        """Whether a slot due within the lead can be decided on now: a worker is free, and no
+        run of the job is going whose end before the instant could change what happens."""
+        if spec.isolation != "process" or len(self.active) + len(self.pending) >= self.config.max_workers:
+            return False
+        if self.queued_overlap.get(spec.name):
+            return False
+        if any(a.run.spec.name == spec.name for a in self.active.values()) and spec.overlap != "allow":
+            return False
+        return spec.overlap == "allow" or not self.store.shared  # another host's run is looked at, at its instant
+
     def _start_pending(self) -> None:
         while self.pending and len(self.active) < self.config.max_workers:
             self._start(self.pending.popleft())
@@ -722,7 +777,11 @@ class Host:
             if not self.link.up:
                 self._stalled.append(context)
             return
+        release = self._release_at.pop(context.run_id, None)
         started = self.clock()
+        lead = 0.0 if release is None else (release - started).total_seconds()
+        if lead > 0:
+            started = release  # recorded as it will be: the run is released at its instant
         record = self._record(context, RunStatus.RUNNING, started=started)
         token = self._tokens.get(context.run_id)
         recorded = self._s(lambda: self.store.start_run(record, token), None)
@@ -740,30 +799,78 @@ class Host:
             else:  # the store failed: the claim, unrenewed, is taken over and the slot run again
                 self._tokens.pop(context.run_id, None)
             return
-        extra: dict[str, object] = {"isolation": spec.isolation}
-        if not self._foreground:
-            extra["lateness_ms"] = max(0, int((started - context.slot).total_seconds() * 1000))
-        self.lifecycle.emit(RunEvent(RunStatus.RUNNING, context, extra=extra, scheduled=not self._foreground))
+        if lead <= 0:
+            self._announce(context, started.timestamp())
         run: Run
         if spec.isolation == "thread":
             run = ThreadRun(spec, context, log_output, log_record, self.lifecycle)
         else:
-            result_file = self._result_file(context)
-            run = ProcessRun(spec, context, log_output, log_record, self.watcher.child_fds, result_file, self.lifecycle)
+            run = ProcessRun(
+                spec,
+                context,
+                log_output,
+                log_record,
+                self.watcher.child_fds,
+                self._result_file(context),
+                self.lifecycle,
+                on_started=lambda at: self._announce(context, at),
+            )
         now = self.monotonic()
         try:
-            run.start(now)
+            if lead > 0 and isinstance(run, ProcessRun):
+                # Read the clocks together, after the records: the work above must not make it late.
+                lead = (release - self.clock()).total_seconds()
+                run.start(now, release_at=time.monotonic() + lead)
+                self.watcher.hold(run.held_fds())
+            else:
+                run.start(now)
         except OSError as exc:
             self._end(context, now, Outcome(RunStatus.CRASHED, f"the run could not be started: {exc}"))
             return
         if run.pid is not None:
             self._s(lambda: self.store.set_pid(context.run_id, run.pid), None)  # type: ignore[arg-type]
-        self.active[context.run_id] = _Active(run, now)
-        self.watcher.watch(context.run_id, run.fds())
+        self.active[context.run_id] = _Active(run, now + max(0.0, lead))
+        if lead > 0:
+            self._watch_at[context.run_id] = now + lead + WATCH_AFTER_RELEASE
+        else:
+            self.watcher.watch(context.run_id, run.fds())
+
+    def _announce(self, context: RunContext, started: float) -> None:
+        """The run's `run_started` event, when its job begins (for a prepared run: when it is released)."""
+        spec = self.jobs[context.job]
+        extra: dict[str, object] = {"isolation": spec.isolation}
+        if not self._foreground:
+            extra["lateness_ms"] = round(max(0.0, (started - context.slot.timestamp()) * 1000), 2)
+        self.lifecycle.emit(RunEvent(RunStatus.RUNNING, context, extra=extra, scheduled=not self._foreground))
+
+    def _withdraw(self, context: RunContext) -> None:
+        """A prepared run the stop kept from starting: as if its slot had not been touched, so the
+        next start (or another host) runs it when it comes, or catches it up."""
+        token = self._tokens.pop(context.run_id, None)
+        self._s(lambda: self.store.withdraw(context.run_id, token), None)
+        logger.info(
+            "run %s was prepared for %s but not started: the host is stopping; the slot is left to the next start",
+            context.run_id,
+            context.slot.isoformat(),
+            extra={"event": "run_withdrawn", "job": context.job, "run_id": context.run_id},
+        )
+
+    def _cancel_prepared(self) -> None:
+        """Stopping: runs prepared for a slot still to come do not start (their process says so)."""
+        for active in self.active.values():
+            if isinstance(active.run, ProcessRun) and active.run.released is False:
+                self.watcher.release(active.run.cancel())
+                if self._watch_at.pop(active.run.context.run_id, None) is not None:
+                    self.watcher.watch(active.run.context.run_id, active.run.fds())
 
     def _finish(self, run_id: str) -> None:
         active = self.active.pop(run_id)
         self.watcher.release(active.run.fds())
+        if isinstance(active.run, ProcessRun):
+            self.watcher.release(active.run.held_fds())
+            if active.run.cancelled:
+                self._withdraw(active.run.context)
+                return
         self._end(active.run.context, active.started_mono, active.run.outcome())
         queued = self.queued_overlap.get(active.run.spec.name)
         if queued and self._stop_signal is None:
@@ -877,6 +984,7 @@ class Host:
     ) -> None:
         """Record a slot that does not run (skipped, missed, blocked, interrupted) under its claim,
         or claimed with the record; a host that loses the claim records nothing."""
+        self._release_at.pop(context.run_id, None)
         record = self._record(context, status, reason, ended=self.clock())
         token = self._tokens.pop(context.run_id, None)
         if token is None:
@@ -898,6 +1006,7 @@ class Host:
             elif self._stop_signal is None:
                 self._stop_signal = signum
                 self._stop_deadline = self.monotonic() + self.config.stop_grace
+                self._cancel_prepared()
                 logger.info(
                     "%s: starting nothing new; %d runs in flight get %s to finish",
                     signal_name(signum),

@@ -9,13 +9,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import mmap
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jobhost.child import run_child
+from jobhost.child import Release, run_child, started_at
 from jobhost.context import RunContext
 from jobhost.durations import format_duration
 from jobhost.exits import describe_wait_status
@@ -30,6 +32,9 @@ READ_SIZE = 65536
 
 LineSink = Callable[[RunContext, str, str], None]
 RecordSink = Callable[[RunContext, dict], None]
+StartSink = Callable[[float], None]  # a prepared run's job began, at this wall-clock time
+RELEASE_RECHECK = 0.01  # seconds between two looks at whether a prepared child was released
+NOT_RELEASED = "the host was stopped before the run's slot came; the job did not start"
 
 
 class ProcessRun:
@@ -44,8 +49,10 @@ class ProcessRun:
         host_fds: Callable[[], list[int]] = list,
         result_file: Path | None = None,
         lifecycle: Lifecycle | None = None,
+        on_started: StartSink | None = None,
     ):
         self.spec = spec
+        self.on_started = on_started
         self.lifecycle = lifecycle or Lifecycle()
         self.host_fds = host_fds  # the host's descriptors, closed in the child
         self.result_file = result_file
@@ -62,11 +69,49 @@ class ProcessRun:
         self.deadline: float | None = None
         self._streams: dict[int, tuple[str, LineSplitter | None]] = {}
         self._control = b""
+        self._started: mmap.mmap | None = None
+        self._look_again: float | None = None  # when to look whether a prepared child was released
+        self._go: int | None = None  # the host's end of a prepared child's release pipe
+        self.released: bool | None = None  # None: started at once; False: waiting for its instant
+        self.cancelled = False
 
     # -- starting --------------------------------------------------------
 
-    def start(self, now: float) -> None:
-        """Fork the child; raises OSError if the process cannot be made."""
+    def start(self, now: float, release_at: float | None = None) -> None:
+        """Fork the child; raises OSError if the process cannot be made.
+
+        With `release_at` (a `time.monotonic()` instant), the child gets ready and
+        calls the job at that instant: the fork, the claim and the records are done
+        before the slot instead of making the job late. `cancel` stops it before then.
+        """
+        if release_at is None:
+            self._fork(now, None)
+            return
+        delay = max(0.0, release_at - time.monotonic())
+        self._started = mmap.mmap(-1, mmap.PAGESIZE)  # shared with the child: it writes when it was released
+        go_r, self._go = os.pipe()
+        try:
+            self._fork(now + delay, Release(release_at, go_r, self._started))
+        except OSError:
+            os.close(self._go)
+            self._go = None
+            raise
+        finally:
+            os.close(go_r)
+        self.released = False
+        self._look_again = now + delay + RELEASE_RECHECK  # not at the instant: the job has the CPU then
+
+    def held_fds(self) -> list[int]:
+        """Descriptors the loop keeps for this run but does not wait on."""
+        return [self._go] if self._go is not None else []
+
+    def cancel(self) -> list[int]:
+        """Tell a child still waiting for its instant not to call the job (it says which it did);
+        return the descriptors to close."""
+        go, self._go = self._go, None
+        return [go] if go is not None else []
+
+    def _fork(self, now: float, release: Release | None) -> None:
         pipes = {name: os.pipe() for name in ("stdout", "stderr", "control")}
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
@@ -76,8 +121,10 @@ class ProcessRun:
             for fd in [*(read_end for read_end, _ in pipes.values()), *self.host_fds()]:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            if self._go is not None:
+                os.close(self._go)
             write_ends = (pipes["stdout"][1], pipes["stderr"][1], pipes["control"][1])
-            run_child(self.spec, self.context, host_pid, write_ends, self.result_file, self.lifecycle)
+            run_child(self.spec, self.context, host_pid, write_ends, self.result_file, self.lifecycle, release)
         self.pid = pid
         for name, (read_end, write_end) in pipes.items():
             os.close(write_end)
@@ -103,7 +150,7 @@ class ProcessRun:
 
     def next_deadline(self) -> float | None:
         """The next monotonic time at which `poll` has something to do."""
-        times = [t for t in (self.kill_at, self.drain_until) if t is not None]
+        times = [t for t in (self.kill_at, self.drain_until, self._look_again) if t is not None]
         if self.forced is None and self.deadline is not None:
             times.append(self.deadline)
         return min(times) if times else None
@@ -129,6 +176,8 @@ class ProcessRun:
         except OSError:
             data = b""
         name, splitter = self._streams[fd]
+        if splitter is not None:
+            self._check_released(now)  # "run started" comes before the job's first line
         if splitter is None:
             self._read_control(data)
         else:
@@ -142,6 +191,8 @@ class ProcessRun:
     def poll(self, now: float) -> list[int]:
         """Act on deadlines and reap the child; return the descriptors the run is done with."""
         closed: list[int] = []
+        if self._look_again is not None and now >= self._look_again and not self.cancelled:
+            self._check_released(now)
         if self.wait_status is None and self.pidfd is None:
             self._reap(now)
         if self.forced is None and self.deadline is not None and now >= self.deadline:
@@ -179,6 +230,8 @@ class ProcessRun:
         """How the run ended; call when `done`."""
         result = self.result or {}
         trace = result.get("traceback")
+        if self.cancelled:
+            return Outcome(RunStatus.INTERRUPTED, NOT_RELEASED)
         if self.forced is not None:
             return Outcome(self.forced.status, self.forced.reason, trace, result.get("exception"))
         if result:
@@ -225,10 +278,26 @@ class ProcessRun:
             except ValueError:
                 self.on_line(self.context, "control", raw.decode("utf-8", "backslashreplace"))
                 continue
-            if message.get("t") == "result":
+            kind = message.get("t")
+            if kind == "result":
                 self.result = message
+            elif kind == "not_released":
+                self.cancelled = True
             elif message.get("t") == "log":
                 self.on_record(self.context, message)
+
+    def _check_released(self, now: float) -> None:
+        """Announce a prepared run once its child has been released (it says so in shared memory)."""
+        if self.released is not False or self._started is None:
+            return
+        at = started_at(self._started)
+        if at is None:  # not yet; or never, if the child is gone
+            self._look_again = None if self.wait_status is not None else now + RELEASE_RECHECK
+            return
+        self.released = True
+        self._look_again = None
+        if self.on_started is not None:
+            self.on_started(at)
 
     def _flush_stream(self, fd: int) -> None:
         name, splitter = self._streams[fd]

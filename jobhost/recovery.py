@@ -46,6 +46,16 @@ def recover(
             continue
         if record.pid is not None:
             kill_leftovers(record.pid)
+        if record.started is not None and record.started > now:  # prepared; its instant has not come
+            guard(lambda c=context: store.withdraw(c.run_id, None), None)
+            logger.info(
+                "run %s of %s was prepared for %s but never started; the slot is run when it comes",
+                record.run_id,
+                record.job,
+                record.slot.isoformat(),
+                extra={"event": "run_withdrawn", "job": record.job, "run_id": record.run_id},
+            )
+            continue
         path = result_file(context)
         result = read_result(path) if path is not None else None
         if path is not None and result is not None:

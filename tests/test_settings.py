@@ -40,6 +40,8 @@ def test_blank_values_mean_the_default():
         ("JOBS_STATE_URL", "sqlite:////srv/jobs/state.db", "state_url", "sqlite:////srv/jobs/state.db"),
         ("JOBS_DIR", str(ROOT / "tests"), "jobs_dir", ROOT / "tests"),
         ("JOBS_DIR", "jobs", "jobs_dir", ROOT / "jobs"),
+        ("JOBS_PREPARE_AHEAD", "250ms", "prepare_ahead", 0.25),
+        ("JOBS_PREPARE_AHEAD", "0", "prepare_ahead", 0.0),
     ],
 )
 def test_accepted_values(variable, value, field, expected):
@@ -57,6 +59,8 @@ def test_accepted_values(variable, value, field, expected):
         ("JOBS_HEARTBEAT_INTERVAL", "0", "a duration such as `30s`, `1m`"),
         ("JOBS_TIMEZONE", "Mars/Base", "an IANA zone such as `Europe/London`"),
         ("JOBS_DIR", "/no/such/jobs", "an existing directory"),
+        ("JOBS_PREPARE_AHEAD", "2m", "up to `60s`"),
+        ("JOBS_PREPARE_AHEAD", "-1s", "up to `60s`"),
     ],
 )
 def test_bad_value_names_the_variable_and_what_it_accepts(variable, value, accepts):

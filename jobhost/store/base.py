@@ -212,6 +212,10 @@ class StateStore(Protocol):
     def record_unstarted(self, record: RunRecord, token: int) -> bool:
         """Add a record for a claimed attempt that does not run (skipped) and release the claim."""
 
+    def withdraw(self, run_id: str, token: int | None) -> bool:
+        """Undo a run that was prepared but never started: its record and its claim go, as if the
+        slot had not been touched (whoever comes next runs it); False if the claim was taken over."""
+
     def renew(self, tokens: list[int], lease: float) -> set[int]:
         """Extend the leases of held claims by `lease` seconds; the tokens still held."""
 

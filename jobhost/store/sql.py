@@ -313,6 +313,21 @@ class SQLStore:
             self.add_run(record)
         return True
 
+    def withdraw(self, run_id: str, token: int | None) -> bool:
+        with self._transaction():
+            if token is None:  # the host that prepared it, at its next start
+                self._do(self._q("DELETE FROM {t}claims WHERE run_id = ? AND lease_until IS NOT NULL"), (run_id,))
+            elif (
+                self._do(
+                    self._q("DELETE FROM {t}claims WHERE token = ? AND run_id = ? AND lease_until IS NOT NULL"),
+                    (token, run_id),
+                )
+                != 1
+            ):
+                return False
+            self._do(self._q("DELETE FROM {t}runs WHERE run_id = ?"), (run_id,))
+        return True
+
     def renew(self, tokens: list[int], lease: float) -> set[int]:
         if not tokens:
             return set()
