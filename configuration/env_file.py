@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, MutableMapping
 
-from dotenv import dotenv_values
-
 from jobhost.errors import SettingError
 
 VARIABLE = "JOBS_ENV_FILE"
@@ -23,6 +21,8 @@ def read_env_file(environ: Mapping[str, str]) -> dict[str, str]:
     path = environ.get(VARIABLE, "").strip()
     if not path:
         return {}
+    from dotenv import dotenv_values  # here: a host without the file does not load it
+
     try:
         with open(path, encoding="utf-8") as stream:
             values = dotenv_values(stream=stream, interpolate=False)  # a secret may contain "$"

@@ -34,6 +34,7 @@ from jobhost.dependencies import describe, unmet
 from jobhost.durations import format_duration
 from jobhost.exits import signal_name
 from jobhost.lifecycle import Lifecycle, RunEvent, log_output, log_record
+from jobhost.memory import settle_after_start
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.processrun import ProcessRun
 from jobhost.recovery import WAITED, recover
@@ -55,6 +56,7 @@ POLL_INTERVAL = 0.2
 # from the job's first statements.
 WATCH_AFTER_RELEASE = 0.01
 PRUNE_BATCH = 500  # runs deleted at most per heartbeat
+PRUNE_EVERY = 3600.0  # seconds between two prunes when the last one left nothing behind
 SKEW_WARNING = 2.0  # seconds between the host's clock and the store's before a warning
 SKEW_CHECK_EVERY = 600.0  # seconds between two looks at the clocks
 # Outcomes worth another attempt. An interrupted or abandoned slot is not retried but
@@ -164,6 +166,7 @@ class Host:
         self._catch_up_all(now)
         self._resumes = self._s(self.store.resumes, None)  # resumes from here on are caught up
         self._check_clock()
+        settle_after_start()
         logger.info(
             "host started: %d jobs, %d workers",
             len(self.jobs),
@@ -352,6 +355,7 @@ class Host:
         return max(self.config.lease / 3, self.config.heartbeat_interval)
 
     _take_over_after = 0.0
+    _next_prune = 0.0
     _next_skew_check = 0.0
 
     def _claim(self, context: RunContext) -> bool:
@@ -504,9 +508,13 @@ class Host:
                 self._catch_up(spec, settled[name], now, after_pause=True)
 
     def _prune_history(self) -> None:
-        """Forget runs older than history_days, one small batch a heartbeat, so the loop never stalls."""
+        """Forget runs older than history_days, one small batch a heartbeat while some are left (so
+        the loop never stalls), then once every PRUNE_EVERY (an idle host wakes for little else)."""
+        if self.monotonic() < self._next_prune:
+            return
         before = self.clock() - dt.timedelta(days=self.config.history_days)
         removed = self._s(lambda: self.store.prune(before, PRUNE_BATCH), 0)
+        self._next_prune = self.monotonic() + (0 if removed == PRUNE_BATCH else PRUNE_EVERY)
         if removed:
             logger.info(
                 "pruned %d runs older than %g days",

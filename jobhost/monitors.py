@@ -9,7 +9,6 @@ UTC when N divides the hour or the day) and an interval otherwise.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from typing import Any
@@ -31,6 +30,8 @@ def slug_for(name: str, *, unique: bool = False) -> str:
     if slug.isdigit():
         slug = f"job-{slug}"
     if len(slug) > SLUG_MAX or unique:
+        import hashlib  # here: OpenSSL's library is megabytes a host without Sentry has no use for
+
         digest = hashlib.sha1(name.encode()).hexdigest()[:8]
         slug = f"{slug[: SLUG_MAX - 9].rstrip('-')}-{digest}"
     return slug
