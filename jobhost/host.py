@@ -13,6 +13,7 @@ again at slots waiting on another host's run.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -174,6 +175,7 @@ class Host:
             extra={"event": "host_started", "jobs": len(self.jobs), "max_workers": self.config.max_workers},
         )
         while True:
+            self._paused_now = None
             if self._stop_signal is None:
                 now = self.clock()
                 self._deferred, deferred = [], self._deferred
@@ -201,6 +203,7 @@ class Host:
             if self._stop_signal is not None:  # nothing new starts: only the runs going on matter
                 upcoming = []
             self._turn(self._sleep_seconds(min(upcoming, default=None)))
+            self._paused_now = None
             if self.monotonic() >= self._next_tick:
                 self._tick()
             if self.monotonic() >= self._next_beat:
@@ -564,7 +567,7 @@ class Host:
             return
         if release and spec.isolation == "process":  # a thread has no process to wait in
             self._release_at[context.run_id] = slot
-        if spec.name in self._s(self.store.paused_jobs, set()):
+        if spec.name in self._paused():
             self._record_unstarted(context, RunStatus.SKIPPED, "paused", paused=True)
             return
         if spec.after:
@@ -757,6 +760,14 @@ class Host:
                 contexts.append(self._context(spec, slot, state.last_attempt + 1))
         return contexts
 
+    def _paused(self) -> set[str]:
+        """The paused jobs, read once per turn of the loop: a thousand slots due at once cost one query."""
+        if self._paused_now is None:
+            self._paused_now = self._s(self.store.paused_jobs, set())
+        return self._paused_now
+
+    _paused_now: set[str] | None = None  # forgotten at each turn of the loop
+
     def _on_due(self, due: Due, now: dt.datetime) -> None:
         spec = self.jobs[due.name]
         if due.first < due.slot:  # the loop woke late: several slots passed
@@ -791,6 +802,8 @@ class Host:
         if lead > 0:
             started = release  # recorded as it will be: the run is released at its instant
         record = self._record(context, RunStatus.RUNNING, started=started)
+        if spec.isolation == "thread":  # the run's process is the host's: known now, one write fewer
+            record = dataclasses.replace(record, pid=os.getpid())
         token = self._tokens.get(context.run_id)
         recorded = self._s(lambda: self.store.start_run(record, token), None)
         if recorded is False:
@@ -835,7 +848,7 @@ class Host:
         except OSError as exc:
             self._end(context, now, Outcome(RunStatus.CRASHED, f"the run could not be started: {exc}"))
             return
-        if run.pid is not None:
+        if isinstance(run, ProcessRun) and run.pid is not None:
             self._s(lambda: self.store.set_pid(context.run_id, run.pid), None)  # type: ignore[arg-type]
         self.active[context.run_id] = _Active(run, now + max(0.0, lead))
         if lead > 0:
