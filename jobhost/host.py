@@ -505,6 +505,7 @@ class Host:
             return
         resumed = {name for name, count in resumes.items() if count > seen.get(name, 0)}
         if resumed:
+            self._paused_now = None  # read before the resume, perhaps
             now, settled = self.clock(), self._s(self.store.settled_slots, {})
             for name in sorted(resumed & set(settled) & set(self.jobs)):
                 spec = self.jobs[name]
