@@ -58,6 +58,8 @@ POLL_INTERVAL = 0.2
 WATCH_AFTER_RELEASE = 0.01
 PRUNE_BATCH = 500  # runs deleted at most per heartbeat
 PRUNE_EVERY = 3600.0  # seconds between two prunes when the last one left nothing behind
+COALESCE = 1.0  # seconds early (a tenth of its period at most) periodic work is done if the loop is awake
+LONE_LOOK_EVERY = 3600.0  # seconds between two looks for claims to take over, alone on a store
 SKEW_WARNING = 2.0  # seconds between the host's clock and the store's before a warning
 SKEW_CHECK_EVERY = 600.0  # seconds between two looks at the clocks
 # Outcomes worth another attempt. An interrupted or abandoned slot is not retried but
@@ -204,9 +206,10 @@ class Host:
                 upcoming = []
             self._turn(self._sleep_seconds(min(upcoming, default=None)))
             self._paused_now = None
-            if self.monotonic() >= self._next_tick:
+            # Awake anyway: periodic work due very soon is done now, not in a wakeup of its own.
+            if self._nearly(self._next_tick, self._tick_every()):
                 self._tick()
-            if self.monotonic() >= self._next_beat:
+            if self._nearly(self._next_beat, self.config.heartbeat_interval):
                 self._beat()
                 self._prune_history()
                 self._catch_up_resumed()
@@ -305,6 +308,9 @@ class Host:
             if active.run.done:
                 self._finish(run_id)
 
+    def _nearly(self, deadline: float, every: float) -> bool:
+        return self.monotonic() >= deadline - min(COALESCE, every / 10)
+
     def _beat(self, *, stopped: bool = False) -> None:
         """The loop's sign of life, for `health` (written at least every heartbeat_interval)."""
         self._next_beat = self.monotonic() + self.config.heartbeat_interval
@@ -337,12 +343,16 @@ class Host:
         if not self.link.up:
             return
         self._flush_unsent()
-        if self._stop_signal is None and self.monotonic() >= self._take_over_after:
-            for taken in self._s(
-                lambda: self.store.take_over(self.config.hostname, list(self.jobs), self.config.lease, now), []
-            ):
-                self._took_over(taken, now)
-        self._merge_retries()
+        # Alone on its store, a host has only its own crashed backfills to take over and its own
+        # retries, already queued: looking hourly is enough, and an idle host stays idle.
+        if self.store.shared or self.monotonic() >= self._next_lone_look:
+            self._next_lone_look = self.monotonic() + LONE_LOOK_EVERY
+            if self._stop_signal is None and self.monotonic() >= self._take_over_after:
+                for taken in self._s(
+                    lambda: self.store.take_over(self.config.hostname, list(self.jobs), self.config.lease, now), []
+                ):
+                    self._took_over(taken, now)
+            self._merge_retries()
         self._look_at_waiting()
         self._look_behind_remote()
         if self.monotonic() >= self._next_skew_check:
@@ -358,6 +368,7 @@ class Host:
         return max(self.config.lease / 3, self.config.heartbeat_interval)
 
     _take_over_after = 0.0
+    _next_lone_look = 0.0
     _next_prune = 0.0
     _next_skew_check = 0.0
 
