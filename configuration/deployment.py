@@ -10,7 +10,7 @@ from configuration.log_setup import configure_logging
 from configuration.sentry_setup import start_sentry
 from configuration.settings import ROOT, load_settings
 from jobhost.cli import HostSettings
-from jobhost.host import HostConfig
+from jobhost.hostconfig import HostConfig
 
 
 def configure(*, log_to_stdout: bool) -> HostSettings:

@@ -15,23 +15,25 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 from zoneinfo import ZoneInfo
 
 import click
 
 from jobhost import default_registry
-from jobhost.backfill import backfill, slots_between
 from jobhost.clock import now as wall_now
 from jobhost.discovery import discover
 from jobhost.durations import format_duration
 from jobhost.errors import JobhostError, SettingError, StoreError, StoreUnavailable, UnknownJobError
-from jobhost.host import Host, HostConfig
+from jobhost.hostconfig import HostConfig
 from jobhost.lifecycle import Lifecycle, Reporter
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec, Registry
 from jobhost.store import StateStore, open_store
 from jobhost.timezones import localize
+
+if TYPE_CHECKING:
+    from jobhost.host import Host
 
 logger = logging.getLogger("jobhost")
 
@@ -49,6 +51,8 @@ class HostSettings:
     reporters: Callable[[], Sequence[Reporter]] = tuple
 
     def make_host(self, jobs: dict[str, JobSpec], store: StateStore) -> Host:
+        from jobhost.host import Host  # here: the commands that only read history never load the loop
+
         return Host(jobs, store, self.host, Lifecycle(self.reporters()))
 
 
@@ -261,6 +265,8 @@ def backfill_command(app: _App, name: str, start: str, end: str | None) -> None:
     already succeeded are skipped, so a backfill stopped with Ctrl-C can be
     started again with the same range. Exit 0 when every slot succeeded.
     """
+    from jobhost.backfill import backfill, slots_between  # with the loop it drives: only here
+
     settings = app.load(log_to_stdout=True)
     spec = app.job(name)
     zone, now = spec.schedule.zone, wall_now()

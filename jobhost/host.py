@@ -18,12 +18,11 @@ import datetime as dt
 import logging
 import os
 import signal
-import socket
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from jobhost.context import RunContext
 from jobhost.dependencies import describe, unmet
 from jobhost.durations import format_duration
 from jobhost.exits import signal_name
+from jobhost.hostconfig import HostConfig
 from jobhost.lifecycle import Lifecycle, RunEvent, log_output, log_record
 from jobhost.memory import settle_after_start
 from jobhost.outcomes import Outcome, RunStatus
@@ -51,7 +51,7 @@ from jobhost.watcher import Watcher
 
 logger = logging.getLogger("jobhost.host")
 
-POLL_INTERVAL = 0.2
+POLL_INTERVAL = 0.2  # seconds, only where a child's exit cannot be watched with a pidfd
 # The loop waits on a prepared run's pipes from this long after its instant: a message
 # from the run at its start would otherwise wake the loop, which then takes the CPU
 # from the job's first statements.
@@ -64,33 +64,7 @@ SKEW_WARNING = 2.0  # seconds between the host's clock and the store's before a 
 SKEW_CHECK_EVERY = 600.0  # seconds between two looks at the clocks
 # Outcomes worth another attempt. An interrupted or abandoned slot is not retried but
 # caught up at the next start (it is not settled), so it never runs twice.
-RETRYABLE = frozenset(
-    {RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CRASHED}
-)  # seconds, only where a child's exit cannot be watched with a pidfd
-
-
-@dataclass(frozen=True)
-class HostConfig:
-    """What the deployment tells the engine (read from settings by configuration/)."""
-
-    max_workers: int = 4
-    stop_grace: float = 30.0
-    hostname: str = field(default_factory=socket.gethostname)
-    heartbeat_interval: float = 30.0  # the loop records a heartbeat this often, and sleeps no longer
-    # Turn descriptors 1 and 2 into a pipe the loop reads, so that output no run
-    # captures (a thread job's subprocess, native code) becomes log lines too. Only
-    # when the log handler writes through a descriptor of its own.
-    capture_stray_output: bool = False
-    history_days: float = 90.0  # run history older than this is pruned, a batch at a time
-    # Where each run's process leaves its outcome until the host has recorded it, so a
-    # host killed between reaping a run and recording it loses nothing (None: not kept).
-    results_dir: Path | None = None
-    # Seconds a claim is held without renewal before another host may take its run over;
-    # the loop renews every lease / 3.
-    lease: float = 60.0
-    # A slot's run is claimed, recorded and forked this long before its instant, and its
-    # process calls the job at the instant: the job starts on time, not after that work.
-    prepare_ahead: float = 0.1
+RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CRASHED})
 
 
 @dataclass
