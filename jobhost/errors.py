@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 
@@ -55,6 +56,7 @@ class StoreError(JobhostError):
     """The state store cannot be opened or used."""
 
 
+@functools.lru_cache(maxsize=256)  # the same few files, for every job they define
 def display_path(path: str) -> str:
     """A file name as a person at the repository would write it (relative when inside)."""
     try:

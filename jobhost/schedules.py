@@ -67,7 +67,7 @@ def _aware(instant: dt.datetime) -> dt.datetime:
     return instant
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IntervalSchedule:
     """A `schedule`-library job (``every(N).<unit>[.at()]``) given stable slots."""
 
