@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 
-def stamp(out: str) -> None:
+def stamp(out: str, number: int = 0) -> None:
     now = time.time()
-    with open(out, "a") as file:
-        file.write(f"{now!r}\n")
+    # One write with O_APPEND: lines of jobs running at once never interleave.
+    fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{number} {now!r}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def read_stamps(path: str | os.PathLike[str]) -> list[tuple[int, float]]:
+    """(job number, start time) of each run, in the order written."""
+    try:
+        text = open(path).read()  # noqa: SIM115 - read once
+    except FileNotFoundError:
+        return []
+    return [(int(number), float(at)) for number, at in (line.split() for line in text.splitlines() if line)]

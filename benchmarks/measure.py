@@ -1,0 +1,130 @@
+"""Peers as OS processes, measured from outside: their jobs' stamps, CPU, wakeups and memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+JOBS_PACKAGE = "from benchmarks.peers.jobhost_jobs import *  # noqa: F403\n"
+
+
+@dataclass
+class Peer:
+    """How to start one peer in one mode; its jobs stamp into `out`."""
+
+    name: str
+    command: list[str]
+    out: Path
+    env: dict[str, str] = field(default_factory=dict)
+    ready_text: str = "ready"  # the line the peer prints once its jobs are registered
+
+
+def schedule_peer(name: str, out: Path, mode: str, wait: str, count: int = 1) -> Peer:
+    command = [PYTHON, "-m", "benchmarks.peers.schedule_loop", str(out), mode, wait, str(count)]
+    return Peer(name, command, out)
+
+
+def apscheduler_peer(name: str, out: Path, mode: str, pool: str, count: int = 1) -> Peer:
+    command = [PYTHON, "-m", "benchmarks.peers.apscheduler_pool", str(out), mode, pool, str(count)]
+    return Peer(name, command, out)
+
+
+def jobhost_peer(name: str, out: Path, work: Path, mode: str, count: int = 1, **env: str) -> Peer:
+    """This host on SQLite in `work`, with the settings a user would have, plus `env`."""
+    package = work / f"bench_jobs_{os.getpid()}"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(JOBS_PACKAGE)
+    state = work / f"state-{mode}-{count}-{time.monotonic_ns()}.sqlite3"
+    settings = {
+        "JOBS_DIR": str(package),
+        "JOBS_STATE_URL": f"sqlite:///{state}",
+        "JOBS_LOG_LEVEL": "INFO",  # the lines of each run are the host's work too
+        "BENCH_MODE": mode,
+        "BENCH_OUT": str(out),
+        "BENCH_COUNT": str(count),
+        **env,
+    }
+    return Peer(name, [PYTHON, str(ROOT / "jobs.py")], out, settings, ready_text="host_started")
+
+
+class Running:
+    """A started peer: its process, and when its jobs were registered."""
+
+    def __init__(self, peer: Peer, log: Path | None = None):
+        self.peer = peer
+        peer.out.unlink(missing_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **peer.env}
+        self.began = time.monotonic()
+        self.process = subprocess.Popen(
+            peer.command,
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=open(log, "ab") if log else subprocess.DEVNULL,  # noqa: SIM115 - the child holds it
+        )
+        self.tree = psutil.Process(self.process.pid)
+        self.ready_after: float | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        """Read the peer's output (a full pipe would stop it) and note when it is ready."""
+        assert self.process.stdout is not None
+        marker = self.peer.ready_text.encode()
+        for line in self.process.stdout:
+            if not self._ready.is_set() and marker in line:
+                self.ready_after = time.monotonic() - self.began
+                self._ready.set()
+        self._ready.set()
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        """Seconds from the start of the process to its `ready` line (the host: `host_started`)."""
+        if not self._ready.wait(timeout):
+            raise RuntimeError(f"{self.peer.name} was not ready within {timeout} s")
+        if self.ready_after is None:
+            raise RuntimeError(f"{self.peer.name} exited before it was ready ({self.process.wait()})")
+        return self.ready_after
+
+    def members(self) -> list[psutil.Process]:
+        try:
+            return [self.tree, *self.tree.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_and_wakeups(self, *, tree: bool = True) -> tuple[float, int]:
+        """Seconds on a CPU (from /proc/PID/schedstat, in ns: finer than the 10 ms ticks of
+        cpu_times) and voluntary context switches, of the process (and its tree), all threads."""
+        cpu, switches = 0.0, 0
+        for member in self.members() if tree else [self.tree]:
+            try:
+                for task in Path(f"/proc/{member.pid}/task").iterdir():
+                    cpu += int((task / "schedstat").read_text().split()[0]) / 1e9
+                switches += member.num_ctx_switches().voluntary
+            except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+                pass
+        return cpu, switches
+
+    def rss_mib(self) -> float:
+        total = 0
+        for member in self.members():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += member.memory_info().rss
+        return total / 2**20
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(35)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
