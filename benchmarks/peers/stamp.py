@@ -14,6 +14,9 @@ def stamp(out: str, number: int = 0) -> None:
         os.write(fd, f"{number} {now!r}\n".encode())
     finally:
         os.close(fd)
+    work = float(os.environ.get("BENCH_WORK_MS", "0"))
+    if work:  # a job that takes a while (waiting on I/O: no CPU)
+        time.sleep(work / 1000)
 
 
 def read_stamps(path: str | os.PathLike[str]) -> list[tuple[int, float]]:
