@@ -98,16 +98,20 @@ class Release:
         # A forked process copies each memory page it first writes to; going through the
         # code that follows the release once now keeps that work off the instant.
         call_job(lambda: None)
-        # Linux lets a wait end late to group wakeups: 50 µs by default, and for select()
-        # a thousandth of the timeout on top. So: select() until 2 ms before the instant,
+        # Linux lets a wait end late to group wakeups: 50 µs by default, and for poll()
+        # a thousandth of the timeout on top. So: poll() until 2 ms before the instant,
         # then a plain sleep with the slack at 1 ns. The job keeps that slack (harmless).
         _set_timer_slack(1)
+        cancel = select.poll()  # not select(): a host with many descriptors may hand out one above 1023
+        cancel.register(self.fd, select.POLLIN)
         while (left := self.at - time.monotonic()) > _FINAL_SLEEP:
-            if select.select([self.fd], [], [], left - _FINAL_SLEEP)[0]:
+            if cancel.poll(max(1, int((left - _FINAL_SLEEP) * 1000))):
+                os.close(self.fd)
                 return False
         if left > 0:
             time.sleep(left)
         struct.pack_into("d", self.started, 0, time.time())
+        os.close(self.fd)
         return True
 
 

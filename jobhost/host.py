@@ -162,10 +162,10 @@ class Host:
                         self._on_due(due, now)
                 for due in queue.pop_due(now + dt.timedelta(seconds=self.config.prepare_ahead)):
                     spec = self.jobs[due.name]
-                    if due.first == due.slot and self._preparable(spec):
-                        self._dispatch(spec, due.slot, release=True)
-                    else:  # decided at its instant, as any other slot
-                        self._deferred.append(due)
+                    if due.first != due.slot or not self._preparable(spec):
+                        self._deferred.append(due)  # decided at its instant, as any other slot
+                    elif not self._dispatch(spec, due.slot, release=True) and not self.link.up:
+                        self._deferred.append(due)  # the store is out of reach: again at the instant
                 for retry in self._retries.pop_due(now):
                     self._dispatch_retry(retry)
                 self._start_pending()
@@ -178,6 +178,7 @@ class Host:
                 upcoming.append(next_slot - dt.timedelta(seconds=self.config.prepare_ahead))
             if self._stop_signal is not None:  # nothing new starts: only the runs going on matter
                 upcoming = []
+            self._paused_now = None  # read again after the wait, if a run ending in it asks
             self._turn(self._sleep_seconds(min(upcoming, default=None)))
             self._paused_now = None
             # Awake anyway: periodic work due very soon is done now, not in a wakeup of its own.
@@ -274,7 +275,8 @@ class Host:
         for run_id, at in list(self._watch_at.items()):
             if now >= at:
                 del self._watch_at[run_id]
-                self.watcher.watch(run_id, self.active[run_id].run.fds())
+                if run_id in self.active:
+                    self.watcher.watch(run_id, self.active[run_id].run.fds())
         if self._stop_deadline is not None and now >= self._stop_deadline:
             self._stop_runs(at_once=False)
         for run_id, active in list(self.active.items()):
@@ -319,7 +321,7 @@ class Host:
         self._flush_unsent()
         # Alone on its store, a host has only its own crashed backfills to take over and its own
         # retries, already queued: looking hourly is enough, and an idle host stays idle.
-        if self.store.shared or self.monotonic() >= self._next_lone_look:
+        if getattr(self.store, "shared", True) or self.monotonic() >= self._next_lone_look:
             self._next_lone_look = self.monotonic() + LONE_LOOK_EVERY
             if self._stop_signal is None and self.monotonic() >= self._take_over_after:
                 for taken in self._s(
@@ -545,25 +547,25 @@ class Host:
         *,
         context: RunContext | None = None,
         release: bool = False,
-    ) -> None:
-        """Claim the slot's attempt and decide what becomes of it; a host that loses the claim does nothing.
-        With `release`, the slot is still to come: its run is prepared now and starts at the instant."""
+    ) -> bool:
+        """Claim the slot's attempt and decide what becomes of it; a host that loses the claim does nothing
+        (False). With `release`, the slot is still to come: its run is prepared now and starts at the instant."""
         context = context or self._context(spec, slot, attempt)
         if not self._claim(context):
-            return
+            return False
         if release and spec.isolation == "process":  # a thread has no process to wait in
             self._release_at[context.run_id] = slot
         if spec.name in self._paused():
             self._record_unstarted(context, RunStatus.SKIPPED, "paused", paused=True)
-            return
+            return True
         if spec.after:
             missing = self._s(lambda: unmet(spec, slot, self.jobs, self.store), None)
             if missing is None:  # cannot tell now: held, and looked at again each lease / 3
                 self.waiting.append(context)
-                return
+                return True
             if missing:
                 self._wait(context, missing, self._finally_failed(missing))
-                return
+                return True
         in_flight = [a.run.context.run_id for a in self.active.values() if a.run.spec.name == spec.name]
         in_flight += [c.run_id for c in self.pending if c.job == spec.name]
         if not in_flight and spec.overlap != "allow" and (remote := self._running_elsewhere(spec)) is not None:
@@ -576,13 +578,13 @@ class Host:
                 )
             else:
                 self.behind_remote[spec.name] = context
-            return
+            return True
         if in_flight and spec.overlap == "skip":
             other_id = in_flight[0]
             self._record_unstarted(
                 context, RunStatus.SKIPPED, f"the previous run {other_id} was still going", collided_with=other_id
             )
-            return
+            return True
         if in_flight and spec.overlap == "queue":
             queued = self.queued_overlap.setdefault(spec.name, deque())
             if queued:  # one waiting run is enough; a job slower than its schedule must not pile up
@@ -593,8 +595,9 @@ class Host:
                 )
             else:
                 queued.append(context)
-            return
+            return True
         self.pending.append(context)
+        return True
 
     def _running_elsewhere(self, spec: JobSpec) -> RunRecord | None:
         """A run of the job going on another host (for overlap), if any; alone on its store (SQLite)
@@ -632,7 +635,8 @@ class Host:
         made = context.attempt - self._first_attempt + 1  # attempts of this slot made so far
         if spec is None or outcome.status not in RETRYABLE or made > spec.retries or self._stop_signal is not None:
             return None
-        return self.clock() + dt.timedelta(seconds=backoff(spec.retry_delay, made))
+        # From the slot at the earliest: a run prepared ahead may end before its instant.
+        return max(self.clock(), context.slot) + dt.timedelta(seconds=backoff(spec.retry_delay, made))
 
     _retries: RetryQueue | None = None
 
@@ -766,11 +770,14 @@ class Host:
         run of the job is going whose end before the instant could change what happens."""
         if spec.isolation != "process" or len(self.active) + len(self.pending) >= self.config.max_workers:
             return False
+        if spec.after:  # its parents' outcome may come before the instant
+            return False
         if self.queued_overlap.get(spec.name):
             return False
         if any(a.run.spec.name == spec.name for a in self.active.values()) and spec.overlap != "allow":
             return False
-        return spec.overlap == "allow" or not self.store.shared  # another host's run is looked at, at its instant
+        # On a shared store, another host's run of the job is looked at, at the instant.
+        return spec.overlap == "allow" or not getattr(self.store, "shared", True)
 
     def _start_pending(self) -> None:
         while self.pending and len(self.active) < self.config.max_workers:
@@ -782,16 +789,20 @@ class Host:
             if not self.link.up:
                 self._stalled.append(context)
             return
-        release = self._release_at.pop(context.run_id, None)
+        release = self._release_at.get(context.run_id)
         started = self.clock()
         lead = 0.0 if release is None else (release - started).total_seconds()
-        if lead > 0:
-            started = release  # recorded as it will be: the run is released at its instant
+        if release is not None and lead > 0:
+            started = release.astimezone(dt.UTC)  # recorded as it will be: the run is released at its instant
         record = self._record(context, RunStatus.RUNNING, started=started)
         if spec.isolation == "thread":  # the run's process is the host's: known now, one write fewer
             record = dataclasses.replace(record, pid=os.getpid())
         token = self._tokens.get(context.run_id)
         recorded = self._s(lambda: self.store.start_run(record, token), None)
+        if recorded is None and token is not None and not self.link.up and not self._foreground:
+            self._stalled.append(context)  # started once the store is back (at its instant, if still to come)
+            return
+        self._release_at.pop(context.run_id, None)
         if recorded is False:
             self._tokens.pop(context.run_id, None)
             logger.warning(
@@ -800,11 +811,9 @@ class Host:
                 extra={"event": "lease_lost", "lost_run_id": context.run_id},
             )
             return
-        if recorded is None and token is not None:  # claimed, but the start could not be written
-            if not self.link.up and not self._foreground:
-                self._stalled.append(context)  # started once the store is back
-            else:  # the store failed: the claim, unrenewed, is taken over and the slot run again
-                self._tokens.pop(context.run_id, None)
+        if recorded is None and token is not None:  # the store failed: the claim, unrenewed, is taken
+            self._tokens.pop(context.run_id, None)  # over a lease later and the slot run again
+            self._next_lone_look = min(self._next_lone_look, self.monotonic() + self.config.lease + 1)
             return
         if lead <= 0:
             self._announce(context, started.timestamp())
@@ -851,16 +860,31 @@ class Host:
         self.lifecycle.emit(RunEvent(RunStatus.RUNNING, context, extra=extra, scheduled=not self._foreground))
 
     def _withdraw(self, context: RunContext) -> None:
-        """A prepared run the stop kept from starting: as if its slot had not been touched, so the
-        next start (or another host) runs it when it comes, or catches it up."""
+        """A prepared run the stop kept from starting: its record goes and its claim expires, so
+        another host, or this one at its next start, takes the slot over and runs it."""
         token = self._tokens.pop(context.run_id, None)
-        self._s(lambda: self.store.withdraw(context.run_id, token), None)
-        logger.info(
-            "run %s was prepared for %s but not started: the host is stopping; the slot is left to the next start",
-            context.run_id,
-            context.slot.isoformat(),
-            extra={"event": "run_withdrawn", "job": context.job, "run_id": context.run_id},
-        )
+        self._release_at.pop(context.run_id, None)
+        if context.run_id in self._lost_runs or token is None:  # taken over meanwhile: the taker's now
+            self._lost_runs.discard(context.run_id)
+            return
+        done = self._s(lambda: self.store.withdraw(context.run_id, token), None)
+        where = {"event": "run_withdrawn", "job": context.job, "run_id": context.run_id}
+        if done:
+            logger.info(
+                "run %s was prepared for %s but not started: the host is stopping; the slot is left to "
+                "the next host that looks",
+                context.run_id,
+                context.slot.isoformat(),
+                extra=where,
+            )
+        else:  # out of reach: recorded running, it is looked at by the next start or taken over
+            logger.warning(
+                "run %s was prepared for %s but not started, and the state store could not be told: the next "
+                "start (or another host, a lease later) settles the slot",
+                context.run_id,
+                context.slot.isoformat(),
+                extra=where,
+            )
 
     def _cancel_prepared(self) -> None:
         """Stopping: runs prepared for a slot still to come do not start (their process says so)."""
@@ -872,6 +896,7 @@ class Host:
 
     def _finish(self, run_id: str) -> None:
         active = self.active.pop(run_id)
+        self._watch_at.pop(run_id, None)
         self.watcher.release(active.run.fds())
         if isinstance(active.run, ProcessRun):
             self.watcher.release(active.run.held_fds())
@@ -884,7 +909,7 @@ class Host:
             self.pending.append(queued.popleft())
 
     def _end(self, context: RunContext, started_mono: float, outcome: Outcome) -> None:
-        duration_ms = int((self.monotonic() - started_mono) * 1000)
+        duration_ms = max(0, int((self.monotonic() - started_mono) * 1000))  # 0: ended before its instant
         ended = self.clock()
         retry_at = self._next_attempt_due(context, outcome)
         retry = None

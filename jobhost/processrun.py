@@ -176,8 +176,7 @@ class ProcessRun:
         except OSError:
             data = b""
         name, splitter = self._streams[fd]
-        if splitter is not None:
-            self._check_released(now)  # "run started" comes before the job's first line
+        self._check_released(now)  # "run started" comes before the job's first line or record
         if splitter is None:
             self._read_control(data)
         else:
@@ -191,7 +190,7 @@ class ProcessRun:
     def poll(self, now: float) -> list[int]:
         """Act on deadlines and reap the child; return the descriptors the run is done with."""
         closed: list[int] = []
-        if self._look_again is not None and now >= self._look_again and not self.cancelled:
+        if self._look_again is not None and now >= self._look_again:
             self._check_released(now)
         if self.wait_status is None and self.pidfd is None:
             self._reap(now)
@@ -283,6 +282,7 @@ class ProcessRun:
                 self.result = message
             elif kind == "not_released":
                 self.cancelled = True
+                self._look_again = None
             elif message.get("t") == "log":
                 self.on_record(self.context, message)
 

@@ -242,8 +242,8 @@ class Registry:
             except (schedule_lib.ScheduleError, ValueError, TypeError) as exc:
                 raise fail(f"schedule: {exc}") from exc
             finally:  # `built` has what the slots need; the library's job would be 0.7 KiB a job kept
-                with contextlib.suppress(ValueError):
-                    self.scheduler.jobs.remove(schedule)
+                with contextlib.suppress(ValueError, AttributeError):
+                    schedule.scheduler.jobs.remove(schedule)  # type: ignore[union-attr]
         for dependency in after:
             self._dependencies.append((name, dependency, file, line))
         return JobSpec(

@@ -63,8 +63,8 @@ class Deployment:
             cwd=self.tmp,
         )
 
-    def history(self, name: str | None = None, limit: int = 500) -> list[dict]:
-        result = self.cli("history", *([name] if name else []), "--limit", str(limit), "--json")
+    def history(self, name: str | None = None, limit: int = 500, **env: str) -> list[dict]:
+        result = self.cli("history", *([name] if name else []), "--limit", str(limit), "--json", **env)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 

@@ -275,6 +275,10 @@ def test_rsyslog_follows_the_rotated_log_and_ships_each_line_once(site):
     received = logstash[-1].received()
     wait_until(lambda: len(logstash[-1].received()) >= len(received) + 5, timeout=30, what="lines after rotation")
     received = logstash[-1].received()
+    # Plain TCP has no acknowledgements: the line in flight when this listener took over may come
+    # twice (rsyslog sends it again on the new connection). From then on, each line once.
+    while len(received) > 1 and received[1] == received[0]:
+        received = received[1:]
     start = written.index(received[0])  # the first line this listener got
     assert received[: len(written) - start] == written[start:]  # each line once, in order, across files
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from jobhost.errors import StoreError, StoreUnavailable
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, StateStore, open_store
+from tests.conftest import ROOT
 
 T0 = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
 
@@ -315,3 +319,27 @@ def test_a_load_that_fails_part_way_leaves_the_store_empty(store: StateStore) ->
     assert store.runs() == []
     store.add_run(_run("after"))  # and the store is still usable
     assert [r.run_id for r in store.runs()] == ["after"]
+
+
+_OPEN_AT = """
+import sys, time
+from pathlib import Path
+from jobhost.store.sqlite import SQLiteStore
+at = float(sys.argv[2])
+while time.time() < at:
+    pass
+SQLiteStore(Path(sys.argv[1])).close()
+"""
+
+
+def test_two_processes_opening_a_new_state_file_at_once_both_get_it(tmp_path: Path) -> None:
+    """The host starting while someone types `history`: the loser of SQLite's race to turn the
+    new file to WAL was told "database is locked" at once, and the host exited."""
+    for round_ in range(8):
+        path, at = tmp_path / f"state-{round_}.sqlite3", time.time() + 0.5
+        openers = [
+            subprocess.Popen([sys.executable, "-c", _OPEN_AT, str(path), repr(at)], cwd=ROOT, stderr=subprocess.PIPE)
+            for _ in range(3)
+        ]
+        failures = [p.stderr.read().decode() for p in openers if p.wait(30) != 0]  # type: ignore[union-attr]
+        assert not failures, failures[0]

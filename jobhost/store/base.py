@@ -213,8 +213,11 @@ class StateStore(Protocol):
         """Add a record for a claimed attempt that does not run (skipped) and release the claim."""
 
     def withdraw(self, run_id: str, token: int | None) -> bool:
-        """Undo a run that was prepared but never started: its record and its claim go, as if the
-        slot had not been touched (whoever comes next runs it); False if the claim was taken over."""
+        """Undo a run that was prepared but never started: its record goes and its claim expires at
+        once, as a claim whose run never started, so the next host to look (another one, or this
+        one at its next start) takes the slot over and runs it. Without a token (this host's next
+        start, which takes its own claims over anyway) only the record goes. False if the claim
+        was taken over meanwhile."""
 
     def renew(self, tokens: list[int], lease: float) -> set[int]:
         """Extend the leases of held claims by `lease` seconds; the tokens still held."""

@@ -142,6 +142,13 @@ class PostgresStore(SQLStore):
         self._suspect = False
 
     def _migrate(self) -> None:
+        with self._pool.connection() as conn:
+            # Up to date (the usual case): no DDL at all. CREATE ... IF NOT EXISTS still takes table
+            # locks, which deadlocked with the other hosts' loops when several started together.
+            if conn.execute("SELECT to_regclass('jobhost_schema_version')").fetchone()[0] is not None:  # type: ignore[index]
+                row = conn.execute("SELECT version FROM jobhost_schema_version").fetchone()
+                if row is not None and row[0] == SCHEMA_VERSION:
+                    return
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             for statement in _SCHEMA:

@@ -315,17 +315,17 @@ class SQLStore:
 
     def withdraw(self, run_id: str, token: int | None) -> bool:
         with self._transaction():
-            if token is None:  # the host that prepared it, at its next start
-                self._do(self._q("DELETE FROM {t}claims WHERE run_id = ? AND lease_until IS NOT NULL"), (run_id,))
-            elif (
-                self._do(
-                    self._q("DELETE FROM {t}claims WHERE token = ? AND run_id = ? AND lease_until IS NOT NULL"),
+            if token is not None:  # the claim is let go at once: another host (or the next start) takes it over
+                expired = self._do(
+                    self._q(
+                        f"UPDATE {{t}}claims SET lease_until = {self._now()} - 1 "
+                        "WHERE token = ? AND run_id = ? AND lease_until IS NOT NULL"
+                    ),
                     (token, run_id),
                 )
-                != 1
-            ):
-                return False
-            self._do(self._q("DELETE FROM {t}runs WHERE run_id = ?"), (run_id,))
+                if expired != 1:
+                    return False
+            self._do(self._q("DELETE FROM {t}runs WHERE run_id = ? AND status = 'running'"), (run_id,))
         return True
 
     def renew(self, tokens: list[int], lease: float) -> set[int]:

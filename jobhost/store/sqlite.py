@@ -7,6 +7,7 @@ import datetime as dt
 import fcntl
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +71,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS claims_by_token ON claims (token);
 """
 
 
+OPEN_TIMEOUT = 10.0  # seconds an open waits for another process's lock on the file
+
+
 class SQLiteStore(SQLStore):
     """Run history and job state in one SQLite file (see StateStore for the methods)."""
 
@@ -78,12 +82,26 @@ class SQLiteStore(SQLStore):
         self._lock_fd: int | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=OPEN_TIMEOUT)
+            self._use_wal()
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot use the SQLite state file {str(path)!r}: {exc}") from exc
+
+    def _use_wal(self) -> None:
+        """Turn the file to write-ahead logging. Two processes opening a new file at once (the host
+        and a `history` typed meanwhile) race for it, and SQLite answers the loser "database is
+        locked" at once, without waiting: so wait here, as the connection's timeout would."""
+        deadline = time.monotonic() + OPEN_TIMEOUT
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _migrate(self) -> None:
         with self._db:
