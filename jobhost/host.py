@@ -37,7 +37,7 @@ from jobhost.hostconfig import HostConfig
 from jobhost.lifecycle import Lifecycle, RunEvent, log_output, log_record
 from jobhost.memory import settle_after_start
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.processrun import ProcessRun
+from jobhost.processrun import RELEASE_RECHECK, ProcessRun
 from jobhost.recovery import WAITED, recover
 from jobhost.registry import JobSpec
 from jobhost.retries import PendingRetry, RetryQueue, backoff
@@ -52,10 +52,6 @@ from jobhost.watcher import Watcher
 logger = logging.getLogger("jobhost.host")
 
 POLL_INTERVAL = 0.2  # seconds, only where a child's exit cannot be watched with a pidfd
-# The loop waits on a prepared run's pipes from this long after its instant: a message
-# from the run at its start would otherwise wake the loop, which then takes the CPU
-# from the job's first statements.
-WATCH_AFTER_RELEASE = 0.01
 PRUNE_BATCH = 500  # runs deleted at most per heartbeat
 PRUNE_EVERY = 3600.0  # seconds between two prunes when the last one left nothing behind
 COALESCE = 1.0  # seconds early (a tenth of its period at most) periodic work is done if the loop is awake
@@ -847,7 +843,9 @@ class Host:
             self._s(lambda: self.store.set_pid(context.run_id, run.pid), None)  # type: ignore[arg-type]
         self.active[context.run_id] = _Active(run, now + max(0.0, lead))
         if lead > 0:
-            self._watch_at[context.run_id] = now + lead + WATCH_AFTER_RELEASE
+            # Not at the instant: a readable pipe would wake the loop, which then takes the CPU from
+            # the job's first statements; the run itself looks whether it was released as late.
+            self._watch_at[context.run_id] = now + lead + RELEASE_RECHECK
         else:
             self.watcher.watch(context.run_id, run.fds())
 
