@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from configuration.log_setup import configure_logging
 from configuration.sentry_setup import start_sentry
 from configuration.settings import ROOT, load_settings
 from jobhost.cli import HostSettings
-from jobhost.hostconfig import HostConfig
+from jobhost.hostconfig import HostConfig, HttpConfig
 
 
 def configure(*, log_to_stdout: bool) -> HostSettings:
@@ -21,6 +22,7 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
     """
     apply_env_file()
     settings = load_settings()
+    os.environ.pop("JOBS_HTTP_TOKEN", None)  # the host's alone: the jobs it forks inherit the environment
     configure_logging(
         settings.log_level, settings.log_format, None if log_to_stdout else sys.stderr, settings.host_name
     )
@@ -41,6 +43,7 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
             results_dir=_results_dir(settings.state_url),
         ),
         reporters=lambda: start_sentry(settings),
+        http=HttpConfig(*settings.http_addr, settings.http_token) if settings.http_addr else None,
     )
 
 

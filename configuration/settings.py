@@ -82,6 +82,20 @@ def _prepare_ahead(text: str) -> float:
     return seconds
 
 
+def _http_addr(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:8377
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError
+    return host, int(port)
+
+
+def _http_token(text: str) -> str:
+    if len(text) < 16 or any(c.isspace() for c in text):
+        raise ValueError
+    return text
+
+
 def _directory(text: str) -> Path:
     path = Path(text)
     path = path if path.is_absolute() else ROOT / path
@@ -175,6 +189,24 @@ SETTINGS = (
         _whole(1),
     ),
     Setting(
+        "JOBS_HTTP_ADDR",
+        None,
+        "`address:port`, such as `127.0.0.1:8377` or `[::1]:8377` (port 0: any free port)",
+        "serve the status page, `/healthz`, `/metrics` and the JSON API there; bind it to loopback unless "
+        "a firewall or proxy guards it, as reading needs no token",
+        _http_addr,
+        shown_default="unset: no HTTP server",
+    ),
+    Setting(
+        "JOBS_HTTP_TOKEN",
+        None,
+        "16 or more characters, no spaces (for example `openssl rand -hex 32`)",
+        "the bearer token the API's POST endpoints (run, pause, resume) require",
+        _http_token,
+        shown_default="unset: the POST endpoints answer 403",
+        secret=True,
+    ),
+    Setting(
         "JOBS_TIMEZONE",
         None,
         "an IANA zone such as `Europe/London`",
@@ -229,6 +261,8 @@ class Settings:
     lease: float
     prepare_ahead: float
     history_days: int
+    http_addr: tuple[str, int] | None
+    http_token: str | None
     timezone: ZoneInfo
     jobs_dir: Path
     sentry_dsn: str | None

@@ -20,12 +20,12 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from jobhost import default_registry
+from jobhost import default_registry, operations
 from jobhost.clock import now as wall_now
 from jobhost.discovery import discover
 from jobhost.durations import format_duration
 from jobhost.errors import JobhostError, SettingError, StoreError, StoreUnavailable, UnknownJobError
-from jobhost.hostconfig import HostConfig
+from jobhost.hostconfig import HostConfig, HttpConfig
 from jobhost.lifecycle import Lifecycle, Reporter
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec, Registry
@@ -49,11 +49,12 @@ class HostSettings:
     host: HostConfig = field(default_factory=HostConfig)
     # What observes runs besides the log (Sentry): made only for the commands that run jobs.
     reporters: Callable[[], Sequence[Reporter]] = tuple
+    http: HttpConfig | None = None  # the forever loop serves its status page and API there
 
-    def make_host(self, jobs: dict[str, JobSpec], store: StateStore) -> Host:
+    def make_host(self, jobs: dict[str, JobSpec], store: StateStore, *observers: Reporter) -> Host:
         from jobhost.host import Host  # here: the commands that only read history never load the loop
 
-        return Host(jobs, store, self.host, Lifecycle(self.reporters()))
+        return Host(jobs, store, self.host, Lifecycle([*self.reporters(), *observers]))
 
 
 Configure = Callable[..., HostSettings]
@@ -138,16 +139,10 @@ pass_app = click.make_pass_decorator(_App)
 
 def _slot_of(spec: JobSpec, text: str) -> dt.datetime:
     """The slot `text` names; a wall time without an offset follows the DST policy of slots."""
-    value = _instant(text, spec.schedule.zone, "--slot")
-    assert value is not None
-    slot = spec.schedule.latest_slot(value)
-    if slot is None or slot.timestamp() != value.timestamp():
-        after = spec.schedule.next_slot(value)
-        around = " and ".join(s.isoformat() for s in (slot, after) if s is not None)
-        raise click.BadParameter(
-            f"{text} is not a slot of {spec.name}; the slots around it are {around}", param_hint="--slot"
-        )
-    return slot
+    try:
+        return operations.slot_of(spec, text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--slot") from None
 
 
 def _instant(text: str | None, zone: ZoneInfo, what: str) -> dt.datetime | None:
@@ -155,12 +150,9 @@ def _instant(text: str | None, zone: ZoneInfo, what: str) -> dt.datetime | None:
     if text is None:
         return None
     try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is not ISO 8601, e.g. 2026-11-23T06:00 or 2026-11-23T06:00+01:00", param_hint=what
-        ) from None
-    return localize(value, zone) if value.tzinfo is None else value  # a wall time: the DST policy of slots
+        return operations.instant(text, zone)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=what) from None
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -176,9 +168,34 @@ def cli(ctx: click.Context) -> None:
         except StoreError as exc:
             app.fail(str(exc), 1)
         try:
-            sys.exit(settings.make_host(app.registry.jobs, store).run_forever())
+            sys.exit(_serve(settings, app.registry.jobs, store))
         finally:
             store.close()
+
+
+def _serve(settings: HostSettings, jobs: dict[str, JobSpec], store: StateStore) -> int:
+    """The forever loop, with its HTTP server beside it when JOBS_HTTP_ADDR asks for one."""
+    if settings.http is None:
+        return settings.make_host(jobs, store).run_forever()
+    from jobhost.web.server import WebServer  # only a host that serves HTTP loads the web stack
+
+    web = WebServer(settings.http, jobs, lambda: open_store(settings.state_url, settings.base_dir))
+    host = settings.make_host(jobs, store, *web.observers())
+    try:
+        web.start(host)
+    except OSError as exc:
+        logger.critical(
+            "cannot serve HTTP on %s:%d (JOBS_HTTP_ADDR): %s; nothing was started",
+            settings.http.host,
+            settings.http.port,
+            exc.strerror or exc,
+            extra={"event": "host_start_failed"},
+        )
+        return 2
+    try:
+        return host.run_forever()
+    finally:
+        web.stop()
 
 
 @cli.command()
@@ -196,25 +213,7 @@ def check(app: _App) -> None:
 def list_jobs(app: _App, as_json: bool) -> None:
     """The jobs: schedule, next slot, last status, paused."""
     app.load()
-    store = app.store()
-    last, paused = store.last_statuses(), store.paused_jobs()
-    now = wall_now()
-    rows = []
-    for name, spec in sorted(app.registry.jobs.items()):
-        upcoming = spec.schedule.next_slot(now)
-        rows.append(
-            {
-                "name": name,
-                "schedule": spec.schedule.describe(),
-                "timezone": spec.schedule.zone.key,
-                "next_slot": upcoming.isoformat() if upcoming else None,
-                "last_status": str(last[name]) if name in last else None,
-                "paused": name in paused,
-                **spec.options(),
-                "file": spec.file,
-                "line": spec.line,
-            }
-        )
+    rows = operations.catalog(app.registry.jobs, app.store(), wall_now())
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -242,7 +241,7 @@ def run(app: _App, name: str, slot: str | None) -> None:
     """Run job NAME once now, in the foreground, isolated and logged; exit 0 if it succeeded."""
     settings = app.load(log_to_stdout=True)
     spec = app.job(name)
-    when = _slot_of(spec, slot) if slot else spec.schedule.latest_slot(wall_now()) or wall_now()
+    when = _slot_of(spec, slot) if slot else operations.default_slot(spec, wall_now())
     store = app.store()
     host = settings.make_host(app.registry.jobs, store)
     try:
@@ -322,15 +321,18 @@ def _day_or_instant(text: str, zone: ZoneInfo, what: str, *, end_of_day: bool) -
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many runs.")
+@click.option(
+    "--status", type=click.Choice([str(s) for s in RunStatus]), help="Only runs that ended so (or are running)."
+)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array, newest first, for scripts.")
 @pass_app
-def history(app: _App, name: str | None, limit: int, as_json: bool) -> None:
+def history(app: _App, name: str | None, limit: int, status: str | None, as_json: bool) -> None:
     """Past runs, newest first, of one job or all."""
     app.load()
-    store = app.store()
-    if name is not None and name not in app.registry.jobs and not store.runs(name, 1):
-        raise click.UsageError(str(UnknownJobError(name, list(app.registry.jobs))))
-    records = store.runs(name, limit)
+    try:
+        records = operations.history(app.registry.jobs, app.store(), name, limit, RunStatus(status) if status else None)
+    except UnknownJobError as exc:
+        raise click.UsageError(str(exc)) from None
     if as_json:
         click.echo(json.dumps([r.as_json() for r in records], indent=2))
         return
@@ -402,8 +404,7 @@ def resume(app: _App, name: str) -> None:
 def _set_paused(app: _App, name: str, paused: bool) -> None:
     app.load()
     app.job(name)
-    store = app.store()
-    store.set_paused(name, paused)
+    operations.set_paused(app.registry.jobs, app.store(), name, paused)
     click.echo(f"{name}: {'paused' if paused else 'resumed'}")
 
 
@@ -442,24 +443,11 @@ def health(app: _App, max_age: float, host_name: str | None) -> None:
     """Exit 0 when the loop of this host (or --host) has recorded a heartbeat in the last --max-age seconds, else 1."""
     settings = app.load()
     hostname = host_name or settings.host.hostname
-    try:
-        store = open_store(settings.state_url, settings.base_dir)
-        beat = store.heartbeat(hostname)
-    except StoreError as exc:  # for a monitor, a store it cannot read is no sign of a healthy loop
-        click.echo(f"unhealthy: cannot read the heartbeat of {hostname}: {exc}")
-        sys.exit(1)
-    if beat is None:
-        click.echo(f"unhealthy: no heartbeat recorded for {hostname}: the loop has not run against this state")
-        sys.exit(1)
-    age = (wall_now() - beat.at).total_seconds()
-    seen = f"last heartbeat {format_duration(max(round(age), 0))} ago (pid {beat.pid} on {hostname})"
-    if beat.stopped:
-        click.echo(f"unhealthy: the loop stopped cleanly; {seen}")
-        sys.exit(1)
-    if age > max_age:
-        click.echo(f"unhealthy: {seen}, more than {format_duration(max_age)}: the loop is stuck or gone")
-        sys.exit(1)
-    click.echo(f"healthy: {seen}")
+    verdict = operations.health(
+        lambda: open_store(settings.state_url, settings.base_dir), hostname, max_age, wall_now()
+    )
+    click.echo(verdict.message)
+    sys.exit(0 if verdict.healthy else 1)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:

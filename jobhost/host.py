@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import os
 import signal
+import threading
 import time
 import uuid
 from collections import deque
@@ -50,6 +51,11 @@ from jobhost.threadrun import RoutedStdout, ThreadRun
 from jobhost.watcher import Watcher
 
 logger = logging.getLogger("jobhost.host")
+
+
+class HostStopping(Exception):
+    """The host is stopping: it starts nothing new."""
+
 
 POLL_INTERVAL = 0.2  # seconds, only where a child's exit cannot be watched with a pidfd
 PRUNE_BATCH = 500  # runs deleted at most per heartbeat
@@ -105,6 +111,10 @@ class Host:
         self.watcher = Watcher()
         self._stop_signal: int | None = None
         self._stop_deadline: float | None = None
+        self._requested: deque[RunContext] = deque()  # runs asked for from another thread (the HTTP API)
+        self._manual: set[str] = set()  # run_ids of runs asked for by hand: unclaimed, not retried
+        self._requests_open = threading.Lock()  # a request is taken, or refused, never lost at the stop
+        self._requests_closed = False
         if any(spec.isolation == "thread" for spec in jobs.values()):
             RoutedStdout.install(log_output)
         self.lifecycle.attach(jobs, self.config.hostname, self.config.heartbeat_interval)
@@ -164,6 +174,8 @@ class Host:
                         self._deferred.append(due)  # the store is out of reach: again at the instant
                 for retry in self._retries.pop_due(now):
                     self._dispatch_retry(retry)
+                while self._requested:
+                    self._take_request(self._requested.popleft())
                 self._start_pending()
             elif not self.active:
                 break
@@ -247,6 +259,24 @@ class Host:
         while not self.stopping and (left := deadline - self.monotonic()) > 0:
             self._turn(left)
         return not self.stopping
+
+    def request_run(self, spec: JobSpec, slot: dt.datetime) -> RunContext:
+        """Ask the loop, from another thread, for one run of `spec` for `slot` now, as `run` makes
+        one: not claimed, not retried, whatever the schedule, pause or overlap say. It waits for a
+        free worker like any other run. Raises HostStopping once the host is stopping."""
+        context = self._context(spec, slot)
+        with self._requests_open:
+            if self._stop_signal is not None or self.watcher.signals or self._requests_closed:
+                raise HostStopping("the host is stopping; no new run starts")
+            self._requested.append(context)
+        self.watcher.wake()
+        return context
+
+    def load(self) -> tuple[int, int, int]:
+        """Runs in flight, runs queued for a worker or behind their job's previous run, and slots
+        waiting for the jobs they come after; read from another thread (for metrics)."""
+        queued = len(self.pending) + len(self._requested) + sum(map(len, list(self.queued_overlap.values())))
+        return len(self.active), queued, len(self.waiting)
 
     @property
     def stopping(self) -> bool:
@@ -761,6 +791,17 @@ class Host:
         else:
             self._dispatch(spec, due.slot)
 
+    def _take_request(self, context: RunContext) -> None:
+        self._manual.add(context.run_id)
+        self.pending.append(context)
+        logger.info(
+            "run %s of %s for %s asked for by hand",
+            context.run_id,
+            context.job,
+            context.slot.isoformat(),
+            extra={"event": "run_requested", **context.fields()},
+        )
+
     def _preparable(self, spec: JobSpec) -> bool:
         """Whether a slot due within the lead can be decided on now: a worker is free, and no
         run of the job is going whose end before the instant could change what happens."""
@@ -781,7 +822,8 @@ class Host:
 
     def _start(self, context: RunContext) -> None:
         spec = self.jobs[context.job]
-        if not self._foreground and not self._claim(context):  # a backlog slot: claimed as it starts
+        manual = self._foreground or context.run_id in self._manual
+        if not manual and not self._claim(context):  # a backlog slot: claimed as it starts
             if not self.link.up:
                 self._stalled.append(context)
             return
@@ -795,7 +837,7 @@ class Host:
             record = dataclasses.replace(record, pid=os.getpid())
         token = self._tokens.get(context.run_id)
         recorded = self._s(lambda: self.store.start_run(record, token), None)
-        if recorded is None and token is not None and not self.link.up and not self._foreground:
+        if recorded is None and token is not None and not self.link.up and not manual:
             self._stalled.append(context)  # started once the store is back (at its instant, if still to come)
             return
         self._release_at.pop(context.run_id, None)
@@ -853,9 +895,10 @@ class Host:
         """The run's `run_started` event, when its job begins (for a prepared run: when it is released)."""
         spec = self.jobs[context.job]
         extra: dict[str, object] = {"isolation": spec.isolation}
-        if not self._foreground:
+        scheduled = not self._foreground and context.run_id not in self._manual
+        if scheduled:
             extra["lateness_ms"] = round(max(0.0, (started - context.slot.timestamp()) * 1000), 2)
-        self.lifecycle.emit(RunEvent(RunStatus.RUNNING, context, extra=extra, scheduled=not self._foreground))
+        self.lifecycle.emit(RunEvent(RunStatus.RUNNING, context, extra=extra, scheduled=scheduled))
 
     def _withdraw(self, context: RunContext) -> None:
         """A prepared run the stop kept from starting: its record goes and its claim expires, so
@@ -909,7 +952,9 @@ class Host:
     def _end(self, context: RunContext, started_mono: float, outcome: Outcome) -> None:
         duration_ms = max(0, int((self.monotonic() - started_mono) * 1000))  # 0: ended before its instant
         ended = self.clock()
-        retry_at = self._next_attempt_due(context, outcome)
+        manual = context.run_id in self._manual
+        self._manual.discard(context.run_id)
+        retry_at = None if manual else self._next_attempt_due(context, outcome)
         retry = None
         if self._foreground:  # backfill waits for the attempt itself
             self.retry_at = retry_at = retry_at if self._foreground_retry else None
@@ -941,7 +986,7 @@ class Host:
                 outcome.traceback,
                 retry_at=retry_at,
                 exception=outcome.exception,
-                scheduled=not self._foreground,
+                scheduled=not self._foreground and not manual,
             )
         )
         if self.waiting:
@@ -1067,9 +1112,20 @@ class Host:
     def _abandon_pending(self) -> None:
         self.pending.extend(self._stalled)
         self.pending.extend(self.behind_remote.values())
+        with self._requests_open:
+            self._requests_closed = True
+        while self._requested:
+            self._take_request(self._requested.popleft())
         while self.pending:
             context = self.pending.popleft()
-            self._record_unstarted(context, RunStatus.INTERRUPTED, "the host stopped before a worker was free")
+            reason = "the host stopped before a worker was free"
+            if context.run_id in self._manual:  # not claimed: recorded as `run` records one
+                self._manual.discard(context.run_id)
+                record = self._record(context, RunStatus.INTERRUPTED, reason, ended=self.clock())
+                if self._s(lambda r=record: self.store.add_run(r), False) is not False:
+                    self.lifecycle.emit(RunEvent(RunStatus.INTERRUPTED, context, reason, scheduled=False))
+                continue
+            self._record_unstarted(context, RunStatus.INTERRUPTED, reason)
         for queued in self.queued_overlap.values():
             while queued:
                 self._record_unstarted(

@@ -30,3 +30,12 @@ class HostConfig:
     # A slot's run is claimed, recorded and forked this long before its instant, and its
     # process calls the job at the instant: the job starts on time, not after that work.
     prepare_ahead: float = 0.1
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """Where the host serves its status page, health, metrics and API (None in HostSettings: nowhere)."""
+
+    host: str
+    port: int
+    token: str | None = None  # the POST endpoints' bearer token; without one they answer 403

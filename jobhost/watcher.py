@@ -35,6 +35,11 @@ class Watcher:
         for signum in signums:
             signal.signal(signum, lambda signum, frame: self.signals.append(signum))
 
+    def wake(self) -> None:
+        """Make the wait return at once (from another thread)."""
+        with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+            os.write(self._wake_w, b"\0")
+
     def capture_stray_output(self) -> None:
         if self.stray is None:
             self.stray = StrayOutput()

@@ -131,8 +131,11 @@ class StateStore(Protocol):
     ) -> None:
         """Record how a run ended."""
 
-    def runs(self, job: str | None = None, limit: int = 20) -> list[RunRecord]:
-        """Runs newest first, of one job or of all."""
+    def runs(self, job: str | None = None, limit: int = 20, status: RunStatus | None = None) -> list[RunRecord]:
+        """Runs newest first, of one job or of all, of one status or of any."""
+
+    def run(self, run_id: str) -> RunRecord | None:
+        """One run by its id, if history still has it."""
 
     def add_retry(self, retry: PendingRetry) -> None:
         """Keep a pending retry (one per job and slot; a newer one replaces it)."""

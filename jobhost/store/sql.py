@@ -114,14 +114,23 @@ class SQLStore:
             (str(status), reason, self._time(ended), duration_ms, run_id),
         )
 
-    def runs(self, job: str | None = None, limit: int = 20) -> list[RunRecord]:
-        if job is None:
-            rows = self._all(self._q(f"SELECT {COLUMNS} FROM {{t}}runs ORDER BY seq DESC LIMIT ?"), (limit,))
-        else:
-            rows = self._all(
-                self._q(f"SELECT {COLUMNS} FROM {{t}}runs WHERE job = ? ORDER BY seq DESC LIMIT ?"), (job, limit)
-            )
+    def runs(self, job: str | None = None, limit: int = 20, status: RunStatus | None = None) -> list[RunRecord]:
+        where, params = [], []
+        if job is not None:
+            where.append("job = ?")
+            params.append(job)
+        if status is not None:
+            where.append("status = ?")
+            params.append(str(status))
+        condition = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._all(
+            self._q(f"SELECT {COLUMNS} FROM {{t}}runs {condition}ORDER BY seq DESC LIMIT ?"), (*params, limit)
+        )
         return [self._record(row) for row in rows]
+
+    def run(self, run_id: str) -> RunRecord | None:
+        row = self._one(self._q(f"SELECT {COLUMNS} FROM {{t}}runs WHERE run_id = ?"), (run_id,))
+        return None if row is None else self._record(row)
 
     def add_retry(self, retry: PendingRetry) -> None:
         self._do(

@@ -1,0 +1,148 @@
+"""Prometheus metrics of one host, fed by run lifecycle events like every other observer.
+
+Counters count what this host process saw since it started (Prometheus handles the
+reset at a restart); `last success` is looked up once in history for each job the host
+has not seen succeed yet, so that an alert on it survives a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from jobhost.lifecycle import Reporter, RunEvent
+from jobhost.outcomes import RunStatus
+
+if TYPE_CHECKING:
+    from jobhost.registry import JobSpec
+    from jobhost.store import StateStore
+
+# Jobs run from milliseconds to hours: buckets from 10 ms to 2 h.
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200)
+LATENESS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60)
+# Series made at zero for every job, so that rate() and absent-series alerts work from the start.
+ZEROED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CRASHED)
+
+
+class Metrics(Reporter):
+    """The host's metrics in a registry of their own (not the library's global one)."""
+
+    def __init__(self) -> None:
+        disable_created_metrics()  # a `_created` series for each counter doubles the output for nothing
+        self.registry = CollectorRegistry()
+        self.runs = Counter(
+            "jobhost_runs",
+            "Runs (and slots that did not run) recorded by this host, by job and outcome; "
+            "a failed attempt that is retried counts as failed.",
+            ["job", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "jobhost_run_duration_seconds",
+            "How long runs took, from the job's start to its end.",
+            ["job"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.lateness = Histogram(
+            "jobhost_start_lateness_seconds",
+            "How long after its slot's instant a scheduled run started.",
+            buckets=LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+        self.missed = Counter(
+            "jobhost_missed_slots", "Slots that passed without a run, by job.", ["job"], registry=self.registry
+        )
+        self.in_flight = Gauge("jobhost_runs_in_flight", "Runs going on now.", registry=self.registry)
+        self.queued = Gauge(
+            "jobhost_runs_queued",
+            "Runs due but waiting for a free worker or for the previous run of their job.",
+            registry=self.registry,
+        )
+        self.waiting = Gauge(
+            "jobhost_runs_waiting", "Slots held until the jobs they come after succeed.", registry=self.registry
+        )
+        self.heartbeat = Gauge(
+            "jobhost_heartbeat_timestamp_seconds", "When the loop last showed it was alive.", registry=self.registry
+        )
+        self.successes = LastSuccess()
+        self.registry.register(self.successes)
+
+    def watch_loop(self, in_flight: Callable[[], int], queued: Callable[[], int], waiting: Callable[[], int]) -> None:
+        """Where the gauges of the loop's state are read, at each scrape."""
+        self.in_flight.set_function(in_flight)
+        self.queued.set_function(queued)
+        self.waiting.set_function(waiting)
+
+    def attach(self, jobs: Mapping[str, JobSpec], hostname: str, heartbeat_interval: float) -> None:
+        for name in jobs:
+            for status in ZEROED:
+                self.runs.labels(name, str(status))
+            self.missed.labels(name)
+        self.successes.jobs = list(jobs)
+
+    def on_event(self, event: RunEvent) -> None:
+        job = event.context.job
+        if event.status == RunStatus.RUNNING:
+            lateness = event.extra.get("lateness_ms")
+            if event.scheduled and isinstance(lateness, int | float):
+                self.lateness.observe(lateness / 1000)
+            return
+        if event.status == RunStatus.WAITING:  # a state the slot leaves, not an outcome
+            return
+        self.runs.labels(job, str(event.status)).inc()
+        if event.status == RunStatus.MISSED:
+            self.missed.labels(job).inc()
+        if event.status.ended and event.duration_ms is not None and event.status != RunStatus.MISSED:
+            self.duration.labels(job).observe(event.duration_ms / 1000)
+        if event.status == RunStatus.SUCCEEDED:
+            self.successes.seen(job)
+
+    def on_beat(self) -> None:
+        self.heartbeat.set_to_current_time()
+
+
+class LastSuccess(Collector):
+    """`jobhost_last_success_timestamp_seconds` by job: when its newest succeeded run ended.
+
+    Read from history at scrape time (by the HTTP server's own store connection): once for
+    each job not yet seen succeeding since the host started, then again for each job the
+    loop saw succeed since the last scrape.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: list[str] = []
+        self.store: Callable[[], StateStore] | None = None
+        self._times: dict[str, float | None] = {}  # job -> timestamp; absent: to be read
+        self._stale: set[str] = set()
+        self._lock = threading.Lock()  # the loop marks, the server's thread reads
+
+    def seen(self, job: str) -> None:
+        """A run of `job` succeeded (in the loop): read its time at the next scrape."""
+        with self._lock:
+            self._stale.add(job)
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "jobhost_last_success_timestamp_seconds",
+            "When the newest succeeded run of each job ended (from history), in seconds since the epoch.",
+            labels=["job"],
+        )
+        if self.store is not None:
+            with self._lock:
+                stale, self._stale = self._stale, set()
+            store = self.store()
+            for job in self.jobs:
+                if job in stale or job not in self._times:
+                    newest = store.runs(job, 1, RunStatus.SUCCEEDED)
+                    ended = newest[0].ended if newest else None
+                    self._times[job] = ended.timestamp() if ended is not None else None
+                when = self._times[job]
+                if when is not None:
+                    family.add_metric([job], when)
+        yield family

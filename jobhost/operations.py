@@ -1,0 +1,116 @@
+"""The operations the command line and the HTTP API share: the catalog of jobs, history,
+pause and resume, and whether the loop is healthy. Each face only parses its input and
+formats the answer, so neither knows something the other does not."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jobhost.durations import format_duration
+from jobhost.errors import StoreError, UnknownJobError
+from jobhost.outcomes import RunStatus
+from jobhost.registry import JobSpec
+from jobhost.store import RunRecord, StateStore
+from jobhost.timezones import localize
+
+
+def catalog(jobs: Mapping[str, JobSpec], store: StateStore, now: dt.datetime) -> list[dict[str, Any]]:
+    """Every job as `list --json` gives it, by name."""
+    last, paused = store.last_statuses(), store.paused_jobs()
+    return [describe_job(spec, last.get(name), name in paused, now) for name, spec in sorted(jobs.items())]
+
+
+def describe_job(spec: JobSpec, last: RunStatus | None, paused: bool, now: dt.datetime) -> dict[str, Any]:
+    """One job as `list --json` gives it: schedule in words, next slot, last status, options."""
+    upcoming = spec.schedule.next_slot(now)
+    return {
+        "name": spec.name,
+        "schedule": spec.schedule.describe(),
+        "timezone": spec.schedule.zone.key,
+        "next_slot": upcoming.isoformat() if upcoming else None,
+        "last_status": str(last) if last is not None else None,
+        "paused": paused,
+        **spec.options(),
+        "file": spec.file,
+        "line": spec.line,
+    }
+
+
+def instant(text: str, zone: ZoneInfo) -> dt.datetime:
+    """An ISO 8601 instant; a time without an offset is a wall time in `zone` (the DST policy of slots).
+    Raises ValueError saying what is expected."""
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not ISO 8601, e.g. 2026-11-23T06:00 or 2026-11-23T06:00+01:00") from None
+    return localize(value, zone) if value.tzinfo is None else value
+
+
+def slot_of(spec: JobSpec, text: str) -> dt.datetime:
+    """The slot of `spec` that `text` names; ValueError naming the slots around it if it is none."""
+    value = instant(text, spec.schedule.zone)
+    slot = spec.schedule.latest_slot(value)
+    if slot is None or slot.timestamp() != value.timestamp():
+        after = spec.schedule.next_slot(value)
+        around = " and ".join(s.isoformat() for s in (slot, after) if s is not None)
+        raise ValueError(f"{text} is not a slot of {spec.name}; the slots around it are {around}")
+    return slot
+
+
+def default_slot(spec: JobSpec, now: dt.datetime) -> dt.datetime:
+    """The slot a run asked for by hand belongs to when none is named: the latest one."""
+    return spec.schedule.latest_slot(now) or now
+
+
+def known_job(jobs: Mapping[str, JobSpec], store: StateStore, name: str) -> None:
+    """Raise UnknownJobError unless `name` is a job now or has history (a job since removed)."""
+    if name not in jobs and not store.runs(name, 1):
+        raise UnknownJobError(name, list(jobs))
+
+
+def history(
+    jobs: Mapping[str, JobSpec], store: StateStore, name: str | None, limit: int, status: RunStatus | None = None
+) -> list[RunRecord]:
+    """Past runs newest first, of one job or all, of one status or any."""
+    if name is not None:
+        known_job(jobs, store, name)
+    return store.runs(name, limit, status)
+
+
+def set_paused(jobs: Mapping[str, JobSpec], store: StateStore, name: str, paused: bool) -> None:
+    """Pause (its slots are recorded as skipped) or resume a job, on every host sharing the store."""
+    if name not in jobs:
+        raise UnknownJobError(name, list(jobs))
+    store.set_paused(name, paused)
+
+
+@dataclass(frozen=True)
+class Health:
+    healthy: bool
+    message: str  # starts with "healthy: " or "unhealthy: "
+
+
+def health(store_opener: Callable[[], StateStore], hostname: str, max_age: float, now: dt.datetime) -> Health:
+    """Whether the loop of `hostname` recorded a heartbeat in the last `max_age` seconds.
+
+    `store_opener` gives the store (opened only here, so that a store that cannot be opened
+    is an unhealthy answer, not an error: to a monitor it is no sign of a live loop)."""
+    try:
+        beat = store_opener().heartbeat(hostname)
+    except StoreError as exc:
+        return Health(False, f"unhealthy: cannot read the heartbeat of {hostname}: {exc}")
+    if beat is None:
+        return Health(
+            False, f"unhealthy: no heartbeat recorded for {hostname}: the loop has not run against this state"
+        )
+    age = (now - beat.at).total_seconds()
+    seen = f"last heartbeat {format_duration(max(round(age), 0))} ago (pid {beat.pid} on {hostname})"
+    if beat.stopped:
+        return Health(False, f"unhealthy: the loop stopped cleanly; {seen}")
+    if age > max_age:
+        return Health(False, f"unhealthy: {seen}, more than {format_duration(max_age)}: the loop is stuck or gone")
+    return Health(True, f"healthy: {seen}")

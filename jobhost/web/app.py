@@ -1,0 +1,362 @@
+"""The WSGI app: routes, input checks and answers. What it answers comes from
+jobhost.operations, as the command line's does; this module only parses and formats.
+
+Reading is open (bind to loopback, or guard the port); POST needs the bearer token.
+Errors are JSON on /api/, /healthz and /metrics, and a page elsewhere, always naming
+what was wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from jobhost import operations
+from jobhost.clock import now as wall_now
+from jobhost.errors import StoreError, UnknownJobError
+from jobhost.hostconfig import HttpConfig
+from jobhost.metrics import Metrics
+from jobhost.outcomes import RunStatus
+from jobhost.runlines import RunLines
+from jobhost.store import StateStore
+from jobhost.web import pages
+
+if TYPE_CHECKING:
+    from jobhost.host import Host
+    from jobhost.registry import JobSpec
+
+logger = logging.getLogger("jobhost.web")
+
+MAX_BODY = 64 * 1024  # bytes a POST body may have: the API takes a slot at most
+MAX_LIMIT = 10_000  # runs one request may ask for
+HEALTH_BEATS = 3  # heartbeat intervals without a beat before /healthz says the loop is stuck
+STATIC = Path(__file__).parent / "static"
+
+ROUTES = Map(
+    [
+        Rule("/", endpoint="index", methods=["GET"]),
+        Rule("/jobs/<name>", endpoint="job_page", methods=["GET"]),
+        Rule("/runs/<run_id>", endpoint="run_page", methods=["GET"]),
+        Rule("/static/style.css", endpoint="style", methods=["GET"]),
+        Rule("/healthz", endpoint="healthz", methods=["GET"]),
+        Rule("/metrics", endpoint="prometheus", methods=["GET"]),
+        Rule("/api/jobs", endpoint="api_jobs", methods=["GET"]),
+        Rule("/api/jobs/<name>", endpoint="api_job", methods=["GET"]),
+        Rule("/api/jobs/<name>/run", endpoint="api_run", methods=["POST"]),
+        Rule("/api/jobs/<name>/pause", endpoint="api_pause", methods=["POST"]),
+        Rule("/api/jobs/<name>/resume", endpoint="api_resume", methods=["POST"]),
+        Rule("/api/runs", endpoint="api_runs", methods=["GET"]),
+        Rule("/api/runs/<run_id>", endpoint="api_one_run", methods=["GET"]),
+    ],
+    strict_slashes=False,
+)
+
+
+class ApiError(HTTPException):
+    """An HTTP error whose JSON body names what was wrong (and the parameter, if one was)."""
+
+    def __init__(self, code: int, message: str, *, param: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+        self.extra_headers = headers or {}
+
+
+class WebApp:
+    """The WSGI callable."""
+
+    def __init__(
+        self,
+        jobs: Mapping[str, JobSpec],
+        store: Callable[[], StateStore],
+        host: Host,
+        config: HttpConfig,
+        metrics: Metrics,
+        lines: RunLines,
+        clock: Callable[[], dt.datetime] = wall_now,
+    ):
+        self.jobs = jobs
+        self.store = store
+        self.host = host
+        self.config = config
+        self.metrics = metrics
+        self.lines = lines
+        self.clock = clock
+        templates = Environment(
+            loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(default=True)
+        )
+        pages.install_filters(templates)
+        self.templates = templates
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        request.max_content_length = MAX_BODY
+        return self.respond(request)(environ, start_response)
+
+    def respond(self, request: Request) -> Response:
+        adapter = ROUTES.bind_to_environ(request.environ)
+        wants_json = request.path.startswith(("/api", "/healthz", "/metrics"))
+        try:
+            endpoint, args = adapter.match()
+            return getattr(self, endpoint)(request, **args)
+        except ApiError as exc:
+            return self._error(exc.code, exc.message, wants_json, param=exc.param, headers=exc.extra_headers)
+        except UnknownJobError as exc:
+            return self._error(404, str(exc), wants_json)
+        except StoreError as exc:
+            return self._error(503, f"the state store cannot be read: {exc}", wants_json)
+        except HTTPException as exc:  # no such path (404), method (405), a body too large (413) ...
+            headers = dict(exc.get_headers())
+            allow = {"Allow": headers["Allow"]} if "Allow" in headers else {}
+            message = exc.description or exc.name
+            if exc.code == 404:
+                message = f"no such page or endpoint: {request.path}"
+            elif exc.code == 413:
+                message = f"the request body is larger than {MAX_BODY} bytes"
+            return self._error(exc.code or 500, message, wants_json, headers=allow)
+        except Exception as exc:  # a bug of ours: logged in full, answered in a line
+            logger.exception(
+                "the HTTP request %s %s failed", request.method, request.path, extra={"event": "http_failed"}
+            )
+            return self._error(500, f"the host failed to answer: {type(exc).__name__}: {exc}", wants_json)
+
+    # -- pages ------------------------------------------------------------
+
+    def index(self, request: Request) -> Response:
+        now = self.clock()
+        store = self.store()
+        jobs = operations.catalog(self.jobs, store, now)
+        recent = {job["name"]: store.runs(job["name"], pages.BAR_RUNS) for job in jobs}
+        in_flight, queued, waiting = self.host.load()
+        verdict = self._health(now)
+        return self._page(
+            "index.html",
+            request,
+            now=now,
+            jobs=jobs,
+            recent=recent,
+            health=verdict,
+            load={"in_flight": in_flight, "queued": queued, "waiting": waiting},
+        )
+
+    def job_page(self, request: Request, name: str) -> Response:
+        now = self.clock()
+        store = self.store()
+        status = self._status(request, "status")
+        limit = self._limit(request, default=100)
+        self._only(request, {"status", "limit", "refresh"})
+        records = operations.history(self.jobs, store, name, limit, status)
+        spec = self.jobs.get(name)
+        job = None
+        upcoming: list[dt.datetime] = []
+        if spec is not None:
+            job = operations.describe_job(spec, store.last_statuses().get(name), name in store.paused_jobs(), now)
+            when = now
+            for _ in range(5):
+                slot = spec.schedule.next_slot(when)
+                if slot is None:
+                    break
+                upcoming.append(slot)
+                when = slot
+        return self._page(
+            "job.html",
+            request,
+            now=now,
+            name=name,
+            job=job,
+            runs=records,
+            upcoming=upcoming,
+            status=status,
+            statuses=[str(s) for s in RunStatus],
+            base=request.host_url.rstrip("/"),
+        )
+
+    def run_page(self, request: Request, run_id: str) -> Response:
+        record = self.store().run(run_id)
+        if record is None:
+            raise ApiError(404, f"no run {run_id} in history (pruned after JOBS_HISTORY_DAYS, or never made)")
+        kept = self.lines.lines(run_id)
+        return self._page("run.html", request, now=self.clock(), run=record, kept=kept)
+
+    def style(self, request: Request) -> Response:
+        return Response((STATIC / "style.css").read_bytes(), mimetype="text/css")
+
+    # -- health and metrics ---------------------------------------------------
+
+    def healthz(self, request: Request) -> Response:
+        verdict = self._health(self.clock())
+        return self._json({"healthy": verdict.healthy, "message": verdict.message}, 200 if verdict.healthy else 503)
+
+    def prometheus(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # -- the JSON API ---------------------------------------------------------
+
+    def api_jobs(self, request: Request) -> Response:
+        self._only(request, set())
+        return self._json(operations.catalog(self.jobs, self.store(), self.clock()))
+
+    def api_job(self, request: Request, name: str) -> Response:
+        self._only(request, set())
+        spec = self._job(name)
+        store = self.store()
+        row = operations.describe_job(spec, store.last_statuses().get(name), name in store.paused_jobs(), self.clock())
+        return self._json(row)
+
+    def api_runs(self, request: Request) -> Response:
+        self._only(request, {"job", "status", "limit"})
+        job = request.args.get("job") or None
+        records = operations.history(
+            self.jobs, self.store(), job, self._limit(request, default=20), self._status(request, "status")
+        )
+        return self._json([r.as_json() for r in records])
+
+    def api_one_run(self, request: Request, run_id: str) -> Response:
+        self._only(request, set())
+        record = self.store().run(run_id)
+        if record is None:
+            raise ApiError(404, f"no run {run_id} in history (pruned after JOBS_HISTORY_DAYS, or never made)")
+        kept = self.lines.lines(run_id)
+        body = record.as_json()
+        body["log"] = None if kept is None else {"lines": kept[0], "dropped": kept[1]}
+        return self._json(body)
+
+    def api_run(self, request: Request, name: str) -> Response:
+        body = self._authorized_body(request)
+        spec = self._job(name)
+        text = body.get("slot")
+        if text is not None and not isinstance(text, str):
+            raise ApiError(400, "slot: expected an ISO 8601 string such as 2026-11-23T06:00", param="slot")
+        try:
+            slot = operations.slot_of(spec, text) if text else operations.default_slot(spec, self.clock())
+        except ValueError as exc:
+            raise ApiError(400, f"slot: {exc}", param="slot") from None
+        from jobhost.host import HostStopping
+
+        try:
+            context = self.host.request_run(spec, slot)
+        except HostStopping as exc:
+            raise ApiError(503, str(exc)) from None
+        url = f"/api/runs/{context.run_id}"
+        answer = {**context.fields(), "status": "requested", "url": url, "page": f"/runs/{context.run_id}"}
+        return self._json(answer, 202, headers={"Location": url})
+
+    def api_pause(self, request: Request, name: str) -> Response:
+        return self._set_paused(request, name, True)
+
+    def api_resume(self, request: Request, name: str) -> Response:
+        return self._set_paused(request, name, False)
+
+    def _set_paused(self, request: Request, name: str, paused: bool) -> Response:
+        self._authorized_body(request)
+        self._job(name)
+        operations.set_paused(self.jobs, self.store(), name, paused)
+        return self._json({"name": name, "paused": paused})
+
+    # -- checks ---------------------------------------------------------------
+
+    def _authorized_body(self, request: Request) -> dict[str, Any]:
+        """The POST's JSON object (empty if no body), once the size and the bearer token are right."""
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise ApiError(413, f"the request body is larger than {MAX_BODY} bytes")
+        if self.config.token is None:
+            raise ApiError(403, "the API's POST endpoints are off: set JOBS_HTTP_TOKEN on the host to turn them on")
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise ApiError(
+                401,
+                "this endpoint needs the header 'Authorization: Bearer <JOBS_HTTP_TOKEN>'",
+                headers={"WWW-Authenticate": 'Bearer realm="jobhost"'},
+            )
+        if not hmac.compare_digest(given.strip().encode(), self.config.token.encode()):
+            raise ApiError(403, "the bearer token is not this host's JOBS_HTTP_TOKEN")
+        self._only(request, set())
+        raw = request.get_data(cache=False)
+        if not raw.strip():
+            return {}
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, 'body: expected a JSON object, such as {} or {"slot": "..."}', param="body") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, 'body: expected a JSON object, such as {} or {"slot": "..."}', param="body")
+        unknown = sorted(set(body) - {"slot"})
+        if unknown:
+            raise ApiError(400, f"body: unknown field {unknown[0]!r}; the only one is 'slot'", param=unknown[0])
+        return body
+
+    def _job(self, name: str) -> JobSpec:
+        spec = self.jobs.get(name)
+        if spec is None:
+            raise UnknownJobError(name, list(self.jobs))
+        return spec
+
+    def _only(self, request: Request, allowed: set[str]) -> None:
+        unknown = sorted(set(request.args) - allowed)
+        if unknown:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise ApiError(
+                400, f"unknown query parameter {unknown[0]!r} (this endpoint takes: {known})", param=unknown[0]
+            )
+
+    def _limit(self, request: Request, *, default: int) -> int:
+        text = request.args.get("limit")
+        if text is None:
+            return default
+        if not text.strip().isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+            raise ApiError(400, f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}", param="limit")
+        return int(text)
+
+    def _status(self, request: Request, param: str) -> RunStatus | None:
+        text = request.args.get(param)
+        if not text:
+            return None
+        try:
+            return RunStatus(text)
+        except ValueError:
+            known = ", ".join(str(s) for s in RunStatus)
+            raise ApiError(400, f"{param}: expected one of {known}, got {text!r}", param=param) from None
+
+    def _health(self, now: dt.datetime) -> operations.Health:
+        max_age = HEALTH_BEATS * self.host.config.heartbeat_interval
+        return operations.health(self.store, self.host.config.hostname, max_age, now)
+
+    # -- answers --------------------------------------------------------------
+
+    def _json(self, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+        return Response(
+            json.dumps(body, indent=2) + "\n", status=status, mimetype="application/json", headers=headers or {}
+        )
+
+    def _page(self, template: str, request: Request, **values: Any) -> Response:
+        refresh = request.args.get("refresh", "")
+        seconds = int(refresh) if refresh.isdigit() and 1 <= int(refresh) <= 3600 else pages.REFRESH
+        html = self.templates.get_template(template).render(
+            hostname=self.host.config.hostname, refresh=seconds, **values
+        )
+        return Response(html, mimetype="text/html")
+
+    def _error(
+        self, code: int, message: str, as_json: bool, *, param: str | None = None, headers: dict[str, str] | None = None
+    ) -> Response:
+        if as_json:
+            body: dict[str, Any] = {"error": message, "status": code}
+            if param is not None:
+                body["param"] = param
+            return self._json(body, code, headers)
+        html = self.templates.get_template("error.html").render(
+            hostname=self.host.config.hostname, code=code, message=message, refresh=0
+        )
+        return Response(html, status=code, mimetype="text/html", headers=headers or {})

@@ -1,0 +1,77 @@
+"""What the HTML pages need besides the data: how times, durations and outcomes read."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from jinja2 import Environment
+
+from jobhost.durations import format_duration
+
+BAR_RUNS = 30  # recent runs drawn in a job's bar on the status page
+REFRESH = 10  # seconds between two refreshes of a page (?refresh=N changes it)
+NONE = "\u2013"  # an en dash: nothing to show
+
+# How each status is drawn: the CSS class of its badge and bar.
+TONES = {
+    "succeeded": "ok",
+    "running": "busy",
+    "waiting": "busy",
+    "failed": "bad",
+    "timed_out": "bad",
+    "crashed": "bad",
+    "abandoned": "bad",
+    "missed": "warn",
+    "skipped": "warn",
+    "interrupted": "warn",
+}
+
+
+def tone(status: object) -> str:
+    return TONES.get(str(status), "none") if status is not None else "none"
+
+
+def took(duration_ms: int | None) -> str:
+    """A run's duration as a person reads it: 120ms, 4.2s, 3m12s."""
+    if duration_ms is None:
+        return NONE
+    if duration_ms < 1000:
+        return f"{duration_ms}ms"
+    if duration_ms < 60_000:
+        return f"{duration_ms / 1000:.1f}s"
+    return format_duration(duration_ms // 1000)
+
+
+def ago(when: dt.datetime | str | None, now: dt.datetime) -> str:
+    """`in 4m` or `3h ago`, to the second under a minute."""
+    if when is None:
+        return NONE
+    if isinstance(when, str):
+        when = dt.datetime.fromisoformat(when)
+    seconds = (when - now).total_seconds()
+    text = format_duration(max(1, round(abs(seconds))) if abs(seconds) >= 1 else 0)
+    if abs(seconds) < 1:
+        return "now"
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
+def stamp(when: dt.datetime | str | None) -> str:
+    """An instant in its own offset, to the second: 2026-11-23 06:00:00 +01:00."""
+    if when is None:
+        return NONE
+    if isinstance(when, str):
+        when = dt.datetime.fromisoformat(when)
+    offset = when.strftime("%z")
+    return when.strftime("%Y-%m-%d %H:%M:%S ") + (f"{offset[:3]}:{offset[3:]}" if offset else "")
+
+
+def bar_height(duration_ms: int | None, longest: int) -> int:
+    """Height in percent of one run's bar: its duration against the longest shown (at least 15)."""
+    if not duration_ms or longest <= 0:
+        return 15
+    return max(15, round(100 * duration_ms / longest))
+
+
+def install_filters(env: Environment) -> None:
+    env.filters.update(tone=tone, took=took, stamp=stamp)
+    env.globals.update(ago=ago, bar_height=bar_height)
