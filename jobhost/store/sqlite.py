@@ -104,6 +104,8 @@ class SQLiteStore(SQLStore):
                 time.sleep(0.01)
 
     def _migrate(self) -> None:
+        if self._current():  # nothing to write: a reader never waits for another process's write lock
+            return
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -128,6 +130,13 @@ class SQLiteStore(SQLStore):
                     f"the state file {str(self.path)!r} has schema version {row[0]}, newer than this "
                     f"jobhost's {SCHEMA_VERSION}; run a newer jobhost or point JOBS_STATE_URL elsewhere"
                 )
+
+    def _current(self) -> bool:
+        try:
+            row = self._db.execute("SELECT version FROM schema_version").fetchone()
+        except sqlite3.OperationalError:  # no such table: a new file, or not ours (told below)
+            return False
+        return row is not None and row[0] == SCHEMA_VERSION
 
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
         return self._db.execute(sql, params).fetchall()
