@@ -1,0 +1,289 @@
+"""End to end: a real host serving its HTTP face, asked over real sockets, as a monitor, a
+Prometheus server and an operator with curl would."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Deployment, HostProcess, events
+from tests.http_client import base_url, call
+from tests.sentry_servers import wait_until
+
+TOKEN = "s3cret-token-for-tests-0123456789"
+
+JOBS = """
+import logging, time
+from jobhost import job, every
+
+log = logging.getLogger(__name__)
+
+@job(every().day.at("03:00"))
+def exports():
+    print("exported 3 rows")
+    log.warning("partner slow: %s s", 4)
+
+@job(every().day.at("04:00"), retries=2, retry_delay="1h")
+def broken():
+    raise ValueError("bad row 7")
+
+@job(every().day.at("05:00"), timeout="1s")
+def hangs():
+    time.sleep(30)
+
+@job(every().day.at("06:00"))
+def sleeper():
+    time.sleep(60)
+"""
+
+
+def _start(deployment: Deployment, host, **env: str) -> tuple[HostProcess, str]:
+    deployment.write("work", JOBS)
+    process = host(JOBS_HTTP_ADDR="127.0.0.1:0", **env)
+    url = base_url(process)
+    process.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), 30, "the host to start")
+    return process, url
+
+
+def _run(url: str, job: str, **body: str) -> str:
+    answer = call(f"{url}/api/jobs/{job}/run", "POST", token=TOKEN, body=json.dumps(body).encode() if body else None)
+    assert answer.status == 202, answer.body
+    run_id = answer.json()["run_id"]
+    assert answer.headers["location"] == f"/api/runs/{run_id}"
+    return run_id
+
+
+def _ended(url: str, run_id: str) -> dict:
+    def ended() -> dict | None:
+        answer = call(f"{url}/api/runs/{run_id}")
+        return answer.json() if answer.status == 200 and answer.json()["ended"] else None
+
+    return wait_until(ended, 30, f"run {run_id} to end")
+
+
+def test_jobs_and_runs_answer_as_the_command_line_does(deployment: Deployment, host) -> None:
+    process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN)
+    listed = json.loads(deployment.cli("list", "--json").stdout)
+    assert call(f"{url}/api/jobs").json() == listed
+    assert call(f"{url}/api/jobs/exports").json() == next(j for j in listed if j["name"] == "exports")
+
+    ok, failed = _run(url, "exports"), _run(url, "broken")
+    assert _ended(url, ok)["status"] == "succeeded"
+    assert _ended(url, failed)["status"] == "failed"
+
+    assert call(f"{url}/api/runs?limit=50").json() == deployment.history()
+    assert call(f"{url}/api/runs?job=broken").json() == deployment.history("broken")
+    only_failed = call(f"{url}/api/runs?status=failed").json()
+    assert [r["run_id"] for r in only_failed] == [failed]
+    assert call(f"{url}/api/runs?job=exports&status=failed").json() == []
+
+    # A run asked for by hand is one run, as `run` makes it: not retried though the job has retries.
+    assert [r["run_id"] for r in deployment.history("broken")] == [failed]
+    assert not events(process.records(), "broken", "run_retrying")
+
+    # The run's own log lines come with it: what it printed and logged, and the lifecycle lines.
+    run = call(f"{url}/api/runs/{ok}").json()
+    messages = [line["message"] for line in run["log"]["lines"]]
+    assert "exported 3 rows" in messages and "partner slow: 4 s" in messages
+    assert any(line["event"] == "run_succeeded" for line in run["log"]["lines"])
+    failure = call(f"{url}/api/runs/{failed}").json()["log"]["lines"]
+    assert any("ValueError: bad row 7" in (line["traceback"] or "") for line in failure)
+
+
+def test_a_run_for_a_named_slot_and_pause_resume(deployment: Deployment, host) -> None:
+    _process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN)
+    run_id = _run(url, "exports", slot="2026-01-05T03:00")
+    record = _ended(url, run_id)
+    assert record["slot"].startswith("2026-01-05T03:00")
+
+    answer = call(f"{url}/api/jobs/exports/pause", "POST", token=TOKEN)
+    assert (answer.status, answer.json()) == (200, {"name": "exports", "paused": True})
+    listed = {j["name"]: j for j in json.loads(deployment.cli("list", "--json").stdout)}
+    assert listed["exports"]["paused"] is True
+    assert call(f"{url}/api/jobs/exports").json()["paused"] is True
+    assert call(f"{url}/api/jobs/exports/resume", "POST", token=TOKEN).json()["paused"] is False
+    assert call(f"{url}/api/jobs/exports").json()["paused"] is False
+
+
+def test_bad_requests_get_an_error_naming_what_is_wrong(deployment: Deployment, host) -> None:
+    _process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN)
+
+    def error(path: str, method: str = "GET", **kwargs: object) -> tuple[int, dict]:
+        answer = call(f"{url}{path}", method, **kwargs)  # type: ignore[arg-type]
+        return answer.status, answer.json()
+
+    status, body = error("/api/jobs/nope")
+    assert status == 404 and "no job named 'nope'" in body["error"] and "exports" in body["error"]
+    assert error("/api/runs?job=nope")[0] == 404
+    assert error("/api/jobs/nope/run", "POST", token=TOKEN)[0] == 404
+    for query, param in [
+        ("limit=0", "limit"),
+        ("limit=ten", "limit"),
+        ("status=exploded", "status"),
+        ("colour=red", "colour"),
+    ]:
+        status, body = error(f"/api/runs?{query}")
+        assert (status, body["param"]) == (400, param), query
+        assert param in body["error"]
+    status, body = error("/api/jobs/exports/run", "POST", token=TOKEN, body=b'{"slot": "2026-01-05T03:30"}')
+    assert (status, body["param"]) == (400, "slot") and "slots around it" in body["error"]
+    status, body = error("/api/jobs/exports/run", "POST", token=TOKEN, body=b"[1, 2")
+    assert (status, body["param"]) == (400, "body")
+    status, body = error("/api/jobs/exports/run", "POST", token=TOKEN, body=b'{"when": "now"}')
+    assert (status, body["param"]) == (400, "when")
+
+    # The token: missing is 401 with a challenge, wrong is 403; nothing ran either way.
+    answer = call(f"{url}/api/jobs/exports/run", "POST")
+    assert answer.status == 401 and answer.headers["www-authenticate"].startswith("Bearer")
+    assert call(f"{url}/api/jobs/exports/run", "POST", token="not-" + TOKEN).status == 403
+    assert call(f"{url}/api/jobs/exports/pause", "POST", headers={"Authorization": f"Basic {TOKEN}"}).status == 401
+    assert deployment.history() == []
+
+    status, body = error("/api/jobs/exports/run", "POST", token=TOKEN, body=b"{" + b" " * 70_000 + b"}")
+    assert status == 413 and "larger than" in body["error"]
+    status, body = error("/api/jobs", "DELETE")
+    assert status == 405
+    assert error("/api/nothing-here")[0] == 404
+    page = call(f"{url}/jobs/nope")
+    assert page.status == 404 and b"no job named" in page.body and page.headers["content-type"].startswith("text/html")
+    assert deployment.history() == []
+
+
+def test_without_a_token_the_write_endpoints_are_off(deployment: Deployment, host) -> None:
+    _process, url = _start(deployment, host)
+    for action in ("run", "pause", "resume"):
+        answer = call(f"{url}/api/jobs/exports/{action}", "POST", token="anything-at-all-0123456789")
+        assert answer.status == 403 and "JOBS_HTTP_TOKEN" in answer.json()["error"]
+    assert call(f"{url}/api/jobs/exports/run", "POST").status == 403
+    assert deployment.history() == []
+    assert not any(j["paused"] for j in call(f"{url}/api/jobs").json())
+
+
+def test_the_token_is_kept_from_jobs(deployment: Deployment, host, tmp_path: Path) -> None:
+    deployment.write(
+        "spy",
+        f"""
+        import os
+        from jobhost import job, every
+
+        @job(every().day.at("07:00"))
+        def spy():
+            open({str(tmp_path / "seen")!r}, "w").write(os.environ.get("JOBS_HTTP_TOKEN", "none"))
+        """,
+    )
+    _process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN)
+    _ended(url, _run(url, "spy"))
+    assert (tmp_path / "seen").read_text() == "none"
+
+
+def test_metrics_match_history(deployment: Deployment, host) -> None:
+    process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN, JOBS_STOP_GRACE="1s")
+    runs = [_run(url, job) for job in ("exports", "exports", "broken", "hangs", "exports")]
+    for run_id in runs:
+        _ended(url, run_id)
+    sleeper = _run(url, "sleeper")
+    process.wait_for(lambda rs: bool(events(rs, "sleeper", "run_started")), 30, "the sleeper to start")
+
+    families = {f.name: f for f in text_string_to_metric_families(call(f"{url}/metrics").body.decode())}
+    history = deployment.history()
+    counted = {
+        (s.labels["job"], s.labels["status"]): s.value
+        for s in families["jobhost_runs"].samples
+        if s.name == "jobhost_runs_total" and s.value
+    }
+    expected: dict[tuple[str, str], float] = {}
+    for record in history:
+        if record["status"] != "running":
+            key = (record["job"], record["status"])
+            expected[key] = expected.get(key, 0) + 1
+    assert counted == expected == {("exports", "succeeded"): 3, ("broken", "failed"): 1, ("hangs", "timed_out"): 1}
+
+    durations = {
+        s.labels["job"]: s.value for s in families["jobhost_run_duration_seconds"].samples if s.name.endswith("_count")
+    }
+    assert durations == {"exports": 3, "broken": 1, "hangs": 1}
+    hang_sum = next(
+        s.value
+        for s in families["jobhost_run_duration_seconds"].samples
+        if s.name.endswith("_sum") and s.labels["job"] == "hangs"
+    )
+    assert hang_sum == pytest.approx(next(r for r in history if r["job"] == "hangs")["duration_ms"] / 1000, abs=0.01)
+
+    newest_success = next(r for r in history if r["status"] == "succeeded")
+    last_success = {s.labels["job"]: s.value for s in families["jobhost_last_success_timestamp_seconds"].samples}
+    assert last_success == {"exports": pytest.approx(dt.datetime.fromisoformat(newest_success["ended"]).timestamp())}
+    assert families["jobhost_runs_in_flight"].samples[0].value == 1
+    assert families["jobhost_runs_queued"].samples[0].value == 0
+    assert families["jobhost_heartbeat_timestamp_seconds"].samples[0].value > 0
+    assert [r["run_id"] for r in history if r["status"] == "running"] == [sleeper]
+
+    # A restarted host reads the last success from history: an alert on it survives a deploy.
+    assert process.stop() == 0
+    process, url = _start(deployment, host)
+    families = {f.name: f for f in text_string_to_metric_families(call(f"{url}/metrics").body.decode())}
+    after = {s.labels["job"]: s.value for s in families["jobhost_last_success_timestamp_seconds"].samples}
+    assert after == last_success
+
+
+def test_healthz_follows_the_loops_heartbeat(deployment: Deployment, host) -> None:
+    _process, url = _start(deployment, host, JOBS_HEARTBEAT_INTERVAL="1s")
+    answer = call(f"{url}/healthz")
+    assert answer.status == 200 and answer.json()["healthy"] is True
+
+    # Another process holds the state file's write lock: the loop cannot record its beat.
+    state = Path(deployment.env["JOBS_STATE_URL"].removeprefix("sqlite:///"))
+    blocker = sqlite3.connect(state, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        stale = wait_until(lambda: (a := call(f"{url}/healthz")).status == 503 and a, 30, "healthz to turn 503")
+        assert "the loop is stuck or gone" in stale.json()["message"]
+        assert stale.json()["healthy"] is False
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    wait_until(lambda: call(f"{url}/healthz").status == 200, 30, "healthz to recover")
+
+
+def test_a_forked_run_holds_no_socket_of_the_server(deployment: Deployment, host) -> None:
+    process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN)
+    run_id = _run(url, "sleeper")
+    process.wait_for(lambda rs: bool(events(rs, "sleeper", "run_started")), 30, "the sleeper to start")
+    pid = wait_until(lambda: call(f"{url}/api/runs/{run_id}").json()["pid"], 10, "the run's pid")
+    assert pid != process.proc.pid
+    sockets = [  # a socket shared with the host would be the same inode in both
+        link
+        for fd in os.listdir(f"/proc/{pid}/fd")
+        if (link := os.readlink(f"/proc/{pid}/fd/{fd}")).startswith("socket:")
+    ]
+    host_sockets = {
+        os.readlink(f"/proc/{process.proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{process.proc.pid}/fd")
+    }
+    assert host_sockets and not set(sockets) & host_sockets
+
+
+def test_an_address_that_cannot_be_bound_stops_the_start(deployment: Deployment, host) -> None:
+    deployment.write("work", JOBS)
+    first = host(JOBS_HTTP_ADDR="127.0.0.1:0")
+    taken = base_url(first).rsplit(":", 1)[1]
+    (deployment.tmp / "other").mkdir()
+    other = Deployment(deployment.tmp / "other")
+    other.write("work", JOBS)
+    result = subprocess.run(
+        [sys.executable, "jobs.py"],
+        env={**other.env, "JOBS_HTTP_ADDR": f"127.0.0.1:{taken}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 2
+    failure = [json.loads(line) for line in result.stdout.splitlines() if "host_start_failed" in line]
+    assert failure and "JOBS_HTTP_ADDR" in failure[0]["message"] and taken in failure[0]["message"]
