@@ -66,6 +66,22 @@ def default_slot(spec: JobSpec, now: dt.datetime) -> dt.datetime:
     return spec.schedule.latest_slot(now) or now
 
 
+def next_slots(spec: JobSpec, after: dt.datetime, count: int) -> list[dt.datetime]:
+    """Up to `count` slots of `spec` after `after`, in its zone; fewer where the calendar ends."""
+    slots: list[dt.datetime] = []
+    when = after
+    while len(slots) < count:
+        try:
+            slot = spec.schedule.next_slot(when)
+        except (OverflowError, ValueError):  # past the year 9999
+            break
+        if slot is None:
+            break
+        slots.append(slot)
+        when = slot
+    return slots
+
+
 def known_job(jobs: Mapping[str, JobSpec], store: StateStore, name: str) -> None:
     """Raise UnknownJobError unless `name` is a job now or has history (a job since removed)."""
     if name not in jobs and not store.runs(name, 1):

@@ -11,6 +11,8 @@ import shutil
 import socket
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,12 +111,15 @@ class Controller:
             f"[jobhost]\n{host.inventory_line()} jobhost_logstash_host=127.0.0.1 "
             f"jobhost_logstash_port={logstash_port} jobhost_start_timeout=20 "
             # Rotation every few seconds (the ping job writes 20 KB lines), so the tests see it.
-            "jobhost_log_max_bytes=200KB jobhost_log_backups=50\n"
+            "jobhost_log_max_bytes=200KB jobhost_log_backups=50 "
+            # The container shares this machine's network: a port of its own, found free.
+            f"jobhost_http_addr=127.0.0.1:{_free_port()}\n"
         )
         self.password = directory / "vault-password"
         self.password.write_text(VAULT_PASSWORD)
         vault = inventory / "group_vars" / "jobhost" / "vault.yml"
         vault.write_text(
+            f"vault_jobhost_http_token: {SECRET}\n"
             "vault_jobhost_secret_environment:\n"
             f"  SENTRY_DSN: http://{SECRET}@127.0.0.1:9/1\n"
             f"  PARTNER_API_TOKEN: {SECRET}\n"
@@ -227,6 +232,38 @@ def test_first_deploy_runs_the_jobs_as_the_job_user_and_ships_every_line(site):
         host.run("cat /opt/jobhost/current/REVISION").stdout.strip()
         == (host.run("readlink /opt/jobhost/current").stdout.strip().rsplit("/", 1)[1])
     )
+
+
+def test_the_inventory_turns_the_status_page_and_api_on(site):
+    host, controller, _ = site
+    address = re.search(r"jobhost_http_addr=(\S+)", controller.inventory.read_text()).group(1)
+    assert f"JOBS_HTTP_ADDR={json.dumps(address)}" in host.read("/etc/jobhost/jobs.env")
+    health = wait_until(lambda: _get(f"http://{address}/healthz"), timeout=30, what="/healthz to answer 200")
+    assert json.loads(health)["healthy"] is True
+    assert "ping" in [job["name"] for job in json.loads(_get(f"http://{address}/api/jobs"))]
+    assert b"jobhost_runs_total" in _get(f"http://{address}/metrics")
+    # The vault's token opens the write endpoints; without it they stay shut.
+    asked = urllib.request.Request(f"http://{address}/api/jobs/ping/run", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(asked, timeout=10)
+    assert refused.value.code == 401
+    asked.add_header("Authorization", f"Bearer {SECRET}")
+    with urllib.request.urlopen(asked, timeout=10) as answer:
+        assert answer.status == 202
+
+
+def _get(url: str) -> bytes | None:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.read() if answer.status == 200 else None
+    except (OSError, urllib.error.HTTPError):
+        return None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def test_a_second_deploy_with_no_change_changes_nothing(site):

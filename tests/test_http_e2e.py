@@ -75,6 +75,11 @@ def test_jobs_and_runs_answer_as_the_command_line_does(deployment: Deployment, h
     assert call(f"{url}/api/jobs").json() == listed
     assert call(f"{url}/api/jobs/exports").json() == next(j for j in listed if j["name"] == "exports")
 
+    assert (
+        call(f"{url}/api/jobs/exports/next?count=3").json()
+        == deployment.cli("next", "exports", "--count", "3").stdout.split()
+    )
+
     ok, failed = _run(url, "exports"), _run(url, "broken")
     assert _ended(url, ok)["status"] == "succeeded"
     assert _ended(url, failed)["status"] == "failed"
@@ -133,6 +138,10 @@ def test_bad_requests_get_an_error_naming_what_is_wrong(deployment: Deployment, 
         status, body = error(f"/api/runs?{query}")
         assert (status, body["param"]) == (400, param), query
         assert param in body["error"]
+    for query, param in [("count=0", "count"), ("count=many", "count"), ("from=now", "from")]:
+        status, body = error(f"/api/jobs/exports/next?{query}")
+        assert (status, body["param"]) == (400, param), query
+        assert param in body["error"]
     status, body = error("/api/jobs/exports/run", "POST", token=TOKEN, body=b'{"slot": "2026-01-05T03:30"}')
     assert (status, body["param"]) == (400, "slot") and "slots around it" in body["error"]
     status, body = error("/api/jobs/exports/run", "POST", token=TOKEN, body=b"[1, 2")
@@ -154,6 +163,9 @@ def test_bad_requests_get_an_error_naming_what_is_wrong(deployment: Deployment, 
     assert error("/api/nothing-here")[0] == 404
     page = call(f"{url}/jobs/nope")
     assert page.status == 404 and b"no job named" in page.body and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    page = call(f"{url}/jobs/exports?status=exploded")
+    assert page.status == 400 and b"status: expected one of" in page.body
     assert deployment.history() == []
 
 
@@ -192,7 +204,13 @@ def test_metrics_match_history(deployment: Deployment, host) -> None:
     sleeper = _run(url, "sleeper")
     process.wait_for(lambda rs: bool(events(rs, "sleeper", "run_started")), 30, "the sleeper to start")
 
-    families = {f.name: f for f in text_string_to_metric_families(call(f"{url}/metrics").body.decode())}
+    def scrape() -> dict:
+        return {f.name: f for f in text_string_to_metric_families(call(f"{url}/metrics").body.decode())}
+
+    # run_started is logged as the run is forked; the gauge counts it once forked.
+    families = wait_until(
+        lambda: (f := scrape())["jobhost_runs_in_flight"].samples[0].value == 1 and f, 10, "the sleeper in flight"
+    )
     history = deployment.history()
     counted = {
         (s.labels["job"], s.labels["status"]): s.value
@@ -220,7 +238,6 @@ def test_metrics_match_history(deployment: Deployment, host) -> None:
     newest_success = next(r for r in history if r["status"] == "succeeded")
     last_success = {s.labels["job"]: s.value for s in families["jobhost_last_success_timestamp_seconds"].samples}
     assert last_success == {"exports": pytest.approx(dt.datetime.fromisoformat(newest_success["ended"]).timestamp())}
-    assert families["jobhost_runs_in_flight"].samples[0].value == 1
     assert families["jobhost_runs_queued"].samples[0].value == 0
     assert families["jobhost_heartbeat_timestamp_seconds"].samples[0].value > 0
     assert [r["run_id"] for r in history if r["status"] == "running"] == [sleeper]
@@ -228,7 +245,7 @@ def test_metrics_match_history(deployment: Deployment, host) -> None:
     # A restarted host reads the last success from history: an alert on it survives a deploy.
     assert process.stop() == 0
     process, url = _start(deployment, host)
-    families = {f.name: f for f in text_string_to_metric_families(call(f"{url}/metrics").body.decode())}
+    families = scrape()
     after = {s.labels["job"]: s.value for s in families["jobhost_last_success_timestamp_seconds"].samples}
     assert after == last_success
 

@@ -42,6 +42,9 @@ def test_blank_values_mean_the_default():
         ("JOBS_DIR", "jobs", "jobs_dir", ROOT / "jobs"),
         ("JOBS_PREPARE_AHEAD", "250ms", "prepare_ahead", 0.25),
         ("JOBS_PREPARE_AHEAD", "0", "prepare_ahead", 0.0),
+        ("JOBS_HTTP_ADDR", "127.0.0.1:8377", "http_addr", ("127.0.0.1", 8377)),
+        ("JOBS_HTTP_ADDR", "[::1]:8080", "http_addr", ("::1", 8080)),
+        ("JOBS_HTTP_ADDR", "0.0.0.0:0", "http_addr", ("0.0.0.0", 0)),
     ],
 )
 def test_accepted_values(variable, value, field, expected):
@@ -61,6 +64,10 @@ def test_accepted_values(variable, value, field, expected):
         ("JOBS_DIR", "/no/such/jobs", "an existing directory"),
         ("JOBS_PREPARE_AHEAD", "2m", "up to `60s`"),
         ("JOBS_PREPARE_AHEAD", "-1s", "up to `60s`"),
+        ("JOBS_HTTP_ADDR", "8377", "`address:port`"),
+        ("JOBS_HTTP_ADDR", "localhost:http", "`address:port`"),
+        ("JOBS_HTTP_ADDR", "127.0.0.1:70000", "`address:port`"),
+        ("JOBS_HTTP_ADDR", ":8377", "`address:port`"),
     ],
 )
 def test_bad_value_names_the_variable_and_what_it_accepts(variable, value, accepts):
@@ -78,6 +85,8 @@ def test_bad_value_names_the_variable_and_what_it_accepts(variable, value, accep
         ("JOBS_STATE_URL", "mysql://admin:hunter2@db/x", "`sqlite:///relative/path`"),
         ("JOBS_STATE_URL", "redis://:pw@cache/0", "`sqlite:////absolute/path`"),
         ("SENTRY_DSN", "htps://secretkey@sentry/3", "a Sentry DSN"),
+        ("JOBS_HTTP_TOKEN", "short-token", "16 or more characters"),
+        ("JOBS_HTTP_TOKEN", "a token with spaces in it", "no spaces"),
     ],
 )
 def test_a_bad_secret_is_named_but_never_repeated(variable, value, accepts):

@@ -42,17 +42,24 @@ MAX_BODY = 64 * 1024  # bytes a POST body may have: the API takes a slot at most
 MAX_LIMIT = 10_000  # runs one request may ask for
 HEALTH_BEATS = 3  # heartbeat intervals without a beat before /healthz says the loop is stuck
 STATIC = Path(__file__).parent / "static"
+# The pages load nothing but their own stylesheet and script, and are never framed.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
 
 ROUTES = Map(
     [
         Rule("/", endpoint="index", methods=["GET"]),
         Rule("/jobs/<name>", endpoint="job_page", methods=["GET"]),
         Rule("/runs/<run_id>", endpoint="run_page", methods=["GET"]),
-        Rule("/static/style.css", endpoint="style", methods=["GET"]),
+        Rule("/static/<any(style.css, refresh.js):asset>", endpoint="asset", methods=["GET"]),
         Rule("/healthz", endpoint="healthz", methods=["GET"]),
         Rule("/metrics", endpoint="prometheus", methods=["GET"]),
         Rule("/api/jobs", endpoint="api_jobs", methods=["GET"]),
         Rule("/api/jobs/<name>", endpoint="api_job", methods=["GET"]),
+        Rule("/api/jobs/<name>/next", endpoint="api_next", methods=["GET"]),
         Rule("/api/jobs/<name>/run", endpoint="api_run", methods=["POST"]),
         Rule("/api/jobs/<name>/pause", endpoint="api_pause", methods=["POST"]),
         Rule("/api/jobs/<name>/resume", endpoint="api_resume", methods=["POST"]),
@@ -159,17 +166,10 @@ class WebApp:
         self._only(request, {"status", "limit", "refresh"})
         records = operations.history(self.jobs, store, name, limit, status)
         spec = self.jobs.get(name)
-        job = None
-        upcoming: list[dt.datetime] = []
-        if spec is not None:
+        job, upcoming = None, []
+        if spec is not None:  # else a job since removed, whose history is kept
             job = operations.describe_job(spec, store.last_statuses().get(name), name in store.paused_jobs(), now)
-            when = now
-            for _ in range(5):
-                slot = spec.schedule.next_slot(when)
-                if slot is None:
-                    break
-                upcoming.append(slot)
-                when = slot
+            upcoming = operations.next_slots(spec, now, 5)
         return self._page(
             "job.html",
             request,
@@ -190,8 +190,9 @@ class WebApp:
         kept = self.lines.lines(run_id)
         return self._page("run.html", request, now=self.clock(), run=record, kept=kept)
 
-    def style(self, request: Request) -> Response:
-        return Response((STATIC / "style.css").read_bytes(), mimetype="text/css")
+    def asset(self, request: Request, asset: str) -> Response:
+        kind = "text/css" if asset.endswith(".css") else "text/javascript"
+        return Response((STATIC / asset).read_bytes(), mimetype=kind, headers={"Cache-Control": "max-age=300"})
 
     # -- health and metrics ---------------------------------------------------
 
@@ -214,6 +215,14 @@ class WebApp:
         store = self.store()
         row = operations.describe_job(spec, store.last_statuses().get(name), name in store.paused_jobs(), self.clock())
         return self._json(row)
+
+    def api_next(self, request: Request, name: str) -> Response:
+        self._only(request, {"count"})
+        text = request.args.get("count", "5")
+        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+            raise ApiError(400, f"count: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}", param="count")
+        slots = operations.next_slots(self._job(name), self.clock(), int(text))
+        return self._json([slot.isoformat() for slot in slots])
 
     def api_runs(self, request: Request) -> Response:
         self._only(request, {"job", "status", "limit"})
@@ -346,7 +355,7 @@ class WebApp:
         html = self.templates.get_template(template).render(
             hostname=self.host.config.hostname, refresh=seconds, **values
         )
-        return Response(html, mimetype="text/html")
+        return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
 
     def _error(
         self, code: int, message: str, as_json: bool, *, param: str | None = None, headers: dict[str, str] | None = None
@@ -359,4 +368,4 @@ class WebApp:
         html = self.templates.get_template("error.html").render(
             hostname=self.host.config.hostname, code=code, message=message, refresh=0
         )
-        return Response(html, status=code, mimetype="text/html", headers=headers or {})
+        return Response(html, status=code, mimetype="text/html", headers={**PAGE_HEADERS, **(headers or {})})

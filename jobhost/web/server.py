@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("jobhost.web")
 
 WORKERS = 4  # requests served at once; a slow store query holds one worker, not the loop
+STOP_WAIT = 1.0  # seconds the requests being answered get to finish when the host stops
 
 
 class ThreadStores:
@@ -101,6 +102,9 @@ class WebServer:
         self._server = None
 
     def stop(self) -> None:
-        """The loop has ended: stop keeping log lines. The server thread ends with the process (a
-        daemon), answering until then: a monitor sees the host stop, not a refused connection."""
+        """The loop has ended: let the requests being answered finish (a second at most) and take no
+        more, so no thread of the server writes a log line while the interpreter shuts down."""
         logging.getLogger().removeHandler(self.lines)
+        server = self._server
+        if server is not None:
+            server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_WAIT)  # type: ignore[attr-defined]
