@@ -115,6 +115,7 @@ class Host:
         self._manual: set[str] = set()  # run_ids of runs asked for by hand: unclaimed, not retried
         self._requests_open = threading.Lock()  # a request is taken, or refused, never lost at the stop
         self._requests_closed = False
+        self._caught_up: set[str] = set()  # run_ids of catch-up runs not yet started
         if any(spec.isolation == "thread" for spec in jobs.values()):
             RoutedStdout.install(log_output)
         self.lifecycle.attach(jobs, self.config.hostname, self.config.heartbeat_interval)
@@ -273,10 +274,13 @@ class Host:
         return context
 
     def load(self) -> tuple[int, int, int]:
-        """Runs in flight, runs queued for a worker or behind their job's previous run, and slots
-        waiting for the jobs they come after; read from another thread (for metrics)."""
+        """Runs in flight (a prepared run once released), runs due but not started (waiting for a worker,
+        for their job's previous run, or for the state store), and slots waiting for the jobs they come
+        after; read from another thread (for metrics)."""
         queued = len(self.pending) + len(self._requested) + sum(map(len, list(self.queued_overlap.values())))
-        return len(self.active), queued, len(self.waiting)
+        queued += len(self.behind_remote) + len(self._stalled)
+        going = sum(1 for a in list(self.active.values()) if getattr(a.run, "released", None) is not False)
+        return going, queued, len(self.waiting)
 
     @property
     def stopping(self) -> bool:
@@ -763,6 +767,7 @@ class Host:
             for context in runs:
                 self._record_unstarted(context, RunStatus.SKIPPED, "paused", paused=True)
         elif runs:
+            self._caught_up.update(context.run_id for context in runs)
             self._dispatch(spec, runs[0].slot, context=runs[0])
             self.queued_overlap.setdefault(spec.name, deque()).extend(runs[1:])  # claimed as each starts
 
@@ -898,6 +903,9 @@ class Host:
         scheduled = not self._foreground and context.run_id not in self._manual
         if scheduled:
             extra["lateness_ms"] = round(max(0.0, (started - context.slot.timestamp()) * 1000), 2)
+        if context.run_id in self._caught_up:  # late by design: its slot passed while it could not run
+            self._caught_up.discard(context.run_id)
+            extra["catch_up"] = True
         self.lifecycle.emit(RunEvent(RunStatus.RUNNING, context, extra=extra, scheduled=scheduled))
 
     def _withdraw(self, context: RunContext) -> None:
@@ -946,7 +954,9 @@ class Host:
                 return
         self._end(active.run.context, active.started_mono, active.run.outcome())
         queued = self.queued_overlap.get(active.run.spec.name)
-        if queued and self._stop_signal is None:
+        # A run asked for by hand may end while the scheduled one goes on: the queue waits for both.
+        still = any(a.run.spec.name == active.run.spec.name for a in self.active.values())
+        if queued and self._stop_signal is None and not still:
             self.pending.append(queued.popleft())
 
     def _end(self, context: RunContext, started_mono: float, outcome: Outcome) -> None:
@@ -989,8 +999,8 @@ class Host:
                 scheduled=not self._foreground and not manual,
             )
         )
-        if self.waiting:
-            self._settle_waiting(context, outcome, final=retry_at is None)
+        if self.waiting:  # a run by hand that fails is no verdict on the slot: its own attempts may still succeed
+            self._settle_waiting(context, outcome, final=retry_at is None and not manual)
         self._last_outcome = outcome
 
     def _settle(self, settlement: Settlement) -> None:
@@ -1060,6 +1070,7 @@ class Host:
         """Record a slot that does not run (skipped, missed, blocked, interrupted) under its claim,
         or claimed with the record; a host that loses the claim records nothing."""
         self._release_at.pop(context.run_id, None)
+        self._caught_up.discard(context.run_id)
         record = self._record(context, status, reason, ended=self.clock())
         token = self._tokens.pop(context.run_id, None)
         if token is None:

@@ -8,6 +8,7 @@ has not seen succeed yet, so that an alert on it survives a restart.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from jobhost.errors import StoreError
 from jobhost.lifecycle import Reporter, RunEvent
 from jobhost.outcomes import RunStatus
 
@@ -51,7 +53,7 @@ class Metrics(Reporter):
         )
         self.lateness = Histogram(
             "jobhost_start_lateness_seconds",
-            "How long after its slot's instant a scheduled run started.",
+            "How long after its slot's instant a scheduled run started (first attempts, not catch-up runs).",
             buckets=LATENESS_BUCKETS,
             registry=self.registry,
         )
@@ -90,7 +92,9 @@ class Metrics(Reporter):
         job = event.context.job
         if event.status == RunStatus.RUNNING:
             lateness = event.extra.get("lateness_ms")
-            if event.scheduled and isinstance(lateness, int | float):
+            # A retry or a catch-up run is late by design: only first attempts due now tell the loop's lateness.
+            on_time = event.context.attempt == 1 and not event.extra.get("catch_up")
+            if event.scheduled and on_time and isinstance(lateness, int | float):
                 self.lateness.observe(lateness / 1000)
             return
         if event.status == RunStatus.WAITING:  # a state the slot leaves, not an outcome
@@ -110,17 +114,22 @@ class Metrics(Reporter):
 class LastSuccess(Collector):
     """`jobhost_last_success_timestamp_seconds` by job: when its newest succeeded run ended.
 
-    Read from history at scrape time (by the HTTP server's own store connection): once for
-    each job not yet seen succeeding since the host started, then again for each job the
-    loop saw succeed since the last scrape.
+    Read from history at scrape time by the HTTP server (one short query a job, each on the
+    job's index), so that it holds across restarts and counts the runs of every host sharing
+    the store: each job at least every REREAD seconds, and at once after this host saw it
+    succeed. A store out of reach leaves the last values and the other metrics standing.
     """
 
-    def __init__(self) -> None:
+    REREAD = 60.0  # seconds: how stale a job another host ran may be
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.jobs: list[str] = []
         self.store: Callable[[], StateStore] | None = None
-        self._times: dict[str, float | None] = {}  # job -> timestamp; absent: to be read
+        self.monotonic = monotonic
+        self._times: dict[str, float] = {}  # job -> when its newest succeeded run ended
+        self._read_at: dict[str, float] = {}  # job -> when it was last read
         self._stale: set[str] = set()
-        self._lock = threading.Lock()  # the loop marks, the server's thread reads
+        self._lock = threading.Lock()  # the loop marks, the server's threads read
 
     def seen(self, job: str) -> None:
         """A run of `job` succeeded (in the loop): read its time at the next scrape."""
@@ -134,15 +143,27 @@ class LastSuccess(Collector):
             labels=["job"],
         )
         if self.store is not None:
-            with self._lock:
-                stale, self._stale = self._stale, set()
-            store = self.store()
-            for job in self.jobs:
-                if job in stale or job not in self._times:
-                    newest = store.runs(job, 1, RunStatus.SUCCEEDED)
-                    ended = newest[0].ended if newest else None
-                    self._times[job] = ended.timestamp() if ended is not None else None
-                when = self._times[job]
-                if when is not None:
-                    family.add_metric([job], when)
+            self._reread(self.store())
+        for job in self.jobs:
+            if job in self._times:
+                family.add_metric([job], self._times[job])
         yield family
+
+    def _reread(self, store: StateStore) -> None:
+        now = self.monotonic()
+        for job in self.jobs:
+            with self._lock:
+                due = job in self._stale or now - self._read_at.get(job, -self.REREAD) >= self.REREAD
+                self._stale.discard(job)
+            if not due:
+                continue
+            try:
+                newest = store.runs(job, 1, RunStatus.SUCCEEDED)
+            except StoreError:  # the values read before stand; the job is read again next time
+                with self._lock:
+                    self._stale.add(job)
+                return
+            self._read_at[job] = now
+            ended = newest[0].ended if newest else None
+            if ended is not None:
+                self._times[job] = ended.timestamp()

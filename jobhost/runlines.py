@@ -21,6 +21,12 @@ from jobhost.context import RunContextFilter
 LINES_PER_RUN = 500
 MAX_CHARS = 8_000_000  # about 16 MB of str at most, across every run kept
 LINE_CHARS = 4000  # a longer message is cut here (the log file has it whole)
+EVICTED_KEPT = 10_000  # runs remembered as pushed out, so a run still going says its first lines are gone
+
+
+def _size(line: dict[str, Any]) -> int:
+    """What a kept line counts against MAX_CHARS: its text, and about 100 for the rest."""
+    return len(line["message"]) + len(line["traceback"] or "") + 100
 
 
 @dataclass
@@ -38,6 +44,7 @@ class RunLines(logging.Handler):
         self.max_chars = max_chars
         self._runs: OrderedDict[str, _Lines] = OrderedDict()
         self._chars = 0
+        self._evicted: OrderedDict[str, None] = OrderedDict()  # runs pushed out, lately
         self._guard = threading.Lock()
         self.addFilter(RunContextFilter())  # a thread-isolated run's records get its run_id here
 
@@ -45,34 +52,44 @@ class RunLines(logging.Handler):
         run_id = getattr(record, "run_id", None)
         if not isinstance(run_id, str):
             return
-        message = record.getMessage()
-        trace = getattr(record, "run_traceback", None) or record.exc_text
-        line = {
-            "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": message[:LINE_CHARS],
-            "stream": getattr(record, "stream", None),
-            "event": getattr(record, "event", None),
-            "traceback": trace[: LINE_CHARS * 4] if isinstance(trace, str) else None,
-        }
-        size = len(line["message"]) + len(line["traceback"] or "") + 100
+        try:
+            line = self._line(record)
+        except Exception:  # noqa: BLE001 - a bad log call (wrong arguments) is reported as logging does, not raised
+            self.handleError(record)
+            return
+        size = _size(line)
         with self._guard:
             kept = self._runs.get(run_id)
             if kept is None:
-                kept = self._runs[run_id] = _Lines()
+                # A run pushed out while still going has lost its first lines: say so, not "all here".
+                kept = self._runs[run_id] = _Lines(dropped=1 if run_id in self._evicted else 0)
             if len(kept.lines) == kept.lines.maxlen:
                 kept.dropped += 1
-                gone = kept.lines[0]
-                freed = len(gone["message"]) + len(gone["traceback"] or "") + 100
+                freed = _size(kept.lines[0])
                 kept.chars -= freed
                 self._chars -= freed
             kept.lines.append(line)
             kept.chars += size
             self._chars += size
             while self._chars > self.max_chars and len(self._runs) > 1:
-                _, oldest = self._runs.popitem(last=False)
+                gone, oldest = self._runs.popitem(last=False)
                 self._chars -= oldest.chars
+                self._evicted[gone] = None
+                if len(self._evicted) > EVICTED_KEPT:
+                    self._evicted.popitem(last=False)
+
+    @staticmethod
+    def _line(record: logging.LogRecord) -> dict[str, Any]:
+        trace = getattr(record, "run_traceback", None) or record.exc_text
+        return {
+            "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage()[:LINE_CHARS],
+            "stream": getattr(record, "stream", None),
+            "event": getattr(record, "event", None),
+            "traceback": trace[: LINE_CHARS * 4] if isinstance(trace, str) else None,
+        }
 
     def lines(self, run_id: str) -> tuple[list[dict[str, Any]], int] | None:
         """The kept lines of a run, oldest first, and how many earlier ones were dropped; None if none kept."""

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,7 @@ def test_bad_requests_get_an_error_naming_what_is_wrong(deployment: Deployment, 
     for query, param in [
         ("limit=0", "limit"),
         ("limit=ten", "limit"),
+        ("limit=%C2%B2", "limit"),  # a superscript two: a digit to str.isdigit, not to int()
         ("status=exploded", "status"),
         ("colour=red", "colour"),
     ]:
@@ -304,3 +306,45 @@ def test_an_address_that_cannot_be_bound_stops_the_start(deployment: Deployment,
     assert result.returncode == 2
     failure = [json.loads(line) for line in result.stdout.splitlines() if "host_start_failed" in line]
     assert failure and "JOBS_HTTP_ADDR" in failure[0]["message"] and taken in failure[0]["message"]
+
+
+def test_runs_forked_while_the_server_reads_the_store_do_not_hang(deployment: Deployment, host) -> None:
+    # SQLite takes locks of its own without the GIL: a run forked while a server thread held one
+    # would hang at its first use of sqlite3. Runs every second, the status page asked for meanwhile.
+    deployment.write(
+        "local_db",
+        """
+        import sqlite3
+        from jobhost import job, every
+
+        for number in range(5):
+            @job(every(1).seconds, name=f"tally_{number}", timeout="3s", catchup="none")
+            def tally():
+                with sqlite3.connect(":memory:") as db:
+                    db.execute("CREATE TABLE t (n)")
+                    db.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(2000)])
+                    assert db.execute("SELECT sum(n) FROM t").fetchone() == (1999000,)
+        """,
+    )
+    process = host(JOBS_HTTP_ADDR="127.0.0.1:0")
+    url = base_url(process)
+    stop = threading.Event()
+
+    def ask() -> None:
+        while not stop.is_set():
+            for path in ("/api/runs?limit=200", "/", "/metrics", "/healthz"):
+                call(url + path)
+
+    askers = [threading.Thread(target=ask) for _ in range(4)]
+    for asker in askers:
+        asker.start()
+    try:
+        process.wait_for(lambda rs: len([r for r in rs if r.get("event") == "run_succeeded"]) >= 50, 60, "50 runs")
+    finally:
+        stop.set()
+        for asker in askers:
+            asker.join(30)
+    ended = [r for r in process.records() if r.get("event", "").startswith("run_") and r.get("duration_ms") is not None]
+    assert ended and {r["event"] for r in ended} == {"run_succeeded"}, [
+        r for r in ended if r["event"] != "run_succeeded"
+    ]

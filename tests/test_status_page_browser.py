@@ -68,6 +68,7 @@ def browser() -> Iterator[object]:
         "--window-size=1400,900",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see what the console says
     session = webdriver.Chrome(service=Service(executable_path=driver), options=options)
     session.set_page_load_timeout(WAIT)
     yield session
@@ -84,7 +85,7 @@ def test_the_status_page_shows_jobs_failures_and_follows_a_run(
     deployment: Deployment, host, browser, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     gate = tmp_path / "gate"
     deployment.write("feeds", JOBS.format(gate=str(gate)))
@@ -110,6 +111,8 @@ def test_the_status_page_shows_jobs_failures_and_follows_a_run(
     assert "every day at 03:00" in rows["nightly_export"].text
     assert rows["slow_rollup"].get_attribute("data-last-status") == ""
     assert browser.find_element(By.ID, "health").text == "healthy"
+    ticks = browser.find_elements(By.CSS_SELECTOR, "tr.job a.tick")
+    assert len(ticks) == 2 and all(tick.size["height"] > 0 and tick.size["width"] > 0 for tick in ticks)
     browser.save_screenshot(str(ARTIFACTS / "status-page.png"))
 
     # A run starts and ends while the page is open: the page follows it, no reload.
@@ -125,8 +128,16 @@ def test_the_status_page_shows_jobs_failures_and_follows_a_run(
     browser.save_screenshot(str(ARTIFACTS / "status-page-after-run.png"))
 
     # The failed job's page: its run marked, and the run's page with its log lines and traceback.
+    _run(url, "load_partner_feed")
     browser.find_element(By.LINK_TEXT, "load_partner_feed").click()
-    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "tr.run"))
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "tr.run[data-status='failed']")) == 2)
+    # Choosing a status in the filter shows only those runs: this job has no succeeded one.
+    Select(browser.find_element(By.NAME, "status")).select_by_visible_text("succeeded")
+    wait.until(lambda b: "status=succeeded" in b.current_url)
+    assert browser.find_elements(By.CSS_SELECTOR, "tr.run") == []
+    assert "no runs with status succeeded" in browser.find_element(By.CSS_SELECTOR, "table.runs").text
+    browser.back()
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, f"tr.run[data-run='{failed}']"))
     run_row = browser.find_element(By.CSS_SELECTOR, f"tr.run[data-run='{failed}']")
     assert run_row.get_attribute("data-status") == "failed" and "tone-bad" in run_row.get_attribute("class")
     assert "ConnectionError: partner feed unreachable after 3 tries" in run_row.text
@@ -137,6 +148,12 @@ def test_the_status_page_shows_jobs_failures_and_follows_a_run(
     assert any("partner answered 502 three times" in line.text for line in errors)
     assert any("ConnectionError" in line.text for line in errors)  # the failure line, with its traceback
     browser.save_screenshot(str(ARTIFACTS / "run-page.png"))
+
+    # Nothing on the pages broke their Content-Security-Policy (no inline style or script).
+    complaints = [
+        entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]
+    ]
+    assert complaints == []
 
     # What the page showed is what history says.
     history = {r["run_id"]: r["status"] for r in json.loads(deployment.cli("history", "--json").stdout)}

@@ -144,8 +144,13 @@ class WebApp:
     def index(self, request: Request) -> Response:
         now = self.clock()
         store = self.store()
-        jobs = operations.catalog(self.jobs, store, now)
-        recent = {job["name"]: store.runs(job["name"], pages.BAR_RUNS) for job in jobs}
+        # Each job's recent runs (one short query on its index) give its last status too.
+        recent = {name: store.runs(name, pages.BAR_RUNS) for name in sorted(self.jobs)}
+        paused = store.paused_jobs()
+        jobs = [
+            operations.describe_job(spec, recent[name][0].status if recent[name] else None, name in paused, now)
+            for name, spec in sorted(self.jobs.items())
+        ]
         in_flight, queued, waiting = self.host.load()
         verdict = self._health(now)
         return self._page(
@@ -219,7 +224,7 @@ class WebApp:
     def api_next(self, request: Request, name: str) -> Response:
         self._only(request, {"count"})
         text = request.args.get("count", "5")
-        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        if not text.isdecimal() or not 1 <= int(text) <= MAX_LIMIT:
             raise ApiError(400, f"count: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}", param="count")
         slots = operations.next_slots(self._job(name), self.clock(), int(text))
         return self._json([slot.isoformat() for slot in slots])
@@ -324,7 +329,7 @@ class WebApp:
         text = request.args.get("limit")
         if text is None:
             return default
-        if not text.strip().isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        if not text.isdecimal() or not 1 <= int(text) <= MAX_LIMIT:
             raise ApiError(400, f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}", param="limit")
         return int(text)
 
@@ -351,7 +356,7 @@ class WebApp:
 
     def _page(self, template: str, request: Request, **values: Any) -> Response:
         refresh = request.args.get("refresh", "")
-        seconds = int(refresh) if refresh.isdigit() and 1 <= int(refresh) <= 3600 else pages.REFRESH
+        seconds = int(refresh) if refresh.isdecimal() and 1 <= int(refresh) <= 3600 else pages.REFRESH
         html = self.templates.get_template(template).render(
             hostname=self.host.config.hostname, refresh=seconds, **values
         )

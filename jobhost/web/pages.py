@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 from jinja2 import Environment
 
@@ -65,13 +66,14 @@ def stamp(when: dt.datetime | str | None) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S ") + (f"{offset[:3]}:{offset[3:]}" if offset else "")
 
 
-def bar_height(duration_ms: int | None, longest: int) -> int:
-    """Height in percent of one run's bar: its duration against the longest shown (at least 15)."""
+def bar_level(duration_ms: int | None, longest: int) -> int:
+    """How tall one run's bar is, 2 to 10 tenths: its duration against the longest shown. A class
+    (h2 ... h10), not a style attribute: the pages' Content-Security-Policy allows no inline style."""
     if not duration_ms or longest <= 0:
-        return 15
-    return max(15, round(100 * duration_ms / longest))
+        return 2
+    return max(2, math.ceil(10 * duration_ms / longest))
 
 
 def install_filters(env: Environment) -> None:
     env.filters.update(tone=tone, took=took, stamp=stamp)
-    env.globals.update(ago=ago, bar_height=bar_height)
+    env.globals.update(ago=ago, bar_level=bar_level)

@@ -13,11 +13,12 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from waitress.server import create_server
 
+from jobhost.errors import StoreError
 from jobhost.hostconfig import HttpConfig
 from jobhost.lifecycle import Reporter
 from jobhost.metrics import Metrics
@@ -35,18 +36,82 @@ WORKERS = 4  # requests served at once; a slow store query holds one worker, not
 STOP_WAIT = 1.0  # seconds the requests being answered get to finish when the host stops
 
 
-class ThreadStores:
-    """One state store connection per server thread, opened when the thread first needs it."""
+class ForkGate:
+    """Keeps forks out of the state store's C code while server threads are in it.
 
-    def __init__(self, open_store: Callable[[], StateStore]):
+    SQLite, libpq and OpenSSL run without the GIL and take locks of their own; a run forked
+    while a server thread holds one would be born with it held, and hang at its first use
+    of that library. Server threads pass the gate (shared) around each store call, and the
+    loop's fork closes it (exclusive): a fork waits for at most the calls already going.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._inside = 0
+        self._closed = False
+
+    @contextlib.contextmanager
+    def passing(self) -> Iterator[None]:
+        with self._cond:
+            while self._closed:
+                self._cond.wait()
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._inside -= 1
+                if not self._inside:
+                    self._cond.notify_all()
+
+    def close(self) -> None:
+        """Before a fork: wait for the calls going on; let no new one in."""
+        with self._cond:
+            self._closed = True
+            while self._inside:
+                self._cond.wait()
+
+    def open(self) -> None:
+        """After a fork, in the host."""
+        with self._cond:
+            self._closed = False
+            self._cond.notify_all()
+
+    def reset(self) -> None:
+        """After a fork, in the child: no server thread lives there."""
+        self._cond = threading.Condition(threading.Lock())
+        self._inside, self._closed = 0, False
+
+
+class ThreadStores:
+    """One state store connection per server thread, opened when the thread first needs it; every
+    call goes through the fork gate, and any failure of the store is a StoreError (an answer of 503)."""
+
+    def __init__(self, open_store: Callable[[], StateStore], gate: ForkGate):
         self._open = open_store
+        self._gate = gate
         self._local = threading.local()
 
     def __call__(self) -> StateStore:
-        store = getattr(self._local, "store", None)
-        if store is None:
-            store = self._local.store = self._open()
-        return store
+        return cast(StateStore, self)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._gate.passing():
+                try:
+                    store = getattr(self._local, "store", None)
+                    if store is None:
+                        store = self._local.store = self._open()
+                    return getattr(store, name)(*args, **kwargs)
+                except StoreError:
+                    raise
+                except Exception as exc:  # the driver's own error (sqlite3, psycopg): the store failed
+                    logger.warning(
+                        "the state store failed in %s", name, exc_info=True, extra={"event": "http_store_failed"}
+                    )
+                    raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+
+        return call
 
 
 class WebServer:
@@ -57,7 +122,8 @@ class WebServer:
         self.jobs = jobs
         self.metrics = Metrics()
         self.lines = RunLines()
-        self.stores = ThreadStores(open_store)
+        self.gate = ForkGate()
+        self.stores = ThreadStores(open_store, self.gate)
         self._server: object | None = None
 
     def observers(self) -> list[Reporter]:
@@ -80,7 +146,7 @@ class WebServer:
             clear_untrusted_proxy_headers=True,
         )
         self._server = server
-        os.register_at_fork(after_in_child=self._close_in_child)
+        os.register_at_fork(before=self.gate.close, after_in_parent=self.gate.open, after_in_child=self._in_child)
         logging.getLogger().addHandler(self.lines)
         threading.Thread(target=server.run, name="jobhost-http", daemon=True).start()
         host_, port = server.effective_host, server.effective_port  # type: ignore[attr-defined]
@@ -91,12 +157,16 @@ class WebServer:
             extra={"event": "http_listening", "address": shown, "writes": self.config.token is not None},
         )
 
-    def _close_in_child(self) -> None:
-        """In a forked run: close the listening socket and every client connection of the server."""
+    def _in_child(self) -> None:
+        """In a forked run: close the server's sockets (listening, and every client connection) and
+        its wake-up pipe, so a job never holds the port or a client's connection open."""
+        self.gate.reset()
         server = self._server
         if server is None:
             return
-        for fd in list(server._map):  # type: ignore[attr-defined]
+        fds = set(server._map)  # type: ignore[attr-defined]
+        fds.update(getattr(server.trigger, "_fds", ()))  # type: ignore[attr-defined]
+        for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._server = None

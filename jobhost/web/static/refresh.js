@@ -1,8 +1,13 @@
 // Refresh what the page shows without reloading it: fetch the same address, swap <main>.
+// Loaded on every page (a page that does not refresh has data-refresh="0").
 // Every data-refresh seconds; not while the tab is hidden; the page greys out while the host
 // does not answer.
 (function () {
   "use strict";
+  // A filter applies as soon as it is chosen (the pages allow no inline handlers).
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("select[data-submit]")) { event.target.form.submit(); }
+  });
   var seconds = Number(document.body.dataset.refresh);
   if (!(seconds > 0)) { return; }
   function again() { setTimeout(refresh, seconds * 1000); }
