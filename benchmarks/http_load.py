@@ -42,11 +42,12 @@ def _hammer(base: str, stop: threading.Event, answered: list[int]) -> None:
     answered.append(count)
 
 
-def measure(work: Path, seconds: float, clients: int, *, http: bool, load: bool) -> dict[str, float]:
+def measure(work: Path, seconds: float, clients: int, *, http: bool, load: bool, **settings: str) -> dict[str, float]:
     """One run of the every-second job for `seconds`, with the server off, idle or loaded."""
     out = work / f"stamps-{http}-{load}-{time.monotonic_ns()}"
     port = _free_port()
     env = {"JOBS_HTTP_ADDR": f"127.0.0.1:{port}"} if http else {}
+    env.update(settings)
     peer = jobhost_peer("jobhost", out, work, "pinned", **env)
     running = Running(peer)
     stop, answered = threading.Event(), []  # type: ignore[var-annotated]
@@ -90,6 +91,15 @@ def main() -> None:
             ("server off", measure(work, args.seconds, args.clients, http=False, load=False)),
             ("server on, idle", measure(work, args.seconds, args.clients, http=True, load=False)),
             (f"server on, {args.clients} clients", measure(work, args.seconds, args.clients, http=True, load=True)),
+            # Without prepare-ahead the loop forks at the instant, sharing the GIL with the server.
+            (
+                f"server on, {args.clients} clients, JOBS_PREPARE_AHEAD=0",
+                measure(work, args.seconds, args.clients, http=True, load=True, JOBS_PREPARE_AHEAD="0"),
+            ),
+            (
+                "server off, JOBS_PREPARE_AHEAD=0",
+                measure(work, args.seconds, args.clients, http=False, load=False, JOBS_PREPARE_AHEAD="0"),
+            ),
         ]
     print("| host | lateness p50 ms | p99 ms | max ms | runs | requests/s | RSS MiB before load |")  # noqa: T201
     print("| --- | --- | --- | --- | --- | --- | --- |")  # noqa: T201

@@ -3,8 +3,9 @@
 A logging handler on the root logger keeps every record that belongs to a run (the
 lifecycle lines, the job's own records, its stdout and stderr) under its run_id. It is
 bounded: a run keeps its last LINES_PER_RUN lines, and the oldest runs are forgotten
-once all lines kept pass MAX_CHARS. What it no longer has is in the log file, where
-every line carries the run_id.
+once all lines kept pass MAX_CHARS. When a run ends, its lines are handed to `on_end`
+(the status page keeps them in the state store). Every line is in the log file too,
+with the run_id.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ import datetime as dt
 import logging
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from jobhost.context import RunContextFilter
 
 LINES_PER_RUN = 500
+# The lifecycle lines that end a run (an attempt, for run_retrying): its lines are handed on.
+ENDING = frozenset(
+    {"run_succeeded", "run_failed", "run_timed_out", "run_crashed", "run_interrupted", "run_abandoned", "run_retrying"}
+)
 MAX_CHARS = 8_000_000  # about 16 MB of str at most, across every run kept
 LINE_CHARS = 4000  # a longer message is cut here (the log file has it whole)
 EVICTED_KEPT = 10_000  # runs remembered as pushed out, so a run still going says its first lines are gone
@@ -39,9 +45,12 @@ class _Lines:
 class RunLines(logging.Handler):
     """Keeps the recent log lines of runs by run_id; read from another thread with `lines`."""
 
-    def __init__(self, max_chars: int = MAX_CHARS) -> None:
+    def __init__(
+        self, max_chars: int = MAX_CHARS, on_end: Callable[[str, str, list[dict[str, Any]], int], None] | None = None
+    ) -> None:
         super().__init__(logging.DEBUG)
         self.max_chars = max_chars
+        self.on_end = on_end  # told (run_id, job, lines, dropped) when a run ends, outside the lock
         self._runs: OrderedDict[str, _Lines] = OrderedDict()
         self._chars = 0
         self._evicted: OrderedDict[str, None] = OrderedDict()  # runs pushed out, lately
@@ -77,6 +86,9 @@ class RunLines(logging.Handler):
                 self._evicted[gone] = None
                 if len(self._evicted) > EVICTED_KEPT:
                     self._evicted.popitem(last=False)
+            ended = (list(kept.lines), kept.dropped) if line["event"] in ENDING and self.on_end else None
+        if ended is not None and self.on_end is not None:
+            self.on_end(run_id, str(getattr(record, "job", "")), *ended)
 
     @staticmethod
     def _line(record: logging.LogRecord) -> dict[str, Any]:

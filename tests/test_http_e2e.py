@@ -250,6 +250,14 @@ def test_metrics_match_history(deployment: Deployment, host) -> None:
     families = scrape()
     after = {s.labels["job"]: s.value for s in families["jobhost_last_success_timestamp_seconds"].samples}
     assert after == last_success
+    # The log lines of the runs before the restart come from the state store now.
+    kept = call(f"{url}/api/runs/{runs[2]}").json()["log"]
+    assert any("ValueError: bad row 7" in (line["traceback"] or "") for line in kept["lines"])
+    assert any(
+        line["message"] == "exported 3 rows" for line in call(f"{url}/api/runs/{runs[0]}").json()["log"]["lines"]
+    )
+    interrupted = call(f"{url}/api/runs/{sleeper}").json()
+    assert interrupted["status"] == "interrupted" and interrupted["log"]["lines"][-1]["event"] == "run_interrupted"
 
 
 def test_healthz_follows_the_loops_heartbeat(deployment: Deployment, host) -> None:

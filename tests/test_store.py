@@ -201,6 +201,18 @@ def test_prune_removes_old_runs_in_batches_but_keeps_each_jobs_newest(store: Sta
     assert {r.run_id for r in store.runs(limit=100)} == {"new", "old9", "rare"}
 
 
+def test_the_log_lines_of_a_run_are_kept_and_pruned_by_age(store: StateStore) -> None:
+    lines = [{"message": "exported 3 rows, naïvely", "level": "INFO"}, {"message": "done", "level": "INFO"}]
+    store.keep_lines("r1", "daily", T0, lines, dropped=7)
+    store.keep_lines("r2", "daily", T0 + dt.timedelta(days=2), lines[:1], dropped=0)
+    assert store.kept_lines("r1") == (lines, 7)
+    assert store.kept_lines("nope") is None
+    store.keep_lines("r1", "daily", T0, lines[1:], dropped=8)  # kept again: the newer lines win
+    assert store.kept_lines("r1") == (lines[1:], 8)
+    store.prune(T0 + dt.timedelta(days=1), limit=100)
+    assert store.kept_lines("r1") is None and store.kept_lines("r2") == (lines[:1], 0)
+
+
 def test_unsettled_slots_older_than_a_settled_one_are_found(store: StateStore) -> None:
     store.add_run(_run("p1", "job", minutes=0, status=RunStatus.SKIPPED, reason="paused"))
     store.add_run(_run("p2", "job", minutes=5, status=RunStatus.INTERRUPTED))

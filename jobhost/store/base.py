@@ -137,6 +137,13 @@ class StateStore(Protocol):
     def run(self, run_id: str) -> RunRecord | None:
         """One run by its id, if history still has it."""
 
+    def keep_lines(self, run_id: str, job: str, at: dt.datetime, lines: list[dict[str, Any]], dropped: int) -> None:
+        """Keep the last log lines of an ended run for the status page (`dropped`: earlier ones not kept);
+        pruned by `at` with the runs."""
+
+    def kept_lines(self, run_id: str) -> tuple[list[dict[str, Any]], int] | None:
+        """The log lines kept of a run and how many earlier ones were not, if any were kept."""
+
     def add_retry(self, retry: PendingRetry) -> None:
         """Keep a pending retry (one per job and slot; a newer one replaces it)."""
 
@@ -150,7 +157,8 @@ class StateStore(Protocol):
         """The slots (as POSIX timestamps) of `job` between `start` and `end` that have a succeeded run."""
 
     def prune(self, before: dt.datetime, limit: int) -> int:
-        """Delete up to `limit` ended runs recorded (ended, or started) before `before`; return how many.
+        """Delete up to `limit` ended runs recorded (ended, or started) before `before`, and up to `limit`
+        kept log lines older than it; return how many runs.
 
         Each job's newest run and newest settled run are kept, whatever their age, so
         that catch-up still knows where a rarely running job stands.

@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from jobhost.errors import StoreError, StoreUnavailable
 from jobhost.store.sql import SQLStore
 
-SCHEMA_VERSION = 2  # 2: claims, resumes
+SCHEMA_VERSION = 3  # 2: claims, resumes; 3: run_lines
 _MIGRATION_LOCK = 0x6A6F6273  # "jobs": the advisory lock key held while the schema is made
 # libpq parameters for every pooled connection: fail fast when the server is gone or cut off.
 _FAIL_FAST = {
@@ -87,6 +87,14 @@ _SCHEMA = [
         PRIMARY KEY (job, slot_epoch, attempt)
     )""",
     "CREATE INDEX IF NOT EXISTS jobhost_claims_held ON jobhost_claims (lease_until) WHERE lease_until IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS jobhost_run_lines (
+        run_id  TEXT PRIMARY KEY,
+        job     TEXT NOT NULL,
+        kept_at TIMESTAMPTZ NOT NULL,
+        dropped INTEGER NOT NULL DEFAULT 0,
+        lines   TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS jobhost_run_lines_by_age ON jobhost_run_lines (kept_at)",
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,6 +133,20 @@ class SQLStore:
         row = self._one(self._q(f"SELECT {COLUMNS} FROM {{t}}runs WHERE run_id = ?"), (run_id,))
         return None if row is None else self._record(row)
 
+    def keep_lines(self, run_id: str, job: str, at: dt.datetime, lines: list[dict[str, Any]], dropped: int) -> None:
+        self._do(
+            self._q(
+                "INSERT INTO {t}run_lines (run_id, job, kept_at, dropped, lines) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id) DO UPDATE SET kept_at = excluded.kept_at, dropped = excluded.dropped, "
+                "lines = excluded.lines"
+            ),
+            (run_id, job, self._time(at.astimezone(dt.UTC)), dropped, json.dumps(lines, ensure_ascii=False)),
+        )
+
+    def kept_lines(self, run_id: str) -> tuple[list[dict[str, Any]], int] | None:
+        row = self._one(self._q("SELECT lines, dropped FROM {t}run_lines WHERE run_id = ?"), (run_id,))
+        return None if row is None else (json.loads(row[0]), row[1])
+
     def add_retry(self, retry: PendingRetry) -> None:
         self._do(
             self._q(
@@ -162,6 +177,14 @@ class SQLStore:
         return {row[0] for row in rows}
 
     def prune(self, before: dt.datetime, limit: int) -> int:
+        # The log lines kept for the status page go by the same age, a batch at a time too.
+        self._do(
+            self._q(
+                "DELETE FROM {t}run_lines WHERE run_id IN "
+                "(SELECT run_id FROM {t}run_lines WHERE kept_at < ? ORDER BY kept_at LIMIT ?)"
+            ),
+            (self._time(before.astimezone(dt.UTC)), limit),
+        )
         # By when the run was recorded, not by its slot: a backfill of last year is recent history.
         return self._do(
             self._q(

@@ -14,7 +14,7 @@ from pathlib import Path
 from jobhost.errors import StoreError
 from jobhost.store.sql import SQLStore
 
-SCHEMA_VERSION = 2  # 2: claims, resumes
+SCHEMA_VERSION = 3  # 2: claims, resumes; 3: run_lines
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -68,6 +68,14 @@ CREATE TABLE IF NOT EXISTS claims (
 );
 CREATE INDEX IF NOT EXISTS claims_held ON claims (lease_until) WHERE lease_until IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS claims_by_token ON claims (token);
+CREATE TABLE IF NOT EXISTS run_lines (
+    run_id  TEXT PRIMARY KEY,
+    job     TEXT NOT NULL,
+    kept_at TEXT NOT NULL,
+    dropped INTEGER NOT NULL DEFAULT 0, -- earlier lines of the run not kept
+    lines   TEXT NOT NULL               -- a JSON array of the run's last log lines
+);
+CREATE INDEX IF NOT EXISTS run_lines_by_age ON run_lines (kept_at);
 """
 
 

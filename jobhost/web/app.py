@@ -192,8 +192,7 @@ class WebApp:
         record = self.store().run(run_id)
         if record is None:
             raise ApiError(404, f"no run {run_id} in history (pruned after JOBS_HISTORY_DAYS, or never made)")
-        kept = self.lines.lines(run_id)
-        return self._page("run.html", request, now=self.clock(), run=record, kept=kept)
+        return self._page("run.html", request, now=self.clock(), run=record, kept=self._lines_of(run_id))
 
     def asset(self, request: Request, asset: str) -> Response:
         kind = "text/css" if asset.endswith(".css") else "text/javascript"
@@ -242,7 +241,7 @@ class WebApp:
         record = self.store().run(run_id)
         if record is None:
             raise ApiError(404, f"no run {run_id} in history (pruned after JOBS_HISTORY_DAYS, or never made)")
-        kept = self.lines.lines(run_id)
+        kept = self._lines_of(run_id)
         body = record.as_json()
         body["log"] = None if kept is None else {"lines": kept[0], "dropped": kept[1]}
         return self._json(body)
@@ -342,6 +341,11 @@ class WebApp:
         except ValueError:
             known = ", ".join(str(s) for s in RunStatus)
             raise ApiError(400, f"{param}: expected one of {known}, got {text!r}", param=param) from None
+
+    def _lines_of(self, run_id: str) -> tuple[list[dict[str, Any]], int] | None:
+        """A run's log lines: this host's memory (a run going on, or ended lately), else the store."""
+        kept = self.lines.lines(run_id)
+        return kept if kept is not None else self.store().kept_lines(run_id)
 
     def _health(self, now: dt.datetime) -> operations.Health:
         max_age = HEALTH_BEATS * self.host.config.heartbeat_interval

@@ -25,6 +25,7 @@ from jobhost.metrics import Metrics
 from jobhost.runlines import RunLines
 from jobhost.store import StateStore
 from jobhost.web.app import MAX_BODY, WebApp
+from jobhost.web.linekeeper import LineKeeper
 
 if TYPE_CHECKING:
     from jobhost.host import Host
@@ -121,9 +122,10 @@ class WebServer:
         self.config = config
         self.jobs = jobs
         self.metrics = Metrics()
-        self.lines = RunLines()
         self.gate = ForkGate()
         self.stores = ThreadStores(open_store, self.gate)
+        self.keeper = LineKeeper(self.stores())
+        self.lines = RunLines(on_end=self.keeper.keep)
         self._server: object | None = None
 
     def observers(self) -> list[Reporter]:
@@ -148,6 +150,7 @@ class WebServer:
         self._server = server
         os.register_at_fork(before=self.gate.close, after_in_parent=self.gate.open, after_in_child=self._in_child)
         logging.getLogger().addHandler(self.lines)
+        self.keeper.start()
         threading.Thread(target=server.run, name="jobhost-http", daemon=True).start()
         host_, port = server.effective_host, server.effective_port  # type: ignore[attr-defined]
         shown = f"[{host_}]:{port}" if ":" in str(host_) else f"{host_}:{port}"
@@ -175,6 +178,7 @@ class WebServer:
         """The loop has ended: let the requests being answered finish (a second at most) and take no
         more, so no thread of the server writes a log line while the interpreter shuts down."""
         logging.getLogger().removeHandler(self.lines)
+        self.keeper.stop(STOP_WAIT)
         server = self._server
         if server is not None:
             server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_WAIT)  # type: ignore[attr-defined]
