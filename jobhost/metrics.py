@@ -40,7 +40,7 @@ class Metrics(Reporter):
         self.runs = Counter(
             "jobhost_runs",
             "Runs (and slots that did not run) recorded by this host, by job and outcome; "
-            "a failed attempt that is retried counts as failed.",
+            "each attempt of a slot counts under its own outcome.",
             ["job", "status"],
             registry=self.registry,
         )

@@ -161,7 +161,7 @@ def test_bad_requests_get_an_error_naming_what_is_wrong(deployment: Deployment, 
     status, body = error("/api/jobs/exports/run", "POST", token=TOKEN, body=b"{" + b" " * 70_000 + b"}")
     assert status == 413 and "larger than" in body["error"]
     status, body = error("/api/jobs", "DELETE")
-    assert status == 405
+    assert status == 405 and "DELETE is not allowed on /api/jobs" in body["error"] and "GET" in body["error"]
     assert error("/api/nothing-here")[0] == 404
     page = call(f"{url}/jobs/nope")
     assert page.status == 404 and b"no job named" in page.body and page.headers["content-type"].startswith("text/html")

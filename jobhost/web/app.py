@@ -130,6 +130,8 @@ class WebApp:
             message = exc.description or exc.name
             if exc.code == 404:
                 message = f"no such page or endpoint: {request.path}"
+            elif exc.code == 405:
+                message = f"{request.method} is not allowed on {request.path}; it takes {headers.get('Allow', 'none')}"
             elif exc.code == 413:
                 message = f"the request body is larger than {MAX_BODY} bytes"
             return self._error(exc.code or 500, message, wants_json, headers=allow)
