@@ -596,8 +596,14 @@ class Host:
             if missing:
                 self._wait(context, missing, self._finally_failed(missing))
                 return True
-        in_flight = [a.run.context.run_id for a in self.active.values() if a.run.spec.name == spec.name]
+        mine = [a.run for a in self.active.values() if a.run.spec.name == spec.name]
+        # A run prepared for a slot still to come is not going yet: what is due now runs after it.
+        prepared = [run for run in mine if isinstance(run, ProcessRun) and run.released is False]
+        in_flight = [run.context.run_id for run in mine if run not in prepared]
         in_flight += [c.run_id for c in self.pending if c.job == spec.name]
+        if prepared and not in_flight and spec.overlap != "allow":
+            self.queued_overlap.setdefault(spec.name, deque()).append(context)
+            return True
         if not in_flight and spec.overlap != "allow" and (remote := self._running_elsewhere(spec)) is not None:
             if spec.overlap == "skip" or spec.name in self.behind_remote:
                 self._record_unstarted(
@@ -688,7 +694,11 @@ class Host:
         pending = {(r.job, r.slot.timestamp()) for r in self._s(self.store.pending_retries, [])}
         for parent, parent_slot in missing:
             status = self._s(lambda p=parent, s=parent_slot: self.store.final_status(p, s), None)
-            if status is not None and (parent, parent_slot.timestamp()) not in pending:
+            if status is None or (parent, parent_slot.timestamp()) in pending:
+                continue
+            # An attempt still going may succeed yet (the failure may be a run by hand's).
+            going = self._s(lambda p=parent: self.store.running_runs(p), [])
+            if not any(r.slot.timestamp() == parent_slot.timestamp() for r in going):
                 return f"{parent} {status} for slot {parent_slot.isoformat()}"
         return None
 
@@ -722,6 +732,9 @@ class Host:
         self.waiting.remove(context)
         self._close_waiting(context, "released: the jobs it comes after succeeded")
         run = self._context(self.jobs[context.job], context.slot, context.attempt)
+        if context.run_id in self._caught_up:  # still a catch-up run, under its new id
+            self._caught_up.discard(context.run_id)
+            self._caught_up.add(run.run_id)
         if (token := self._tokens.pop(context.run_id, None)) is not None:
             self._tokens[run.run_id] = token
         self._dispatch(self.jobs[context.job], context.slot, context=run)
@@ -768,8 +781,13 @@ class Host:
                 self._record_unstarted(context, RunStatus.SKIPPED, "paused", paused=True)
         elif runs:
             self._caught_up.update(context.run_id for context in runs)
-            self._dispatch(spec, runs[0].slot, context=runs[0])
-            self.queued_overlap.setdefault(spec.name, deque()).extend(runs[1:])  # claimed as each starts
+            queue = self.queued_overlap.setdefault(spec.name, deque())  # claimed as each starts
+            going = any(a.run.spec.name == spec.name for a in self.active.values())
+            if spec.overlap != "allow" and (going or any(c.job == spec.name for c in self.pending)):
+                queue.extend(runs)  # the backlog runs after the run going on, not skipped for it
+            else:
+                self._dispatch(spec, runs[0].slot, context=runs[0])
+                queue.extend(runs[1:])
 
     def _next_attempts(self, spec: JobSpec, slots: list[dt.datetime]) -> list[RunContext]:
         """The attempt after any made of each slot (an abandoned or interrupted slot is run again);
@@ -831,6 +849,8 @@ class Host:
         if not manual and not self._claim(context):  # a backlog slot: claimed as it starts
             if not self.link.up:
                 self._stalled.append(context)
+            else:
+                self._caught_up.discard(context.run_id)  # another host has it
             return
         release = self._release_at.get(context.run_id)
         started = self.clock()
@@ -956,7 +976,7 @@ class Host:
         queued = self.queued_overlap.get(active.run.spec.name)
         # A run asked for by hand may end while the scheduled one goes on: the queue waits for both.
         still = any(a.run.spec.name == active.run.spec.name for a in self.active.values())
-        if queued and self._stop_signal is None and not still:
+        if queued and self._stop_signal is None and (active.run.spec.overlap == "allow" or not still):
             self.pending.append(queued.popleft())
 
     def _end(self, context: RunContext, started_mono: float, outcome: Outcome) -> None:

@@ -121,6 +121,8 @@ class LastSuccess(Collector):
     """
 
     REREAD = 60.0  # seconds: how stale a job another host ran may be
+    NEVER_REREAD = 600.0  # seconds, for a job with no succeeded run (its query scans the job's history)
+    REREAD_MAX = 500  # jobs read in one scrape: 10,000 jobs are read over a few scrapes
 
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.jobs: list[str] = []
@@ -150,20 +152,29 @@ class LastSuccess(Collector):
         yield family
 
     def _reread(self, store: StateStore) -> None:
+        """Read the jobs due, at most REREAD_MAX a scrape: those seen succeeding first, then the ones
+        read longest ago (a job that never succeeded scans its history: only every NEVER_REREAD)."""
         now = self.monotonic()
-        for job in self.jobs:
-            with self._lock:
-                due = job in self._stale or now - self._read_at.get(job, -self.REREAD) >= self.REREAD
-                self._stale.discard(job)
-            if not due:
-                continue
+        with self._lock:
+            stale, self._stale = self._stale, set()
+
+        def due(job: str) -> bool:
+            every = self.REREAD if job in self._times else self.NEVER_REREAD
+            return job in stale or now - self._read_at.get(job, -every) >= every
+
+        order = sorted((job for job in self.jobs if due(job)), key=lambda j: (j not in stale, self._read_at.get(j, 0)))
+        for index, job in enumerate(order):
+            if index >= self.REREAD_MAX:
+                break
             try:
                 newest = store.runs(job, 1, RunStatus.SUCCEEDED)
-            except StoreError:  # the values read before stand; the job is read again next time
+            except StoreError:  # the values read before stand; the rest is read again next time
                 with self._lock:
-                    self._stale.add(job)
+                    self._stale.update(j for j in order[index:] if j in stale)
                 return
             self._read_at[job] = now
             ended = newest[0].ended if newest else None
             if ended is not None:
                 self._times[job] = ended.timestamp()
+        with self._lock:
+            self._stale.update(j for j in order[self.REREAD_MAX :] if j in stale)

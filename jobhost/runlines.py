@@ -30,7 +30,16 @@ LINE_CHARS = 4000  # a longer message is cut here (the log file has it whole)
 EVICTED_KEPT = 10_000  # runs remembered as pushed out, so a run still going says its first lines are gone
 
 
-def _size(line: dict[str, Any]) -> int:
+def _text(text: str) -> str:
+    """Text that encodes: a lone surrogate (undecodable bytes a job logged) becomes U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def size_of(line: dict[str, Any]) -> int:
     """What a kept line counts against MAX_CHARS: its text, and about 100 for the rest."""
     return len(line["message"]) + len(line["traceback"] or "") + 100
 
@@ -66,7 +75,7 @@ class RunLines(logging.Handler):
         except Exception:  # noqa: BLE001 - a bad log call (wrong arguments) is reported as logging does, not raised
             self.handleError(record)
             return
-        size = _size(line)
+        size = size_of(line)
         with self._guard:
             kept = self._runs.get(run_id)
             if kept is None:
@@ -74,7 +83,7 @@ class RunLines(logging.Handler):
                 kept = self._runs[run_id] = _Lines(dropped=1 if run_id in self._evicted else 0)
             if len(kept.lines) == kept.lines.maxlen:
                 kept.dropped += 1
-                freed = _size(kept.lines[0])
+                freed = size_of(kept.lines[0])
                 kept.chars -= freed
                 self._chars -= freed
             kept.lines.append(line)
@@ -97,10 +106,10 @@ class RunLines(logging.Handler):
             "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage()[:LINE_CHARS],
+            "message": _text(record.getMessage()[:LINE_CHARS]),
             "stream": getattr(record, "stream", None),
             "event": getattr(record, "event", None),
-            "traceback": trace[: LINE_CHARS * 4] if isinstance(trace, str) else None,
+            "traceback": _text(trace[: LINE_CHARS * 4]) if isinstance(trace, str) else None,
         }
 
     def lines(self, run_id: str) -> tuple[list[dict[str, Any]], int] | None:

@@ -195,7 +195,7 @@ def test_a_store_made_before_claims_gets_them(tmp_path: Path) -> None:
     assert store.resumes() == {"sync": 1}
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version FROM schema_version").fetchone() == (3,)
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (2,)
 
 
 @pytest.mark.parametrize("lease", [0.5])

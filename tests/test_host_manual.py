@@ -4,6 +4,7 @@ are one run each, like `run`, and never change what the schedule's own runs do."
 from __future__ import annotations
 
 import datetime as dt
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -15,7 +16,7 @@ from jobhost.host import Host, HostConfig, HostStopping, _Active
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec, Registry
 from jobhost.retries import RetryQueue
-from jobhost.store import open_store
+from jobhost.store import RunRecord, open_store
 
 LONDON = ZoneInfo("Europe/London")
 NIGHT = dt.datetime(2026, 11, 23, 3, 0, tzinfo=LONDON)
@@ -33,6 +34,9 @@ def _jobs() -> dict:
 
     @registry.job(registry.every(10).minutes, overlap="queue")
     def sync(): ...
+
+    @registry.job(registry.every(10).minutes, overlap="allow")
+    def fetch(): ...
 
     registry.validate()
     return registry.jobs
@@ -114,3 +118,27 @@ def test_a_queued_slot_waits_for_every_run_of_its_job_to_end(host: Host) -> None
     assert not host.pending and list(host.queued_overlap["sync"]) == [queued]
     host._finish(scheduled.run_id)
     assert list(host.pending) == [queued]
+
+
+def test_a_backlog_of_an_overlap_allow_job_is_not_held_behind_its_runs(host: Host) -> None:
+    spec = host.jobs["fetch"]
+    first, second = host._context(spec, NIGHT), host._context(spec, NIGHT + dt.timedelta(minutes=10))
+    for context in (first, second):
+        host.active[context.run_id] = _Active(_Going(spec, context), host.monotonic())  # type: ignore[arg-type]
+    backlog = host._context(spec, NIGHT - dt.timedelta(minutes=10))
+    host.queued_overlap["fetch"] = deque([backlog])  # a catch-up run waiting its turn
+    host._finish(first.run_id)  # the other run goes on, which "allow" does not wait for
+    assert list(host.pending) == [backlog]
+
+
+def test_a_parent_failed_by_hand_while_its_own_attempt_goes_on_blocks_nothing(host: Host) -> None:
+    host._dispatch(host.jobs["export"], NIGHT)
+    [waiting] = host.waiting
+    going = RunRecord("going", "build", BUILD, 1, RunStatus.RUNNING, started=BUILD, host="other")
+    host.store.add_run(going)
+    host.store.add_run(RunRecord("by-hand", "build", BUILD, 1, RunStatus.FAILED, "by hand", BUILD, BUILD, 5))
+    host._look_at_waiting()
+    assert host.waiting == [waiting]
+    host.store.finish_run("going", RunStatus.FAILED, "for good", NIGHT, 10)
+    host._look_at_waiting()
+    assert host.waiting == []

@@ -213,6 +213,34 @@ def test_the_log_lines_of_a_run_are_kept_and_pruned_by_age(store: StateStore) ->
     assert store.kept_lines("r1") is None and store.kept_lines("r2") == (lines[:1], 0)
 
 
+def test_a_state_file_of_the_previous_release_gains_the_run_lines_and_keeps_its_version(tmp_path: Path) -> None:
+    # The version stays 2, so a host of the release before (a rollback) still opens the file.
+    path = tmp_path / "state.sqlite3"
+    open_store(f"sqlite:///{path}", tmp_path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE run_lines")
+    store = open_store(f"sqlite:///{path}", tmp_path)
+    store.keep_lines("r1", "daily", T0, [{"message": "m"}], dropped=0)
+    assert store.kept_lines("r1") == ([{"message": "m"}], 0)
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (2,)
+
+
+def test_a_database_of_the_previous_release_gains_the_run_lines_and_keeps_its_version(postgres, tmp_path: Path) -> None:
+    url = postgres.new_database()
+    open_store(url, tmp_path).close()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE jobhost_run_lines")
+    store = open_store(url, tmp_path)
+    store.keep_lines("r1", "daily", T0, [{"message": "m"}], dropped=0)
+    assert store.kept_lines("r1") == ([{"message": "m"}], 0)
+    store.close()
+    assert postgres.query(url, "SELECT version FROM jobhost_schema_version") == [(2,)]
+
+
 def test_unsettled_slots_older_than_a_settled_one_are_found(store: StateStore) -> None:
     store.add_run(_run("p1", "job", minutes=0, status=RunStatus.SKIPPED, reason="paused"))
     store.add_run(_run("p2", "job", minutes=5, status=RunStatus.INTERRUPTED))

@@ -141,6 +141,9 @@ class StateStore(Protocol):
         """Keep the last log lines of an ended run for the status page (`dropped`: earlier ones not kept);
         pruned by `at` with the runs."""
 
+    def prune_lines(self, before: dt.datetime, limit: int) -> int:
+        """Delete up to `limit` kept log lines older than `before`; return how many runs' lines."""
+
     def kept_lines(self, run_id: str) -> tuple[list[dict[str, Any]], int] | None:
         """The log lines kept of a run and how many earlier ones were not, if any were kept."""
 

@@ -20,7 +20,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from jobhost.errors import StoreError, StoreUnavailable
 from jobhost.store.sql import SQLStore
 
-SCHEMA_VERSION = 3  # 2: claims, resumes; 3: run_lines
+# 2: claims, resumes. Tables added since (_ADDED) need no new version: a host of an earlier
+# release ignores them, so a rollback or a rolling upgrade keeps working.
+SCHEMA_VERSION = 2
 _MIGRATION_LOCK = 0x6A6F6273  # "jobs": the advisory lock key held while the schema is made
 # libpq parameters for every pooled connection: fail fast when the server is gone or cut off.
 _FAIL_FAST = {
@@ -87,6 +89,10 @@ _SCHEMA = [
         PRIMARY KEY (job, slot_epoch, attempt)
     )""",
     "CREATE INDEX IF NOT EXISTS jobhost_claims_held ON jobhost_claims (lease_until) WHERE lease_until IS NOT NULL",
+]
+
+# Added to a current schema by themselves, without the DDL above (which takes table locks).
+_ADDED = [
     """CREATE TABLE IF NOT EXISTS jobhost_run_lines (
         run_id  TEXT PRIMARY KEY,
         job     TEXT NOT NULL,
@@ -156,10 +162,12 @@ class PostgresStore(SQLStore):
             if conn.execute("SELECT to_regclass('jobhost_schema_version')").fetchone()[0] is not None:  # type: ignore[index]
                 row = conn.execute("SELECT version FROM jobhost_schema_version").fetchone()
                 if row is not None and row[0] == SCHEMA_VERSION:
+                    if conn.execute("SELECT to_regclass('jobhost_run_lines')").fetchone()[0] is None:  # type: ignore[index]
+                        self._add_tables()
                     return
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            for statement in _SCHEMA:
+            for statement in [*_SCHEMA, *_ADDED]:
                 conn.execute(statement)
             row = conn.execute("SELECT version FROM jobhost_schema_version").fetchone()
             if row is None:
@@ -171,6 +179,13 @@ class PostgresStore(SQLStore):
                     f"the state database at {_safe(self.url)} has schema version {row[0]}, newer than this "
                     f"jobhost's {SCHEMA_VERSION}; run a newer jobhost on every host"
                 )
+
+    def _add_tables(self) -> None:
+        """The tables added since SCHEMA_VERSION, alone (under the migration lock)."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            for statement in _ADDED:
+                conn.execute(statement)
 
     def _connection(self) -> contextlib.AbstractContextManager[psycopg.Connection]:
         """The transaction's connection inside `_transaction`, else one from the pool."""

@@ -143,6 +143,15 @@ class SQLStore:
             (run_id, job, self._time(at.astimezone(dt.UTC)), dropped, json.dumps(lines, ensure_ascii=False)),
         )
 
+    def prune_lines(self, before: dt.datetime, limit: int) -> int:
+        return self._do(
+            self._q(
+                "DELETE FROM {t}run_lines WHERE run_id IN "
+                "(SELECT run_id FROM {t}run_lines WHERE kept_at < ? ORDER BY kept_at LIMIT ?)"
+            ),
+            (self._time(before.astimezone(dt.UTC)), limit),
+        )
+
     def kept_lines(self, run_id: str) -> tuple[list[dict[str, Any]], int] | None:
         row = self._one(self._q("SELECT lines, dropped FROM {t}run_lines WHERE run_id = ?"), (run_id,))
         return None if row is None else (json.loads(row[0]), row[1])
@@ -177,14 +186,7 @@ class SQLStore:
         return {row[0] for row in rows}
 
     def prune(self, before: dt.datetime, limit: int) -> int:
-        # The log lines kept for the status page go by the same age, a batch at a time too.
-        self._do(
-            self._q(
-                "DELETE FROM {t}run_lines WHERE run_id IN "
-                "(SELECT run_id FROM {t}run_lines WHERE kept_at < ? ORDER BY kept_at LIMIT ?)"
-            ),
-            (self._time(before.astimezone(dt.UTC)), limit),
-        )
+        self.prune_lines(before, limit)  # the status page's lines go no later than the runs
         # By when the run was recorded, not by its slot: a backfill of last year is recent history.
         return self._do(
             self._q(

@@ -14,7 +14,9 @@ from pathlib import Path
 from jobhost.errors import StoreError
 from jobhost.store.sql import SQLStore
 
-SCHEMA_VERSION = 3  # 2: claims, resumes; 3: run_lines
+# 2: claims, resumes. Tables added since (run_lines) need no new version: a host of an earlier
+# release ignores them, so a rollback or a rolling upgrade keeps working.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -144,7 +146,9 @@ class SQLiteStore(SQLStore):
             row = self._db.execute("SELECT version FROM schema_version").fetchone()
         except sqlite3.OperationalError:  # no such table: a new file, or not ours (told below)
             return False
-        return row is not None and row[0] == SCHEMA_VERSION
+        if row is None or row[0] != SCHEMA_VERSION:
+            return False
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'run_lines'").fetchone() is not None
 
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
         return self._db.execute(sql, params).fetchall()

@@ -4,21 +4,26 @@ hands the lines over (a queue put); a store out of reach costs lines for the pag
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import json
 import logging
 import queue
 import threading
+import time
 from typing import Any
 
 from jobhost.errors import StoreError
+from jobhost.runlines import size_of
 from jobhost.store import StateStore
 
 logger = logging.getLogger("jobhost.web")
 
 KEPT_LINES = 200  # the last lines of a run kept in the store
 KEPT_CHARS = 256 * 1024  # and no more than this much JSON: older lines go first
-QUEUE_MAX = 10_000  # runs waiting to be written; beyond that, the newest are not kept (and it is logged)
+QUEUE_MAX = 200  # runs waiting to be written (50 MB at most); beyond that, the newest are not kept (logged)
+KEPT_DAYS = 14  # lines older than this are pruned, a batch an hour (history itself stays JOBS_HISTORY_DAYS)
+PRUNE_EVERY = 3600.0
+PRUNE_BATCH = 1000
 
 
 class LineKeeper:
@@ -36,7 +41,7 @@ class LineKeeper:
     def keep(self, run_id: str, job: str, lines: list[dict[str, Any]], dropped: int) -> None:
         """Called in the loop as a run ends: never blocks."""
         try:
-            self._queue.put_nowait((run_id, job, lines, dropped))
+            self._queue.put_nowait((run_id, job, *_bounded(lines, dropped)))
         except queue.Full:
             logger.warning(
                 "the log lines of run %s are not kept for the status page: %d runs wait to be written",
@@ -54,9 +59,12 @@ class LineKeeper:
         self._thread.join(timeout)
 
     def _write_all(self) -> None:
+        next_prune = 0.0
         while (item := self._queue.get()) is not None:
             run_id, job, lines, dropped = item
-            lines, dropped = _bounded(lines, dropped)
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_EVERY
+                self._prune()
             try:
                 self.store.keep_lines(run_id, job, dt.datetime.now(dt.UTC), lines, dropped)
             except StoreError as exc:
@@ -70,12 +78,18 @@ class LineKeeper:
             else:
                 self._failing = False
 
+    def _prune(self) -> None:
+        before = dt.datetime.now(dt.UTC) - dt.timedelta(days=KEPT_DAYS)
+        with contextlib.suppress(StoreError):  # tried again in an hour
+            while self.store.prune_lines(before, PRUNE_BATCH) == PRUNE_BATCH:
+                pass
+
 
 def _bounded(lines: list[dict[str, Any]], dropped: int) -> tuple[list[dict[str, Any]], int]:
     """The last KEPT_LINES lines, fewer if they pass KEPT_CHARS; `dropped` grows by what is left out."""
     kept = lines[-KEPT_LINES:]
-    size = sum(len(json.dumps(line, ensure_ascii=False)) for line in kept)
+    size = sum(size_of(line) for line in kept)  # cheap: it runs in the loop as a run ends
     while len(kept) > 1 and size > KEPT_CHARS:
-        size -= len(json.dumps(kept[0], ensure_ascii=False))
+        size -= size_of(kept[0])
         kept = kept[1:]
     return kept, dropped + len(lines) - len(kept)

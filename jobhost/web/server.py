@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("jobhost.web")
 
 WORKERS = 4  # requests served at once; a slow store query holds one worker, not the loop
+GATE_WAIT = 0.2  # seconds a fork waits at most for the server's store calls going on
 STOP_WAIT = 1.0  # seconds the requests being answered get to finish when the host stops
 
 
@@ -49,12 +50,12 @@ class ForkGate:
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._inside = 0
-        self._closed = False
+        self._closers = 0  # forks going on (a thread-isolated job may fork too)
 
     @contextlib.contextmanager
     def passing(self) -> Iterator[None]:
         with self._cond:
-            while self._closed:
+            while self._closers:
                 self._cond.wait()
             self._inside += 1
         try:
@@ -66,22 +67,22 @@ class ForkGate:
                     self._cond.notify_all()
 
     def close(self) -> None:
-        """Before a fork: wait for the calls going on; let no new one in."""
+        """Before a fork: let no new call in, and wait for the calls going on, GATE_WAIT at most: a call
+        waiting on the network or a busy lock holds no library-wide lock, and the run must start."""
         with self._cond:
-            self._closed = True
-            while self._inside:
-                self._cond.wait()
+            self._closers += 1
+            self._cond.wait_for(lambda: not self._inside, timeout=GATE_WAIT)
 
     def open(self) -> None:
         """After a fork, in the host."""
         with self._cond:
-            self._closed = False
+            self._closers -= 1
             self._cond.notify_all()
 
     def reset(self) -> None:
         """After a fork, in the child: no server thread lives there."""
         self._cond = threading.Condition(threading.Lock())
-        self._inside, self._closed = 0, False
+        self._inside, self._closers = 0, 0
 
 
 class ThreadStores:
@@ -97,6 +98,9 @@ class ThreadStores:
         return cast(StateStore, self)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_") or not callable(getattr(StateStore, name, None)):
+            raise AttributeError(name)  # only the store's methods: no attribute made up
+
         def call(*args: Any, **kwargs: Any) -> Any:
             with self._gate.passing():
                 try:
@@ -107,9 +111,7 @@ class ThreadStores:
                 except StoreError:
                     raise
                 except Exception as exc:  # the driver's own error (sqlite3, psycopg): the store failed
-                    logger.warning(
-                        "the state store failed in %s", name, exc_info=True, extra={"event": "http_store_failed"}
-                    )
+                    logger.debug("the state store failed in %s", name, exc_info=True)  # the answer says it
                     raise StoreError(f"{type(exc).__name__}: {exc}") from exc
 
         return call
