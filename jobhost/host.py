@@ -69,6 +69,11 @@ SKEW_CHECK_EVERY = 600.0  # seconds between two looks at the clocks
 RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CRASHED})
 
 
+def _prepared(run: Run) -> bool:
+    """A run forked ahead of its slot and not released yet: not going, and nothing started."""
+    return isinstance(run, ProcessRun) and run.released is False
+
+
 @dataclass
 class _Active:
     run: Run
@@ -279,7 +284,7 @@ class Host:
         after; read from another thread (for metrics)."""
         queued = len(self.pending) + len(self._requested) + sum(map(len, list(self.queued_overlap.values())))
         queued += len(self.behind_remote) + len(self._stalled)
-        going = sum(1 for a in list(self.active.values()) if getattr(a.run, "released", None) is not False)
+        going = sum(1 for a in list(self.active.values()) if not _prepared(a.run))
         return going, queued, len(self.waiting)
 
     @property
@@ -598,7 +603,7 @@ class Host:
                 return True
         mine = [a.run for a in self.active.values() if a.run.spec.name == spec.name]
         # A run prepared for a slot still to come is not going yet: what is due now runs after it.
-        prepared = [run for run in mine if isinstance(run, ProcessRun) and run.released is False]
+        prepared = [run for run in mine if _prepared(run)]
         in_flight = [run.context.run_id for run in mine if run not in prepared]
         in_flight += [c.run_id for c in self.pending if c.job == spec.name]
         if prepared and not in_flight and spec.overlap != "allow":
@@ -958,7 +963,7 @@ class Host:
     def _cancel_prepared(self) -> None:
         """Stopping: runs prepared for a slot still to come do not start (their process says so)."""
         for active in self.active.values():
-            if isinstance(active.run, ProcessRun) and active.run.released is False:
+            if _prepared(active.run) and isinstance(active.run, ProcessRun):
                 self.watcher.release(active.run.cancel())
                 if self._watch_at.pop(active.run.context.run_id, None) is not None:
                     self.watcher.watch(active.run.context.run_id, active.run.fds())
