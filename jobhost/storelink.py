@@ -32,11 +32,17 @@ class StoreLink:
         self._backoff = FIRST_RETRY
         self._recovered = False
         self.last_outage_began = 0.0  # monotonic time the last outage began
+        self._failure = ""
 
     @property
     def up(self) -> bool:
         """False from the first failed call of an outage until a call succeeds again."""
         return self.down_since is None
+
+    @property
+    def failure(self) -> str | None:
+        """What is wrong with the store while it fails, in words (for health); None while it works."""
+        return None if self.down_since is None else self._failure
 
     def call(self, fn: Callable[[], T], fallback: Any) -> T:
         """`fn()`, or `fallback` if the store fails or is still in backoff after an outage."""
@@ -64,6 +70,7 @@ class StoreLink:
 
     def _failed(self, exc: StoreUnavailable) -> None:
         now = self.monotonic()
+        self._failure = str(exc)
         if self.down_since is None:
             self.down_since = now
             self._backoff = FIRST_RETRY
