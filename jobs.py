@@ -7,8 +7,8 @@ the environment (see configuration/settings.py); the engine is jobhost/.
 
 import sys
 
-from configuration.deployment import configure
+from configuration.deployment import configure, witnesses
 from jobhost.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(configure))
+    sys.exit(main(configure, witnesses))

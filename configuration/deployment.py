@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from configuration.env_file import apply_env_file
+from configuration.env_file import apply_env_file, with_env_file
 from configuration.log_setup import configure_logging
-from configuration.sentry_setup import start_sentry
-from configuration.settings import ROOT, load_settings
-from jobhost.cli import HostSettings
+from configuration.sentry_setup import refused_start_reporter, start_sentry
+from configuration.settings import ROOT, load_settings, read_setting
+from jobhost.cli import HostSettings, StartWitnesses
+from jobhost.errors import SettingError
 from jobhost.hostconfig import HostConfig, HttpConfig
 
 
@@ -44,7 +46,47 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
         ),
         reporters=lambda: start_sentry(settings),
         http=HttpConfig(*settings.http_addr, settings.http_token) if settings.http_addr else None,
+        status_file=status_file(settings.state_url, settings.host_name),
+        import_timeout=settings.import_timeout,
     )
+
+
+def witnesses() -> StartWitnesses:
+    """Who hears of a refused start: read setting by setting, so that one bad setting (the reason,
+    perhaps) leaves the others usable; a bad one among them is left out."""
+    try:
+        environ = with_env_file(os.environ)
+    except SettingError:
+        environ = dict(os.environ)
+
+    def read(variable: str) -> Any:
+        try:
+            return read_setting(variable, environ)
+        except SettingError:
+            return None
+
+    state_url, host_name, interval = read("JOBS_STATE_URL"), read("JOBS_HOST_NAME"), read("JOBS_HEARTBEAT_INTERVAL")
+    dsn, environment, release = read("SENTRY_DSN"), read("SENTRY_ENVIRONMENT"), read("SENTRY_RELEASE")
+    return StartWitnesses(
+        status_file=status_file(state_url, host_name) if state_url and host_name else None,
+        hostname=host_name or "",
+        heartbeat_interval=interval or 30.0,
+        report=refused_start_reporter(dsn, environment or "production", release, host_name or "") if dsn else None,
+    )
+
+
+def status_file(state_url: str, host_name: str) -> Path:
+    """Where the loop says what it does, for `health`: next to the SQLite state file (on its file
+    system, whose faults it reports), or in var/ of the checkout, by host name, for a database server."""
+    if not state_url.startswith("sqlite:///"):
+        return ROOT / "var" / f"jobhost.{host_name}.status"
+    path = _state_file(state_url)
+    return path.with_name(path.name + ".status")
+
+
+def _state_file(state_url: str) -> Path:
+    path = Path(state_url.removeprefix("sqlite:///"))
+    return path if path.is_absolute() else ROOT / path
 
 
 def _results_dir(state_url: str) -> Path:
@@ -52,6 +94,5 @@ def _results_dir(state_url: str) -> Path:
     var/ of the checkout for a database server (each host keeps its own)."""
     if not state_url.startswith("sqlite:///"):
         return ROOT / "var" / "jobhost.runs"
-    path = Path(state_url.removeprefix("sqlite:///"))
-    path = path if path.is_absolute() else ROOT / path
+    path = _state_file(state_url)
     return path.with_name(path.name + ".runs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from configuration.settings import ROOT, Settings
@@ -16,6 +17,19 @@ def start_sentry(settings: Settings, root: Path = ROOT) -> list[Reporter]:
 
     release = settings.sentry_release or deployed_revision(root)
     return [init_sentry(settings.sentry_dsn, settings.sentry_environment, release)]
+
+
+def refused_start_reporter(
+    dsn: str, environment: str, release: str | None, host_name: str, root: Path = ROOT
+) -> Callable[[str, Sequence[str]], None]:
+    """What sends a refused start to Sentry: one event with the reason and the problems."""
+
+    def report(reason: str, problems: Sequence[str]) -> None:
+        from jobhost.sentry import report_refused_start  # only a host that reports pays for the import
+
+        report_refused_start(dsn, environment, release or deployed_revision(root), host_name, reason, problems)
+
+    return report
 
 
 def deployed_revision(root: Path) -> str | None:

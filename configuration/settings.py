@@ -82,6 +82,13 @@ def _prepare_ahead(text: str) -> float:
     return seconds
 
 
+def _import_timeout(text: str) -> float:
+    seconds = parse_duration(text, what="JOBS_IMPORT_TIMEOUT")
+    if not 1 <= seconds <= 3600:
+        raise ValueError
+    return seconds
+
+
 def _http_addr(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")  # [::1]:8377
@@ -222,6 +229,14 @@ SETTINGS = (
         _directory,
     ),
     Setting(
+        "JOBS_IMPORT_TIMEOUT",
+        "60s",
+        "seconds or a duration such as `60s`, `2m`; 1 s to 1 h",
+        "how long one job module may take to import; one that takes longer (or calls `sys.exit()`) is a "
+        "problem named by its file, as a syntax error is",
+        _import_timeout,
+    ),
+    Setting(
         "SENTRY_DSN",
         None,
         "a Sentry DSN, `https://<key>@<host>/<project>`",
@@ -265,6 +280,7 @@ class Settings:
     http_token: str | None
     timezone: ZoneInfo
     jobs_dir: Path
+    import_timeout: float
     sentry_dsn: str | None
     sentry_environment: str
     sentry_release: str | None
@@ -274,18 +290,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read every setting; raise SettingError naming the first bad variable. (The deployment puts
     JOBS_ENV_FILE's values into the environment first: `apply_env_file`.)"""
     environ = os.environ if environ is None else environ
-    values = []
-    for setting in SETTINGS:
-        raw = environ.get(setting.variable, "").strip()
-        if not raw:
-            values.append(_unset(setting))
-            continue
-        try:
-            values.append(setting.parse(raw))
-        except (ValueError, TypeError):
-            shown = None if setting.secret else raw
-            raise SettingError(setting.variable, shown, f"expected {setting.accepts}") from None
-    return Settings(*values)
+    return Settings(*(read_setting(setting.variable, environ) for setting in SETTINGS))
+
+
+def read_setting(variable: str, environ: Mapping[str, str]) -> Any:
+    """One setting's value (its default if unset); SettingError if its value is bad."""
+    [setting] = [s for s in SETTINGS if s.variable == variable]
+    raw = environ.get(setting.variable, "").strip()
+    if not raw:
+        return _unset(setting)
+    try:
+        return setting.parse(raw)
+    except (ValueError, TypeError):
+        shown = None if setting.secret else raw
+        raise SettingError(setting.variable, shown, f"expected {setting.accepts}") from None
 
 
 def _unset(setting: Setting) -> Any:

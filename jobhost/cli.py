@@ -24,12 +24,14 @@ from jobhost import default_registry, operations
 from jobhost.clock import now as wall_now
 from jobhost.discovery import discover
 from jobhost.durations import format_duration
-from jobhost.errors import JobhostError, SettingError, StoreError, StoreUnavailable, UnknownJobError
+from jobhost.errors import JobhostError, SettingError, StoreError, StoreUnavailable, UnknownJobError, display_path
+from jobhost.health import health as verdict_of
 from jobhost.hostconfig import HostConfig, HttpConfig
+from jobhost.hoststatus import State, StatusFile, read_status
 from jobhost.lifecycle import Lifecycle, Reporter
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec, Registry
-from jobhost.store import StateStore, open_store
+from jobhost.store import Heartbeat, StateStore, open_store
 from jobhost.timezones import localize
 
 if TYPE_CHECKING:
@@ -50,11 +52,26 @@ class HostSettings:
     # What observes runs besides the log (Sentry): made only for the commands that run jobs.
     reporters: Callable[[], Sequence[Reporter]] = tuple
     http: HttpConfig | None = None  # the forever loop serves its status page and API there
+    status_file: Path | None = None  # where the forever loop says what it does, for `health`
+    import_timeout: float | None = None  # seconds one job module may take to import (None: no bound)
 
-    def make_host(self, jobs: dict[str, JobSpec], store: StateStore, *observers: Reporter) -> Host:
+    def make_host(
+        self, jobs: dict[str, JobSpec], store: StateStore, *observers: Reporter, status: StatusFile | None = None
+    ) -> Host:
         from jobhost.host import Host  # here: the commands that only read history never load the loop
 
-        return Host(jobs, store, self.host, Lifecycle([*self.reporters(), *observers]))
+        return Host(jobs, store, self.host, Lifecycle([*self.reporters(), *observers]), status=status)
+
+
+@dataclass(frozen=True)
+class StartWitnesses:
+    """Who hears of a forever loop that refuses to start, found from the environment even when a
+    setting is bad: the status file `health` reads, and a report (Sentry) of the reason and problems."""
+
+    status_file: Path | None = None
+    hostname: str = ""
+    heartbeat_interval: float = 30.0
+    report: Callable[[str, Sequence[str]], None] | None = None
 
 
 Configure = Callable[..., HostSettings]
@@ -69,19 +86,39 @@ class _App:
     """
 
     configure: Configure
+    witnesses: Callable[[], StartWitnesses] = StartWitnesses
     registry: Registry = field(default_factory=lambda: default_registry)
     settings: HostSettings | None = None
     log_stream: bool = False
+    # The forever loop's status file, from the start on (None in the other commands).
+    status: StatusFile | None = None
+    problems: list[str] = field(default_factory=list)
 
-    def load(self, *, log_to_stdout: bool = False, strict: bool = False) -> HostSettings:
+    def load(self, *, log_to_stdout: bool = False, strict: bool = False, loop: bool = False) -> HostSettings:
+        """Settings, then the jobs. `loop`: the forever loop, which says in its status file that it
+        is starting, and, if it refuses to start, why."""
         self.log_stream = log_to_stdout
+        if loop:
+            self.status = StatusFile(None, "", 0)  # set once the settings say where
         try:
             self.settings = self.configure(log_to_stdout=log_to_stdout)
         except SettingError as exc:
             self.fail(str(exc), 2, before_logging=True)
         assert self.settings is not None
+        if loop:
+            host = self.settings.host
+            self.status = StatusFile(self.settings.status_file, host.hostname, host.heartbeat_interval)
+            other = self.status.taken_by_another()
+            if other is not None:
+                logger.warning(
+                    "the loop of pid %d runs against this state; this process leaves its status file alone",
+                    other.pid,
+                    extra={"event": "status_file_taken"},
+                )
+            self.status.write(State.STARTING, "importing jobs")
         self.registry.default_zone = self.settings.timezone
-        problems = discover(self.settings.jobs_dir, self.registry)
+        problems = discover(self.settings.jobs_dir, self.registry, self.settings.import_timeout, self._importing)
+        self.problems = [problem.describe() for problem in problems]
         for problem in problems:
             if self.log_stream:
                 logger.error(
@@ -95,6 +132,11 @@ class _App:
             self.fail(f"{len(problems)} problem(s) in the job definitions{started}", 1)
         return self.settings
 
+    def _importing(self, location: Path) -> None:
+        """The forever loop's status names the module it imports (a host dying in it is found out)."""
+        if self.status is not None:
+            self.status.write(State.STARTING, f"importing {display_path(str(location))}")
+
     def store(self, *, wait: bool = False) -> StateStore:
         """Open the state store; `wait` (the loop): a database server out of reach is waited for,
         with backoff, so a host started before its database does not give up."""
@@ -106,6 +148,8 @@ class _App:
             except StoreUnavailable as exc:
                 if not wait:
                     self.fail(f"JOBS_STATE_URL: {exc}", 2)
+                if self.status is not None:
+                    self.status.write(State.STARTING, "opening the state store", store_failure=str(exc))
                 if delay == 1.0:
                     logger.error("%s; waiting for it", exc, extra={"event": "store_unreachable"})
                 time.sleep(delay)  # SIGTERM ends the wait: nothing runs yet
@@ -119,7 +163,28 @@ class _App:
             raise click.UsageError(str(UnknownJobError(name, list(self.registry.jobs))))
         return spec
 
-    def fail(self, message: str, code: int, *, before_logging: bool = False) -> NoReturn:
+    def fail(self, message: str, code: int, *, before_logging: bool = False, refused: bool = True) -> NoReturn:
+        """Say `message` and exit with `code`. The forever loop also records that it `refused` to
+        start, in its status file and to Sentry (not so a second loop, which the first one shuts out)."""
+        self._say(message, before_logging=before_logging)
+        if self.status is not None and refused:
+            self._refused(message)
+        sys.exit(code)
+
+    def _refused(self, message: str) -> None:
+        witnesses = self.witnesses()
+        status = self.status
+        if self.settings is None and witnesses.status_file is not None:  # a bad setting: found without them
+            status = StatusFile(witnesses.status_file, witnesses.hostname, witnesses.heartbeat_interval)
+            status.taken_by_another()
+        reason = "; ".join([message, *self.problems])
+        if status is not None:
+            status.write(State.REFUSED, reason)
+            status.close()
+        if witnesses.report is not None:
+            witnesses.report(message, self.problems)
+
+    def _say(self, message: str, *, before_logging: bool) -> None:
         if not self.log_stream:
             click.echo(f"jobhost: {message}", err=True)
         elif before_logging and os.environ.get("JOBS_LOG_FORMAT", "json").strip().lower() != "text":
@@ -131,7 +196,6 @@ class _App:
             click.echo(f"jobhost: {message}", err=True)
         else:
             logger.critical(message, extra={"event": "host_start_failed"})
-        sys.exit(code)
 
 
 pass_app = click.make_pass_decorator(_App)
@@ -161,37 +225,32 @@ def cli(ctx: click.Context) -> None:
     """Run the jobs in jobs/ forever (no command), or one of the commands below."""
     if ctx.invoked_subcommand is None:
         app: _App = ctx.obj
-        settings = app.load(log_to_stdout=True, strict=True)
+        settings = app.load(log_to_stdout=True, strict=True, loop=True)
         store = app.store(wait=True)
         try:
             store.lock_for_loop(os.getpid(), settings.host.hostname)
         except StoreError as exc:
-            app.fail(str(exc), 1)
+            app.fail(str(exc), 1, refused=False)  # another loop runs: its status stands
         try:
-            sys.exit(_serve(settings, app.registry.jobs, store))
+            sys.exit(_serve(app, settings, store))
         finally:
             store.close()
 
 
-def _serve(settings: HostSettings, jobs: dict[str, JobSpec], store: StateStore) -> int:
+def _serve(app: _App, settings: HostSettings, store: StateStore) -> int:
     """The forever loop, with its HTTP server beside it when JOBS_HTTP_ADDR asks for one."""
+    jobs = app.registry.jobs
     if settings.http is None:
-        return settings.make_host(jobs, store).run_forever()
+        return settings.make_host(jobs, store, status=app.status).run_forever()
     from jobhost.web.server import WebServer  # only a host that serves HTTP loads the web stack
 
     web = WebServer(settings.http, jobs, lambda: open_store(settings.state_url, settings.base_dir))
-    host = settings.make_host(jobs, store, *web.observers())
+    host = settings.make_host(jobs, store, *web.observers(), status=app.status)
     try:
         web.start(host)
     except OSError as exc:
-        logger.critical(
-            "cannot serve HTTP on %s:%d (JOBS_HTTP_ADDR): %s; nothing was started",
-            settings.http.host,
-            settings.http.port,
-            exc.strerror or exc,
-            extra={"event": "host_start_failed"},
-        )
-        return 2
+        address = f"{settings.http.host}:{settings.http.port}"
+        app.fail(f"cannot serve HTTP on {address} (JOBS_HTTP_ADDR): {exc.strerror or exc}; nothing was started", 2)
     try:
         return host.run_forever()
     finally:
@@ -435,17 +494,39 @@ def next_slots(app: _App, name: str, count: int, start: str | None) -> None:
 
 @cli.command()
 @click.option(
-    "--max-age", default=90.0, show_default=True, type=click.FloatRange(min=1), help="Seconds a heartbeat stays fresh."
+    "--max-age",
+    type=click.FloatRange(min=1),
+    help="Seconds a heartbeat stays fresh. Default: 3 heartbeat intervals of the loop (90 s at the default 30 s).",
 )
 @click.option("--host", "host_name", help="The host to look at (its JOBS_HOST_NAME). Default: this one.")
 @pass_app
-def health(app: _App, max_age: float, host_name: str | None) -> None:
-    """Exit 0 when the loop of this host (or --host) has recorded a heartbeat in the last --max-age seconds, else 1."""
-    settings = app.load()
-    hostname = host_name or settings.host.hostname
-    verdict = operations.health(
-        lambda: open_store(settings.state_url, settings.base_dir), hostname, max_age, wall_now()
-    )
+def health(app: _App, max_age: float | None, host_name: str | None) -> None:
+    """Exit 0 when the loop of this host (or --host) is beating, else 1 with one line saying why not:
+    stuck, gone, stopped, refused to start, or the state store failing. Imports no job."""
+    try:
+        settings = app.configure(log_to_stdout=False)
+    except SettingError as exc:  # the loop refused these too: its status file says so, if it can be found
+        witnesses, problem = app.witnesses(), str(exc)
+        status = read_status(witnesses.status_file) if witnesses.status_file is not None else None
+        if status is None:
+            app.fail(problem, 2)
+
+        def unreadable() -> None:
+            raise StoreError(problem)
+
+        verdict = verdict_of(status, unreadable, host_name or witnesses.hostname, max_age, wall_now())
+    else:
+        hostname = host_name or settings.host.hostname
+        status = read_status(settings.status_file) if settings.status_file is not None else None
+
+        def heartbeat() -> Heartbeat | None:
+            store = open_store(settings.state_url, settings.base_dir)
+            try:
+                return store.heartbeat(hostname)
+            finally:
+                store.close()
+
+        verdict = verdict_of(status, heartbeat, hostname, max_age, wall_now())
     click.echo(verdict.message)
     sys.exit(0 if verdict.healthy else 1)
 
@@ -459,10 +540,13 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
-def main(configure: Configure, argv: list[str] | None = None) -> int:
-    """Run the command line with the deployment's `configure`; return the exit status."""
+def main(
+    configure: Configure, witnesses: Callable[[], StartWitnesses] = StartWitnesses, argv: list[str] | None = None
+) -> int:
+    """Run the command line with the deployment's `configure` (and `witnesses`, told when the forever
+    loop refuses to start); return the exit status."""
     try:
-        cli.main(args=argv, obj=_App(configure), prog_name="jobs.py", standalone_mode=True)
+        cli.main(args=argv, obj=_App(configure, witnesses), prog_name="jobs.py", standalone_mode=True)
     except JobhostError as exc:
         click.echo(f"jobhost: {exc}", err=True)
         return 1

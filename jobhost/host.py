@@ -35,6 +35,7 @@ from jobhost.dependencies import describe, unmet
 from jobhost.durations import format_duration
 from jobhost.exits import signal_name
 from jobhost.hostconfig import HostConfig
+from jobhost.hoststatus import State, StatusFile
 from jobhost.lifecycle import Lifecycle, RunEvent, log_output, log_record
 from jobhost.memory import settle_after_start
 from jobhost.outcomes import Outcome, RunStatus
@@ -92,6 +93,7 @@ class Host:
         lifecycle: Lifecycle | None = None,
         clock: Clock = wall_now,
         monotonic: Callable[[], float] = time.monotonic,
+        status: StatusFile | None = None,
     ):
         self.jobs = jobs
         self.store = store
@@ -109,6 +111,9 @@ class Host:
         self._deferred: list[Due] = []  # due within the lead but not prepared: dispatched at their instant
         self._watch_at: dict[str, float] = {}  # run_id -> when the loop starts watching a prepared run
         self.link = StoreLink(min(10.0, self.config.lease / 3), monotonic)
+        # What the loop does, for health: in its status file, or only here (for /healthz) without one.
+        self.status = status or StatusFile(None, self.config.hostname, self.config.heartbeat_interval)
+        self._told_failure: str | None = None  # the store's failure the status last said
         self._tokens: dict[str, int] = {}  # run_id -> token of the claim this host holds for it
         self._lost_runs: set[str] = set()  # runs whose claim another host took over: nothing more is written
         self._known_retries: set[tuple[str, float, int]] = set()
@@ -210,6 +215,8 @@ class Host:
         self._beat(stopped=True)
         self.close()
         logger.info("host stopped", extra={"event": "host_stopped"})
+        self.status.write(State.STOPPED)
+        self.status.close()
         return 0
 
     def close(self) -> None:
@@ -327,13 +334,29 @@ class Host:
         self._next_beat = self.monotonic() + self.config.heartbeat_interval
         self._s(lambda: self.store.beat(self.config.hostname, os.getpid(), self.clock(), stopped=stopped), None)
         if not stopped:
+            self._tell()
             self.lifecycle.beat()
+
+    def _tell(self) -> None:
+        """Say in the status file what the loop does now: at each heartbeat, and when the store
+        begins or stops failing (so health says it at once, even where no heartbeat can be written)."""
+        self._told_failure = failure = self.link.failure
+        if self._foreground:
+            return
+        if self._stop_signal is None:
+            self.status.write(State.RUNNING, store_failure=failure)
+        else:
+            reason = f"{signal_name(self._stop_signal)}: runs in flight finish within the stop grace"
+            self.status.write(State.STOPPING, reason, store_failure=failure)
 
     _next_beat = float("inf")
 
     def _s(self, call: Callable[[], object], fallback: object) -> Any:
         """Call the store through the link: a failure is logged, and the loop goes on."""
-        return self.link.call(call, fallback)
+        value = self.link.call(call, fallback)
+        if self.link.failure != self._told_failure:
+            self._tell()
+        return value
 
     # -- claims, leases and the other hosts --------------------------------
 
@@ -1117,6 +1140,7 @@ class Host:
             elif self._stop_signal is None:
                 self._stop_signal = signum
                 self._stop_deadline = self.monotonic() + self.config.stop_grace
+                self._tell()
                 self._cancel_prepared()
                 logger.info(
                     "%s: starting nothing new; %d runs in flight get %s to finish",

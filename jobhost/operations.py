@@ -1,17 +1,15 @@
 """The operations the command line and the HTTP API share: the catalog of jobs, history,
-pause and resume, and whether the loop is healthy. Each face only parses its input and
+pause and resume (whether the loop is healthy: jobhost.health). Each face only parses its input and
 formats the answer, so neither knows something the other does not."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jobhost.durations import format_duration
-from jobhost.errors import StoreError, UnknownJobError
+from jobhost.errors import UnknownJobError
 from jobhost.outcomes import RunStatus
 from jobhost.registry import JobSpec
 from jobhost.store import RunRecord, StateStore
@@ -102,31 +100,3 @@ def set_paused(jobs: Mapping[str, JobSpec], store: StateStore, name: str, paused
     if name not in jobs:
         raise UnknownJobError(name, list(jobs))
     store.set_paused(name, paused)
-
-
-@dataclass(frozen=True)
-class Health:
-    healthy: bool
-    message: str  # starts with "healthy: " or "unhealthy: "
-
-
-def health(store_opener: Callable[[], StateStore], hostname: str, max_age: float, now: dt.datetime) -> Health:
-    """Whether the loop of `hostname` recorded a heartbeat in the last `max_age` seconds.
-
-    `store_opener` gives the store (opened only here, so that a store that cannot be opened
-    is an unhealthy answer, not an error: to a monitor it is no sign of a live loop)."""
-    try:
-        beat = store_opener().heartbeat(hostname)
-    except StoreError as exc:
-        return Health(False, f"unhealthy: cannot read the heartbeat of {hostname}: {exc}")
-    if beat is None:
-        return Health(
-            False, f"unhealthy: no heartbeat recorded for {hostname}: the loop has not run against this state"
-        )
-    age = (now - beat.at).total_seconds()
-    seen = f"last heartbeat {format_duration(max(round(age), 0))} ago (pid {beat.pid} on {hostname})"
-    if beat.stopped:
-        return Health(False, f"unhealthy: the loop stopped cleanly; {seen}")
-    if age > max_age:
-        return Health(False, f"unhealthy: {seen}, more than {format_duration(max_age)}: the loop is stuck or gone")
-    return Health(True, f"healthy: {seen}")

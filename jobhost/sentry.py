@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,26 @@ def init_sentry(dsn: str, environment: str, release: str | None) -> SentryReport
         ignore_logger(name)
     logging.getLogger("urllib3.connectionpool").addFilter(_quiet_sentry_retries)
     return SentryReporter(options)
+
+
+def report_refused_start(
+    dsn: str, environment: str, release: str | None, hostname: str, reason: str, problems: Sequence[str]
+) -> None:
+    """One event for a host that refused to start, with every problem, sent before it exits
+    (waiting FLUSH_TIMEOUT at most): under supervisord, each start it refuses is one event."""
+    sentry_sdk.init(**sentry_options(dsn, environment, release))
+    lines = [f"the job host {hostname} refused to start: {reason}", *problems]
+    sentry_sdk.capture_event(
+        {
+            "message": _cut("\n".join(lines)),
+            "level": "fatal",
+            "logger": "jobhost",
+            "fingerprint": ["jobhost", "refused-start", hostname],
+            "tags": {"host": hostname},
+            "contexts": {"start": {"reason": reason, "problems": list(problems)}},
+        }
+    )
+    sentry_sdk.get_client().close(timeout=FLUSH_TIMEOUT)
 
 
 def _drop_run_log_events(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:

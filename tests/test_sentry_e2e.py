@@ -501,3 +501,24 @@ def test_the_sdk_writes_nothing_but_log_lines_when_the_host_cannot_start(deploym
     for line in (result.stdout + result.stderr).splitlines():
         json.loads(line)  # every line is a JSON log line, none is the SDK's own text
     assert "job_invalid" in result.stdout
+
+
+def test_a_refused_start_is_one_sentry_event_with_its_problems(deployment: Deployment, bugsink: Bugsink):
+    deployment.write("broken", "import no_such_library_anywhere\n")
+    deployment.write("exits", "import sys\nsys.exit(3)\n")
+    name = f"refusing-{os.getpid()}"
+    result = deployment.cli(SENTRY_DSN=bugsink.dsn, JOBS_HOST_NAME=name, timeout=60)
+    assert result.returncode == 1
+    [event] = wait_until(lambda: [e for e in bugsink.events() if e["tags"].get("host") == name], what="the event")
+    assert event["level"] == "fatal"
+    text = json.dumps(event)
+    assert "refused to start" in text and f"{deployment.package}/broken.py:1" in text
+    assert f"{deployment.package}/exits.py:2" in text and "sys.exit(3)" in text
+
+    (deployment.jobs_dir / "broken.py").unlink()
+    (deployment.jobs_dir / "exits.py").unlink()
+    other = f"{name}-setting"
+    bad = deployment.cli(SENTRY_DSN=bugsink.dsn, JOBS_HOST_NAME=other, JOBS_MAX_WORKERS="many", timeout=60)
+    assert bad.returncode == 2
+    [event] = wait_until(lambda: [e for e in bugsink.events() if e["tags"].get("host") == other], what="the event")
+    assert "JOBS_MAX_WORKERS='many'" in json.dumps(event)

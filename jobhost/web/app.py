@@ -25,6 +25,7 @@ from werkzeug.wrappers import Request, Response
 from jobhost import operations
 from jobhost.clock import now as wall_now
 from jobhost.errors import StoreError, UnknownJobError
+from jobhost.health import Health, health
 from jobhost.hostconfig import HttpConfig
 from jobhost.metrics import Metrics
 from jobhost.outcomes import RunStatus
@@ -40,7 +41,6 @@ logger = logging.getLogger("jobhost.web")
 
 MAX_BODY = 64 * 1024  # bytes a POST body may have: the API takes a slot at most
 MAX_LIMIT = 10_000  # runs one request may ask for
-HEALTH_BEATS = 3  # heartbeat intervals without a beat before /healthz says the loop is stuck
 STATIC = Path(__file__).parent / "static"
 # The pages load nothing but their own stylesheet and script, and are never framed.
 PAGE_HEADERS = {
@@ -204,7 +204,8 @@ class WebApp:
 
     def healthz(self, request: Request) -> Response:
         verdict = self._health(self.clock())
-        return self._json({"healthy": verdict.healthy, "message": verdict.message}, 200 if verdict.healthy else 503)
+        body = {"healthy": verdict.healthy, "state": str(verdict.verdict), "message": verdict.message}
+        return self._json(body, 200 if verdict.healthy else 503)
 
     def prometheus(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -349,9 +350,12 @@ class WebApp:
         kept = self.lines.lines(run_id)
         return kept if kept is not None else self.store().kept_lines(run_id)
 
-    def _health(self, now: dt.datetime) -> operations.Health:
-        max_age = HEALTH_BEATS * self.host.config.heartbeat_interval
-        return operations.health(self.store, self.host.config.hostname, max_age, now)
+    def _health(self, now: dt.datetime) -> Health:
+        """The verdict `jobs.py health` gives, read from the loop's live status (this process is its writer)."""
+        hostname = self.host.config.hostname
+        return health(
+            self.host.status.last, lambda: self.store().heartbeat(hostname), hostname, None, now, alive=lambda _: True
+        )
 
     # -- answers --------------------------------------------------------------
 

@@ -1,0 +1,212 @@
+"""The loop's status file: what the loop of this machine is doing, for `health` to read.
+
+The state store cannot carry that truth alone: a loop on a full disk or a damaged
+state file cannot write its heartbeat there, and a host that refuses to start does
+so before it has a store. So the loop also rewrites a small file beside the state
+at each heartbeat and at each change (starting, running, the store failing or back,
+stopping, stopped, refused to start, with the reason).
+
+The file is two fixed 4 KiB slots, written in turn, in place: once made, rewriting
+it needs no new disk block (on a file system that writes in place, such as ext4 or
+XFS), so it goes on working on a full disk. Each slot carries a sequence number and a
+checksum, so a reader takes the newest whole slot and never half of one, even when a
+write is cut by a crash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import logging
+import os
+import time
+import zlib
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+logger = logging.getLogger("jobhost.status")
+
+SLOT = 4096  # bytes of one record; the file holds two
+MAGIC = b"jobhost-status 1 "
+MAX_REASON = 3000  # characters of a reason kept: a slot must hold the record whole
+
+
+class State(enum.StrEnum):
+    STARTING = "starting"  # importing jobs, opening the store: not beating yet
+    RUNNING = "running"  # the loop goes round (`store_failure` says if the store fails)
+    STOPPING = "stopping"  # a stop signal came: runs in flight are finishing
+    STOPPED = "stopped"  # ended cleanly
+    REFUSED = "refused"  # refused to start: `reason` says why
+
+
+@dataclass(frozen=True)
+class Status:
+    """One record of the file: who wrote it, when, and in what state."""
+
+    state: State
+    host: str
+    pid: int
+    at: str  # ISO 8601 UTC, when written
+    boot_clock: float  # CLOCK_BOOTTIME when written: an age no change of the wall clock bends
+    boot_id: str  # the machine's boot this was written in
+    pid_start: int  # the writer's start time in clock ticks since boot (a reused pid has another)
+    heartbeat_interval: float
+    reason: str = ""  # refused or stopping: why; starting: what it does
+    store_failure: str | None = None  # what is wrong with the state store, while it fails
+
+    @property
+    def written(self) -> dt.datetime:
+        return dt.datetime.fromisoformat(self.at)
+
+    def age(self, now: dt.datetime) -> float:
+        """Seconds since it was written: by the boot clock in the same boot, else by the wall clock."""
+        if self.boot_id == boot_id():
+            return time.clock_gettime(time.CLOCK_BOOTTIME) - self.boot_clock
+        return (now - self.written).total_seconds()
+
+    def writer_alive(self) -> bool:
+        """Is the process that wrote it still running (not a later process given the same pid)?"""
+        return self.boot_id == boot_id() and process_start(self.pid) == self.pid_start
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot; None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+class StatusFile:
+    """The writer (the loop's process) and the reader (`health`) of one status file.
+
+    `path` None: the record is only kept in memory (`last`), for the HTTP face of this process.
+    Writing never raises: a status file that cannot be written is said once in the log, and
+    `health` falls back on the store's heartbeat.
+    """
+
+    def __init__(self, path: Path | None, host: str, heartbeat_interval: float):
+        self.path = path
+        self.host = host
+        self.heartbeat_interval = heartbeat_interval
+        self.last: Status | None = None
+        self._fd: int | None = None
+        self._seq = 0
+        self._silent = False  # another live loop owns the file, or it failed: nothing more is written
+        self._said = False
+
+    def write(self, state: State, reason: str = "", store_failure: str | None = None) -> None:
+        """Record `state` now (in memory, and in the file unless it is not ours to write)."""
+        if len(reason) > MAX_REASON:
+            reason = reason[: MAX_REASON - 1] + "…"
+        if store_failure is not None and len(store_failure) > MAX_REASON:
+            store_failure = store_failure[: MAX_REASON - 1] + "…"
+        pid = os.getpid()
+        self.last = Status(
+            state,
+            self.host,
+            pid,
+            dt.datetime.now(dt.UTC).isoformat(),
+            time.clock_gettime(time.CLOCK_BOOTTIME),
+            boot_id(),
+            process_start(pid) or 0,
+            self.heartbeat_interval,
+            reason,
+            store_failure,
+        )
+        if self.path is None or self._silent:
+            return
+        try:
+            self._write(self.last)
+        except OSError as exc:
+            self._silent = True
+            logger.warning(
+                "cannot write the status file %s (%s); health reads the state store's heartbeat instead",
+                self.path,
+                exc.strerror or exc,
+                extra={"event": "status_file_failed"},
+            )
+
+    def taken_by_another(self) -> Status | None:
+        """The record of another loop that is alive and has not stopped, if one owns the file; then
+        this process writes nothing to it (a second `python jobs.py` must not speak for the first)."""
+        if self.path is None:
+            return None
+        current = read_status(self.path)
+        if current is None or current.pid == os.getpid() or not current.writer_alive():
+            return None
+        if current.state in (State.STOPPED, State.REFUSED):
+            return None
+        self._silent = True
+        return current
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _write(self, status: Status) -> None:
+        if self._fd is None:
+            self._fd = self._open()
+        self._seq += 1
+        body = json.dumps(asdict(status), ensure_ascii=False).encode()
+        header = MAGIC + f"{self._seq:016x} {zlib.crc32(body):08x} {len(body):04x}\n".encode()
+        slot = (header + body).ljust(SLOT, b"\0")
+        os.pwrite(self._fd, slot, SLOT * (self._seq % 2))
+
+    def _open(self) -> int:
+        """Open the file, made whole at its full size first so rewriting it takes no new block."""
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            if os.fstat(fd).st_size < 2 * SLOT:
+                os.pwrite(fd, bytes(2 * SLOT), 0)
+                os.fsync(fd)
+            self._seq = max((seq for seq, _ in _slots(os.pread(fd, 2 * SLOT, 0))), default=0)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+
+def read_status(path: Path) -> Status | None:
+    """The newest whole record of the file; None if there is none (no file, or nothing readable).
+    A slot caught while it is written fails its checksum, and the other one is taken."""
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(2 * SLOT)
+    except OSError:
+        return None
+    slots = sorted(_slots(data), key=lambda s: s[0])
+    return slots[-1][1] if slots else None
+
+
+def _slots(data: bytes) -> list[tuple[int, Status]]:
+    """The records in `data` that are whole (their checksum matches), with their sequence numbers."""
+    found = []
+    for offset in (0, SLOT):
+        slot = data[offset : offset + SLOT]
+        if not slot.startswith(MAGIC):
+            continue
+        head, _, rest = slot[len(MAGIC) :].partition(b"\n")
+        try:
+            seq_text, crc_text, length_text = head.split()
+            seq, crc, length = int(seq_text, 16), int(crc_text, 16), int(length_text, 16)
+            body = rest[:length]
+            if len(body) != length or zlib.crc32(body) != crc:
+                continue
+            fields = json.loads(body)
+            found.append((seq, replace(Status(**fields), state=State(fields["state"]))))
+        except (ValueError, TypeError):
+            continue
+    return found

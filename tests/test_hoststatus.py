@@ -1,0 +1,100 @@
+"""The loop's status file on a real full file system and with real garbage in it; the verdicts
+health gives from it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobhost.errors import StoreError
+from jobhost.health import Verdict, health
+from jobhost.hoststatus import SLOT, State, StatusFile, read_status
+from jobhost.store import Heartbeat
+from tests.conftest import require
+
+NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs of its own, to fill up."""
+    require("root", os.geteuid() == 0, "mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)  # lazy: a failed test may hold a file open
+
+
+def _fill(directory: Path) -> None:
+    with open(directory / "filler", "wb", buffering=0) as filler, pytest.raises(OSError, match="No space left"):
+        while True:
+            filler.write(b"\0" * 65536)
+
+
+def test_the_status_file_is_rewritten_on_a_full_file_system(small_fs: Path) -> None:
+    status = StatusFile(small_fs / "state.sqlite3.status", "jobs-1", 30)
+    status.write(State.RUNNING)
+    _fill(small_fs)
+    status.write(State.RUNNING, store_failure="the disk is full")
+    status.write(State.STOPPING, "SIGTERM")
+    assert (read_status(status.path) or pytest.fail("unreadable")).state == State.STOPPING
+    status.write(State.STOPPED)
+    status.close()
+    read = read_status(status.path)
+    assert read is not None and read.state == State.STOPPED and read.pid == os.getpid()
+
+
+def test_a_garbled_slot_leaves_the_other_and_a_garbled_file_is_none(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3.status"
+    status = StatusFile(path, "jobs-1", 30)
+    status.write(State.RUNNING)
+    status.write(State.STOPPING, "SIGTERM")  # the newer slot
+    with open(path, "r+b") as stream:  # a write cut in the middle of the newer slot
+        stream.seek(SLOT * 0 + 40)
+        stream.write(b"\xff" * 100)
+    assert (read_status(path) or pytest.fail("unreadable")).state == State.RUNNING
+    path.write_bytes(os.urandom(2 * SLOT))
+    assert read_status(path) is None
+    # A new writer on a garbled file starts again, and readers see it.
+    again = StatusFile(path, "jobs-1", 30)
+    again.write(State.RUNNING)
+    assert (read_status(path) or pytest.fail("unreadable")).state == State.RUNNING
+
+
+def test_without_a_readable_status_health_reads_the_stores_heartbeat(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3.status"
+    path.write_bytes(os.urandom(2 * SLOT))
+    fresh = Heartbeat("jobs-1", 4242, NOW - dt.timedelta(seconds=5))
+    said = health(read_status(path), lambda: fresh, "jobs-1", None, NOW)
+    assert said.verdict == Verdict.BEATING and "pid 4242" in said.message
+
+    def unreadable() -> None:
+        raise StoreError("database is locked")
+
+    said = health(None, unreadable, "jobs-1", None, NOW)
+    assert said.verdict == Verdict.UNKNOWN and "database is locked" in said.message
+
+
+def test_each_state_is_its_verdict(tmp_path: Path) -> None:
+    status = StatusFile(None, "jobs-1", 30)
+
+    def verdict(alive: bool = True, **written: object) -> Verdict:
+        status.write(**written)  # type: ignore[arg-type]
+        return health(status.last, lambda: None, "jobs-1", None, NOW, alive=lambda _: alive).verdict
+
+    assert verdict(state=State.RUNNING) == Verdict.BEATING
+    assert verdict(state=State.RUNNING, store_failure="disk full") == Verdict.STORE_FAILING
+    assert verdict(state=State.STARTING, reason="importing jobs/a.py") == Verdict.STARTING
+    assert verdict(state=State.STOPPING, reason="SIGTERM") == Verdict.STOPPING
+    assert verdict(state=State.STOPPED) == Verdict.STOPPED
+    assert verdict(state=State.REFUSED, reason="JOBS_MAX_WORKERS") == Verdict.REFUSED
+    assert verdict(alive=False, state=State.RUNNING) == Verdict.GONE
+    assert verdict(alive=False, state=State.REFUSED, reason="x") == Verdict.REFUSED  # a refusal ends its process
+    # Another host's name: its status is not this file's; the store's heartbeat answers.
+    assert health(status.last, lambda: None, "jobs-2", None, NOW).verdict == Verdict.UNKNOWN
