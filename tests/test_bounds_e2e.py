@@ -1,0 +1,89 @@
+"""Bounded inputs, on the real command line and HTTP API: a value out of range is one line naming
+the argument (exit 2, HTTP 400), and nothing a person can type leaves the host unable to start."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pytest
+
+from tests.conftest import Deployment, events
+from tests.http_client import base_url, call
+
+JOBS = """
+from jobhost import job, every
+
+@job(every(10).minutes)
+def tick():
+    pass
+"""
+
+TOKEN = "s3cret-token-for-tests-0123456789"
+NOT_UTF8 = os.fsdecode(b"caf\xe9")  # Latin-1 bytes, as a terminal set to another encoding sends them
+
+
+def _refused(result, argument: str) -> str:
+    """The one error line of a refused command, which names `argument`."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith(("Error:", "jobhost:"))]
+    assert argument in line, line
+    return line
+
+
+@pytest.mark.parametrize(
+    ("args", "argument"),
+    [
+        (("history", "--limit", "99999999999999999999999"), "--limit"),
+        (("history", NOT_UTF8), "NAME"),
+        (("health", "--host", NOT_UTF8), "--host"),
+        (("health", "--max-age", "nan"), "--max-age"),
+        (("run", NOT_UTF8), "NAME"),
+        (("backfill", "tick", "--from", "2026-01-01", "--to", "9999-12-31"), "--to"),
+        (("backfill", "tick", "--from", "0001-01-01"), "--from"),
+        (("next", "tick", "--from", "0001-01-01T00:00:00+14:00"), "--from"),
+        (("next", "tick", "--from", "9999-12-31T23:59:59-12:00"), "--from"),
+        (("run", "tick", "--slot", "0001-01-01T00:00:00+01:00"), "--slot"),
+        (("run", "tick", "--slot", "0001-01-01T00:00:00"), "--slot"),
+        (("run", "tick", "--slot", "9999-12-31T23:50:00+00:00"), "--slot"),
+    ],
+)
+def test_an_argument_out_of_range_is_one_line_naming_it(deployment: Deployment, args, argument) -> None:
+    deployment.write("work", JOBS)
+    _refused(deployment.cli(*args), argument)
+    assert deployment.history() == []
+
+
+def test_a_slot_far_from_now_never_reaches_the_store_and_the_host_starts(deployment: Deployment, host) -> None:
+    deployment.write("work", JOBS)
+    line = _refused(deployment.cli("run", "tick", "--slot", "9999-12-31T23:50:00+00:00"), "--slot")
+    assert "20 years" in line
+    process = host()
+    process.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), 30, "the host to start")
+    assert process.stop() == 0
+
+
+def test_a_slot_still_to_come_is_refused_saying_what_to_do(deployment: Deployment) -> None:
+    deployment.write("work", JOBS)
+    soon = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=20)
+    slot = soon.replace(minute=soon.minute // 10 * 10)
+    line = _refused(deployment.cli("run", "tick", "--slot", slot.isoformat()), "--slot")
+    assert "still to come" in line and "leave the slot out" in line
+    assert deployment.history() == []  # the loop runs that slot when it comes, and only then
+
+
+def test_the_api_bounds_the_slot_as_the_command_line_does(deployment: Deployment, host) -> None:
+    deployment.write("work", JOBS)
+    process = host(JOBS_HTTP_ADDR="127.0.0.1:0", JOBS_HTTP_TOKEN=TOKEN)
+    url = base_url(process)
+    process.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), 30, "the host to start")
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+    for slot, words in [("9999-12-31T23:50:00+00:00", "20 years"), (later.isoformat(), "still to come")]:
+        answer = call(f"{url}/api/jobs/tick/run", "POST", token=TOKEN, body=json.dumps({"slot": slot}).encode())
+        assert answer.status == 400, answer.body
+        assert answer.json()["param"] == "slot" and words in answer.json()["error"]
+    assert process.stop() == 0
+    assert not events(process.records(), "tick", "run_started")
+    assert deployment.history() == []
