@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from jobhost import default_registry, operations
+from jobhost.backfill import MAX_SLOTS, MAX_SLOTS_CEILING, count_slots
 from jobhost.cliparams import MAX_HEARTBEAT_AGE, MAX_HISTORY, UTF8, Seconds
 from jobhost.clock import now as wall_now
 from jobhost.discovery import discover
@@ -262,8 +263,15 @@ def run(app: _App, name: str, slot: str | None) -> None:
     "--from", "start", type=UTF8, required=True, help="First day or instant (ISO 8601; a date means its start)."
 )
 @click.option("--to", "end", type=UTF8, help="Last day or instant, included (a date means all of it). Default: now.")
+@click.option(
+    "--max-slots",
+    default=MAX_SLOTS,
+    show_default=True,
+    type=click.IntRange(min=1, max=MAX_SLOTS_CEILING),
+    help="Refuse a range of more slots than this: raise it on purpose for a long range of a frequent job.",
+)
 @pass_app
-def backfill_command(app: _App, name: str, start: str, end: str | None) -> None:
+def backfill_command(app: _App, name: str, start: str, end: str | None, max_slots: int) -> None:
     """Run every slot of NAME from --from to --to that has not succeeded yet, in order.
 
     Dates and times without an offset are in the job's time zone. Slots that
@@ -284,11 +292,21 @@ def backfill_command(app: _App, name: str, start: str, end: str | None) -> None:
     if last > now:
         click.echo(f"backfill: slots after now ({now.isoformat()}) are left to the schedule", err=True)
         last = now
+    if count_slots(spec.schedule, first, last, max_slots) is None:
+        raise click.BadParameter(
+            f"the range holds more than {max_slots:,} slots of {name} ({spec.schedule.describe()}); "
+            "narrow --from/--to, or raise --max-slots to run them all",
+            param_hint="--max-slots",
+        )
     store = app.store()
     try:
         done = store.succeeded_slots(spec.name, first, last)
-        slots = [slot for slot in slots_between(spec.schedule, first, last) if slot.timestamp() not in done]
-        click.echo(f"backfill {name}: {len(slots)} slot(s) to run, {len(done)} already succeeded", err=True)
+
+        def missing() -> Iterator[dt.datetime]:  # produced as they run: the range is never held
+            return (slot for slot in slots_between(spec.schedule, first, last) if slot.timestamp() not in done)
+
+        total = sum(1 for _ in missing())
+        click.echo(f"backfill {name}: {total} slot(s) to run, {len(done)} already succeeded", err=True)
 
         # Progress goes to the terminal's stderr, kept aside before the host turns
         # descriptors 1 and 2 into its stray-output pipe.
@@ -300,7 +318,7 @@ def backfill_command(app: _App, name: str, start: str, end: str | None) -> None:
 
         host = settings.make_host(app.registry.jobs, store)
         try:
-            status = backfill(host, spec, slots, report)
+            status = backfill(host, spec, missing(), total, report)
         finally:
             host.close()
     finally:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import resource
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import Deployment, events
+from tests.conftest import ROOT, Deployment, events
 from tests.http_client import base_url, call
 
 JOBS = """
@@ -87,3 +90,52 @@ def test_the_api_bounds_the_slot_as_the_command_line_does(deployment: Deployment
     assert process.stop() == 0
     assert not events(process.records(), "tick", "run_started")
     assert deployment.history() == []
+
+
+EVERY_SECOND = """
+from jobhost import job, every
+
+@job(every(1).seconds)
+def fast():
+    pass
+"""
+
+
+def _limited_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+MEMORY_LIMIT = 512 * 1024 * 1024  # bytes of address space: a list of every slot needs gigabytes
+
+
+def test_a_backfill_of_ten_years_of_an_every_second_job_is_refused_in_bounded_memory(deployment: Deployment) -> None:
+    deployment.write("fast", EVERY_SECOND)
+    start = (dt.date.today() - dt.timedelta(days=3652)).isoformat()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "jobs.py"), "backfill", "fast", "--from", start],
+        env=deployment.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=deployment.tmp,
+        preexec_fn=_limited_memory,
+    )
+    line = _refused(result, "--max-slots")
+    assert "more than 10,000 slots" in line
+    assert deployment.history() == []
+
+
+def test_a_range_of_more_slots_than_asked_for_runs_only_with_a_higher_max(deployment: Deployment) -> None:
+    deployment.write("work", JOBS)
+    hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    start = hour_ago.replace(minute=0, second=0, microsecond=0)
+    end = (start + dt.timedelta(minutes=30)).isoformat()
+    _refused(
+        deployment.cli("backfill", "tick", "--from", start.isoformat(), "--to", end, "--max-slots", "3"), "--max-slots"
+    )
+    assert deployment.history() == []
+    result = deployment.cli("backfill", "tick", "--from", start.isoformat(), "--to", end, "--max-slots", "4")
+    assert result.returncode == 0, result.stderr
+    assert "4 slot(s) to run" in result.stderr
+    ran = sorted(dt.datetime.fromisoformat(r["slot"]) for r in deployment.history())
+    assert ran == [start + dt.timedelta(minutes=m) for m in (0, 10, 20, 30)]
