@@ -139,3 +139,23 @@ def test_a_range_of_more_slots_than_asked_for_runs_only_with_a_higher_max(deploy
     assert "4 slot(s) to run" in result.stderr
     ran = sorted(dt.datetime.fromisoformat(r["slot"]) for r in deployment.history())
     assert ran == [start + dt.timedelta(minutes=m) for m in (0, 10, 20, 30)]
+
+
+def test_a_setting_out_of_range_fails_check_and_the_start_not_the_first_heartbeat(deployment: Deployment) -> None:
+    deployment.write("work", JOBS)
+    check = deployment.cli("check", JOBS_HISTORY_DAYS="1000000")
+    _refused(check, "JOBS_HISTORY_DAYS")
+    forever = deployment.cli(JOBS_HISTORY_DAYS="1000000", JOBS_HEARTBEAT_INTERVAL="1s")
+    assert forever.returncode == 2
+    [line] = forever.stdout.splitlines()
+    record = json.loads(line)
+    assert record["event"] == "host_start_failed" and "JOBS_HISTORY_DAYS" in record["message"]
+
+
+def test_a_job_option_too_long_to_be_a_duration_is_named_by_check(deployment: Deployment) -> None:
+    deployment.write("work", JOBS + '\n@job(every(1).hours, catchup_window="9" * 400)\ndef windowed():\n    pass\n')
+    result = deployment.cli("check")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "work.py:8: job 'windowed': catchup_window must be at most 3650d" in result.stderr
+    forever = deployment.cli()  # refuses to start, naming the job, rather than dying in catch-up
+    assert forever.returncode == 1 and "Traceback" not in forever.stdout + forever.stderr
