@@ -7,6 +7,8 @@ import datetime as dt
 import json
 import os
 import resource
+import socket
+import sqlite3
 import subprocess
 import sys
 
@@ -159,3 +161,82 @@ def test_a_job_option_too_long_to_be_a_duration_is_named_by_check(deployment: De
     assert "work.py:8: job 'windowed': catchup_window must be at most 3650d" in result.stderr
     forever = deployment.cli()  # refuses to start, naming the job, rather than dying in catch-up
     assert forever.returncode == 1 and "Traceback" not in forever.stdout + forever.stderr
+
+
+def _poison(deployment: Deployment) -> None:
+    """Rows no release of this host writes now: what an older release, a hand or a disk left."""
+    db = sqlite3.connect(deployment.tmp / "state.sqlite3")
+    seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM runs").fetchone()[0]
+    columns = "run_id, job, slot, slot_epoch, attempt, status, reason, started, ended, host, seq"
+    far = dt.datetime(9999, 12, 31, 23, 50, tzinfo=dt.UTC)
+    rows = [
+        ("far-slot", "tick", far.isoformat(), far.timestamp(), 1, "succeeded", "", None, None, "old", seq + 1),
+        (
+            "year-10000",
+            "tick",
+            "10000-01-01T00:00:00+00:00",
+            far.timestamp() - 600,
+            1,
+            "succeeded",
+            "",
+            None,
+            None,
+            "old",
+            seq + 2,
+        ),
+        (
+            "no-such-status",
+            "tick",
+            "2026-01-05T06:00:00+00:00",
+            1767592800.0,
+            1,
+            "exploded",
+            "",
+            None,
+            None,
+            "old",
+            seq + 3,
+        ),
+        (
+            "garbled-time",
+            "tick",
+            "2026-01-05T06:10:00+00:00",
+            1767593400.0,
+            1,
+            "running",
+            "",
+            "yesterday-ish",
+            None,
+            socket.gethostname(),
+            seq + 4,
+        ),
+    ]
+    db.executemany(f"INSERT INTO runs ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+    db.execute(
+        "INSERT INTO retries (job, slot, slot_epoch, attempt, due) VALUES (?, ?, ?, ?, ?)",
+        ("tick", far.isoformat(), far.timestamp(), 2, far.isoformat()),
+    )
+    db.commit()
+    db.close()
+
+
+def test_records_that_cannot_be_interpreted_are_set_aside_and_the_host_starts(deployment: Deployment, host) -> None:
+    deployment.write("work", JOBS)
+    assert deployment.cli("run", "tick").returncode == 0  # a real run in history, and the state file
+    _poison(deployment)
+    process = host()
+    records = process.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), 30, "the host to start")
+    aside = [r for r in records if r.get("event") == "record_set_aside"]
+    named = {r["record_id"] for r in aside}
+    assert {"far-slot", "year-10000", "no-such-status", "garbled-time"} <= named, aside
+    assert len(aside) == len(named)  # once each
+    assert all(r["job"] == "tick" and r["problem"] for r in aside)
+    assert not [r for r in records if r.get("event") == "store_failed"]  # the store is well: nothing failed
+    assert deployment.cli("health").returncode == 0
+    assert process.stop() == 0
+    history = deployment.cli("history", "--json")
+    assert history.returncode == 0 and "Traceback" not in history.stderr
+    shown = json.loads(history.stdout)
+    assert [r["status"] for r in shown] == ["succeeded"]  # the real run; the others are set aside, named
+    assert "far-slot" in history.stderr and "no-such-status" in history.stderr
+    assert deployment.cli("list", "--json").returncode == 0
