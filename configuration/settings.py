@@ -22,6 +22,8 @@ from jobhost.timezones import get_zone, system_zone
 ROOT = Path(__file__).resolve().parent.parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "text")
+MAX_WORKERS = 256  # each run holds a process and a few pipes: more would exhaust descriptors first
+MAX_HISTORY_DAYS = 3650
 
 
 @dataclass(frozen=True)
@@ -35,12 +37,24 @@ class Setting:
     secret: bool = False  # may hold a password or key: never repeated in an error message
 
 
-def _whole(minimum: int) -> Callable[[str], int]:
+def _whole(minimum: int, maximum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(text)
-        if value < minimum:
+        if not minimum <= value <= maximum:
             raise ValueError
         return value
+
+    return parse
+
+
+def _seconds(variable: str, minimum: float, maximum: float) -> Callable[[str], float]:
+    """A duration from `minimum` to `maximum` seconds (a minimum of 0 allows zero)."""
+
+    def parse(text: str) -> float:
+        seconds = parse_duration(text, what=variable, allow_zero=minimum == 0)
+        if not minimum <= seconds <= maximum:  # also refuses infinity, from a number of 400 digits
+            raise ValueError
+        return seconds
 
     return parse
 
@@ -66,27 +80,6 @@ def _host_name(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", text):
         raise ValueError
     return text
-
-
-def _lease(text: str) -> float:
-    seconds = parse_duration(text, what="JOBS_LEASE")
-    if seconds < 3:
-        raise ValueError
-    return seconds
-
-
-def _prepare_ahead(text: str) -> float:
-    seconds = parse_duration(text, what="JOBS_PREPARE_AHEAD", allow_zero=True)
-    if seconds > 60:
-        raise ValueError
-    return seconds
-
-
-def _import_timeout(text: str) -> float:
-    seconds = parse_duration(text, what="JOBS_IMPORT_TIMEOUT")
-    if not 1 <= seconds <= 3600:
-        raise ValueError
-    return seconds
 
 
 def _http_addr(text: str) -> tuple[str, int]:
@@ -148,21 +141,27 @@ SETTINGS = (
         "log line format on stdout",
         _choice(LOG_FORMATS, str.lower),
     ),
-    Setting("JOBS_MAX_WORKERS", "4", "a whole number, 1 or more", "runs at the same time on this host", _whole(1)),
+    Setting(
+        "JOBS_MAX_WORKERS",
+        "4",
+        f"a whole number from 1 to {MAX_WORKERS}",
+        "runs at the same time on this host",
+        _whole(1, MAX_WORKERS),
+    ),
     Setting(
         "JOBS_STOP_GRACE",
         "30s",
-        "seconds or a duration such as `30s`, `2m`",
+        "seconds or a duration such as `30s`, `2m`, up to `1d`",
         "on SIGTERM, how long runs in flight get to finish before they are killed; keep it 10 s or more "
         "under supervisord's `stopwaitsecs`",
-        lambda text: parse_duration(text, what="JOBS_STOP_GRACE", allow_zero=True),
+        _seconds("JOBS_STOP_GRACE", 0, 86400),
     ),
     Setting(
         "JOBS_HEARTBEAT_INTERVAL",
         "30s",
-        "seconds or a duration such as `30s`, `1m`",
+        "seconds or a duration such as `30s`, `1m`, from `1s` to `1h`",
         "how often the loop records its heartbeat for `health`; it never sleeps longer",
-        lambda text: parse_duration(text, what="JOBS_HEARTBEAT_INTERVAL"),
+        _seconds("JOBS_HEARTBEAT_INTERVAL", 1, 3600),
     ),
     Setting(
         "JOBS_HOST_NAME",
@@ -175,10 +174,10 @@ SETTINGS = (
     Setting(
         "JOBS_LEASE",
         "60s",
-        "seconds or a duration such as `60s`, `2m`; 3 s or more",
+        "seconds or a duration such as `60s`, `2m`, from `3s` to `1h`",
         "several hosts on PostgreSQL: how long a run's claim lasts unrenewed (renewed every third of it) "
         "before another host takes the run over",
-        _lease,
+        _seconds("JOBS_LEASE", 3, 3600),
     ),
     Setting(
         "JOBS_PREPARE_AHEAD",
@@ -186,14 +185,14 @@ SETTINGS = (
         "a duration such as `100ms`, `0.5s`, up to `60s`; `0` turns it off",
         "how long before its slot a run is claimed, recorded and forked, so that the job itself starts at "
         "the slot's instant; raise it where the state store is slow to answer",
-        _prepare_ahead,
+        _seconds("JOBS_PREPARE_AHEAD", 0, 60),
     ),
     Setting(
         "JOBS_HISTORY_DAYS",
         "90",
-        "a whole number of days, 1 or more",
+        f"a whole number of days from 1 to {MAX_HISTORY_DAYS} (ten years)",
         "run history kept; older runs are pruned a batch at a time (each job's newest run is kept)",
-        _whole(1),
+        _whole(1, MAX_HISTORY_DAYS),
     ),
     Setting(
         "JOBS_HTTP_ADDR",
@@ -234,7 +233,7 @@ SETTINGS = (
         "seconds or a duration such as `60s`, `2m`; 1 s to 1 h",
         "how long one job module may take to import; one that takes longer (or calls `sys.exit()`) is a "
         "problem named by its file, as a syntax error is",
-        _import_timeout,
+        _seconds("JOBS_IMPORT_TIMEOUT", 1, 3600),
     ),
     Setting(
         "SENTRY_DSN",
@@ -300,6 +299,7 @@ def read_setting(variable: str, environ: Mapping[str, str]) -> Any:
     if not raw:
         return _unset(setting)
     try:
+        raw.encode("utf-8")  # bytes that are not UTF-8 arrive as surrogate escapes
         return setting.parse(raw)
     except (ValueError, TypeError):
         shown = None if setting.secret else raw

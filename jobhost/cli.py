@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -21,11 +21,14 @@ from zoneinfo import ZoneInfo
 import click
 
 from jobhost import default_registry, operations
+from jobhost.backfill import MAX_SLOTS, MAX_SLOTS_CEILING, count_slots
+from jobhost.cliparams import MAX_HEARTBEAT_AGE, MAX_HISTORY, UTF8, Seconds
 from jobhost.clock import now as wall_now
 from jobhost.discovery import discover
 from jobhost.durations import format_duration
 from jobhost.errors import JobhostError, SettingError, StoreError, StoreUnavailable, UnknownJobError, display_path
 from jobhost.health import health as verdict_of
+from jobhost.horizon import OutsideHorizon, bounded
 from jobhost.hostconfig import HostConfig, HttpConfig
 from jobhost.hoststatus import State, StatusFile, read_status
 from jobhost.lifecycle import Lifecycle, Reporter
@@ -204,17 +207,17 @@ pass_app = click.make_pass_decorator(_App)
 def _slot_of(spec: JobSpec, text: str) -> dt.datetime:
     """The slot `text` names; a wall time without an offset follows the DST policy of slots."""
     try:
-        return operations.slot_of(spec, text)
+        return operations.slot_of(spec, text, wall_now())
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--slot") from None
 
 
 def _instant(text: str | None, zone: ZoneInfo, what: str) -> dt.datetime | None:
-    """Parse ISO 8601; a time without an offset is read in the job's zone."""
+    """Parse ISO 8601 within the horizon of now; a time without an offset is read in the job's zone."""
     if text is None:
         return None
     try:
-        return operations.instant(text, zone)
+        return operations.instant(text, zone, wall_now())
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=what) from None
 
@@ -291,9 +294,11 @@ def list_jobs(app: _App, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", type=UTF8)
 @click.option(
-    "--slot", help="The slot to run for (ISO 8601; no offset means the job's zone). Default: the latest slot."
+    "--slot",
+    type=UTF8,
+    help="The slot to run for (ISO 8601; no offset means the job's zone). Default: the latest slot.",
 )
 @pass_app
 def run(app: _App, name: str, slot: str | None) -> None:
@@ -312,11 +317,20 @@ def run(app: _App, name: str, slot: str | None) -> None:
 
 
 @cli.command("backfill")
-@click.argument("name")
-@click.option("--from", "start", required=True, help="First day or instant (ISO 8601; a date means its start).")
-@click.option("--to", "end", help="Last day or instant, included (a date means all of it). Default: now.")
+@click.argument("name", type=UTF8)
+@click.option(
+    "--from", "start", type=UTF8, required=True, help="First day or instant (ISO 8601; a date means its start)."
+)
+@click.option("--to", "end", type=UTF8, help="Last day or instant, included (a date means all of it). Default: now.")
+@click.option(
+    "--max-slots",
+    default=MAX_SLOTS,
+    show_default=True,
+    type=click.IntRange(min=1, max=MAX_SLOTS_CEILING),
+    help="Refuse a range of more slots than this: raise it on purpose for a long range of a frequent job.",
+)
 @pass_app
-def backfill_command(app: _App, name: str, start: str, end: str | None) -> None:
+def backfill_command(app: _App, name: str, start: str, end: str | None, max_slots: int) -> None:
     """Run every slot of NAME from --from to --to that has not succeeded yet, in order.
 
     Dates and times without an offset are in the job's time zone. Slots that
@@ -337,11 +351,21 @@ def backfill_command(app: _App, name: str, start: str, end: str | None) -> None:
     if last > now:
         click.echo(f"backfill: slots after now ({now.isoformat()}) are left to the schedule", err=True)
         last = now
+    if count_slots(spec.schedule, first, last, max_slots) is None:
+        raise click.BadParameter(
+            f"the range holds more than {max_slots:,} slots of {name} ({spec.schedule.describe()}); "
+            "narrow --from/--to, or raise --max-slots to run them all",
+            param_hint="--max-slots",
+        )
     store = app.store()
     try:
         done = store.succeeded_slots(spec.name, first, last)
-        slots = [slot for slot in slots_between(spec.schedule, first, last) if slot.timestamp() not in done]
-        click.echo(f"backfill {name}: {len(slots)} slot(s) to run, {len(done)} already succeeded", err=True)
+
+        def missing() -> Iterator[dt.datetime]:  # produced as they run: the range is never held
+            return (slot for slot in slots_between(spec.schedule, first, last) if slot.timestamp() not in done)
+
+        total = sum(1 for _ in missing())
+        click.echo(f"backfill {name}: {total} slot(s) to run, {len(done)} already succeeded", err=True)
 
         # Progress goes to the terminal's stderr, kept aside before the host turns
         # descriptors 1 and 2 into its stray-output pipe.
@@ -353,7 +377,7 @@ def backfill_command(app: _App, name: str, start: str, end: str | None) -> None:
 
         host = settings.make_host(app.registry.jobs, store)
         try:
-            status = backfill(host, spec, slots, report)
+            status = backfill(host, spec, missing(), total, report)
         finally:
             host.close()
     finally:
@@ -364,22 +388,31 @@ def backfill_command(app: _App, name: str, start: str, end: str | None) -> None:
 
 
 def _day_or_instant(text: str, zone: ZoneInfo, what: str, *, end_of_day: bool) -> dt.datetime:
-    """A date (its first or last instant in `zone`, by the DST policy) or an ISO 8601 instant."""
+    """A date (its first or last instant in `zone`, by the DST policy) or an ISO 8601 instant,
+    within the horizon of now."""
     try:
         day = dt.date.fromisoformat(text)
     except ValueError:
         value = _instant(text, zone, what)
         assert value is not None
         return value
-    if end_of_day:
-        midnight = localize(dt.datetime.combine(day + dt.timedelta(days=1), dt.time()), zone)
-        return midnight.astimezone(dt.UTC) - dt.timedelta(microseconds=1)  # in UTC: zoned arithmetic is wall time
-    return localize(dt.datetime.combine(day, dt.time()), zone)
+    now = wall_now()
+    try:
+        if end_of_day:
+            midnight = localize(dt.datetime.combine(day + dt.timedelta(days=1), dt.time()), zone)
+            value = midnight.astimezone(dt.UTC) - dt.timedelta(microseconds=1)  # in UTC: zoned arithmetic is wall time
+        else:
+            value = localize(dt.datetime.combine(day, dt.time()), zone)
+        return bounded(value, text, now)
+    except (OverflowError, OutsideHorizon):  # a day at the edge of the calendar, or far from now
+        raise click.BadParameter(str(OutsideHorizon(text, now)), param_hint=what) from None
 
 
 @cli.command()
-@click.argument("name", required=False)
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many runs.")
+@click.argument("name", required=False, type=UTF8)
+@click.option(
+    "--limit", default=20, show_default=True, type=click.IntRange(min=1, max=MAX_HISTORY), help="How many runs."
+)
 @click.option(
     "--status", type=click.Choice([str(s) for s in RunStatus]), help="Only runs that ended so (or are running)."
 )
@@ -413,7 +446,7 @@ def history(app: _App, name: str | None, limit: int, status: str | None, as_json
 
 
 @cli.command("migrate-state")
-@click.argument("target")
+@click.argument("target", type=UTF8)
 @pass_app
 def migrate_state(app: _App, target: str) -> None:
     """Copy the run history and job state from JOBS_STATE_URL to TARGET (an empty store),
@@ -445,7 +478,7 @@ def migrate_state(app: _App, target: str) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", type=UTF8)
 @pass_app
 def pause(app: _App, name: str) -> None:
     """Stop starting runs of NAME (its slots are recorded as skipped) until `resume`."""
@@ -453,7 +486,7 @@ def pause(app: _App, name: str) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", type=UTF8)
 @pass_app
 def resume(app: _App, name: str) -> None:
     """Start running NAME on its schedule again."""
@@ -468,10 +501,13 @@ def _set_paused(app: _App, name: str, paused: bool) -> None:
 
 
 @cli.command("next")
-@click.argument("name")
+@click.argument("name", type=UTF8)
 @click.option("--count", default=5, show_default=True, type=click.IntRange(min=1, max=100000), help="How many slots.")
 @click.option(
-    "--from", "start", help="Start after this instant (ISO 8601; no offset means the job's zone). Default: now."
+    "--from",
+    "start",
+    type=UTF8,
+    help="Start after this instant (ISO 8601; no offset means the job's zone). Default: now.",
 )
 @pass_app
 def next_slots(app: _App, name: str, count: int, start: str | None) -> None:
@@ -495,10 +531,10 @@ def next_slots(app: _App, name: str, count: int, start: str | None) -> None:
 @cli.command()
 @click.option(
     "--max-age",
-    type=click.FloatRange(min=1),
+    type=Seconds(min=1, max=MAX_HEARTBEAT_AGE),
     help="Seconds a heartbeat stays fresh. Default: 3 heartbeat intervals of the loop (90 s at the default 30 s).",
 )
-@click.option("--host", "host_name", help="The host to look at (its JOBS_HOST_NAME). Default: this one.")
+@click.option("--host", "host_name", type=UTF8, help="The host to look at (its JOBS_HOST_NAME). Default: this one.")
 @pass_app
 def health(app: _App, max_age: float | None, host_name: str | None) -> None:
     """Exit 0 when the loop of this host (or --host) is beating, else 1 with one line saying why not:

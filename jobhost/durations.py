@@ -7,6 +7,7 @@ import re
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+LONGEST = 3650 * 86400.0  # seconds: no timeout, delay or window the host takes is longer
 _WHOLE = re.compile(r"(?:\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d))+\s*")
 
 
@@ -25,6 +26,8 @@ def parse_duration(value: object, *, what: str = "duration", allow_zero: bool = 
         raise ValueError(f"{what} {value!r} is not a duration: write seconds (90) or '30s', '45m', '2h', '1h30m', '1d'")
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ValueError(f"{what} must be more than zero, not {value!r}")
+    if not seconds <= LONGEST:  # also NaN and infinity (a float, or a number of 400 digits)
+        raise ValueError(f"{what} must be at most {format_duration(LONGEST)} (ten years), not {value!r}")
     return seconds
 
 

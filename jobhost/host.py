@@ -146,6 +146,7 @@ class Host:
         """Run until SIGTERM or SIGINT; return the exit status (0)."""
         self._prepare()
         now = self.clock()
+        self._s(self.store.report_unreadable, 0)  # named once each; set aside by every query after
         recover(self.store, self.lifecycle, self.config.hostname, self._result_file, now)
         self._beat()
         queue = SlotQueue({name: spec.schedule for name, spec in self.jobs.items()}, now)

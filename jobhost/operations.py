@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from jobhost.errors import UnknownJobError
+from jobhost.horizon import OutsideHorizon, bounded
 from jobhost.outcomes import RunStatus
 from jobhost.registry import JobSpec
 from jobhost.store import RunRecord, StateStore
@@ -38,24 +39,37 @@ def describe_job(spec: JobSpec, last: RunStatus | None, paused: bool, now: dt.da
     }
 
 
-def instant(text: str, zone: ZoneInfo) -> dt.datetime:
-    """An ISO 8601 instant; a time without an offset is a wall time in `zone` (the DST policy of slots).
-    Raises ValueError saying what is expected."""
+def instant(text: str, zone: ZoneInfo, now: dt.datetime) -> dt.datetime:
+    """An ISO 8601 instant within the horizon of `now`; a time without an offset is a wall time in
+    `zone` (the DST policy of slots). Raises ValueError saying what is expected."""
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{text!r} is not ISO 8601, e.g. 2026-11-23T06:00 or 2026-11-23T06:00+01:00") from None
-    return localize(value, zone) if value.tzinfo is None else value
+    try:
+        value = localize(value, zone) if value.tzinfo is None else value
+    except OverflowError:  # a wall time at the very edge of the calendar
+        raise OutsideHorizon(text, now) from None
+    return bounded(value, text, now)
 
 
-def slot_of(spec: JobSpec, text: str) -> dt.datetime:
-    """The slot of `spec` that `text` names; ValueError naming the slots around it if it is none."""
-    value = instant(text, spec.schedule.zone)
+def slot_of(spec: JobSpec, text: str, now: dt.datetime) -> dt.datetime:
+    """The slot of `spec` that `text` names, at or before `now`; ValueError naming the slots around
+    it if it is none, or saying what to do instead for a slot still to come (the loop runs it then:
+    a run of it by hand now would be a second run of that slot)."""
+    value = instant(text, spec.schedule.zone, now)
     slot = spec.schedule.latest_slot(value)
     if slot is None or slot.timestamp() != value.timestamp():
         after = spec.schedule.next_slot(value)
         around = " and ".join(s.isoformat() for s in (slot, after) if s is not None)
         raise ValueError(f"{text} is not a slot of {spec.name}; the slots around it are {around}")
+    if slot > now:
+        latest = spec.schedule.latest_slot(now)
+        instead = f"the latest slot ({latest.isoformat()})" if latest is not None else "the latest slot"
+        raise ValueError(
+            f"{text} is still to come: the schedule runs it then; to run {spec.name} now, "
+            f"leave the slot out and {instead} is run"
+        )
     return slot
 
 

@@ -262,10 +262,14 @@ def test_run_slot_must_be_a_slot_and_wall_times_follow_the_dst_policy(deployment
 
 
 def test_next_past_the_end_of_the_calendar_is_a_message(deployment: Deployment) -> None:
-    deployment.write("good", GOOD)
-    result = deployment.cli("next", "pull_rates", "--from", "9999-12-31T23:35", "--count", "5")
+    deployment.write(
+        "yearly", "from jobhost import job, cron\n\n@job(cron('0 0 1 1 *', tz='UTC'))\ndef yearly():\n    pass\n"
+    )
+    result = deployment.cli("next", "yearly", "--from", dt.date.today().isoformat(), "--count", "100000")
     assert result.returncode == 1
-    assert result.stdout.split() == ["9999-12-31T23:40:00+00:00", "9999-12-31T23:50:00+00:00"]
+    slots = result.stdout.split()
+    assert slots[0] == f"{dt.date.today().year + 1}-01-01T00:00:00+00:00"
+    assert (slots[-1], len(slots)) == ("9999-01-01T00:00:00+00:00", 9999 - dt.date.today().year)
     assert "fits the calendar" in result.stderr and "Traceback" not in result.stderr
 
 

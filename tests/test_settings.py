@@ -54,8 +54,17 @@ def test_accepted_values(variable, value, field, expected):
 @pytest.mark.parametrize(
     ("variable", "value", "accepts"),
     [
-        ("JOBS_MAX_WORKERS", "abc", "a whole number, 1 or more"),
-        ("JOBS_MAX_WORKERS", "0", "a whole number, 1 or more"),
+        ("JOBS_MAX_WORKERS", "abc", "a whole number from 1 to 256"),
+        ("JOBS_MAX_WORKERS", "0", "a whole number from 1 to 256"),
+        ("JOBS_MAX_WORKERS", "100000", "a whole number from 1 to 256"),
+        ("JOBS_MAX_WORKERS", "9" * 5000, "a whole number from 1 to 256"),
+        ("JOBS_HISTORY_DAYS", "1000000", "from 1 to 3650"),
+        ("JOBS_STOP_GRACE", "2d", "up to `1d`"),
+        ("JOBS_STOP_GRACE", "9" * 400, "up to `1d`"),  # a float of 400 digits is infinity
+        ("JOBS_HEARTBEAT_INTERVAL", "0.1", "from `1s` to `1h`"),
+        ("JOBS_HEARTBEAT_INTERVAL", "30d", "from `1s` to `1h`"),
+        ("JOBS_LEASE", "2s", "from `3s` to `1h`"),
+        ("JOBS_LEASE", "2h", "from `3s` to `1h`"),
         ("JOBS_LOG_FORMAT", "xml", "`json` (one object a line) or `text`"),
         ("JOBS_LOG_LEVEL", "LOUD", "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
         ("JOBS_STOP_GRACE", "soon", "a duration such as `30s`, `2m`"),

@@ -259,5 +259,10 @@ class StateStore(Protocol):
     def load(self, dump: StateDump) -> None:
         """Add a dump's contents (to an empty store)."""
 
+    def report_unreadable(self, limit: int = 100) -> int:
+        """Report (a log line each, once per process) up to `limit` runs whose status or slot the engine
+        cannot interpret, and return how many. Every query leaves such records out, as it does any
+        record found unreadable as it is read."""
+
     def close(self) -> None:
         """Release the connection (and the loop's lock)."""

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from jobhost.horizon import READABLE_EPOCHS
 from jobhost.outcomes import RunStatus
 from jobhost.retries import PendingRetry
 from jobhost.store.base import (
@@ -25,11 +26,17 @@ from jobhost.store.base import (
     StateDump,
     TakenOver,
 )
+from jobhost.store.rows import STATUSES, SetAside, Unreadable, slot_of, status_of
 
 SETTLED_SQL = ",".join(f"'{status}'" for status in sorted(SETTLED))  # for IN (...)
 COLUMNS = "run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid"
 # A run or a waiting slot still open: what a dead host leaves behind.
 _OPEN = "(status = 'running' OR (status = 'waiting' AND ended IS NULL))"
+# A record the engine can interpret, as far as SQL can tell (the rest is checked as rows are read).
+_READABLE = (
+    f"(status IN ({','.join(repr(s) for s in sorted(STATUSES))}) "
+    f"AND slot_epoch >= {READABLE_EPOCHS[0]:.0f} AND slot_epoch < {READABLE_EPOCHS[1]:.0f})"
+)
 
 
 class SQLStore:
@@ -127,7 +134,7 @@ class SQLStore:
         rows = self._all(
             self._q(f"SELECT {COLUMNS} FROM {{t}}runs {condition}ORDER BY seq DESC LIMIT ?"), (*params, limit)
         )
-        return [self._record(row) for row in rows]
+        return self._records(rows)
 
     def run(self, run_id: str) -> RunRecord | None:
         row = self._one(self._q(f"SELECT {COLUMNS} FROM {{t}}runs WHERE run_id = ?"), (run_id,))
@@ -170,10 +177,13 @@ class SQLStore:
 
     def pending_retries(self) -> list[PendingRetry]:
         rows = self._all(self._q("SELECT job, slot, attempt, due FROM {t}retries ORDER BY due"))
-        return [
-            PendingRetry(self._from_db(due), job, dt.datetime.fromisoformat(slot), attempt)  # type: ignore[arg-type]
-            for job, slot, attempt, due in rows
-        ]
+        retries = []
+        for job, slot, attempt, due in rows:
+            try:
+                retries.append(PendingRetry(self._stored_time("due", due), job, slot_of(slot), attempt))  # type: ignore[arg-type]
+            except Unreadable as exc:
+                self._set_aside.report("pending retry", f"{job}@{slot}", job, str(exc))
+        return retries
 
     def succeeded_slots(self, job: str, start: dt.datetime, end: dt.datetime) -> set[float]:
         rows = self._all(
@@ -202,7 +212,8 @@ class SQLStore:
     def unsettled_slots(self, job: str, since: dt.datetime, before: dt.datetime) -> list[dt.datetime]:
         rows = self._all(
             self._q(
-                "SELECT MIN(slot), slot_epoch FROM {t}runs WHERE job = ? AND slot_epoch >= ? AND slot_epoch < ? "
+                f"SELECT MIN(slot), slot_epoch FROM {{t}}runs WHERE job = ? AND {_READABLE} "
+                "AND slot_epoch >= ? AND slot_epoch < ? "
                 "AND slot_epoch NOT IN (SELECT slot_epoch FROM {t}claims WHERE job = ? AND lease_until IS NOT NULL) "
                 "GROUP BY slot_epoch "
                 f"HAVING SUM(CASE WHEN status IN ({SETTLED_SQL}) AND reason != 'paused' THEN 1 ELSE 0 END) = 0 "
@@ -211,7 +222,13 @@ class SQLStore:
             ),
             (job, since.timestamp(), before.timestamp(), job),
         )
-        return [dt.datetime.fromisoformat(slot) for slot, _ in rows]
+        slots = []
+        for slot, _ in rows:
+            try:
+                slots.append(slot_of(slot))
+            except Unreadable as exc:
+                self._set_aside.report("slot", str(slot), job, str(exc))
+        return slots
 
     def final_status(self, job: str, slot: dt.datetime) -> RunStatus | None:
         row = self._one(
@@ -227,7 +244,7 @@ class SQLStore:
         rows = self._all(
             self._q(
                 f"SELECT job, MAX(CASE WHEN status IN ({SETTLED_SQL}) AND reason != 'paused' THEN slot_epoch END), "
-                "MIN(slot_epoch) FROM {t}runs GROUP BY job"
+                f"MIN(slot_epoch) FROM {{t}}runs WHERE {_READABLE} GROUP BY job"
             )
         )
         bases = {}
@@ -239,7 +256,10 @@ class SQLStore:
 
     def last_statuses(self) -> dict[str, RunStatus]:
         rows = self._all(
-            self._q("SELECT job, status FROM {t}runs WHERE seq IN (SELECT MAX(seq) FROM {t}runs GROUP BY job)")
+            self._q(
+                f"SELECT job, status FROM {{t}}runs WHERE seq IN "
+                f"(SELECT MAX(seq) FROM {{t}}runs WHERE {_READABLE} GROUP BY job)"
+            )
         )
         return {job: RunStatus(status) for job, status in rows}
 
@@ -263,7 +283,7 @@ class SQLStore:
 
     def running(self, host: str) -> list[RunRecord]:
         rows = self._all(self._q(f"SELECT {COLUMNS} FROM {{t}}runs WHERE {_OPEN} AND host = ? ORDER BY seq"), (host,))
-        return [self._record(row) for row in rows]
+        return self._records(rows)
 
     def beat(self, host: str, pid: int, at: dt.datetime, *, stopped: bool = False) -> None:
         self._do(
@@ -394,7 +414,12 @@ class SQLStore:
             )
             for job, slot, attempt, run_id, previous, token in rows:
                 run = self._one(self._q("SELECT status, ended FROM {t}runs WHERE run_id = ?"), (run_id,))
-                status = None if run is None else RunStatus(run[0])
+                try:
+                    slot_at = slot_of(slot)
+                    status = None if run is None else status_of(run[0])
+                except Unreadable as exc:
+                    self._set_aside.report("claim", f"{job}@{slot} attempt {attempt}", job, str(exc))
+                    continue
                 if status == RunStatus.RUNNING and own:
                     continue  # its process is still alive (recovery left it): not ours to take
                 if status not in (None, RunStatus.RUNNING, RunStatus.WAITING):
@@ -415,7 +440,6 @@ class SQLStore:
                         self._q("UPDATE {t}runs SET reason = ?, ended = ? WHERE run_id = ? AND ended IS NULL"),
                         (reason, self._time(now), run_id),
                     )
-                slot_at = dt.datetime.fromisoformat(slot)
                 abandoned = status == RunStatus.RUNNING
                 taken.append(TakenOver(job, slot_at, attempt, run_id, previous, row[0], abandoned))  # type: ignore[index]
         return taken
@@ -439,7 +463,7 @@ class SQLStore:
         rows = self._all(
             self._q(f"SELECT {COLUMNS} FROM {{t}}runs WHERE job = ? AND status = 'running' ORDER BY seq"), (job,)
         )
-        return [self._record(row) for row in rows]
+        return self._records(rows)
 
     def database_time(self) -> dt.datetime:
         row = self._one(f"SELECT {self._now()}")
@@ -449,7 +473,7 @@ class SQLStore:
         """Everything a move to another store needs: runs in the order recorded, pending retries,
         paused jobs."""
         rows = self._all(self._q(f"SELECT {COLUMNS} FROM {{t}}runs ORDER BY seq"))
-        return StateDump([self._record(row) for row in rows], self.pending_retries(), self.paused_jobs())
+        return StateDump(self._records(rows), self.pending_retries(), self.paused_jobs())
 
     def load(self, dump: StateDump) -> None:
         """Add a dump's contents (to an empty store), all or nothing: a load that fails part way
@@ -462,18 +486,53 @@ class SQLStore:
             for job in dump.paused:
                 self.set_paused(job, True)
 
-    def _record(self, row: tuple[Any, ...]) -> RunRecord:
-        run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid = row
-        return RunRecord(
-            run_id=run_id,
-            job=job,
-            slot=dt.datetime.fromisoformat(slot),
-            attempt=attempt,
-            status=RunStatus(status),
-            reason=reason,
-            started=self._from_db(started),
-            ended=self._from_db(ended),
-            duration_ms=duration_ms,
-            host=host,
-            pid=pid,
+    def report_unreadable(self, limit: int = 100) -> int:
+        rows = self._all(
+            self._q(f"SELECT run_id, job, slot, status FROM {{t}}runs WHERE NOT {_READABLE} ORDER BY seq LIMIT ?"),
+            (limit,),
         )
+        for run_id, job, slot, status in rows:
+            try:
+                status_of(status)
+                slot_of(slot)
+                problem = f"slot {slot!r} and its epoch disagree"
+            except Unreadable as exc:
+                problem = str(exc)
+            self._set_aside.report("run", run_id, job, problem)
+        return len(rows)
+
+    @property
+    def _set_aside(self) -> SetAside:
+        if "_aside" not in self.__dict__:
+            self._aside = SetAside()
+        return self._aside
+
+    def _stored_time(self, field: str, value: Any) -> dt.datetime | None:
+        try:
+            return self._from_db(value)
+        except (ValueError, TypeError):
+            raise Unreadable(f"{field} {value!r} is not an ISO 8601 time") from None
+
+    def _records(self, rows: list[tuple[Any, ...]]) -> list[RunRecord]:
+        return [record for record in map(self._record, rows) if record is not None]
+
+    def _record(self, row: tuple[Any, ...]) -> RunRecord | None:
+        """The run a row holds, or None (reported once) if the engine cannot interpret it."""
+        run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid = row
+        try:
+            return RunRecord(
+                run_id=run_id,
+                job=job,
+                slot=slot_of(slot),
+                attempt=attempt,
+                status=status_of(status),
+                reason=reason,
+                started=self._stored_time("started", started),
+                ended=self._stored_time("ended", ended),
+                duration_ms=duration_ms,
+                host=host,
+                pid=pid,
+            )
+        except Unreadable as exc:
+            self._set_aside.report("run", run_id, job, str(exc))
+            return None

@@ -256,7 +256,8 @@ class WebApp:
         if text is not None and not isinstance(text, str):
             raise ApiError(400, "slot: expected an ISO 8601 string such as 2026-11-23T06:00", param="slot")
         try:
-            slot = operations.slot_of(spec, text) if text else operations.default_slot(spec, self.clock())
+            now = self.clock()
+            slot = operations.slot_of(spec, text, now) if text else operations.default_slot(spec, now)
         except ValueError as exc:
             raise ApiError(400, f"slot: {exc}", param="slot") from None
         from jobhost.host import HostStopping
