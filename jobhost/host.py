@@ -108,7 +108,7 @@ class Host:
         self._release_at: dict[str, dt.datetime] = {}  # run_id -> the slot a prepared run starts at
         self._deferred: list[Due] = []  # due within the lead but not prepared: dispatched at their instant
         self._watch_at: dict[str, float] = {}  # run_id -> when the loop starts watching a prepared run
-        self.link = StoreLink(min(10.0, self.config.lease / 3), monotonic)
+        self.link = StoreLink(min(10.0, self.config.lease / 3), monotonic, probe=store.probe)
         self._tokens: dict[str, int] = {}  # run_id -> token of the claim this host holds for it
         self._lost_runs: set[str] = set()  # runs whose claim another host took over: nothing more is written
         self._known_retries: set[tuple[str, float, int]] = set()
