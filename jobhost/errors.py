@@ -69,3 +69,15 @@ def display_path(path: str) -> str:
 class StoreUnavailable(StoreError):
     """The state store cannot be reached just now (a database restart, a network partition):
     the host waits and tries again rather than treating it as a fault of its own."""
+
+    began = "store_unreachable"  # the events an outage of this kind is logged with, once each
+    ended = "store_reachable"
+
+
+class StoreFailing(StoreUnavailable):
+    """The state store answers but cannot keep what it is given (a full or read-only disk, an I/O
+    error, a damaged file, a file deleted or replaced under the host): held and tried again like an
+    unreachable one, so no slot is lost, and told apart in the log."""
+
+    began = "store_failing"
+    ended = "store_recovered"

@@ -110,7 +110,7 @@ class Host:
         self._release_at: dict[str, dt.datetime] = {}  # run_id -> the slot a prepared run starts at
         self._deferred: list[Due] = []  # due within the lead but not prepared: dispatched at their instant
         self._watch_at: dict[str, float] = {}  # run_id -> when the loop starts watching a prepared run
-        self.link = StoreLink(min(10.0, self.config.lease / 3), monotonic)
+        self.link = StoreLink(min(10.0, self.config.lease / 3), monotonic, probe=store.probe)
         # What the loop does, for health: in its status file, or only here (for /healthz) without one.
         self.status = status or StatusFile(None, self.config.hostname, self.config.heartbeat_interval)
         self._told_failure: str | None = None  # the store's failure the status last said

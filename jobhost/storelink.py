@@ -1,8 +1,10 @@
 """How the loop calls the state store: a failing store never takes the loop down, and an
-unreachable one is reported once per outage, then tried again with backoff.
+outage (a database out of reach, a state file that cannot be written) is reported once,
+with its end, and tried again with backoff.
 
 While the store is out of reach nothing can be claimed, so nothing new starts;
-runs already going go on, and what they end with waits to be written.
+runs already going go on, and what they end with waits to be written. An outage ends
+when a write succeeds (the probe), not a read: a full disk still answers reads.
 """
 
 from __future__ import annotations
@@ -19,24 +21,33 @@ logger = logging.getLogger("jobhost.host")
 
 T = TypeVar("T")
 FIRST_RETRY = 0.5  # seconds before the first try after a failure; doubled each time
+_FAILED = object()  # what `_try` returns when the store failed
 
 
 class StoreLink:
     """Calls the store for the loop: `call(fn, fallback)` returns `fallback` if the store fails."""
 
-    def __init__(self, max_backoff: float = 10.0, monotonic: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        max_backoff: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        probe: Callable[[], object] | None = None,
+    ):
+        """`probe`: a write tried first after an outage, which must succeed for it to end (None: the call itself)."""
         self.max_backoff = max_backoff
         self.monotonic = monotonic
+        self.probe = probe
         self.down_since: float | None = None
         self._retry_at = 0.0
         self._backoff = FIRST_RETRY
         self._recovered = False
         self.last_outage_began = 0.0  # monotonic time the last outage began
         self._failure = ""
+        self._ended_event = StoreUnavailable.ended  # what the end of the outage going on is logged as
 
     @property
     def up(self) -> bool:
-        """False from the first failed call of an outage until a call succeeds again."""
+        """False from the first failed call of an outage until the probe (or, without one, a call) succeeds."""
         return self.down_since is None
 
     @property
@@ -46,19 +57,27 @@ class StoreLink:
 
     def call(self, fn: Callable[[], T], fallback: Any) -> T:
         """`fn()`, or `fallback` if the store fails or is still in backoff after an outage."""
-        if self.down_since is not None and self.monotonic() < self._retry_at:
-            return fallback
+        if self.down_since is not None:
+            if self.monotonic() < self._retry_at:
+                return fallback
+            if self.probe is not None and self._try(self.probe) is _FAILED:
+                return fallback
+        value = self._try(fn)
+        return fallback if value is _FAILED else value
+
+    def _try(self, fn: Callable[[], T]) -> T | object:
+        """`fn()`, or _FAILED if the store failed; a success ends an outage."""
         try:
             value = fn()
         except StoreUnavailable as exc:
             self._failed(exc)
-            return fallback
+            return _FAILED
         except Exception:
             logger.exception(
                 "the state store failed; the run goes on but may be missing from history",
                 extra={"event": "store_failed"},
             )
-            return fallback
+            return _FAILED
         if self.down_since is not None:
             self._back()
         return value
@@ -74,10 +93,11 @@ class StoreLink:
         if self.down_since is None:
             self.down_since = now
             self._backoff = FIRST_RETRY
+            self._ended_event = exc.ended
             logger.error(
-                "%s; no new run starts until it is back (runs going on go on)",
+                "%s; no new run starts until the state store works again (runs going on go on)",
                 exc,
-                extra={"event": "store_unreachable"},
+                extra={"event": exc.began},
             )
         else:
             self._backoff = min(self._backoff * 2, self.max_backoff)
@@ -89,7 +109,7 @@ class StoreLink:
         self.down_since = None
         self._recovered = True
         logger.warning(
-            "the state store is reachable again after %s; catching up",
+            "the state store works again after %s; catching up",
             format_duration(max(1, round(outage))),
-            extra={"event": "store_reachable", "outage_ms": int(outage * 1000)},
+            extra={"event": self._ended_event, "outage_ms": int(outage * 1000)},
         )

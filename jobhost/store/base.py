@@ -253,6 +253,14 @@ class StateStore(Protocol):
     def database_time(self) -> dt.datetime:
         """The state store's clock (the host's own for an embedded store)."""
 
+    def probe(self) -> None:
+        """Write something that changes nothing: whether the store takes writes again after an
+        outage (a full disk still answers reads). Raises as any write would."""
+
+    def verify(self) -> bool:
+        """Check the store's own integrity, bounded in time (at `check` and the loop's start); raise
+        StoreError naming what is damaged and what to do. False if the check was cut short."""
+
     def dump(self) -> StateDump:
         """Everything, to move to another store."""
 

@@ -469,6 +469,11 @@ class SQLStore:
         row = self._one(f"SELECT {self._now()}")
         return dt.datetime.fromtimestamp(row[0], dt.UTC)  # type: ignore[index]
 
+    def probe(self) -> None:
+        with self._transaction():  # changed and changed back: a page is written (an equal value is not)
+            for _ in range(2):
+                self._do(self._q("UPDATE {t}schema_version SET version = -version"))
+
     def dump(self) -> StateDump:
         """Everything a move to another store needs: runs in the order recorded, pending retries,
         paused jobs."""

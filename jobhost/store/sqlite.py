@@ -1,4 +1,11 @@
-"""The SQLite state store: the embedded default, one file, write-ahead log."""
+"""The SQLite state store: the embedded default, one file, write-ahead log.
+
+A fault of the file (a full or read-only disk, an I/O error, a damaged file, the file
+deleted or replaced under the host) is raised as StoreFailing, so the loop holds what it
+cannot write, as for an unreachable database. A damaged file stays refused until the host
+is restarted on a good one; a file deleted or replaced is refused until the path holds it
+again, so nothing is written into a file nobody will read.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from jobhost.errors import StoreError
+from jobhost.errors import StoreError, StoreFailing
 from jobhost.store.sql import SQLStore
 
 # 2: claims, resumes. Tables added since (run_lines) need no new version: a host of an earlier
@@ -82,6 +89,20 @@ CREATE INDEX IF NOT EXISTS run_lines_by_age ON run_lines (kept_at);
 
 
 OPEN_TIMEOUT = 10.0  # seconds an open waits for another process's lock on the file
+VERIFY_SECONDS = 10.0  # seconds SQLite's own check of the file may take at `check` and the loop's start
+
+# SQLite's primary result codes for a fault of the file rather than of a query, with what to do.
+_FAULTS = {
+    5: "another process holds its write lock",  # SQLITE_BUSY, after OPEN_TIMEOUT
+    8: "make the file and its directory writable again",  # SQLITE_READONLY
+    10: "look at the disk and the kernel log",  # SQLITE_IOERR
+    13: "free space on its filesystem",  # SQLITE_FULL
+    14: "its directory or its -wal file is gone or unreadable",  # SQLITE_CANTOPEN
+}
+_CORRUPT = 11  # SQLITE_CORRUPT
+_DAMAGED = {_CORRUPT, 26}  # and SQLITE_NOTADB, met in a file that was one: a file that does not mend by itself
+_INTERRUPTED = 9  # SQLITE_INTERRUPT: the progress handler cut a statement short
+RESTORE = "restore a backup, or move the file aside to start an empty history"
 
 
 class SQLiteStore(SQLStore):
@@ -90,12 +111,19 @@ class SQLiteStore(SQLStore):
     def __init__(self, path: Path):
         self.path = path
         self._lock_fd: int | None = None
+        self._damaged: str | None = None  # why the file is refused for good, once a damage was met
+        self._moved: str | None = None  # why it is refused while its path holds another file, or none
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, timeout=OPEN_TIMEOUT)
             self._use_wal()
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
+            self._identity = _identity(path)  # the file this store writes, to notice it deleted or replaced
+        except sqlite3.DatabaseError as exc:
+            if _code(exc) == _CORRUPT:  # (a file that is no database at all is told as such, below)
+                raise StoreError(f"the SQLite state file {str(path)!r} is damaged ({exc}): {RESTORE}") from None
+            raise StoreError(f"cannot use the SQLite state file {str(path)!r}: {exc}") from exc
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot use the SQLite state file {str(path)!r}: {exc}") from exc
 
@@ -150,25 +178,98 @@ class SQLiteStore(SQLStore):
             return False
         return self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'run_lines'").fetchone() is not None
 
+    def verify(self, seconds: float = VERIFY_SECONDS) -> bool:
+        """SQLite's own check of every page (PRAGMA quick_check), cut short after `seconds`: a damaged
+        file is refused with StoreError before anything runs on it. False if the check was cut short."""
+        deadline = time.monotonic() + seconds
+        self._db.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+        try:
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            if _code(exc) == _INTERRUPTED:
+                return False
+            problems = [str(exc)]
+        finally:
+            self._db.set_progress_handler(None, 0)
+        if problems != ["ok"]:
+            found = "; ".join(problems)
+            raise StoreError(f"the SQLite state file {str(self.path)!r} is damaged ({found}): {RESTORE}")
+        return True
+
+    @contextlib.contextmanager
+    def _faults(self) -> Iterator[None]:
+        """Run statements on the file; a fault of the file comes out as StoreFailing saying what to do."""
+        if self._damaged is not None:
+            raise StoreFailing(self._damaged)
+        if self._moved is not None:
+            self._check_file()
+        try:
+            yield
+        except sqlite3.Error as exc:
+            code = _code(exc)
+            if code in _DAMAGED:
+                self._damaged = (
+                    f"the SQLite state file {str(self.path)!r} is damaged ({exc}); stop the host, then {RESTORE}"
+                )
+                raise StoreFailing(self._damaged) from exc
+            if code not in _FAULTS:
+                raise
+            raise StoreFailing(f"the SQLite state file {str(self.path)!r} failed: {exc}; {_FAULTS[code]}") from exc
+
+    def _check_file(self) -> None:
+        """Refuse to write on (StoreFailing) while the path no longer holds the file this store has open."""
+        try:
+            here = _identity(self.path)
+        except OSError:
+            here = None
+        if here == self._identity:
+            self._moved = None
+            return
+        what = "was deleted" if here is None else "was replaced by another file"
+        self._moved = (
+            f"the SQLite state file {str(self.path)!r} {what} while the host had it open; nothing more is "
+            "written into it: put it back at that path, or restart the host to go on with the file there then "
+            "(an empty history if there is none)"
+        )
+        raise StoreFailing(self._moved)
+
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
-        return self._db.execute(sql, params).fetchall()
+        with self._faults():
+            return self._db.execute(sql, params).fetchall()
 
     def _one(self, sql: str, params: tuple = ()) -> tuple | None:
-        rows = self._db.execute(sql, params).fetchall()  # all: a RETURNING statement ends only when read out
+        with self._faults():
+            rows = self._db.execute(sql, params).fetchall()  # all: a RETURNING statement ends only when read out
         return rows[0] if rows else None
 
     def _do(self, sql: str, params: tuple = ()) -> int:
-        return self._db.execute(sql, params).rowcount
+        with self._faults():
+            return self._db.execute(sql, params).rowcount
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        self._check_file()
+        with self._faults():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                # A full disk or an I/O error may have rolled the transaction back already.
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+
+    def claim(
+        self, job: str, slot: dt.datetime, attempt: int, run_id: str, host: str, lease: float | None
+    ) -> int | None:
+        self._check_file()  # before each slot's first write: nothing goes into a file deleted meanwhile
+        return super().claim(job, slot, attempt, run_id, host, lease)
+
+    def beat(self, host: str, pid: int, at: dt.datetime, *, stopped: bool = False) -> None:
+        self._check_file()  # each heartbeat too, for a host whose runs are long and few
+        super().beat(host, pid, at, stopped=stopped)
 
     def _next_seq(self) -> str:
         return "(SELECT COALESCE(MAX(seq), 0) + 1 FROM runs)"
@@ -207,3 +308,15 @@ class SQLiteStore(SQLStore):
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """Which file `path` names now: its device and inode."""
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of an error (None for one raised by the sqlite3 module itself)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF

@@ -1,0 +1,259 @@
+"""End to end: the SQLite state file failing under a real host. A full filesystem, a damaged
+file and a file deleted under the loop lose no slot, run nothing twice, and are said once."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Deployment, HostProcess, require
+
+pytestmark = pytest.mark.e2e
+
+TICK = """
+from jobhost import job, every
+
+@job(every(1).seconds)
+def tick():
+    pass
+"""
+
+# A tick every second on SQLite: heartbeats, ticks and retries of the store every second.
+FAST = {"JOBS_HEARTBEAT_INTERVAL": "1s", "JOBS_LEASE": "3s"}
+# What a tick's slot may end as: run, missed by catch-up, or skipped behind a catch-up run still going.
+FINAL = ("succeeded", "missed", "skipped")
+PAGE = 4096  # SQLite's default page size
+OUTAGE_SECONDS = 4.0  # how long the fault lasts: several slots fall due meanwhile
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of the test's own, to fill up."""
+    require("root", os.geteuid() == 0, "mounting a small filesystem needs root (./dev test runs as root)")
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
+    require("tmpfs", mounted.returncode == 0, f"mount -t tmpfs failed: {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _fill(directory: Path) -> Path:
+    """Fill the filesystem of `directory` to the last byte; the file that does it."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for chunk in (65536, 1):  # then what a 64 KiB write could not take
+            try:
+                while os.write(fd, b"\0" * chunk):
+                    pass
+            except OSError as exc:
+                assert exc.errno == 28  # ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _events(process: HostProcess, event: str) -> list[dict]:
+    return [r for r in process.records() if r.get("event") == event]
+
+
+def _store_lines(process: HostProcess) -> list[str]:
+    return [json.dumps(r) for r in process.records() if str(r.get("event", "")).startswith("store_")]
+
+
+def _slots(deployment: Deployment, first: dt.datetime, last: dt.datetime, **env: str) -> list[dt.datetime]:
+    """The slots of tick in [first, last], as its schedule gives them."""
+    start = (first - dt.timedelta(microseconds=1)).isoformat()
+    count = str(int((last - first).total_seconds()) + 2)
+    listed = deployment.cli("next", "tick", "--from", start, "--count", count, **env)
+    assert listed.returncode == 0, listed.stderr
+    return [slot for slot in map(dt.datetime.fromisoformat, listed.stdout.split()) if slot <= last]
+
+
+def _by_slot(history: list[dict]) -> dict[dt.datetime, list[str]]:
+    slots: dict[dt.datetime, list[str]] = collections.defaultdict(list)
+    for record in history:
+        slots[dt.datetime.fromisoformat(record["slot"])].append(record["status"])
+    return slots
+
+
+def _wait_for_history(deployment: Deployment, predicate, timeout: float = 30, **env: str) -> list[dict]:
+    """Poll the history (bounded) until `predicate(history)` holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate(history := deployment.history("tick", limit=100000, **env)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout}s for the history to show {predicate}: {history[:20]}")
+        time.sleep(0.5)
+    return history
+
+
+def _assert_every_slot_once(deployment: Deployment, process: HostProcess, history: list[dict], **env: str) -> None:
+    """Every slot from the first to the last recorded has exactly one record, final, and none ran twice."""
+    per_slot = _by_slot(history)
+    first, last = min(per_slot), max(per_slot)
+    gaps = [slot for slot in _slots(deployment, first, last, **env) if slot not in per_slot]
+    doubled = {slot: statuses for slot, statuses in per_slot.items() if len(statuses) != 1}
+    unfinished = {slot: statuses for slot, statuses in per_slot.items() if statuses[0] not in FINAL}
+    started = collections.Counter(r["slot"] for r in _events(process, "run_started"))
+    assert gaps == [], f"slots with no record: {gaps}"
+    assert doubled == {} and unfinished == {}, (
+        doubled,
+        unfinished,
+        [(r["slot"], r["status"], r["reason"]) for r in history],
+    )
+    assert [slot for slot, count in started.items() if count > 1] == []
+
+
+def test_a_full_disk_holds_every_slot_and_is_said_once_with_its_end(deployment: Deployment, host, small_fs) -> None:
+    deployment.write("ticks", TICK)
+    url = {"JOBS_STATE_URL": f"sqlite:///{small_fs / 'state.sqlite3'}"}
+    process = host(**url, **FAST)
+    process.wait_for(lambda rs: len([r for r in rs if r.get("event") == "run_succeeded"]) >= 2, what="two runs")
+    filler = _fill(small_fs)
+    process.wait_for(lambda rs: any(r.get("event") == "store_failing" for r in rs), what="the disk full noticed")
+    time.sleep(OUTAGE_SECONDS)  # the fault's length, not a synchronisation: slots fall due meanwhile
+    freed = dt.datetime.now(dt.UTC)
+    filler.unlink()
+    process.wait_for(lambda rs: any(r.get("event") == "store_recovered" for r in rs), what="the store writable again")
+    history = _wait_for_history(
+        deployment,
+        lambda h: any(dt.datetime.fromisoformat(r["slot"]) > freed + dt.timedelta(seconds=2) for r in h),
+        **url,
+    )
+    assert process.stop() == 0
+    history = deployment.history("tick", limit=100000, **url)
+    [failing], [recovered] = _events(process, "store_failing"), _events(process, "store_recovered")
+    assert "database or disk is full" in failing["message"] and failing["level"] == "ERROR", failing
+    assert _events(process, "store_failed") == [], "no traceback per call: " + "\n".join(_store_lines(process))
+    assert recovered["outage_ms"] >= OUTAGE_SECONDS * 1000
+    _assert_every_slot_once(deployment, process, history, **url)
+    missed = [r for r in history if r["status"] == "missed"]
+    assert len(missed) >= OUTAGE_SECONDS - 1  # the outage's slots: missed by catchup="latest", with the reason
+    assert all("superseded" in r["reason"] for r in missed)
+
+
+def _state_with_history(path: Path, runs: int) -> None:
+    """A state file with `runs` runs of tick in it, written by the store itself."""
+    from jobhost.outcomes import RunStatus
+    from jobhost.store import RunRecord
+    from jobhost.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(path)
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    for index in range(runs):
+        slot = start + dt.timedelta(seconds=index)
+        store.add_run(RunRecord(f"run{index:06d}", "tick", slot, 1, RunStatus.SUCCEEDED, "", slot, slot, 3, "h"))
+    store.close()  # the last connection: the write-ahead log goes into the file
+
+
+def _garble(path: Path, pages: range) -> None:
+    """Overwrite whole pages of the file with random bytes, as a failing disk would."""
+    with path.open("r+b") as out:
+        for page in pages:
+            out.seek(page * PAGE)
+            out.write(os.urandom(PAGE))
+
+
+def test_a_damaged_state_file_is_refused_by_check_and_at_start(deployment: Deployment, host) -> None:
+    deployment.write("ticks", TICK)
+    state = deployment.tmp / "state.sqlite3"
+    _state_with_history(state, 3000)
+    pages = state.stat().st_size // PAGE
+    _garble(state, range(pages - 6, pages - 2))  # runs and their indexes; the schema stays readable
+
+    checked = deployment.cli("check")
+    assert checked.returncode == 2, checked
+    assert str(state) in checked.stderr and "damaged" in checked.stderr and "restore a backup" in checked.stderr
+    assert "Traceback" not in checked.stderr
+
+    process = host()
+    assert process.proc.wait(60) == 2
+    process.stop()
+    [refused] = _events(process, "host_start_failed")
+    assert str(state) in refused["message"] and "damaged" in refused["message"], refused
+    assert _events(process, "run_started") == [] and _events(process, "host_started") == []
+
+
+def test_a_damaged_state_file_fails_the_store_for_good_not_once_per_call(tmp_path: Path) -> None:
+    """Met at run time (the file damaged after the start), the damage is a failure of the store
+    until the host is restarted on a good file: it does not pass for working at the next read."""
+    from jobhost.errors import StoreFailing
+    from jobhost.store.sqlite import SQLiteStore
+
+    state = tmp_path / "state.sqlite3"
+    _state_with_history(state, 3000)
+    pages = state.stat().st_size // PAGE
+    _garble(state, range(pages - 6, pages - 2))
+    store = SQLiteStore(state)  # opened without the check
+    with pytest.raises(StoreFailing, match="is damaged") as first:
+        store.runs(limit=100000)
+    with pytest.raises(StoreFailing, match="is damaged") as second:
+        store.heartbeat("h")  # a read that touches no damaged page: still refused
+    assert str(first.value) == str(second.value) and "restore a backup" in str(first.value)
+    store.close()
+
+
+def test_a_state_file_deleted_under_the_host_is_said_and_not_written_into(deployment: Deployment, host) -> None:
+    deployment.write("ticks", TICK)
+    state = deployment.tmp / "state.sqlite3"
+    process = host(**FAST)
+    process.wait_for(lambda rs: len([r for r in rs if r.get("event") == "run_succeeded"]) >= 2, what="two runs")
+    held = os.open(state, os.O_RDONLY)  # the deleted file stays readable here
+    try:
+        deleted = dt.datetime.now(dt.UTC)
+        state.unlink()
+        process.wait_for(lambda rs: any(r.get("event") == "store_failing" for r in rs), what="the deletion noticed")
+        time.sleep(OUTAGE_SECONDS)  # the host runs on meanwhile, slots fall due
+        assert process.proc.poll() is None, "the host stays up"
+        assert process.stop() == 0
+        [failing] = _events(process, "store_failing")
+        assert failing["level"] == "ERROR" and str(state) in failing["message"] and "deleted" in failing["message"]
+        assert "put it back" in failing["message"], failing
+        assert _events(process, "store_failed") == [], "\n".join(_store_lines(process))
+        assert not state.exists(), "the host made no new file behind the person's back"
+        copy = deployment.tmp / "dead.sqlite3"
+        with os.fdopen(held, "rb") as dead, copy.open("wb") as out:
+            held = -1
+            shutil.copyfileobj(dead, out)
+        # What was written after the last checkpoint is in the write-ahead log, left at its path.
+        shutil.copyfile(state.with_name(state.name + "-wal"), copy.with_name(copy.name + "-wal"))
+    finally:
+        if held >= 0:
+            os.close(held)
+    slots = [dt.datetime.fromisoformat(row[0]) for row in sqlite3.connect(copy).execute("SELECT slot FROM runs")]
+    # Nothing went into the deleted file once it was gone: no slot a second after the deletion.
+    late = [slot for slot in slots if slot > deleted + dt.timedelta(seconds=1)]
+    assert slots and late == [], f"written into the deleted file after {deleted}: {late}"
+
+
+def test_a_state_file_moved_away_and_back_loses_no_slot(deployment: Deployment, host) -> None:
+    deployment.write("ticks", TICK)
+    state = deployment.tmp / "state.sqlite3"
+    aside = deployment.tmp / "state.aside"
+    process = host(**FAST)
+    process.wait_for(lambda rs: len([r for r in rs if r.get("event") == "run_succeeded"]) >= 2, what="two runs")
+    state.rename(aside)
+    process.wait_for(lambda rs: any(r.get("event") == "store_failing" for r in rs), what="the move noticed")
+    time.sleep(OUTAGE_SECONDS)  # the fault's length: slots fall due meanwhile
+    aside.rename(state)
+    back = dt.datetime.now(dt.UTC)
+    process.wait_for(lambda rs: any(r.get("event") == "store_recovered" for r in rs), what="the file back")
+    _wait_for_history(
+        deployment, lambda h: any(dt.datetime.fromisoformat(r["slot"]) > back + dt.timedelta(seconds=2) for r in h)
+    )
+    assert process.stop() == 0
+    assert [len(_events(process, e)) for e in ("store_failing", "store_recovered", "store_failed")] == [1, 1, 0], (
+        "\n".join(_store_lines(process))
+    )
+    _assert_every_slot_once(deployment, process, deployment.history("tick", limit=100000))
