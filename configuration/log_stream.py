@@ -20,6 +20,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from jobhost.output import cut_record
+
 LOG_BUFFER_BYTES = 8 * 1024 * 1024  # lines waiting for a slow reader of stdout, at most
 CLOSE_WAIT = 2.0  # seconds the exit waits for waiting lines to be written
 
@@ -110,19 +112,20 @@ class QueuedLogHandler(logging.Handler):
         self._warned = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record)
-        except Exception:  # noqa: BLE001 - a record that cannot be formatted is said, not raised
-            self._say(f"a log record could not be formatted: {record.msg!r}")
-            return
-        notice = lambda lost: self._encode(self.format(_lost_record(lost)))  # noqa: E731
-        if not self.output.put(self._encode(line), notice) and not self._warned:
-            self._warned = True
-            self._say(f"log lines to stdout are being dropped ({_why(self.output.error)}); they are counted")
+        for part in cut_record(record):  # a thread job's huge message, in pieces as a process job's
+            try:
+                line = self.format(part)
+            except Exception:  # noqa: BLE001 - a record that cannot be formatted is said, not raised
+                self._say(f"a log record could not be formatted: {str(record.msg)[:200]!r}")
+                return
+            notice = lambda lost: self._encode(self.format(_lost_record(lost)))  # noqa: E731
+            if not self.output.put(self._encode(line), notice) and not self._warned:
+                self._warned = True
+                self._say(f"log lines to stdout are being dropped ({_why(self.output.error)}); they are counted")
 
     def handleError(self, record: logging.LogRecord) -> None:
         """Never write to sys.stderr: in the host it is a pipe the loop itself reads."""
-        self._say(f"a log record could not be written: {record.msg!r}")
+        self._say(f"a log record could not be written: {str(record.msg)[:200]!r}")
 
     def close(self) -> None:
         """At exit: let waiting lines out (bounded in time), then say what was lost on stderr."""
