@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from configuration.env_file import apply_env_file
+from configuration.environ_block import forget_variable
 from configuration.log_setup import configure_logging
 from configuration.sentry_setup import start_sentry
 from configuration.settings import ROOT, load_settings
@@ -22,7 +22,7 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
     """
     apply_env_file()
     settings = load_settings()
-    os.environ.pop("JOBS_HTTP_TOKEN", None)  # the host's alone: the jobs it forks inherit the environment
+    forget_variable("JOBS_HTTP_TOKEN")  # the host's alone: the jobs it forks inherit the environment
     configure_logging(
         settings.log_level, settings.log_format, None if log_to_stdout else sys.stderr, settings.host_name
     )
