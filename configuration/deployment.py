@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from configuration.env_file import apply_env_file, with_env_file
+from configuration.environ_block import forget_variable
 from configuration.log_setup import configure_logging
 from configuration.sentry_setup import refused_start_reporter, start_sentry
 from configuration.settings import ROOT, load_settings, read_setting
@@ -24,7 +25,7 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
     """
     apply_env_file()
     settings = load_settings()
-    os.environ.pop("JOBS_HTTP_TOKEN", None)  # the host's alone: the jobs it forks inherit the environment
+    forget_variable("JOBS_HTTP_TOKEN")  # the host's alone: the jobs it forks inherit the environment
     configure_logging(
         settings.log_level, settings.log_format, None if log_to_stdout else sys.stderr, settings.host_name
     )

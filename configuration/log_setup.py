@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
+from configuration.log_stream import QueuedLogHandler, separate_stderr
 from jobhost.context import RunContextFilter
 
 _FIRST = ("timestamp", "level", "logger", "message")
@@ -78,14 +79,17 @@ class TextFormatter(logging.Formatter):
 
 def configure_logging(level: str, fmt: str, stream: TextIO | None = None, host: str | None = None) -> None:
     """Send every log record to `stream` in `fmt`; by default to stdout through a descriptor of
-    its own, so that the engine may turn descriptor 1 into a pipe for stray output. JSON lines
+    its own (so that the engine may turn descriptor 1 into a pipe for stray output), written
+    by a thread of its own (so that a stdout nobody reads never blocks the loop). JSON lines
     carry `host` (JOBS_HOST_NAME)."""
+    handler: logging.Handler
     if stream is None:
-        sys.stdout.flush()
-        stream = open(  # noqa: SIM115 - lives as long as the process
-            os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8", errors="backslashreplace"
-        )
-    handler = logging.StreamHandler(stream)
+        for standard in (sys.stdout, sys.stderr):
+            standard.flush()
+        errors = os.dup(2) if separate_stderr(1, 2) else None
+        handler = QueuedLogHandler(os.dup(1), errors)
+    else:
+        handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonLineFormatter(host) if fmt == "json" else TextFormatter())
     handler.addFilter(RunContextFilter())
     root = logging.getLogger()

@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 from jobhost.context import RunContext, current_run
 from jobhost.lifecycle import Lifecycle
 from jobhost.outcomes import call_job
+from jobhost.output import MAX_LINE_CHARS, RECORD_FIELDS, cut_record, shorten
 from jobhost.registry import JobSpec
 
 _PR_SET_PDEATHSIG = 1
@@ -38,7 +39,6 @@ _FINAL_SLEEP = 0.002  # seconds before a release instant spent in a plain sleep
 _SPIN = 0.0005  # seconds before it spent awake, reading the clock
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
 _HARNESS_FAILED = 70
-_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
 class Terminated(BaseException):
@@ -242,26 +242,29 @@ class _ControlHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message: dict[str, Any] = {
-                "t": "log",
-                "name": record.name,
-                "levelno": record.levelno,
-                "msg": record.getMessage(),
-                "created": record.created,
-                "extra": {k: _plain(v) for k, v in vars(record).items() if k not in _RECORD_FIELDS},
-            }
-            if record.exc_info:
-                message["traceback"] = "".join(traceback.format_exception(*record.exc_info))
-            self.control.send(message)
+            for part in cut_record(record):  # a huge message in pieces, as printed output
+                message: dict[str, Any] = {
+                    "t": "log",
+                    "name": part.name,
+                    "levelno": part.levelno,
+                    "msg": part.getMessage(),
+                    "created": part.created,
+                    "extra": {k: _plain(v) for k, v in vars(part).items() if k not in RECORD_FIELDS},
+                }
+                if part.exc_info:
+                    message["traceback"] = shorten("".join(traceback.format_exception(*part.exc_info)))
+                self.control.send(message)
         except Exception:  # noqa: BLE001 - logging must never break the job
             self.handleError(record)
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, str | int | float | bool) or value is None:
+    if isinstance(value, str):
+        return shorten(value)
+    if isinstance(value, int | float | bool) or value is None:
         return value
     try:
-        json.dumps(value)
+        text = json.dumps(value)
     except (TypeError, ValueError):
-        return repr(value)
-    return value
+        return shorten(repr(value))
+    return value if len(text) <= MAX_LINE_CHARS else shorten(text)

@@ -4,14 +4,19 @@ Bytes are decoded as UTF-8 incrementally (a character split across reads is
 kept whole); invalid bytes become ``\\xNN`` escapes; a line longer than
 `max_chars` is cut into pieces of that size, so one huge line cannot hold the
 whole stream or exceed what a log shipper accepts. A last line without a
-newline is still emitted when the stream ends.
+newline is still emitted when the stream ends. A log record's message is cut
+the same way (`cut_record`), before it is serialised: one huge record would
+otherwise be held whole, several times over, by the host that writes it.
 """
 
 from __future__ import annotations
 
 import codecs
+import logging
+from collections.abc import Iterator
 
 MAX_LINE_CHARS = 32 * 1024
+RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}  # not a job's `extra`
 
 
 class LineSplitter:
@@ -46,6 +51,41 @@ class LineSplitter:
         return lines
 
     def _cut(self, line: str) -> list[str]:
-        if len(line) <= self.max_chars:
-            return [line]
-        return [line[i : i + self.max_chars] for i in range(0, len(line), self.max_chars)]
+        return cut(line, self.max_chars)
+
+
+def cut(text: str, max_chars: int = MAX_LINE_CHARS) -> list[str]:
+    """`text` in consecutive pieces of at most `max_chars` characters."""
+    if len(text) <= max_chars:
+        return [text]
+    return [text[i : i + max_chars] for i in range(0, len(text), max_chars)]
+
+
+def shorten(text: str, max_chars: int = MAX_LINE_CHARS) -> str:
+    """`text` with its middle left out if it is longer than `max_chars` (a traceback keeps its
+    first frames and its last lines, the exception), marked where it was cut."""
+    if len(text) <= max_chars:
+        return text
+    half = max_chars // 2
+    return f"{text[:half]}... [{len(text) - 2 * half} characters cut] ...{text[-half:]}"
+
+
+def cut_record(record: logging.LogRecord, max_chars: int = MAX_LINE_CHARS) -> Iterator[logging.LogRecord]:
+    """`record`, or for a message longer than `max_chars` one record a piece of it (made one at
+    a time), each with `message_part` and `message_parts`; the exception goes with the last.
+    A longer `extra` string is shortened."""
+    for key, value in list(vars(record).items()):
+        if key not in RECORD_FIELDS and isinstance(value, str) and len(value) > max_chars:
+            setattr(record, key, shorten(value, max_chars))
+    message = record.getMessage()
+    if len(message) <= max_chars:
+        yield record
+        return
+    count = -(-len(message) // max_chars)
+    for index in range(count):
+        part = logging.makeLogRecord(vars(record))
+        part.msg, part.args = message[index * max_chars : (index + 1) * max_chars], None
+        part.message_part, part.message_parts = index + 1, count
+        if index + 1 < count:
+            part.exc_info, part.exc_text, part.stack_info = None, None, None
+        yield part

@@ -40,6 +40,7 @@ from jobhost.lifecycle import Reporter, RunEvent
 from jobhost.monitors import heartbeat_config, monitor_config, slug_for
 from jobhost.outcomes import RunStatus
 from jobhost.registry import JobSpec
+from jobhost.sentry_scrubber import SecretScrubber
 
 FLUSH_TIMEOUT = 2.0  # seconds the host waits for Sentry when it stops (inside supervisord's stopwaitsecs)
 CHILD_FLUSH_TIMEOUT = 2.0  # seconds a run's process waits to send what the job itself captured
@@ -90,6 +91,7 @@ def sentry_options(dsn: str, environment: str, release: str | None) -> dict[str,
         "transport_queue_size": QUEUE_SIZE,
         "transport": ReportingTransport,
         "max_value_length": MAX_VALUE,
+        "event_scrubber": SecretScrubber(),
     }
 
 

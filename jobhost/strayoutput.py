@@ -1,9 +1,12 @@
 """Output that reaches descriptors 1 and 2 outside any run's own pipes, turned into log lines.
 
 A thread-isolated job's subprocess, or native code, writes straight to the
-process's descriptors; the log stream must stay JSON all the same. The loop
-points descriptors 1 and 2 at a pipe and reads it like any run's output (the
-log handler writes through a descriptor of its own).
+process's descriptors; the log stream must stay JSON all the same. The host
+points descriptors 1 and 2 at a pipe and logs what comes through it (the log
+handler writes through a descriptor of its own). A thread of its own reads the
+pipe, not the loop: the loop's thread writes there too (a warning, a traceback
+Python prints), and a reader that writes more than the pipe holds to itself
+waits for ever.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import sys
+import threading
 
 from jobhost.output import LineSplitter
 
@@ -20,7 +25,7 @@ READ_SIZE = 65536
 
 
 class StrayOutput:
-    """Descriptors 1 and 2 redirected into a pipe whose read end (`fd`) the loop watches."""
+    """Descriptors 1 and 2 redirected into a pipe whose read end (`fd`) a daemon thread reads."""
 
     def __init__(self) -> None:
         read_end, write_end = os.pipe()
@@ -32,12 +37,21 @@ class StrayOutput:
         os.set_blocking(read_end, False)
         self.fd = read_end
         self._lines = LineSplitter()
+        self._reading = threading.Lock()
+        threading.Thread(target=self._follow, name="stray-output", daemon=True).start()
 
     def read(self) -> None:
         """Log what is waiting in the pipe, without blocking."""
-        with contextlib.suppress(BlockingIOError):
+        with self._reading, contextlib.suppress(BlockingIOError):
             while data := os.read(self.fd, READ_SIZE):
                 for line in self._lines.feed(data):
                     logger.warning(line, extra={"event": "stray_output", "stream": "host"})
                 if len(data) < READ_SIZE:
                     break
+
+    def _follow(self) -> None:
+        waiting = select.poll()
+        waiting.register(self.fd, select.POLLIN)
+        while True:
+            waiting.poll()
+            self.read()

@@ -1,4 +1,4 @@
-"""The loop's one place to wait: runs' pipes and pidfds, signals, and stray output.
+"""The loop's one place to wait: runs' pipes and pidfds, and signals.
 
 Signal handlers only append the signal to `signals`; the wake-up pipe makes the
 wait return at once. Descriptors a run is done with are taken out of the
@@ -43,7 +43,6 @@ class Watcher:
     def capture_stray_output(self) -> None:
         if self.stray is None:
             self.stray = StrayOutput()
-            self._selector.register(self.stray.fd, selectors.EVENT_READ)
 
     def watch(self, run_id: str, fds: list[int]) -> None:
         for fd in fds:
@@ -72,8 +71,6 @@ class Watcher:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(self._wake_r, 4096):
                         pass
-            elif self.stray is not None and key.fd == self.stray.fd:
-                self.stray.read()
             elif key.fd in self._owner:
                 ready.append((self._owner[key.fd], key.fd))
         return ready

@@ -182,20 +182,28 @@ def test_without_a_token_the_write_endpoints_are_off(deployment: Deployment, hos
 
 
 def test_the_token_is_kept_from_jobs(deployment: Deployment, host, tmp_path: Path) -> None:
+    """Set in the host's real environment, the token is in no place a job can read it."""
     deployment.write(
         "spy",
         f"""
-        import os
+        import json, os, posix
         from jobhost import job, every
 
         @job(every().day.at("07:00"))
         def spy():
-            open({str(tmp_path / "seen")!r}, "w").write(os.environ.get("JOBS_HTTP_TOKEN", "none"))
+            places = {{
+                "os.environ": os.environ.get("JOBS_HTTP_TOKEN", ""),
+                "posix.environ": posix.environ.get(b"JOBS_HTTP_TOKEN", b"").decode(),
+                "/proc/self/environ": open("/proc/self/environ", "rb").read().decode(),
+                "/proc/<host pid>/environ": open(f"/proc/{{os.getppid()}}/environ", "rb").read().decode(),
+            }}
+            open({str(tmp_path / "seen")!r}, "w").write(json.dumps(places))
         """,
     )
     _process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN)
-    _ended(url, _run(url, "spy"))
-    assert (tmp_path / "seen").read_text() == "none"
+    _ended(url, _run(url, "spy"))  # the host has the token still: the POST was let in
+    seen = json.loads((tmp_path / "seen").read_text())
+    assert len(seen) == 4 and [place for place, text in seen.items() if TOKEN in text] == []
 
 
 def test_metrics_match_history(deployment: Deployment, host) -> None:

@@ -421,6 +421,54 @@ def test_a_huge_failure_still_fits_in_an_event(deployment: Deployment, bugsink: 
     assert not [r for r in running.records() if r.get("event") == "sentry_unreachable"]
 
 
+LEAKY_SECRETS = ("pw-in-a-local-1", "key-in-a-local-2", "auth-in-a-local-3", "secret-in-a-dict-4", "pw-in-a-url-5")
+
+
+LEAKY_SECRETS = ("pw-in-a-local-1", "key-in-a-local-2", "auth-in-a-local-3", "secret-in-a-dict-4", "pw-in-a-url-5")
+
+
+def test_secrets_in_a_failing_jobs_locals_and_breadcrumbs_never_reach_sentry(
+    deployment: Deployment, bugsink: Bugsink, host
+):
+    deployment.write(
+        "leaky",
+        """
+        import logging
+        from jobhost import job, every
+
+        @job(every(2).seconds)
+        def leaky():
+            # Secrets come from files or the environment: made here, they are not in the source
+            # lines Sentry shows around each frame.
+            db_password = "pw-in-a-" + "local-1"
+            partner_api_key = "key-in-a-" + "local-2"
+            AuthHeader = "Bearer auth-in-a-" + "local-3"
+            settings = {"nested": {"client_secret": "secret-in-a-" + "dict-4"}, "retries": 3}
+            url = "postgresql://app:" + "pw-in-a-" + "url-5@db.internal/orders"
+            harmless = "plain value"
+            logging.getLogger("leaky").info("connecting to %s", url)
+            raise ConnectionError(f"could not reach {url}")
+        """,
+    )
+    running = host(SENTRY_DSN=bugsink.dsn)
+    records = running.wait_for(lambda rs: events(rs, "leaky", "run_failed"), what="a failure")
+    run_id = events(records, "leaky", "run_failed")[0]["run_id"]
+    wait_until(lambda: bugsink.count(run_id) >= 1, what="the event stored")
+    assert running.stop() == 0
+    stored = next(e for e in bugsink.events() if e.get("tags", {}).get("run_id") == run_id)
+    text = json.dumps(stored)
+    leaked = [secret for secret in LEAKY_SECRETS if secret in text]
+    assert leaked == [], f"{leaked} reached Sentry: {text}"
+    frame = next(f for f in iter_frames(stored) if f.get("function") == "leaky")
+    assert frame["vars"]["harmless"] == "'plain value'" and frame["vars"]["settings"]["retries"] == "3"
+    assert frame["vars"]["url"] == "'postgresql://app:[Filtered]@db.internal/orders'"
+    crumbs = [c["message"] for c in stored["breadcrumbs"]["values"]]
+    assert "connecting to postgresql://app:[Filtered]@db.internal/orders" in crumbs
+    assert (
+        stored["exception"]["values"][-1]["value"] == "could not reach postgresql://app:[Filtered]@db.internal/orders"
+    )
+
+
 def test_backfill_reports_one_event_per_slot_not_per_attempt(deployment: Deployment, sink):
     deployment.write(
         "always",
