@@ -1,0 +1,87 @@
+"""End to end: the HTTP face of a real host under abuse, over real sockets on loopback: clients
+that hold connections open without finishing a request (a slowloris), requests naming another
+site's `Host` (DNS rebinding), and numbers too long for int() to read."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import time
+from collections.abc import Iterator
+
+from tests.conftest import Deployment, HostProcess
+from tests.http_client import call, serving
+
+JOBS = """
+from jobhost import job, every
+
+@job(every().day.at("03:00"))
+def exports():
+    pass
+"""
+HALF_A_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # the blank line that ends it never comes
+HELD = 300  # three times waitress' own connection limit, and past the host's
+PROBES = 7
+
+
+def _start(deployment: Deployment, host, **env: str) -> tuple[HostProcess, str]:
+    return serving(deployment, host, JOBS, **env)
+
+
+@contextlib.contextmanager
+def _half_sent(url: str, count: int) -> Iterator[list[socket.socket]]:
+    """`count` connections to the host, each with the start of a request and never its end."""
+    address, port = url.removeprefix("http://").rsplit(":", 1)
+    held: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection((address, int(port)), timeout=30)
+            sock.sendall(HALF_A_REQUEST)
+            held.append(sock)
+        yield held
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def _sockets(pid: int) -> int:
+    return sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:") for fd in os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_health_answers_while_connections_hold_half_sent_requests(deployment: Deployment, host) -> None:
+    process, url = _start(deployment, host)
+    threads = _threads(process.proc.pid)
+    with _half_sent(url, HELD):
+        for _ in range(PROBES):  # each probe waits 30 s at most (the client's timeout)
+            answer = call(f"{url}/healthz")
+            assert answer.status == 200 and answer.json()["healthy"] is True
+        # The host holds a bounded number of them, with no thread more.
+        assert _sockets(process.proc.pid) < HELD
+        assert _threads(process.proc.pid) == threads
+    full = process.wait_for(
+        lambda rs: any(r.get("event") == "http_connections_full" for r in rs), 30, "the warning of the limit"
+    )
+    assert len([r for r in full if r.get("event") == "http_connections_full"]) == 1  # once, not once a connection
+
+
+def test_a_request_that_trickles_in_is_cut_off(deployment: Deployment, host) -> None:
+    _process, url = _start(deployment, host)
+    with _half_sent(url, 1) as (sock,):
+        deadline = time.monotonic() + 60
+        while True:  # a header line every half second: never idle, never done
+            readable, _, _ = select.select([sock], [], [], 0.5)
+            try:
+                if readable and not sock.recv(1024):
+                    break  # the host closed it
+                sock.sendall(b"X-Trickle: 1\r\n")
+            except (ConnectionResetError, BrokenPipeError):
+                break
+            assert time.monotonic() < deadline, "the host still held a request trickling in after 60 s"
+    answer = call(f"{url}/healthz")
+    assert answer.status == 200
