@@ -43,7 +43,9 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
             results_dir=_results_dir(settings.state_url),
         ),
         reporters=lambda: start_sentry(settings),
-        http=HttpConfig(*settings.http_addr, settings.http_token) if settings.http_addr else None,
+        http=HttpConfig(*settings.http_addr, settings.http_token, settings.http_hosts or ())
+        if settings.http_addr
+        else None,
     )
 
 

@@ -85,3 +85,26 @@ def test_a_request_that_trickles_in_is_cut_off(deployment: Deployment, host) -> 
             assert time.monotonic() < deadline, "the host still held a request trickling in after 60 s"
     answer = call(f"{url}/healthz")
     assert answer.status == 200
+
+
+def test_a_request_naming_another_host_is_refused(deployment: Deployment, host) -> None:
+    process, url = _start(deployment, host, JOBS_HTTP_HOSTS="jobs.example.test")
+    port = url.rsplit(":", 1)[1]
+    # A page of evil.example whose name an attacker turned to 127.0.0.1 sends its own name.
+    for path in ("/api/jobs", "/api/runs", "/healthz", "/metrics"):
+        answer = call(f"{url}{path}", headers={"Host": f"evil.example:{port}"})
+        assert answer.status == 400, path
+        body = answer.json()
+        assert body["header"] == "Host" and "evil.example" in body["error"] and "JOBS_HTTP_HOSTS" in body["error"]
+    page = call(f"{url}/jobs/exports", headers={"Host": "evil.example"})
+    assert page.status == 400 and b"Host" in page.body and b"exports" not in page.body
+
+    for name in (f"127.0.0.1:{port}", f"localhost:{port}", "jobs.example.test", "JOBS.Example.test.:443"):
+        assert call(f"{url}/api/jobs", headers={"Host": name}).status == 200, name
+
+    # The job page's curl line gives the host's own address, whatever name the page was asked by.
+    page = call(f"{url}/jobs/exports", headers={"Host": "jobs.example.test"})
+    assert page.status == 200
+    assert f"http://127.0.0.1:{port}/api/jobs/exports/run".encode() in page.body
+    assert b"jobs.example.test/api" not in page.body
+    assert not [r for r in process.records() if r.get("event") == "http_failed"]

@@ -24,6 +24,7 @@ from jobhost.runlines import RunLines
 from jobhost.store import StateStore
 from jobhost.web import connections
 from jobhost.web.app import MAX_BODY, WebApp
+from jobhost.web.hosts import AllowedHosts
 from jobhost.web.linekeeper import LineKeeper
 
 if TYPE_CHECKING:
@@ -139,7 +140,8 @@ class WebServer:
         self.metrics.successes.store = self.stores
         sock = connections.listen(self.config.host, self.config.port)
         bound, port = sock.getsockname()[:2]
-        app = WebApp(self.jobs, self.stores, host, self.config, self.metrics, self.lines)
+        hosts = AllowedHosts(self.config.host, port, self.config.names)
+        app = WebApp(self.jobs, self.stores, host, self.config, self.metrics, self.lines, hosts)
         server = connections.bounded_server(
             app,
             sock,
