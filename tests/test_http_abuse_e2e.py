@@ -108,3 +108,30 @@ def test_a_request_naming_another_host_is_refused(deployment: Deployment, host) 
     assert f"http://127.0.0.1:{port}/api/jobs/exports/run".encode() in page.body
     assert b"jobs.example.test/api" not in page.body
     assert not [r for r in process.records() if r.get("event") == "http_failed"]
+
+
+def test_numbers_too_long_to_read_get_400_naming_the_parameter(deployment: Deployment, host) -> None:
+    process, url = _start(deployment, host)
+    huge = "9" * 5000  # int() refuses more than 4300 digits
+    for path, param in [
+        (f"/api/runs?limit={huge}", "limit"),
+        (f"/api/jobs/exports/next?count={huge}", "count"),
+        (f"/jobs/exports?limit={huge}", "limit"),
+        (f"/?refresh={huge}", "refresh"),
+        (f"/jobs/exports?refresh={huge}", "refresh"),
+        ("/?refresh=0", "refresh"),
+        ("/api/runs?limit=%D9%A3", "limit"),  # an Arabic-Indic three: decimal to str, not ours
+        (f"/api/runs?limit={'0' * 30}7", None),  # seven, however written
+    ]:
+        answer = call(f"{url}{path}")
+        if param is None:
+            assert answer.status == 200, path
+            continue
+        assert answer.status == 400, path[:60]
+        if path.startswith("/api"):
+            body = answer.json()
+            assert body["param"] == param and f"{param}: expected a whole number from 1 to" in body["error"]
+            assert len(body["error"]) < 200  # the digits are not all repeated
+        else:
+            assert f"{param}: expected a whole number from 1 to".encode() in answer.body
+    assert not [r for r in process.records() if r.get("event") == "http_failed"]

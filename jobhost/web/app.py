@@ -181,7 +181,7 @@ class WebApp:
         now = self.clock()
         store = self.store()
         status = self._status(request, "status")
-        limit = self._limit(request, default=100)
+        limit = self._whole(request, "limit", 100, MAX_LIMIT)
         self._only(request, {"status", "limit", "refresh"})
         records = operations.history(self.jobs, store, name, limit, status)
         spec = self.jobs.get(name)
@@ -236,18 +236,15 @@ class WebApp:
 
     def api_next(self, request: Request, name: str) -> Response:
         self._only(request, {"count"})
-        text = request.args.get("count", "5")
-        if not text.isdecimal() or not 1 <= int(text) <= MAX_LIMIT:
-            raise ApiError(400, f"count: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}", param="count")
-        slots = operations.next_slots(self._job(name), self.clock(), int(text))
+        count = self._whole(request, "count", 5, MAX_LIMIT)
+        slots = operations.next_slots(self._job(name), self.clock(), count)
         return self._json([slot.isoformat() for slot in slots])
 
     def api_runs(self, request: Request) -> Response:
         self._only(request, {"job", "status", "limit"})
         job = request.args.get("job") or None
-        records = operations.history(
-            self.jobs, self.store(), job, self._limit(request, default=20), self._status(request, "status")
-        )
+        limit = self._whole(request, "limit", 20, MAX_LIMIT)
+        records = operations.history(self.jobs, self.store(), job, limit, self._status(request, "status"))
         return self._json([r.as_json() for r in records])
 
     def api_one_run(self, request: Request, run_id: str) -> Response:
@@ -348,12 +345,14 @@ class WebApp:
                 header="Host",
             )
 
-    def _limit(self, request: Request, *, default: int) -> int:
-        text = request.args.get("limit")
+    def _whole(self, request: Request, param: str, default: int, most: int) -> int:
+        """A whole-number query parameter from 1 to `most`; its digits are counted before int() reads them."""
+        text = request.args.get(param)
         if text is None:
             return default
-        if not text.isdecimal() or not 1 <= int(text) <= MAX_LIMIT:
-            raise ApiError(400, f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}", param="limit")
+        digits = text.lstrip("0")
+        if not (text.isascii() and text.isdecimal()) or len(digits) > len(str(most)) or not 1 <= int(text) <= most:
+            raise ApiError(400, f"{param}: expected a whole number from 1 to {most}, got {_shown(text)}", param=param)
         return int(text)
 
     def _status(self, request: Request, param: str) -> RunStatus | None:
@@ -383,8 +382,7 @@ class WebApp:
         )
 
     def _page(self, template: str, request: Request, **values: Any) -> Response:
-        refresh = request.args.get("refresh", "")
-        seconds = int(refresh) if refresh.isdecimal() and 1 <= int(refresh) <= 3600 else pages.REFRESH
+        seconds = self._whole(request, "refresh", pages.REFRESH, pages.MAX_REFRESH)
         html = self.templates.get_template(template).render(
             hostname=self.host.config.hostname, refresh=seconds, **values
         )
