@@ -11,6 +11,7 @@ import socket
 import time
 from collections.abc import Iterator
 
+from jobhost.web.connections import CONNECTIONS
 from tests.conftest import Deployment, HostProcess
 from tests.http_client import call, serving
 
@@ -22,7 +23,7 @@ def exports():
     pass
 """
 HALF_A_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # the blank line that ends it never comes
-HELD = 300  # three times waitress' own connection limit, and past the host's
+HELD = 300  # three times waitress' own connection limit, and past the host's (CONNECTIONS)
 PROBES = 7
 
 
@@ -46,6 +47,15 @@ def _half_sent(url: str, count: int) -> Iterator[list[socket.socket]]:
             sock.close()
 
 
+def _closed(sock: socket.socket) -> bool:
+    """Whether the host has closed this connection (without waiting: its end is already here)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    try:
+        return bool(readable) and not sock.recv(1024)
+    except ConnectionResetError:
+        return True
+
+
 def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
@@ -57,12 +67,14 @@ def _sockets(pid: int) -> int:
 def test_health_answers_while_connections_hold_half_sent_requests(deployment: Deployment, host) -> None:
     process, url = _start(deployment, host)
     threads = _threads(process.proc.pid)
-    with _half_sent(url, HELD):
+    with _half_sent(url, HELD) as held:
         for _ in range(PROBES):  # each probe waits 30 s at most (the client's timeout)
             answer = call(f"{url}/healthz")
             assert answer.status == 200 and answer.json()["healthy"] is True
-        # The host holds a bounded number of them, with no thread more.
-        assert _sockets(process.proc.pid) < HELD
+        # The probes queued behind every held connection, so the host has taken all of them in,
+        # and holds a bounded number (the listening socket besides), with no thread more.
+        assert _sockets(process.proc.pid) <= CONNECTIONS + 1
+        assert sum(_closed(sock) for sock in held) >= HELD - CONNECTIONS
         assert _threads(process.proc.pid) == threads
     full = process.wait_for(
         lambda rs: any(r.get("event") == "http_connections_full" for r in rs), 30, "the warning of the limit"
