@@ -5,6 +5,8 @@ worker threads. Each worker opens a state store connection of its own, so nothin
 shared with the loop but thread-safe objects: the metrics, the kept log lines, and the
 loop's request queue. The loop forks runs; every descriptor of the server is closed in
 the forked child at once, so a job never holds a client's connection or the port open.
+How long a connection may take over its request, and how many may be open, is
+jobhost.web.connections'; which `Host` a request may name, jobhost.web.hosts'.
 """
 
 from __future__ import annotations
