@@ -46,7 +46,9 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
             results_dir=_results_dir(settings.state_url),
         ),
         reporters=lambda: start_sentry(settings),
-        http=HttpConfig(*settings.http_addr, settings.http_token) if settings.http_addr else None,
+        http=HttpConfig(*settings.http_addr, settings.http_token, settings.http_hosts or ())
+        if settings.http_addr
+        else None,
         status_file=status_file(settings.state_url, settings.host_name),
         import_timeout=settings.import_timeout,
     )

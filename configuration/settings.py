@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from jobhost.durations import parse_duration
 from jobhost.errors import SettingError
 from jobhost.timezones import get_zone, system_zone
+from jobhost.web.hosts import host_name
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -94,6 +95,10 @@ def _http_token(text: str) -> str:
     if len(text) < 16 or any(c.isspace() for c in text):
         raise ValueError
     return text
+
+
+def _http_hosts(text: str) -> tuple[str, ...]:
+    return tuple(host_name(name) for name in text.split(",") if name.strip())
 
 
 def _directory(text: str) -> Path:
@@ -213,6 +218,16 @@ SETTINGS = (
         secret=True,
     ),
     Setting(
+        "JOBS_HTTP_HOSTS",
+        None,
+        "host names or addresses, comma-separated, without a port, such as `jobs.example.com,jobhost-1`",
+        "the names a request's `Host` may carry besides the bound address (and `localhost` when bound to "
+        "loopback or to all addresses): the names a proxy or a person reaches the host by; any other is "
+        "refused (400), so that no web page can read the API through DNS rebinding",
+        _http_hosts,
+        shown_default="unset: none besides the bound address",
+    ),
+    Setting(
         "JOBS_TIMEZONE",
         None,
         "an IANA zone such as `Europe/London`",
@@ -277,6 +292,7 @@ class Settings:
     history_days: int
     http_addr: tuple[str, int] | None
     http_token: str | None
+    http_hosts: tuple[str, ...] | None
     timezone: ZoneInfo
     jobs_dir: Path
     import_timeout: float

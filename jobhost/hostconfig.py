@@ -39,3 +39,4 @@ class HttpConfig:
     host: str
     port: int
     token: str | None = None  # the POST endpoints' bearer token; without one they answer 403
+    names: tuple[str, ...] = ()  # what a request's Host may name besides the bound address

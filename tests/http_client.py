@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.conftest import HostProcess
+from tests.conftest import Deployment, HostProcess
 
 
 @dataclass
@@ -29,6 +30,15 @@ def base_url(process: HostProcess, timeout: float = 30) -> str:
     )
     line = next(r for r in records if r.get("event") == "http_listening")
     return f"http://{line['address']}"
+
+
+def serving(deployment: Deployment, host: Callable[..., HostProcess], jobs: str, **env: str) -> tuple[HostProcess, str]:
+    """A host of `jobs` serving HTTP on a free loopback port, once it has started; and where it serves."""
+    deployment.write("work", jobs)
+    process = host(JOBS_HTTP_ADDR="127.0.0.1:0", **env)
+    url = base_url(process)
+    process.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), 30, "the host to start")
+    return process, url
 
 
 def call(

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Deployment, HostProcess, events
-from tests.http_client import base_url, call
+from tests.http_client import base_url, call, serving
 from tests.sentry_servers import wait_until
 
 TOKEN = "s3cret-token-for-tests-0123456789"
@@ -47,11 +47,7 @@ def sleeper():
 
 
 def _start(deployment: Deployment, host, **env: str) -> tuple[HostProcess, str]:
-    deployment.write("work", JOBS)
-    process = host(JOBS_HTTP_ADDR="127.0.0.1:0", **env)
-    url = base_url(process)
-    process.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), 30, "the host to start")
-    return process, url
+    return serving(deployment, host, JOBS, **env)
 
 
 def _run(url: str, job: str, **body: str) -> str:

@@ -45,6 +45,8 @@ def test_blank_values_mean_the_default():
         ("JOBS_HTTP_ADDR", "127.0.0.1:8377", "http_addr", ("127.0.0.1", 8377)),
         ("JOBS_HTTP_ADDR", "[::1]:8080", "http_addr", ("::1", 8080)),
         ("JOBS_HTTP_ADDR", "0.0.0.0:0", "http_addr", ("0.0.0.0", 0)),
+        ("JOBS_HTTP_HOSTS", "Jobs.Example.com, jobhost-1,", "http_hosts", ("jobs.example.com", "jobhost-1")),
+        ("JOBS_HTTP_HOSTS", "10.0.0.5,[::1]", "http_hosts", ("10.0.0.5", "::1")),
     ],
 )
 def test_accepted_values(variable, value, field, expected):
@@ -77,6 +79,8 @@ def test_accepted_values(variable, value, field, expected):
         ("JOBS_HTTP_ADDR", "localhost:http", "`address:port`"),
         ("JOBS_HTTP_ADDR", "127.0.0.1:70000", "`address:port`"),
         ("JOBS_HTTP_ADDR", ":8377", "`address:port`"),
+        ("JOBS_HTTP_HOSTS", "jobs.example.com:443", "without a port"),
+        ("JOBS_HTTP_HOSTS", "https://jobs.example.com", "host names or addresses"),
     ],
 )
 def test_bad_value_names_the_variable_and_what_it_accepts(variable, value, accepts):

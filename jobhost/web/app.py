@@ -32,6 +32,7 @@ from jobhost.outcomes import RunStatus
 from jobhost.runlines import RunLines
 from jobhost.store import StateStore
 from jobhost.web import pages
+from jobhost.web.hosts import AllowedHosts
 
 if TYPE_CHECKING:
     from jobhost.host import Host
@@ -71,13 +72,21 @@ ROUTES = Map(
 
 
 class ApiError(HTTPException):
-    """An HTTP error whose JSON body names what was wrong (and the parameter, if one was)."""
+    """An HTTP error whose JSON body names what was wrong (and the parameter or header, if one was)."""
 
-    def __init__(self, code: int, message: str, *, param: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        param: str | None = None,
+        header: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.param = param
+        self.named = {"param": param, "header": header}
         self.extra_headers = headers or {}
 
 
@@ -92,6 +101,7 @@ class WebApp:
         config: HttpConfig,
         metrics: Metrics,
         lines: RunLines,
+        hosts: AllowedHosts,
         clock: Callable[[], dt.datetime] = wall_now,
     ):
         self.jobs = jobs
@@ -100,6 +110,7 @@ class WebApp:
         self.config = config
         self.metrics = metrics
         self.lines = lines
+        self.hosts = hosts
         self.clock = clock
         templates = Environment(
             loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(default=True)
@@ -116,10 +127,11 @@ class WebApp:
         adapter = ROUTES.bind_to_environ(request.environ)
         wants_json = request.path.startswith(("/api", "/healthz", "/metrics"))
         try:
+            self._known_host(request)
             endpoint, args = adapter.match()
             return getattr(self, endpoint)(request, **args)
         except ApiError as exc:
-            return self._error(exc.code, exc.message, wants_json, param=exc.param, headers=exc.extra_headers)
+            return self._error(exc.code, exc.message, wants_json, named=exc.named, headers=exc.extra_headers)
         except UnknownJobError as exc:
             return self._error(404, str(exc), wants_json)
         except StoreError as exc:
@@ -169,7 +181,7 @@ class WebApp:
         now = self.clock()
         store = self.store()
         status = self._status(request, "status")
-        limit = self._limit(request, default=100)
+        limit = self._whole(request, "limit", 100, MAX_LIMIT)
         self._only(request, {"status", "limit", "refresh"})
         records = operations.history(self.jobs, store, name, limit, status)
         spec = self.jobs.get(name)
@@ -187,7 +199,7 @@ class WebApp:
             upcoming=upcoming,
             status=status,
             statuses=[str(s) for s in RunStatus],
-            base=request.host_url.rstrip("/"),
+            base=self.hosts.base_url(),
         )
 
     def run_page(self, request: Request, run_id: str) -> Response:
@@ -225,18 +237,15 @@ class WebApp:
 
     def api_next(self, request: Request, name: str) -> Response:
         self._only(request, {"count"})
-        text = request.args.get("count", "5")
-        if not text.isdecimal() or not 1 <= int(text) <= MAX_LIMIT:
-            raise ApiError(400, f"count: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}", param="count")
-        slots = operations.next_slots(self._job(name), self.clock(), int(text))
+        count = self._whole(request, "count", 5, MAX_LIMIT)
+        slots = operations.next_slots(self._job(name), self.clock(), count)
         return self._json([slot.isoformat() for slot in slots])
 
     def api_runs(self, request: Request) -> Response:
         self._only(request, {"job", "status", "limit"})
         job = request.args.get("job") or None
-        records = operations.history(
-            self.jobs, self.store(), job, self._limit(request, default=20), self._status(request, "status")
-        )
+        limit = self._whole(request, "limit", 20, MAX_LIMIT)
+        records = operations.history(self.jobs, self.store(), job, limit, self._status(request, "status"))
         return self._json([r.as_json() for r in records])
 
     def api_one_run(self, request: Request, run_id: str) -> Response:
@@ -328,12 +337,24 @@ class WebApp:
                 400, f"unknown query parameter {unknown[0]!r} (this endpoint takes: {known})", param=unknown[0]
             )
 
-    def _limit(self, request: Request, *, default: int) -> int:
-        text = request.args.get("limit")
+    def _known_host(self, request: Request) -> None:
+        """Refuse a request whose `Host` is not this server's (a page reading the API through DNS rebinding)."""
+        given = request.environ.get("HTTP_HOST")
+        if not self.hosts.allows(given):
+            raise ApiError(
+                400,
+                f"Host: {_shown(given)} is not this server's address nor a name in JOBS_HTTP_HOSTS",
+                header="Host",
+            )
+
+    def _whole(self, request: Request, param: str, default: int, most: int) -> int:
+        """A whole-number query parameter from 1 to `most`; its digits are counted before int() reads them."""
+        text = request.args.get(param)
         if text is None:
             return default
-        if not text.isdecimal() or not 1 <= int(text) <= MAX_LIMIT:
-            raise ApiError(400, f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}", param="limit")
+        digits = text.lstrip("0")
+        if not (text.isascii() and text.isdecimal()) or len(digits) > len(str(most)) or not 1 <= int(text) <= most:
+            raise ApiError(400, f"{param}: expected a whole number from 1 to {most}, got {_shown(text)}", param=param)
         return int(text)
 
     def _status(self, request: Request, param: str) -> RunStatus | None:
@@ -366,22 +387,33 @@ class WebApp:
         )
 
     def _page(self, template: str, request: Request, **values: Any) -> Response:
-        refresh = request.args.get("refresh", "")
-        seconds = int(refresh) if refresh.isdecimal() and 1 <= int(refresh) <= 3600 else pages.REFRESH
+        seconds = self._whole(request, "refresh", pages.REFRESH, pages.MAX_REFRESH)
         html = self.templates.get_template(template).render(
             hostname=self.host.config.hostname, refresh=seconds, **values
         )
         return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
 
     def _error(
-        self, code: int, message: str, as_json: bool, *, param: str | None = None, headers: dict[str, str] | None = None
+        self,
+        code: int,
+        message: str,
+        as_json: bool,
+        *,
+        named: dict[str, str | None] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Response:
         if as_json:
             body: dict[str, Any] = {"error": message, "status": code}
-            if param is not None:
-                body["param"] = param
+            body.update((key, name) for key, name in (named or {}).items() if name is not None)
             return self._json(body, code, headers)
         html = self.templates.get_template("error.html").render(
             hostname=self.host.config.hostname, code=code, message=message, refresh=0
         )
         return Response(html, status=code, mimetype="text/html", headers={**PAGE_HEADERS, **(headers or {})})
+
+
+def _shown(text: str | None, most: int = 40) -> str:
+    """A value a client sent, quoted for an error message, and cut short if it is long."""
+    if text is None:
+        return "(none)"
+    return repr(text) if len(text) <= most else f"{text[:most]!r}... ({len(text)} characters)"

@@ -11,6 +11,7 @@ from jobhost.durations import format_duration
 
 BAR_RUNS = 30  # recent runs drawn in a job's bar on the status page
 REFRESH = 10  # seconds between two refreshes of a page (?refresh=N changes it)
+MAX_REFRESH = 3600  # the longest ?refresh=N
 NONE = "\u2013"  # an en dash: nothing to show
 
 # How each status is drawn: the CSS class of its badge and bar.

@@ -5,6 +5,8 @@ worker threads. Each worker opens a state store connection of its own, so nothin
 shared with the loop but thread-safe objects: the metrics, the kept log lines, and the
 loop's request queue. The loop forks runs; every descriptor of the server is closed in
 the forked child at once, so a job never holds a client's connection or the port open.
+How long a connection may take over its request, and how many may be open, is
+jobhost.web.connections'; which `Host` a request may name, jobhost.web.hosts'.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from waitress.server import create_server
-
 from jobhost.errors import StoreError
 from jobhost.hostconfig import HttpConfig
 from jobhost.lifecycle import Reporter
 from jobhost.metrics import Metrics
 from jobhost.runlines import RunLines
 from jobhost.store import StateStore
+from jobhost.web import connections
 from jobhost.web.app import MAX_BODY, WebApp
+from jobhost.web.hosts import AllowedHosts
 from jobhost.web.linekeeper import LineKeeper
 
 if TYPE_CHECKING:
@@ -138,14 +140,16 @@ class WebServer:
         """Bind and serve in the background; raises OSError if the address cannot be bound."""
         self.metrics.watch_loop(lambda: host.load()[0], lambda: host.load()[1], lambda: host.load()[2])
         self.metrics.successes.store = self.stores
-        app = WebApp(self.jobs, self.stores, host, self.config, self.metrics, self.lines)
-        server = create_server(
+        sock = connections.listen(self.config.host, self.config.port)
+        bound, port = sock.getsockname()[:2]
+        hosts = AllowedHosts(self.config.host, port, self.config.names)
+        app = WebApp(self.jobs, self.stores, host, self.config, self.metrics, self.lines, hosts)
+        server = connections.bounded_server(
             app,
-            host=self.config.host,
-            port=self.config.port,
-            threads=WORKERS,
+            sock,
+            WORKERS,
             ident="jobhost",
-            max_request_body_size=MAX_BODY * 16,  # beyond the app's own limit, waitress answers 413 itself
+            max_request_body_size=MAX_BODY * 2,  # beyond the app's own limit, waitress answers 413 itself
             asyncore_use_poll=True,  # select() fails on descriptors above 1023, and a busy host has many
             clear_untrusted_proxy_headers=True,
         )
@@ -154,8 +158,7 @@ class WebServer:
         logging.getLogger().addHandler(self.lines)
         self.keeper.start()
         threading.Thread(target=server.run, name="jobhost-http", daemon=True).start()
-        host_, port = server.effective_host, server.effective_port  # type: ignore[attr-defined]
-        shown = f"[{host_}]:{port}" if ":" in str(host_) else f"{host_}:{port}"
+        shown = f"[{bound}]:{port}" if ":" in bound else f"{bound}:{port}"
         logger.info(
             "serving the status page, health, metrics and API on http://%s/",
             shown,
