@@ -118,7 +118,7 @@ def own_cluster() -> Iterator[object]:
     from tests.postgres_cluster import Cluster, server_bin
 
     require("PostgreSQL", server_bin() is not None, "install Debian's postgresql package (./dev test does as root)")
-    cluster = Cluster()
+    cluster = Cluster(durable=True)  # crashed and started again: no commit may be lost
     yield cluster
     cluster.destroy()
 
