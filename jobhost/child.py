@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jobhost.context import RunContext, current_run
+from jobhost.descriptors import keep_only
 from jobhost.lifecycle import Lifecycle
 from jobhost.outcomes import call_job
 from jobhost.registry import JobSpec
@@ -68,7 +69,7 @@ def run_child(
     """
     code = _HARNESS_FAILED
     try:
-        control = _prepare(*fds, context, host_pid, spec.name)
+        control = _prepare(*fds, context, host_pid, spec.name, keep=() if release is None else (release.fd,))
         with lifecycle.job_scope(context, forked=True):
             if release is not None and not release.wait():
                 control.send({"t": "not_released"})
@@ -141,7 +142,9 @@ def _execute(
     return 0 if outcome["ok"] else 1
 
 
-def _prepare(out_fd: int, err_fd: int, ctl_fd: int, context: RunContext, host_pid: int, name: str) -> _Control:
+def _prepare(
+    out_fd: int, err_fd: int, ctl_fd: int, context: RunContext, host_pid: int, name: str, keep: tuple[int, ...]
+) -> _Control:
     os.setpgid(0, 0)
     signal.set_wakeup_fd(-1)
     for signum in _STOP_SIGNALS:
@@ -158,6 +161,7 @@ def _prepare(out_fd: int, err_fd: int, ctl_fd: int, context: RunContext, host_pi
     for fd in {null, out_fd, err_fd}:
         if fd > 2:
             os.close(fd)
+    keep_only({0, 1, 2, ctl_fd, *keep})  # nothing of the host reaches the job, nor what it leaves behind
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
     sys.stdout = _text_stream(1)
     sys.stderr = _text_stream(2)

@@ -894,7 +894,6 @@ class Host:
                 context,
                 log_output,
                 log_record,
-                self.watcher.child_fds,
                 self._result_file(context),
                 self.lifecycle,
                 on_started=lambda at: self._announce(context, at),
@@ -905,7 +904,6 @@ class Host:
                 # Read the clocks together, after the records: the work above must not make it late.
                 lead = (release - self.clock()).total_seconds()
                 run.start(now, release_at=time.monotonic() + lead)
-                self.watcher.hold(run.held_fds())
             else:
                 run.start(now)
         except OSError as exc:

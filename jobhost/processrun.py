@@ -46,7 +46,6 @@ class ProcessRun:
         context: RunContext,
         on_line: LineSink,
         on_record: RecordSink,
-        host_fds: Callable[[], list[int]] = list,
         result_file: Path | None = None,
         lifecycle: Lifecycle | None = None,
         on_started: StartSink | None = None,
@@ -54,7 +53,6 @@ class ProcessRun:
         self.spec = spec
         self.on_started = on_started
         self.lifecycle = lifecycle or Lifecycle()
-        self.host_fds = host_fds  # the host's descriptors, closed in the child
         self.result_file = result_file
         self.context = context
         self.on_line = on_line
@@ -117,12 +115,7 @@ class ProcessRun:
             stream.flush()
         host_pid = os.getpid()
         pid = os.fork()
-        if pid == 0:  # the child
-            for fd in [*(read_end for read_end, _ in pipes.values()), *self.host_fds()]:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            if self._go is not None:
-                os.close(self._go)
+        if pid == 0:  # the child: it lets go of every other descriptor of the host itself
             write_ends = (pipes["stdout"][1], pipes["stderr"][1], pipes["control"][1])
             run_child(self.spec, self.context, host_pid, write_ends, self.result_file, self.lifecycle, release)
         self.pid = pid
