@@ -18,6 +18,8 @@ import os
 from collections.abc import Collection
 
 _FD_DIR = "/proc/self/fd"
+_blind_in_children: set[int] = set()
+_hooked = False
 
 
 def keep_only(keep: Collection[int]) -> None:
@@ -35,3 +37,30 @@ def keep_only(keep: Collection[int]) -> None:
                 os.get_inheritable(fd)
                 os.dup2(null, fd, inheritable=False)
     os.close(null)
+
+
+def blind_in_children(fd: int) -> None:
+    """Point `fd` at /dev/null in every process this one forks (an `os.fork`, by the
+    engine or by a job of a thread): a lock held through it then belongs to this
+    process alone, never to a child that outlives it."""
+    global _hooked
+    if not _hooked:
+        os.register_at_fork(after_in_child=_blind)
+        _hooked = True
+    _blind_in_children.add(fd)
+
+
+def forget(fd: int) -> None:
+    """`fd` is about to be closed: its number may soon be another file's, left alone."""
+    _blind_in_children.discard(fd)
+
+
+def _blind() -> None:
+    if not _blind_in_children:
+        return
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    for fd in _blind_in_children:
+        with contextlib.suppress(OSError):
+            os.dup2(null, fd, inheritable=False)
+    os.close(null)
+    _blind_in_children.clear()  # this child's numbers are its own from now on
