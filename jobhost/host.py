@@ -138,7 +138,7 @@ class Host:
             self.watcher.capture_stray_output()
 
     def run_forever(self) -> int:
-        """Run until SIGTERM or SIGINT; return the exit status (0)."""
+        """Run until SIGTERM, SIGINT or SIGHUP; return the exit status (0)."""
         self._prepare()
         now = self.clock()
         recover(self.store, self.lifecycle, self.config.hostname, self._result_file, now)
@@ -289,7 +289,7 @@ class Host:
 
     @property
     def stopping(self) -> bool:
-        """True once SIGTERM or SIGINT has been received."""
+        """True once SIGTERM, SIGINT or SIGHUP has been received."""
         self._handle_signals()
         return self._stop_signal is not None
 

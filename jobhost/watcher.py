@@ -29,7 +29,9 @@ class Watcher:
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         self.stray: StrayOutput | None = None
 
-    def install_signals(self, signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+    def install_signals(self, signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)) -> None:
+        """The signals that stop the host. SIGHUP is one: a terminal closing sends it (supervisord
+        never does), and the person expects the host to end, cleanly, not to die mid-run."""
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for signum in signums:
             signal.signal(signum, lambda signum, frame: self.signals.append(signum))
