@@ -7,6 +7,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Deployment, events
 
 DAEMON = """
@@ -87,3 +89,43 @@ def test_a_daemon_a_job_left_behind_holds_nothing_of_the_host_and_blocks_no_rest
         with contextlib.suppress(ProcessLookupError):
             os.kill(daemon, signal.SIGKILL)
     assert not [r for r in deployment.history("starts_daemon") if r["status"] == "running"]
+
+
+CLOSES_EVERYTHING = """
+import os, pathlib, shutil
+from jobhost import job, every
+
+@job(every(1).hours)
+def closes_and_returns():
+    os.closerange(0, 1 << 16)
+
+@job(every(1).hours)
+def closes_and_raises():
+    os.closerange(0, 1 << 16)
+    raise ValueError("row 7")
+
+@job(every(1).hours)
+def closes_with_nowhere_to_leave_its_outcome():
+    state = pathlib.Path(os.environ["JOBS_STATE_URL"].removeprefix("sqlite:///"))
+    shutil.rmtree(state.with_name(state.name + ".runs"))
+    os.closerange(0, 1 << 16)
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "status", "reason"),
+    [
+        ("closes_and_returns", 0, "succeeded", "could not report it to the host"),
+        ("closes_and_raises", 1, "failed", "ValueError: row 7"),
+        ("closes_with_nowhere_to_leave_its_outcome", 0, "succeeded", "the job returned, but its process could not"),
+    ],
+)
+def test_a_job_that_closes_every_descriptor_is_recorded_as_it_ended(
+    deployment: Deployment, name: str, code: int, status: str, reason: str
+) -> None:
+    deployment.write("closers", CLOSES_EVERYTHING)
+    result = deployment.cli("run", name)
+    [run] = deployment.history(name)
+    assert (result.returncode, run["status"]) == (code, status), run
+    assert reason in run["reason"]
+    assert "could not be set up" not in run["reason"]
