@@ -61,8 +61,9 @@ def _wait_for_pid(path: Path, process) -> int:
     return int(path.read_text())
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
 def test_a_daemon_a_job_left_behind_holds_nothing_of_the_host_and_blocks_no_restart(
-    deployment: Deployment, host
+    deployment: Deployment, host, stop: signal.Signals
 ) -> None:
     pidfile = deployment.tmp / "daemon.pid"
     deployment.write("daemons", DAEMON.format(pidfile=str(pidfile)))
@@ -70,7 +71,8 @@ def test_a_daemon_a_job_left_behind_holds_nothing_of_the_host_and_blocks_no_rest
     daemon = _wait_for_pid(pidfile, first)
     try:
         first.wait_for(lambda rs: events(rs, "starts_daemon", "run_succeeded"), what="the run that started it")
-        assert first.stop() == 0
+        first.proc.send_signal(stop)
+        assert first.proc.wait(40) == (0 if stop == signal.SIGTERM else -stop)
         held = _descriptors(daemon)  # the daemon lives on, as its job meant it to
         state = _state_files(deployment)
         assert not [fd for fd, (_, inode) in held.items() if inode in state], f"holds the state store: {held}"
