@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import io
 import json
 import logging
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jobhost.context import RunContext, current_run
+from jobhost.descriptors import keep_only
+from jobhost.exits import HARNESS_FAILED, RAISED_UNREPORTED, RETURNED_UNREPORTED
 from jobhost.lifecycle import Lifecycle
 from jobhost.outcomes import call_job
 from jobhost.output import MAX_LINE_CHARS, RECORD_FIELDS, cut_record, shorten
@@ -38,7 +41,6 @@ _PR_SET_TIMERSLACK = 29
 _FINAL_SLEEP = 0.002  # seconds before a release instant spent in a plain sleep
 _SPIN = 0.0005  # seconds before it spent awake, reading the clock
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
-_HARNESS_FAILED = 70
 
 
 class Terminated(BaseException):
@@ -66,9 +68,9 @@ def run_child(
     With a `release`, the child is made ready before its slot and calls the job at
     the release instant, unless the host cancels it first.
     """
-    code = _HARNESS_FAILED
+    code = HARNESS_FAILED
     try:
-        control = _prepare(*fds, context, host_pid, spec.name)
+        control = _prepare(*fds, context, host_pid, spec.name, keep=() if release is None else (release.fd,))
         with lifecycle.job_scope(context, forked=True):
             if release is not None and not release.wait():
                 control.send({"t": "not_released"})
@@ -137,11 +139,16 @@ def _execute(
     if result_file is not None:
         with contextlib.suppress(OSError):
             write_result(result_file, outcome)
-    control.send({"t": "result", **outcome})
+    try:
+        control.send({"t": "result", **outcome})
+    except OSError:  # the job closed the pipe (and the host reads the file, if there is one)
+        return RETURNED_UNREPORTED if outcome["ok"] else RAISED_UNREPORTED
     return 0 if outcome["ok"] else 1
 
 
-def _prepare(out_fd: int, err_fd: int, ctl_fd: int, context: RunContext, host_pid: int, name: str) -> _Control:
+def _prepare(
+    out_fd: int, err_fd: int, ctl_fd: int, context: RunContext, host_pid: int, name: str, keep: tuple[int, ...]
+) -> _Control:
     os.setpgid(0, 0)
     signal.set_wakeup_fd(-1)
     for signum in _STOP_SIGNALS:
@@ -150,7 +157,7 @@ def _prepare(out_fd: int, err_fd: int, ctl_fd: int, context: RunContext, host_pi
     _die_with_parent()
     _set_process_name(f"job:{name}")
     if os.getppid() != host_pid:  # the host died before the line above took effect
-        os._exit(_HARNESS_FAILED)
+        os._exit(HARNESS_FAILED)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out_fd, 1)
@@ -158,6 +165,7 @@ def _prepare(out_fd: int, err_fd: int, ctl_fd: int, context: RunContext, host_pi
     for fd in {null, out_fd, err_fd}:
         if fd > 2:
             os.close(fd)
+    keep_only({0, 1, 2, ctl_fd, *keep})  # nothing of the host reaches the job, nor what it leaves behind
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
     sys.stdout = _text_stream(1)
     sys.stderr = _text_stream(2)
@@ -224,13 +232,23 @@ class _Control:
 
     def __init__(self, fd: int):
         self.fd = fd
+        self._pipe = _identity(fd)
 
     def send(self, message: dict[str, Any]) -> None:
+        """Raises OSError if the pipe is gone, also when the job closed it and its number is now a
+        file of the job's (which must not get the host's messages)."""
+        if _identity(self.fd) != self._pipe:
+            raise OSError(errno.EBADF, "the pipe to the host was closed by the job")
         data = (json.dumps(message, default=repr) + "\n").encode("utf-8", "backslashreplace")
         view = memoryview(data)
         while view:
             written = os.write(self.fd, view)
             view = view[written:]
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino
 
 
 class _ControlHandler(logging.Handler):

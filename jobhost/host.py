@@ -143,7 +143,7 @@ class Host:
             self.watcher.capture_stray_output()
 
     def run_forever(self) -> int:
-        """Run until SIGTERM or SIGINT; return the exit status (0)."""
+        """Run until SIGTERM, SIGINT or SIGHUP; return the exit status (0)."""
         self._prepare()
         now = self.clock()
         self._s(self.store.report_unreadable, 0)  # named once each; set aside by every query after
@@ -297,7 +297,7 @@ class Host:
 
     @property
     def stopping(self) -> bool:
-        """True once SIGTERM or SIGINT has been received."""
+        """True once SIGTERM, SIGINT or SIGHUP has been received."""
         self._handle_signals()
         return self._stop_signal is not None
 
@@ -918,7 +918,6 @@ class Host:
                 context,
                 log_output,
                 log_record,
-                self.watcher.child_fds,
                 self._result_file(context),
                 self.lifecycle,
                 on_started=lambda at: self._announce(context, at),
@@ -929,7 +928,6 @@ class Host:
                 # Read the clocks together, after the records: the work above must not make it late.
                 lead = (release - self.clock()).total_seconds()
                 run.start(now, release_at=time.monotonic() + lead)
-                self.watcher.hold(run.held_fds())
             else:
                 run.start(now)
         except OSError as exc:

@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jobhost.child import Release, run_child, started_at
+from jobhost.child import Release, read_result, run_child, started_at
 from jobhost.context import RunContext
 from jobhost.durations import format_duration
-from jobhost.exits import describe_wait_status
+from jobhost.exits import RETURNED_UNREPORTED, UNREPORTED, describe_wait_status
 from jobhost.lifecycle import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus, outcome_of
 from jobhost.output import LineSplitter
@@ -35,6 +35,7 @@ RecordSink = Callable[[RunContext, dict], None]
 StartSink = Callable[[float], None]  # a prepared run's job began, at this wall-clock time
 RELEASE_RECHECK = 0.01  # seconds between two looks at whether a prepared child was released
 NOT_RELEASED = "the host was stopped before the run's slot came; the job did not start"
+LEFT_IN_FILE = "the job's process could not report it to the host; read from the outcome file it left"
 
 
 class ProcessRun:
@@ -46,7 +47,6 @@ class ProcessRun:
         context: RunContext,
         on_line: LineSink,
         on_record: RecordSink,
-        host_fds: Callable[[], list[int]] = list,
         result_file: Path | None = None,
         lifecycle: Lifecycle | None = None,
         on_started: StartSink | None = None,
@@ -54,7 +54,6 @@ class ProcessRun:
         self.spec = spec
         self.on_started = on_started
         self.lifecycle = lifecycle or Lifecycle()
-        self.host_fds = host_fds  # the host's descriptors, closed in the child
         self.result_file = result_file
         self.context = context
         self.on_line = on_line
@@ -117,12 +116,7 @@ class ProcessRun:
             stream.flush()
         host_pid = os.getpid()
         pid = os.fork()
-        if pid == 0:  # the child
-            for fd in [*(read_end for read_end, _ in pipes.values()), *self.host_fds()]:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            if self._go is not None:
-                os.close(self._go)
+        if pid == 0:  # the child: it lets go of every other descriptor of the host itself
             write_ends = (pipes["stdout"][1], pipes["stderr"][1], pipes["control"][1])
             run_child(self.spec, self.context, host_pid, write_ends, self.result_file, self.lifecycle, release)
         self.pid = pid
@@ -236,6 +230,16 @@ class ProcessRun:
         if result:
             return outcome_of(result)
         assert self.wait_status is not None
+        # The job ended and its process could not say so (it had closed the pipe, or died just
+        # after): what it left in its outcome file is the truth.
+        left = read_result(self.result_file) if self.result_file is not None else None
+        if left is not None:
+            ended = outcome_of(left)
+            reason = f"{ended.reason} ({LEFT_IN_FILE})" if ended.reason else LEFT_IN_FILE
+            return Outcome(ended.status, reason, ended.traceback, ended.exception)
+        code = os.waitstatus_to_exitcode(self.wait_status)
+        if code in UNREPORTED:
+            return Outcome(RunStatus.SUCCEEDED if code == RETURNED_UNREPORTED else RunStatus.FAILED, UNREPORTED[code])
         if os.WIFEXITED(self.wait_status) and os.WEXITSTATUS(self.wait_status) == 0:
             return Outcome(RunStatus.SUCCEEDED, "the process exited with code 0 before the function returned")
         return Outcome(RunStatus.CRASHED, describe_wait_status(self.wait_status) + " before the job finished")

@@ -22,7 +22,6 @@ class Watcher:
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
         self._owner: dict[int, str] = {}
-        self._held: set[int] = set()  # a run's descriptors the loop does not wait on (closed in children too)
         self.signals: list[int] = []
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -30,7 +29,9 @@ class Watcher:
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         self.stray: StrayOutput | None = None
 
-    def install_signals(self, signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+    def install_signals(self, signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)) -> None:
+        """The signals that stop the host. SIGHUP is one: a terminal closing sends it (supervisord
+        never does), and the person expects the host to end, cleanly, not to die mid-run."""
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for signum in signums:
             signal.signal(signum, lambda signum, frame: self.signals.append(signum))
@@ -49,14 +50,9 @@ class Watcher:
             self._owner[fd] = run_id
             self._selector.register(fd, selectors.EVENT_READ)
 
-    def hold(self, fds: list[int]) -> None:
-        """Descriptors of a run that are not waited on, but must not leak into other runs."""
-        self._held.update(fds)
-
     def release(self, fds: list[int]) -> None:
         """Stop watching and close descriptors a run is done with: unregister first, then close."""
         for fd in fds:
-            self._held.discard(fd)
             if self._owner.pop(fd, None) is not None:
                 with contextlib.suppress(KeyError, ValueError):
                     self._selector.unregister(fd)
@@ -74,11 +70,6 @@ class Watcher:
             elif key.fd in self._owner:
                 ready.append((self._owner[key.fd], key.fd))
         return ready
-
-    def child_fds(self) -> list[int]:
-        """What a forked run must not keep open: other runs' pipes, the loop's own descriptors."""
-        own = [self._wake_r, self._wake_w, self._selector.fileno()]
-        return [*self._owner, *self._held, *own, *([self.stray.fd] if self.stray is not None else [])]
 
     def finish(self) -> None:
         """Log what stray output is still waiting."""

@@ -273,7 +273,8 @@ def test_next_past_the_end_of_the_calendar_is_a_message(deployment: Deployment) 
     assert "fits the calendar" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_ctrl_c_stops_a_foreground_run_at_once(deployment: Deployment) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "terminal-closed"])
+def test_ctrl_c_stops_a_foreground_run_at_once(deployment: Deployment, signum: signal.Signals) -> None:
     deployment.write(
         "slow",
         """
@@ -297,10 +298,10 @@ def test_ctrl_c_stops_a_foreground_run_at_once(deployment: Deployment) -> None:
     for line in proc.stdout:
         if json.loads(line)["message"] == "started":
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     assert proc.wait(15) == 1
     [run] = deployment.history("slow")
-    assert (run["status"], run["reason"]) == ("interrupted", "stopped by SIGINT")
+    assert (run["status"], run["reason"]) == ("interrupted", f"stopped by {signum.name}")
 
 
 def test_a_resumed_job_catches_up_the_slots_it_skipped_while_paused(deployment: Deployment, host) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
 import subprocess
 import sys
@@ -153,7 +154,7 @@ def test_only_one_loop_per_state_file(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
     first, second = open_store(url, tmp_path), open_store(url, tmp_path)
     first.lock_for_loop(4242)
-    with pytest.raises(StoreError, match=r"another host loop \(pid 4242\) is running"):
+    with pytest.raises(StoreError, match=rf"another host loop \(pid {os.getpid()}\) is running"):
         second.lock_for_loop(5353)
     first.close()
     second.lock_for_loop(5353)  # released with the first store

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from jobhost.descriptors import blind_in_children, forget
 from jobhost.errors import StoreError, StoreUnavailable
 from jobhost.store.sql import SQLStore
 
@@ -267,9 +268,11 @@ class PostgresStore(SQLStore):
                 "stop it first, or give this one its own JOBS_HOST_NAME"
             )
         self._loop_conn = conn
+        blind_in_children(conn.fileno())  # a process this one forks must not keep the session (and the lock) alive
 
     def close(self) -> None:
         if self._loop_conn is not None:
+            forget(self._loop_conn.fileno())
             self._loop_conn.close()  # releases the loop lock
             self._loop_conn = None
         self._close_pool()

@@ -18,7 +18,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from jobhost.descriptors import blind_in_children, forget
 from jobhost.errors import StoreError, StoreFailing
+from jobhost.filelocks import LockHolders, flock_holders
 from jobhost.store.sql import SQLStore
 
 # 2: claims, resumes. Tables added since (run_lines) need no new version: a host of an earlier
@@ -287,25 +289,30 @@ class SQLiteStore(SQLStore):
         return dt.datetime.fromisoformat(value) if value is not None else None
 
     def lock_for_loop(self, pid: int, host: str = "") -> None:
-        """One forever loop per state file on a machine: an exclusive lock on ``<file>.lock``."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        """One forever loop per state file on a machine: an exclusive flock() on the state file itself,
+        so that every name of it (a hard link, a symlink, another path) meets the same lock.
+
+        flock() and SQLite's own POSIX locks on the file do not interact on Linux; a POSIX lock of
+        ours would, and would be dropped whenever any SQLite connection of this process closes.
+        The lock is this process's alone: no process it forks keeps it (see `blind_in_children`).
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StoreError(f"cannot lock the SQLite state file {str(self.path)!r}: {exc.strerror}") from None
+        # Closed only after the connection (see close), also when the lock is refused: closing a
+        # descriptor of the file drops every POSIX lock this process holds on it, SQLite's too.
+        self._lock_fd = fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise StoreError(
-                f"another host loop (pid {holder}) is running against {str(self.path)!r}; "
-                "stop it first, or give this one its own JOBS_STATE_URL"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{pid}\n".encode())
-        self._lock_fd = fd
+            raise StoreError(_refusal(self.path, flock_holders(fd))) from None
+        blind_in_children(fd)
 
     def close(self) -> None:
         self._db.close()
         if self._lock_fd is not None:
+            forget(self._lock_fd)
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
 
@@ -320,3 +327,26 @@ def _code(exc: sqlite3.Error) -> int | None:
     """SQLite's primary result code of an error (None for one raised by the sqlite3 module itself)."""
     code = getattr(exc, "sqlite_errorcode", None)
     return None if code is None else code & 0xFF
+
+
+def _refusal(path: Path, lock: LockHolders) -> str:
+    """Why this loop may not start on `path`, naming what holds its lock: another loop, or a process
+    that outlived the loop it was forked from (a job's daemon of a release before descriptors were
+    let go of in runs)."""
+    where = str(path)
+    if lock.taker_holds_it:
+        [loop] = [holder for holder in lock.holders if holder.pid == lock.taker]
+        by = "" if loop.name == where else f" (as {loop.name!r}: the same file under another name)"
+        return (
+            f"another host loop (pid {loop.pid}) is running against {where!r}{by}; "
+            "stop it first, or give this one its own JOBS_STATE_URL"
+        )
+    if lock.holders:
+        pids = " ".join(str(holder.pid) for holder in lock.holders)
+        who = "; ".join(f"pid {holder.pid}: {holder.command}" for holder in lock.holders)
+        return (
+            f"no host loop is running against {where!r}, but processes left behind by one (pid "
+            f"{lock.taker}, gone) hold its lock: {who}; stop them (kill {pids}) and start again"
+        )
+    taker = f"pid {lock.taker}" if lock.taker else "a process this user cannot see"
+    return f"the state file {where!r} is locked by {taker}; stop the host loop using it first"
