@@ -144,21 +144,31 @@ class _App:
         """Open the state store; `wait` (the loop): a database server out of reach is waited for,
         with backoff, so a host started before its database does not give up."""
         assert self.settings is not None
-        delay = 1.0
+        delay, began, outage = 1.0, time.monotonic(), None
         while True:
             try:
-                return open_store(self.settings.state_url, self.settings.base_dir)
+                store = open_store(self.settings.state_url, self.settings.base_dir)
             except StoreUnavailable as exc:
                 if not wait:
                     self.fail(f"JOBS_STATE_URL: {exc}", 2)
                 if self.status is not None:
                     self.status.write(State.STARTING, "opening the state store", store_failure=str(exc))
-                if delay == 1.0:
-                    logger.error("%s; waiting for it", exc, extra={"event": "store_unreachable"})
+                if outage is None:
+                    outage = exc
+                    logger.error("%s; waiting for it", exc, extra={"event": exc.began})
                 time.sleep(delay)  # SIGTERM ends the wait: nothing runs yet
                 delay = min(delay * 2, 30.0)
+                continue
             except StoreError as exc:
                 self.fail(f"JOBS_STATE_URL: {exc}", 2)
+            if outage is not None:
+                waited = time.monotonic() - began
+                logger.warning(
+                    "the state store works again after %s",
+                    format_duration(max(1, round(waited))),
+                    extra={"event": outage.ended, "outage_ms": int(waited * 1000)},
+                )
+            return store
 
     def verify(self, store: StateStore) -> None:
         """The store's own integrity check (`check`, the loop's start): a damaged one is refused, exit 2."""

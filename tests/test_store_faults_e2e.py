@@ -257,3 +257,28 @@ def test_a_state_file_moved_away_and_back_loses_no_slot(deployment: Deployment, 
         "\n".join(_store_lines(process))
     )
     _assert_every_slot_once(deployment, process, deployment.history("tick", limit=100000))
+
+
+def test_a_host_that_cannot_open_its_file_on_a_full_disk_waits_for_it(deployment: Deployment, host, small_fs) -> None:
+    deployment.write("ticks", TICK)
+    url = {"JOBS_STATE_URL": f"sqlite:///{small_fs / 'state.sqlite3'}"}
+    crashed = host(**url, **FAST)
+    crashed.wait_for(lambda rs: any(r.get("event") == "run_succeeded" for r in rs), what="a run")
+    crashed.proc.kill()  # no clean close: the write-ahead log holds what the file does not yet
+    crashed.proc.wait(10)
+    (small_fs / "state.sqlite3-shm").unlink()  # its index, which the next open makes anew: that needs space
+    filler = _fill(small_fs)
+    waiting = host(**url, **FAST)
+    waiting.wait_for(lambda rs: any(r.get("event") == "store_failing" for r in rs), what="the full disk said")
+    said = deployment.cli("health", **url)
+    assert said.returncode == 1 and "the state store is failing" in said.stdout, said.stdout
+    assert waiting.proc.poll() is None  # waiting, not refused: supervisord would give up on it
+    filler.unlink()
+    waiting.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), timeout=60, what="the start")
+    waiting.wait_for(lambda rs: any(r.get("event") == "run_succeeded" for r in rs), what="a run after it")
+    assert waiting.stop() == 0
+    [failing], [recovered] = _events(waiting, "store_failing"), _events(waiting, "store_recovered")
+    assert "cannot open the SQLite state file" in failing["message"], failing
+    assert recovered["outage_ms"] > 0
+    assert deployment.cli("health", **url).returncode == 1  # stopped cleanly: not beating
+    assert [r for r in deployment.history("tick", limit=100000, **url) if r["status"] == "running"] == []

@@ -123,11 +123,23 @@ class SQLiteStore(SQLStore):
             self._migrate()
             self._identity = _identity(path)  # the file this store writes, to notice it deleted or replaced
         except sqlite3.DatabaseError as exc:
-            if _code(exc) == _CORRUPT:  # (a file that is no database at all is told as such, below)
+            self._close_quietly()
+            code = _code(exc)
+            if code == _CORRUPT:  # (a file that is no database at all is told as such, below)
                 raise StoreError(f"the SQLite state file {str(path)!r} is damaged ({exc}): {RESTORE}") from None
+            if code in _FAULTS:  # a full disk, say: the loop waits for it as for a database out of reach
+                raise StoreFailing(f"cannot open the SQLite state file {str(path)!r}: {exc}; {_FAULTS[code]}") from exc
             raise StoreError(f"cannot use the SQLite state file {str(path)!r}: {exc}") from exc
         except (OSError, sqlite3.Error) as exc:
+            self._close_quietly()
             raise StoreError(f"cannot use the SQLite state file {str(path)!r}: {exc}") from exc
+
+    def _close_quietly(self) -> None:
+        """An open that failed part way lets go of its connection (the loop may try again and again)."""
+        db = getattr(self, "_db", None)
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
 
     def _use_wal(self) -> None:
         """Turn the file to write-ahead logging. Two processes opening a new file at once (the host
