@@ -147,7 +147,7 @@ class Host:
         self._prepare()
         now = self.clock()
         self._s(self.store.report_unreadable, 0)  # named once each; set aside by every query after
-        recover(self.store, self.lifecycle, self.config.hostname, self._result_file, now)
+        self._recover(now)
         self._beat()
         queue = SlotQueue({name: spec.schedule for name, spec in self.jobs.items()}, now)
         self._retries = RetryQueue()
@@ -219,6 +219,20 @@ class Host:
         self.status.write(State.STOPPED)
         self.status.close()
         return 0
+
+    def _recover(self, now: dt.datetime) -> None:
+        """Settle the runs the previous host left running; again after an outage, if it failed."""
+        self._recovered = recover(
+            self.store,
+            self.lifecycle,
+            self.config.hostname,
+            self._result_file,
+            now,
+            call=self._s,
+            mine=set(self.active),
+        )
+
+    _recovered = True
 
     def close(self) -> None:
         """Let the reporters send what they still hold (bounded in time); after `run_now` too."""
@@ -372,6 +386,8 @@ class Host:
             self._take_over_after = self.monotonic() + self.config.lease
             self.pending.extend(self._stalled)
             self._stalled.clear()
+            if not self._recovered:  # the store failed at the start: what the last host left, settled now
+                self._recover(now)
             # The slots due while the store was away were claimed by no host: catch them up.
             began = now - dt.timedelta(seconds=self.monotonic() - self.link.last_outage_began + 1)
             self._catch_up_all(now, since=began)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +29,50 @@ WAITED = "the host stopped while it waited; the slot is looked at again by catch
 LEFT = "recorded at the next start: the host died before it could"
 
 
+_FAILED = object()  # what a store call gives back when the store failed
+
+
 def recover(
     store: StateStore,
     lifecycle: Lifecycle,
     hostname: str,
     result_file: Callable[[RunContext], Path | None],
     now: dt.datetime,
-) -> None:
-    """Settle what the previous host of this machine left running or waiting."""
-    for record in guard(lambda: store.running(hostname), []):
+    call: Callable[[Callable[[], Any], Any], Any] | None = None,
+    mine: Collection[str] = (),
+) -> bool:
+    """Settle what the previous host of this machine left running or waiting; False if the store
+    failed on the way (the caller tries again once it works: what is left stays as it was).
+
+    `call(fn, fallback)` makes each store call (the loop's link to the store; by default `guard`);
+    `mine`: runs of this host's own, going on, left alone when it tries again."""
+    call = call or guard
+    whole = True
+
+    def write(fn: Callable[[], Any]) -> bool:
+        nonlocal whole
+        if call(fn, _FAILED) is _FAILED:
+            whole = False
+            return False
+        return True
+
+    records = call(lambda: store.running(hostname), _FAILED)
+    if records is _FAILED:
+        return False
+    for record in records:
         context = RunContext(record.job, record.run_id, record.slot, record.attempt)
+        if record.run_id in mine:
+            continue
         if record.status == RunStatus.WAITING:
-            guard(lambda c=context: store.finish_run(c.run_id, RunStatus.WAITING, WAITED, now, None), None)
+            write(lambda c=context: store.finish_run(c.run_id, RunStatus.WAITING, WAITED, now, None))
             continue
         if record.pid is not None and run_process_alive(record.pid):
             continue
         if record.pid is not None:
             kill_leftovers(record.pid)
         if record.started is not None and record.started > now:  # prepared; its instant has not come
-            guard(lambda c=context: store.withdraw(c.run_id, None), None)
+            if not write(lambda c=context: store.withdraw(c.run_id, None)):
+                continue
             logger.info(
                 "run %s of %s was prepared for %s but never started; the slot is run when it comes",
                 record.run_id,
@@ -61,12 +86,15 @@ def recover(
         if path is not None and result is not None:
             left = outcome_of(result)
             reason = f"{left.reason}; {LEFT}" if left.reason else LEFT
-            guard(lambda c=context, o=left, r=reason: store.finish_run(c.run_id, o.status, r, now, None), None)
-            lifecycle.emit(RunEvent(left.status, context, reason, traceback=left.traceback, exception=left.exception))
-            path.unlink(missing_ok=True)
+            if write(lambda c=context, o=left, r=reason: store.finish_run(c.run_id, o.status, r, now, None)):
+                lifecycle.emit(
+                    RunEvent(left.status, context, reason, traceback=left.traceback, exception=left.exception)
+                )
+                path.unlink(missing_ok=True)
             continue
-        guard(lambda c=context: store.finish_run(c.run_id, RunStatus.ABANDONED, DIED, now, None), None)
-        lifecycle.emit(RunEvent(RunStatus.ABANDONED, context, DIED, extra={"pid": record.pid}))
+        if write(lambda c=context: store.finish_run(c.run_id, RunStatus.ABANDONED, DIED, now, None)):
+            lifecycle.emit(RunEvent(RunStatus.ABANDONED, context, DIED, extra={"pid": record.pid}))
+    return whole
 
 
 def guard(call: Callable[[], Any], fallback: Any) -> Any:

@@ -282,3 +282,53 @@ def test_a_host_that_cannot_open_its_file_on_a_full_disk_waits_for_it(deployment
     assert recovered["outage_ms"] > 0
     assert deployment.cli("health", **url).returncode == 1  # stopped cleanly: not beating
     assert [r for r in deployment.history("tick", limit=100000, **url) if r["status"] == "running"] == []
+
+
+SLOW = """
+import time
+from jobhost import job, every
+
+@job(every(1).seconds, timeout="5m")
+def slow():
+    time.sleep(300)
+"""
+
+
+def test_a_host_started_on_a_full_disk_settles_what_the_last_one_left_once_it_can_write(
+    deployment: Deployment, host, small_fs
+) -> None:
+    deployment.write("slow", SLOW)
+    url = {"JOBS_STATE_URL": f"sqlite:///{small_fs / 'state.sqlite3'}"}
+    left = host(**url, **FAST)
+    left.wait_for(lambda rs: any(r.get("event") == "run_started" for r in rs), what="a run of slow")
+    [started] = [r for r in left.records() if r.get("event") == "run_started"]
+    left.proc.kill()  # the host dies under its run: the run's record stays `running`
+    left.proc.wait(10)
+    [stale] = [r for r in deployment.history("slow", **url) if r["run_id"] == started["run_id"]]
+    assert stale["status"] == "running"
+
+    # A reader keeps the file open, as `history` in a terminal would: the next open finds the
+    # write-ahead log's index made, and needs no space, so the host opens the file on a full disk.
+    reader = sqlite3.connect(small_fs / "state.sqlite3")
+    reader.execute("SELECT count(*) FROM runs").fetchall()
+    try:
+        filler = _fill(small_fs)
+        starting = host(**url, **FAST)
+        starting.wait_for(lambda rs: any(r.get("event") == "store_failing" for r in rs), what="the full disk noticed")
+        [(status,)] = reader.execute("SELECT status FROM runs WHERE run_id = ?", (started["run_id"],)).fetchall()
+        assert status == "running"  # nothing could be written yet
+        filler.unlink()
+        starting.wait_for(lambda rs: any(r.get("event") == "store_recovered" for r in rs), what="the store writable")
+        starting.wait_for(
+            lambda rs: any(r.get("event") == "run_abandoned" and r.get("run_id") == started["run_id"] for r in rs),
+            what="the stale run settled",
+        )
+    finally:
+        reader.close()
+    assert starting.stop() == 0
+    [settled] = [r for r in deployment.history("slow", **url) if r["run_id"] == started["run_id"]]
+    assert settled["status"] == "abandoned", settled
+    assert [r for r in deployment.history("slow", **url) if r["status"] == "running"] == []
+    abandoned = [r for r in starting.records() if r.get("event") == "run_abandoned"]
+    assert len(abandoned) == 1, abandoned  # said once, though the first try at the start failed
+    assert _events(starting, "store_failed") == [], "no traceback per call: " + "\n".join(_store_lines(starting))
