@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from jobhost.output import shorten
+
 
 class RunStatus(StrEnum):
     """The status of one run in history (the values are part of the contract)."""
@@ -87,8 +89,9 @@ def call_job(
         result: dict[str, Any] = {
             "ok": False,
             "exc_type": _qualified(type(exc)),
-            "exc_message": str(exc),
-            "traceback": "".join(traceback.format_exception(exc)),
+            # Cut where they are made, as a job's log lines are: the host never holds a huge one whole.
+            "exc_message": shorten(str(exc)),
+            "traceback": shorten("".join(traceback.format_exception(exc))),
         }
         if detail is not None:
             try:

@@ -63,3 +63,35 @@ def test_a_huge_log_message_is_cut_and_never_held_whole_by_the_host(
     assert grown_mib < held + 25, f"the host's peak memory grew by {grown_mib:.0f} MiB"
     assert all(len(line) < 72 * 1024 for line in process.lines)  # a piece of the message and the cut blob
     assert all(json.loads(line) for line in process.lines)
+
+
+RAISES = """
+    from pathlib import Path
+    from jobhost import job, every
+
+    @job(every(1).seconds)
+    def raises():
+        done = Path({marker!r})
+        if not done.exists():  # once: the runs after it show the host going on
+            done.touch()
+            raise ValueError("x" * {chars})
+"""
+
+
+def test_a_huge_exception_message_is_cut_in_the_run_and_never_held_whole_by_the_host(
+    deployment: Deployment, host: Callable[..., HostProcess]
+) -> None:
+    deployment.write("raises", RAISES.format(marker=str(deployment.tmp / "raised"), chars=MESSAGE_CHARS))
+    process = host()
+    process.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), what="the start")
+    before = _peak_rss_kib(process.proc.pid)
+    records = process.wait_for(lambda rs: len(events(rs, "raises", "run_succeeded")) >= 2, what="runs after it")
+    grown_mib = (_peak_rss_kib(process.proc.pid) - before) / 1024
+    assert process.stop() == 0
+    failed = events(records, "raises", "run_failed")  # its message, with the reason, in 32 KiB parts
+    [record] = [r for r in deployment.history("raises") if r["status"] == "failed"]
+    assert record["reason"].startswith("ValueError: xxx") and "characters cut" in record["reason"]
+    assert len(record["reason"]) < 33 * 1024 and all(len(r["exc_info"]) < 33 * 1024 for r in failed)
+    assert grown_mib < 25, f"the host's peak memory grew by {grown_mib:.0f} MiB"
+    # A line holds a part of the message and the reason and the traceback, each cut at 32 KiB.
+    assert all(len(line) < 128 * 1024 for line in process.lines)
