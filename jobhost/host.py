@@ -158,7 +158,10 @@ class Host:
         )
         for taken in own:
             self._took_over(taken, now)
+        misses = self.link.misses
         self._catch_up_all(now)
+        if self.link.misses != misses:  # the store failed on the way: all of it again, once it works
+            self._owe_catch_up(None)
         self._resumes = self._s(self.store.resumes, None)  # resumes from here on are caught up
         self._check_clock()
         settle_after_start()
@@ -208,6 +211,8 @@ class Host:
                 self._beat()
                 self._prune_history()
                 self._catch_up_resumed()
+        if self.link.up:  # what an outage owes is recorded now (interrupted, if it would run), not forgotten
+            self._pay_catch_up(self.clock())
         self._abandon_pending()
         for context in self.waiting:
             self._settle_unstarted(context, RunStatus.WAITING, WAITED)
@@ -368,7 +373,12 @@ class Host:
 
     def _s(self, call: Callable[[], object], fallback: object) -> Any:
         """Call the store through the link: a failure is logged, and the loop goes on."""
+        was_up = self.link.up
         value = self.link.call(call, fallback)
+        if was_up and not self.link.up:  # an outage begins: what fell due from the last call that worked is owed
+            self._owe_catch_up(self.clock() - dt.timedelta(seconds=self.monotonic() - self.link.last_ok + 1))
+        elif not was_up and self.link.up:  # it ends: the tick that catches up comes at once, not a lease later
+            self._next_tick = min(self._next_tick, self.monotonic())
         if self.link.failure != self._told_failure:
             self._tell()
         return value
@@ -388,12 +398,10 @@ class Host:
             self._stalled.clear()
             if not self._recovered:  # the store failed at the start: what the last host left, settled now
                 self._recover(now)
-            # The slots due while the store was away were claimed by no host: catch them up.
-            began = now - dt.timedelta(seconds=self.monotonic() - self.link.last_outage_began + 1)
-            self._catch_up_all(now, since=began)
         if not self.link.up:
             return
         self._flush_unsent()
+        self._pay_catch_up(now)
         # Alone on its store, a host has only its own crashed backfills to take over and its own
         # retries, already queued: looking hourly is enough, and an idle host stays idle.
         if getattr(self.store, "shared", True) or self.monotonic() >= self._next_lone_look:
@@ -791,6 +799,28 @@ class Host:
 
     def _close_waiting(self, context: RunContext, reason: str) -> None:
         self._s(lambda: self.store.finish_run(context.run_id, RunStatus.WAITING, reason, self.clock(), None), None)
+
+    def _owe_catch_up(self, since: dt.datetime | None) -> None:
+        """The store failed: the slots due from `since` on (None: since each job's last settled slot)
+        were claimed by no host, and are caught up once the store works again."""
+        if not self._owed:
+            self._owed, self._owed_since = True, since
+        elif self._owed_since is not None and (since is None or since < self._owed_since):
+            self._owed_since = since
+
+    def _pay_catch_up(self, now: dt.datetime) -> None:
+        """Catch up what an outage kept from being claimed; owed again if the store fails meanwhile,
+        so a store back for a moment only (a disk freed a little) loses no slot."""
+        if not self._owed:
+            return
+        since, self._owed = self._owed_since, False
+        misses = self.link.misses
+        self._catch_up_all(now, since=since)
+        if self.link.misses != misses:
+            self._owe_catch_up(since)
+
+    _owed = False  # a catch-up is owed for slots an outage kept from being claimed
+    _owed_since: dt.datetime | None = None
 
     def _catch_up_all(self, now: dt.datetime, since: dt.datetime | None = None) -> None:
         """Every job seen before: what did it miss while the host was down, or (`since`) while the

@@ -43,6 +43,8 @@ class StoreLink:
         self._recovered = False
         self.last_outage_began = 0.0  # monotonic time the last outage began
         self._failure = ""
+        self.misses = 0  # calls answered with their fallback: a caller sees whether a batch of calls all worked
+        self.last_ok = monotonic()  # when a call last succeeded
         self._ended_event = StoreUnavailable.ended  # what the end of the outage going on is logged as
 
     @property
@@ -57,13 +59,17 @@ class StoreLink:
 
     def call(self, fn: Callable[[], T], fallback: Any) -> T:
         """`fn()`, or `fallback` if the store fails or is still in backoff after an outage."""
-        if self.down_since is not None:
-            if self.monotonic() < self._retry_at:
-                return fallback
-            if self.probe is not None and self._try(self.probe) is _FAILED:
-                return fallback
+        if self.down_since is not None and (
+            self.monotonic() < self._retry_at or (self.probe is not None and self._try(self.probe) is _FAILED)
+        ):
+            self.misses += 1
+            return fallback
         value = self._try(fn)
-        return fallback if value is _FAILED else value
+        if value is _FAILED:
+            self.misses += 1
+            return fallback
+        self.last_ok = self.monotonic()
+        return value
 
     def _try(self, fn: Callable[[], T]) -> T | object:
         """`fn()`, or _FAILED if the store failed; a success ends an outage."""

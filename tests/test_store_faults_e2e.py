@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Deployment, HostProcess, require
+from tests.conftest import Deployment, HostProcess, events, require
 
 pytestmark = pytest.mark.e2e
 
@@ -72,11 +72,13 @@ def _store_lines(process: HostProcess) -> list[str]:
     return [json.dumps(r) for r in process.records() if str(r.get("event", "")).startswith("store_")]
 
 
-def _slots(deployment: Deployment, first: dt.datetime, last: dt.datetime, **env: str) -> list[dt.datetime]:
-    """The slots of tick in [first, last], as its schedule gives them."""
+def _slots(
+    deployment: Deployment, first: dt.datetime, last: dt.datetime, job: str = "tick", **env: str
+) -> list[dt.datetime]:
+    """The slots of `job` in [first, last], as its schedule gives them."""
     start = (first - dt.timedelta(microseconds=1)).isoformat()
     count = str(int((last - first).total_seconds()) + 2)
-    listed = deployment.cli("next", "tick", "--from", start, "--count", count, **env)
+    listed = deployment.cli("next", job, "--from", start, "--count", count, **env)
     assert listed.returncode == 0, listed.stderr
     return [slot for slot in map(dt.datetime.fromisoformat, listed.stdout.split()) if slot <= last]
 
@@ -88,24 +90,33 @@ def _by_slot(history: list[dict]) -> dict[dt.datetime, list[str]]:
     return slots
 
 
-def _wait_for_history(deployment: Deployment, predicate, timeout: float = 30, **env: str) -> list[dict]:
-    """Poll the history (bounded) until `predicate(history)` holds."""
+def _wait_for_history(
+    deployment: Deployment, predicate, timeout: float = 30, job: str = "tick", **env: str
+) -> list[dict]:
+    """Poll the history of `job` (bounded) until `predicate(history)` holds."""
     deadline = time.monotonic() + timeout
-    while not predicate(history := deployment.history("tick", limit=100000, **env)):
+    while not predicate(history := deployment.history(job, limit=100000, **env)):
         if time.monotonic() > deadline:
             pytest.fail(f"waited {timeout}s for the history to show {predicate}: {history[:20]}")
         time.sleep(0.5)
     return history
 
 
-def _assert_every_slot_once(deployment: Deployment, process: HostProcess, history: list[dict], **env: str) -> None:
+def _gaps(deployment: Deployment, history: list[dict], job: str = "tick", **env: str) -> list[dt.datetime]:
+    """The slots of `job`, from the first recorded to the last, that have no record."""
+    per_slot = _by_slot(history)
+    return [slot for slot in _slots(deployment, min(per_slot), max(per_slot), job, **env) if slot not in per_slot]
+
+
+def _assert_every_slot_once(
+    deployment: Deployment, process: HostProcess, history: list[dict], job: str = "tick", **env: str
+) -> None:
     """Every slot from the first to the last recorded has exactly one record, final, and none ran twice."""
     per_slot = _by_slot(history)
-    first, last = min(per_slot), max(per_slot)
-    gaps = [slot for slot in _slots(deployment, first, last, **env) if slot not in per_slot]
+    gaps = _gaps(deployment, history, job, **env)
     doubled = {slot: statuses for slot, statuses in per_slot.items() if len(statuses) != 1}
     unfinished = {slot: statuses for slot, statuses in per_slot.items() if statuses[0] not in FINAL}
-    started = collections.Counter(r["slot"] for r in _events(process, "run_started"))
+    started = collections.Counter(r["slot"] for r in _events(process, "run_started") if r["job"] == job)
     assert gaps == [], f"slots with no record: {gaps}"
     assert doubled == {} and unfinished == {}, (
         doubled,
@@ -332,3 +343,54 @@ def test_a_host_started_on_a_full_disk_settles_what_the_last_one_left_once_it_ca
     abandoned = [r for r in starting.records() if r.get("event") == "run_abandoned"]
     assert len(abandoned) == 1, abandoned  # said once, though the first try at the start failed
     assert _events(starting, "store_failed") == [], "no traceback per call: " + "\n".join(_store_lines(starting))
+
+
+CAUGHT_UP = """
+from jobhost import job, every
+
+@job(every(1).seconds)
+def tick():
+    pass
+
+@job(every(1).seconds, catchup="all")
+def each():
+    pass
+"""
+
+
+def test_a_disk_freed_in_part_then_full_again_still_leaves_no_slot_without_a_record(
+    deployment: Deployment, host, small_fs
+) -> None:
+    deployment.write("ticks", CAUGHT_UP)
+    url = {"JOBS_STATE_URL": f"sqlite:///{small_fs / 'state.sqlite3'}"}
+    # The default lease: the loop catches up at its tick, every 10 s, long after the store is back.
+    process = host(**url, JOBS_HEARTBEAT_INTERVAL="1s")
+    process.wait_for(lambda rs: len(events(rs, "each", "run_succeeded")) >= 2, what="two runs")
+    filler = _fill(small_fs)
+    process.wait_for(lambda rs: len(_events(process, "store_failing")) == 1, what="the disk full noticed")
+    time.sleep(OUTAGE_SECONDS)  # the fault's length, not a synchronisation: slots fall due meanwhile
+    os.truncate(filler, filler.stat().st_size - 64 * 1024)  # room for a write or two, not for the catch-up
+    process.wait_for(lambda rs: len(_events(process, "store_recovered")) == 1, what="the store writable a moment")
+    _fill(small_fs)
+    process.wait_for(lambda rs: len(_events(process, "store_failing")) == 2, what="the disk full again")
+    time.sleep(OUTAGE_SECONDS)
+    freed = dt.datetime.now(dt.UTC)
+    for name in small_fs.glob("filler*"):
+        name.unlink()
+    process.wait_for(lambda rs: len(_events(process, "store_recovered")) == 2, what="the store writable again")
+    for job in ("tick", "each"):  # caught up: a record for every slot, up to a while after the disk was freed
+        _wait_for_history(
+            deployment,
+            lambda h, job=job: (
+                _gaps(deployment, h, job, **url) == []
+                and any(dt.datetime.fromisoformat(r["slot"]) > freed + dt.timedelta(seconds=2) for r in h)
+            ),
+            job=job,
+            **url,
+        )
+    assert process.stop() == 0
+    for job in ("tick", "each"):
+        history = deployment.history(job, limit=100000, **url)
+        _assert_every_slot_once(deployment, process, history, job=job, **url)
+    ran = [r for r in deployment.history("each", limit=100000, **url) if r["status"] != "succeeded"]
+    assert ran == [], ran  # catchup="all": every slot of the outages ran, late
