@@ -26,7 +26,15 @@ from jobhost.cliparams import MAX_HEARTBEAT_AGE, MAX_HISTORY, UTF8, Seconds
 from jobhost.clock import now as wall_now
 from jobhost.discovery import discover
 from jobhost.durations import format_duration
-from jobhost.errors import JobhostError, SettingError, StoreError, StoreUnavailable, UnknownJobError, display_path
+from jobhost.errors import (
+    JobhostError,
+    LoopRunning,
+    SettingError,
+    StoreError,
+    StoreUnavailable,
+    UnknownJobError,
+    display_path,
+)
 from jobhost.health import health as verdict_of
 from jobhost.horizon import OutsideHorizon, bounded
 from jobhost.hostconfig import HostConfig, HttpConfig
@@ -257,8 +265,14 @@ def cli(ctx: click.Context) -> None:
         store = app.store(wait=True)
         try:
             store.lock_for_loop(os.getpid(), settings.host.hostname)
-        except StoreError as exc:
-            app.fail(str(exc), 1, refused=False)  # another loop runs: its status stands
+        except LoopRunning as exc:
+            if app.status is not None:
+                app.status.withdraw()  # the loop that runs speaks for the state, not this process
+            app.fail(str(exc), 1, refused=False)
+        except StoreError as exc:  # no loop holds it, but something does: a refused start, said as such
+            app.fail(str(exc), 1)
+        if app.status is not None:
+            app.status.claim()
         app.verify(store)
         try:
             sys.exit(_serve(app, settings, store))

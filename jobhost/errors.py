@@ -56,6 +56,10 @@ class StoreError(JobhostError):
     """The state store cannot be opened or used."""
 
 
+class LoopRunning(StoreError):
+    """Another forever loop holds the state store's lock: this one must not start, nor speak for it."""
+
+
 @functools.lru_cache(maxsize=256)  # the same few files, for every job they define
 def display_path(path: str) -> str:
     """A file name as a person at the repository would write it (relative when inside)."""

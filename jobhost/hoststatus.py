@@ -78,12 +78,14 @@ def boot_id() -> str:
 
 
 def process_start(pid: int) -> int | None:
-    """When process `pid` started, in clock ticks since boot; None if there is no such process."""
+    """When process `pid` started, in clock ticks since boot; None if there is no such process, or
+    only its corpse (a zombie: killed, and not yet reaped by its parent)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 class StatusFile:
@@ -148,6 +150,23 @@ class StatusFile:
             return None
         self._silent = True
         return current
+
+    def claim(self) -> None:
+        """This process holds the loop's lock now: the file is its own, whoever wrote it last (a loop
+        killed and not yet reaped, say, which is no loop any more)."""
+        if self._silent and self.path is not None and self.last is not None:
+            self._silent = False
+            self.write(self.last.state, self.last.reason, self.last.store_failure)
+
+    def withdraw(self) -> None:
+        """This process may not run the loop (another one holds the lock): take back what it wrote, so
+        that `health` reads the running loop's truth (its heartbeat), not a starting process gone."""
+        if self.path is not None and not self._silent and self._fd is not None:
+            current = read_status(self.path)
+            if current is not None and current.pid == os.getpid():
+                self.path.unlink(missing_ok=True)
+        self._silent = True
+        self.close()
 
     def close(self) -> None:
         if self._fd is not None:

@@ -50,6 +50,23 @@ def test_a_killed_loop_is_gone_and_a_stopped_one_stopped(deployment: Deployment,
     assert stopped.returncode == 1 and "stopped cleanly" in stopped.stdout and str(again.proc.pid) in stopped.stdout
 
 
+def test_a_loop_killed_and_not_yet_reaped_does_not_speak_for_the_loop_after_it(deployment: Deployment, host) -> None:
+    deployment.write("idle", IDLE)
+    killed = host(JOBS_HEARTBEAT_INTERVAL="1s")
+    _started(killed)
+    killed.proc.kill()  # and not reaped: a zombie, as under a parent that waits late (a wrapper, no init)
+    again = host(JOBS_HEARTBEAT_INTERVAL="1s")
+    _started(again)
+    said = deployment.cli("health")
+    assert said.returncode == 0 and str(again.proc.pid) in said.stdout, said.stdout
+    killed.proc.wait(10)  # reaped now: still the new loop's truth
+    said = deployment.cli("health")
+    assert said.returncode == 0 and str(again.proc.pid) in said.stdout, said.stdout
+    assert again.stop() == 0
+    stopped = deployment.cli("health")
+    assert "stopped cleanly" in stopped.stdout and str(again.proc.pid) in stopped.stdout, stopped.stdout
+
+
 def test_health_imports_no_job_module(deployment: Deployment, host) -> None:
     deployment.write("idle", IDLE)
     running = host()

@@ -18,7 +18,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from jobhost.descriptors import blind_in_children, forget
-from jobhost.errors import StoreError, StoreUnavailable
+from jobhost.errors import LoopRunning, StoreError, StoreUnavailable
 from jobhost.store.sql import SQLStore
 
 # 2: claims, resumes. Tables added since (_ADDED) need no new version: a host of an earlier
@@ -263,7 +263,7 @@ class PostgresStore(SQLStore):
             conn.close()
             beat = self.heartbeat(host)
             holder = f"pid {beat.pid}" if beat is not None else "another process"
-            raise StoreError(
+            raise LoopRunning(
                 f"another host loop ({holder}) is running as host {host!r} against {_safe(self.url)}; "
                 "stop it first, or give this one its own JOBS_HOST_NAME"
             )

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from jobhost.descriptors import blind_in_children, forget
-from jobhost.errors import StoreError, StoreFailing
+from jobhost.errors import LoopRunning, StoreError, StoreFailing
 from jobhost.filelocks import LockHolders, flock_holders
 from jobhost.store.sql import SQLStore
 
@@ -318,7 +318,9 @@ class SQLiteStore(SQLStore):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise StoreError(_refusal(self.path, flock_holders(fd))) from None
+            holders = flock_holders(fd)
+            refusal = _refusal(self.path, holders)
+            raise (LoopRunning(refusal) if holders.taker_holds_it else StoreError(refusal)) from None
         blind_in_children(fd)
 
     def close(self) -> None:
