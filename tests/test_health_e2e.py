@@ -67,6 +67,24 @@ def test_a_loop_killed_and_not_yet_reaped_does_not_speak_for_the_loop_after_it(d
     assert "stopped cleanly" in stopped.stdout and str(again.proc.pid) in stopped.stdout, stopped.stdout
 
 
+def test_a_second_loop_refused_under_another_name_leaves_health_to_the_first(deployment: Deployment, host) -> None:
+    deployment.write("idle", IDLE)
+    running = host(JOBS_HEARTBEAT_INTERVAL="1s")
+    _started(running)
+    link = deployment.tmp / "link.sqlite3"
+    link.hardlink_to(deployment.tmp / "state.sqlite3")
+    other = {"JOBS_STATE_URL": f"sqlite:///{link}"}
+    refused = host(JOBS_HEARTBEAT_INTERVAL="1s", **other)
+    assert refused.proc.wait(60) == 2  # a file with two names is refused
+    said = deployment.cli("health")  # the loop that runs is beating, not a process refused
+    assert said.returncode == 0 and str(running.proc.pid) in said.stdout, said.stdout
+    by_link = deployment.cli("health", **other)  # by the other name its heartbeat cannot be read: said so
+    assert by_link.returncode == 1 and "has 2 names (hard links)" in by_link.stdout, by_link.stdout
+    assert str(refused.proc.pid) in by_link.stdout and "refused to start" in by_link.stdout
+    assert "gone" not in by_link.stdout and "crashed" not in by_link.stdout
+    assert running.stop() == 0
+
+
 def test_health_imports_no_job_module(deployment: Deployment, host) -> None:
     deployment.write("idle", IDLE)
     running = host()

@@ -44,22 +44,28 @@ def _started(process) -> None:
     process.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), what="the host to start")
 
 
-def _refusal(deployment: Deployment, **env: str) -> str:
+def _refusal(deployment: Deployment, code: int = 1, **env: str) -> str:
     refused = deployment.cli(timeout=30, **env)
-    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.returncode == code, refused.stdout + refused.stderr
     return json.loads(refused.stdout.splitlines()[-1])["message"]
 
 
-def test_a_second_host_on_a_hard_link_to_the_state_file_is_refused(deployment: Deployment, host) -> None:
+def test_a_second_host_on_another_name_of_the_state_file_is_refused(deployment: Deployment, host) -> None:
     deployment.write("ticking", TICK)
     state = deployment.tmp / "state.sqlite3"
     first = host()
     _started(first)
-    link = deployment.tmp / "another-name.sqlite3"
-    os.link(state, link)
-    message = _refusal(deployment, JOBS_STATE_URL=f"sqlite:///{link}")
+    symlink = deployment.tmp / "another-name.sqlite3"
+    symlink.symlink_to(state)
+    message = _refusal(deployment, JOBS_STATE_URL=f"sqlite:///{symlink}")
     assert f"another host loop (pid {first.proc.pid})" in message
     assert "the same file under another name" in message and str(state) in message
+    # A hard link is refused before the lock is looked at: SQLite keeps a write-ahead log per name.
+    link = deployment.tmp / "hard-link.sqlite3"
+    os.link(state, link)
+    message = _refusal(deployment, 2, JOBS_STATE_URL=f"sqlite:///{link}")
+    assert "has 2 names (hard links)" in message, message
+    link.unlink()
     first.wait_for(lambda rs: len(events(rs, "tick", "run_succeeded")) >= 2, what="the first host going on")
     assert first.stop() == 0
     runs = deployment.history("tick")

@@ -115,6 +115,7 @@ class SQLiteStore(SQLStore):
         self._lock_fd: int | None = None
         self._damaged: str | None = None  # why the file is refused for good, once a damage was met
         self._moved: str | None = None  # why it is refused while its path holds another file, or none
+        _one_name(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, timeout=OPEN_TIMEOUT)
@@ -329,6 +330,21 @@ class SQLiteStore(SQLStore):
             forget(self._lock_fd)
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
+
+
+def _one_name(path: Path) -> None:
+    """Refuse a state file that has hard links: SQLite keeps a write-ahead log per name, so what
+    the loop writes by one name is not seen by another, and a write by another corrupts the file."""
+    try:
+        names = os.stat(path).st_nlink
+    except OSError:  # none yet (it is made), or unreadable (said when it is opened)
+        return
+    if names > 1:
+        raise StoreError(
+            f"the SQLite state file {str(path)!r} has {names} names (hard links): SQLite keeps a write-ahead "
+            "log per name, so a reader by one name misses what is written by another, and a writer by another "
+            "corrupts the file; remove the other names (find / -samefile PATH) and use this one"
+        )
 
 
 def _identity(path: Path) -> tuple[int, int]:
