@@ -909,7 +909,8 @@ class Host:
             return False
         if self.queued_overlap.get(spec.name):
             return False
-        if any(a.run.spec.name == spec.name for a in self.active.values()) and spec.overlap != "allow":
+        going = [a.run.spec.name for a in self.active.values()] + [c.job for c in self.pending]
+        if spec.name in going and spec.overlap != "allow":  # a run due now, even one not started yet
             return False
         # On a shared store, another host's run of the job is looked at, at the instant.
         return spec.overlap == "allow" or not getattr(self.store, "shared", True)

@@ -154,3 +154,23 @@ def test_on_postgresql_another_host_runs_a_slot_whose_host_stopped_before_its_in
     assert [(r["status"], r["attempt"], r["host"]) for r in runs] == [("succeeded", 1, other)]
     began = [at for s, at in _stamps(deployment) if s == slot.timestamp()]
     assert len(began) == 1 and began[0] >= slot.timestamp(), "run once, at its instant or after, never before"
+
+
+def test_a_slot_due_within_the_lead_of_a_catch_up_run_not_yet_started_is_not_skipped_for_it(
+    deployment: Deployment, host: Callable[..., HostProcess]
+) -> None:
+    deployment.write("stamped", STAMPED.format(seconds=1, overlap="skip"))
+    lead = {"JOBS_PREPARE_AHEAD": "0.95s"}  # at most starts the next slot is within the lead
+    first = host(**lead)
+    first.wait_for(lambda rs: len(events(rs, "stamped", "run_succeeded")) >= 1, what="a run")
+    assert first.stop() == 0
+    time.sleep(2.5)  # the host is down for the fault's length: slots pass, and the next start catches up
+    again = host(**lead)
+    records = again.wait_for(lambda rs: len(events(rs, "stamped", "run_succeeded")) >= 3, what="runs after it")
+    assert again.stop() == 0
+    assert any(r.get("catch_up") for r in events(records, "stamped", "run_started"))
+    # The catch-up run took milliseconds; the next slot, prepared while it only waited for a worker,
+    # was recorded skipped "behind" it before its instant.
+    skipped = [r for r in deployment.history("stamped") if r["status"] == "skipped"]
+    assert skipped == [], skipped
+
