@@ -181,9 +181,9 @@ class Host:
                         self._deferred.append(due)
                     else:
                         self._on_due(due, now)
-                for due in queue.pop_due(now + dt.timedelta(seconds=self.config.prepare_ahead)):
+                for due in queue.pop_next(now + dt.timedelta(seconds=self.config.prepare_ahead)):
                     spec = self.jobs[due.name]
-                    if due.first != due.slot or not self._preparable(spec):
+                    if not self._preparable(spec):
                         self._deferred.append(due)  # decided at its instant, as any other slot
                     elif not self._dispatch(spec, due.slot, release=True) and not self.link.up:
                         self._deferred.append(due)  # the store is out of reach: again at the instant

@@ -60,3 +60,20 @@ class SlotQueue:
             if following is not None:
                 heapq.heappush(self._heap, (following.timestamp(), name, following))
         return due
+
+    def pop_next(self, until: dt.datetime) -> list[Due]:
+        """Every job whose next slot comes at or before `until`, that slot alone: the slots after it
+        stay queued, even those before `until` too. (Slots still to come, to prepare ahead of them;
+        `pop_due` would take several as one, as if the loop had woken late past them.)"""
+        due: list[Due] = []
+        later: list[tuple[float, str, dt.datetime]] = []
+        stamp = until.timestamp()
+        while self._heap and self._heap[0][0] <= stamp:
+            _, name, slot = heapq.heappop(self._heap)
+            due.append(Due(name, slot, slot))
+            following = self._schedules[name].next_slot(slot)
+            if following is not None:
+                later.append((following.timestamp(), name, following))
+        for entry in later:
+            heapq.heappush(self._heap, entry)
+        return due

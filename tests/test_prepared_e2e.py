@@ -174,3 +174,18 @@ def test_a_slot_due_within_the_lead_of_a_catch_up_run_not_yet_started_is_not_ski
     skipped = [r for r in deployment.history("stamped") if r["status"] == "skipped"]
     assert skipped == [], skipped
 
+
+def test_a_lead_longer_than_the_period_runs_every_slot_on_time(
+    deployment: Deployment, host: Callable[..., HostProcess]
+) -> None:
+    deployment.write("stamped", STAMPED.format(seconds=1, overlap="allow"))
+    process = host(JOBS_PREPARE_AHEAD="2.5s")  # three slots of an every-second job within the lead
+    process.wait_for(lambda rs: len(events(rs, "stamped", "run_succeeded")) >= 6, what="six runs")
+    assert process.stop() == 0
+    history = deployment.history("stamped")
+    started = dt.datetime.fromisoformat(
+        next(r for r in process.records() if r.get("event") == "host_started")["timestamp"]
+    )
+    after = [r for r in history if dt.datetime.fromisoformat(r["slot"]) > started]
+    assert after and {r["status"] for r in after} <= {"succeeded", "interrupted"}, after  # none missed
+    assert all(began >= slot for slot, began in _stamps(deployment))  # none early

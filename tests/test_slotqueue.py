@@ -51,6 +51,14 @@ def test_several_passed_slots_give_the_latest_and_the_first():
     assert slots.next_due() == at(0, 50)
 
 
+def test_slots_to_come_are_popped_one_at_a_time_however_many_the_lead_covers():
+    slots = queue(at(0, 5))  # a lead of 35 minutes covers 00:10, 00:20, 00:30 of "ten"
+    assert slots.pop_next(at(0, 40)) == [Due("ten", at(0, 10), at(0, 10))]
+    assert slots.next_due() == at(0, 20)  # the next, still queued: its own turn, not a missed one
+    assert slots.pop_next(at(0, 40)) == [Due("ten", at(0, 20), at(0, 20))]
+    assert slots.pop_due(at(0, 30)) == [Due("ten", at(0, 30), at(0, 30))]
+
+
 def test_only_due_jobs_are_popped_when_several_are_due():
     slots = queue(at(0, 5))
     due = slots.pop_due(at(1, 0, 30))
