@@ -147,3 +147,11 @@ def test_numbers_too_long_to_read_get_400_naming_the_parameter(deployment: Deplo
         else:
             assert f"{param}: expected a whole number from 1 to".encode() in answer.body
     assert not [r for r in process.records() if r.get("event") == "http_failed"]
+
+
+def test_a_body_nested_too_deep_to_read_gets_400_naming_it(deployment: Deployment, host) -> None:
+    token = "t" * 32
+    process, url = _start(deployment, host, JOBS_HTTP_TOKEN=token)
+    answer = call(f"{url}/api/jobs/exports/run", "POST", token=token, body=b"[" * 60000)
+    assert answer.status == 400 and answer.json()["param"] == "body", answer.body[:200]
+    assert not [r for r in process.records() if r.get("event") == "http_failed"]

@@ -314,7 +314,7 @@ class WebApp:
             return {}
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # (nested too deep to read: no body we take)
             raise ApiError(400, 'body: expected a JSON object, such as {} or {"slot": "..."}', param="body") from None
         if not isinstance(body, dict):
             raise ApiError(400, 'body: expected a JSON object, such as {} or {"slot": "..."}', param="body")
