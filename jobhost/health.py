@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from jobhost.durations import format_duration
 from jobhost.errors import StoreError
@@ -60,8 +60,11 @@ def health(
     that does not settle it, its heartbeat in the store. `max_age` None: HEALTH_BEATS heartbeat
     intervals of the loop. `alive`: is the status's writer running (in its own process: yes)."""
     if status is not None and status.host == hostname:
-        return _from_status(status, heartbeat, max_age, now, alive)
-    return _from_heartbeat(heartbeat, hostname, max_age or DEFAULT_MAX_AGE, now)
+        verdict = _from_status(status, heartbeat, max_age, now, alive)
+    else:
+        verdict = _from_heartbeat(heartbeat, hostname, max_age or DEFAULT_MAX_AGE, now)
+    # One line, for a monitor's check: a reason quoted from SQLite may span several.
+    return replace(verdict, message=" ".join(verdict.message.split()))
 
 
 def _from_status(

@@ -193,6 +193,9 @@ def test_a_damaged_state_file_is_refused_by_check_and_at_start(deployment: Deplo
     process.stop()
     [refused] = _events(process, "host_start_failed")
     assert str(state) in refused["message"] and "damaged" in refused["message"], refused
+    said = deployment.cli("health")  # why the loop is not beating, in one line for a monitor
+    assert said.returncode == 1 and "refused to start" in said.stdout and "damaged" in said.stdout, said.stdout
+    assert said.stdout.count("\n") == 1, said.stdout
     assert _events(process, "run_started") == [] and _events(process, "host_started") == []
 
 
