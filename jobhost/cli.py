@@ -38,7 +38,7 @@ from jobhost.errors import (
 from jobhost.health import health as verdict_of
 from jobhost.horizon import OutsideHorizon, bounded
 from jobhost.hostconfig import HostConfig, HttpConfig
-from jobhost.hoststatus import State, StatusFile, read_status
+from jobhost.hoststatus import State, StatusFile, file_identity, read_status
 from jobhost.lifecycle import Lifecycle, Reporter
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec, Registry
@@ -152,6 +152,8 @@ class _App:
         """Open the state store; `wait` (the loop): a database server out of reach is waited for,
         with backoff, so a host started before its database does not give up."""
         assert self.settings is not None
+        if not wait:
+            self._not_under_the_loop()
         delay, began, outage = 1.0, time.monotonic(), None
         while True:
             try:
@@ -177,6 +179,27 @@ class _App:
                     extra={"event": outage.ended, "outage_ms": int(waited * 1000)},
                 )
             return store
+
+    def _not_under_the_loop(self) -> None:
+        """Refuse to open a SQLite state file that is not the one the running loop has open (it was
+        replaced, or deleted and made anew, under the loop): the write-ahead log beside it is the
+        loop's, and opening the file would pair the two, reading the wrong history or corrupting both."""
+        assert self.settings is not None
+        where = self.settings.status_file
+        status = read_status(where) if where is not None else None
+        if status is None or status.state_file is None or status.state in (State.STOPPED, State.REFUSED):
+            return
+        if not status.writer_alive():
+            return
+        path = self.settings.state_url.removeprefix("sqlite:///")
+        here = Path(path) if Path(path).is_absolute() else self.settings.base_dir / path
+        if file_identity(here) != status.state_file:
+            self.fail(
+                f"JOBS_STATE_URL: {str(here)!r} is not the file the running loop (pid {status.pid}) has open: it "
+                "was replaced or deleted under the loop, and opening it would mix the loop's write-ahead log into "
+                "it; put the loop's file back at that path, or stop the loop first",
+                2,
+            )
 
     def verify(self, store: StateStore) -> None:
         """The store's own integrity check (`check`, the loop's start): a damaged one is refused, exit 2."""
@@ -272,6 +295,8 @@ def cli(ctx: click.Context) -> None:
         except StoreError as exc:  # no loop holds it, but something does: a refused start, said as such
             app.fail(str(exc), 1)
         if app.status is not None:
+            path = getattr(store, "path", None)  # a SQLite file: the others commands check they open that one
+            app.status.state_file = file_identity(path) if path is not None else None
             app.status.claim()
         app.verify(store)
         try:

@@ -54,6 +54,7 @@ class Status:
     heartbeat_interval: float
     reason: str = ""  # refused or stopping: why; starting: what it does
     store_failure: str | None = None  # what is wrong with the state store, while it fails
+    state_file: str | None = None  # "device:inode" of the SQLite file the loop has open, once it has
 
     @property
     def written(self) -> dt.datetime:
@@ -68,6 +69,15 @@ class Status:
     def writer_alive(self) -> bool:
         """Is the process that wrote it still running (not a later process given the same pid)?"""
         return self.boot_id == boot_id() and process_start(self.pid) == self.pid_start
+
+
+def file_identity(path: Path) -> str | None:
+    """Which file `path` names now ("device:inode"), None if none."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return f"{found.st_dev}:{found.st_ino}"
 
 
 def boot_id() -> str:
@@ -101,6 +111,7 @@ class StatusFile:
         self.host = host
         self.heartbeat_interval = heartbeat_interval
         self.last: Status | None = None
+        self.state_file: str | None = None  # set by the loop once it holds its state file's lock
         self._fd: int | None = None
         self._seq = 0
         self._silent = False  # another live loop owns the file, or it failed: nothing more is written
@@ -124,6 +135,7 @@ class StatusFile:
             self.heartbeat_interval,
             reason,
             store_failure,
+            self.state_file,
         )
         if self.path is None or self._silent:
             return

@@ -397,3 +397,40 @@ def test_a_disk_freed_in_part_then_full_again_still_leaves_no_slot_without_a_rec
         _assert_every_slot_once(deployment, process, history, job=job, **url)
     ran = [r for r in deployment.history("each", limit=100000, **url) if r["status"] != "succeeded"]
     assert ran == [], ran  # catchup="all": every slot of the outages ran, late
+
+
+def test_a_file_put_in_place_of_the_loops_is_not_opened_by_the_commands_and_nothing_is_lost(
+    deployment: Deployment, host
+) -> None:
+    deployment.write("ticks", TICK)
+    state = deployment.tmp / "state.sqlite3"
+    other = deployment.tmp / "other.sqlite3"
+    _state_with_history(other, 5)  # another state file, as a restore of the wrong backup would be
+    aside = deployment.tmp / "state.aside"
+    process = host(**FAST)
+    process.wait_for(lambda rs: len([r for r in rs if r.get("event") == "run_succeeded"]) >= 2, what="two runs")
+    state.rename(aside)
+    other.rename(state)  # replaced under the loop: the write-ahead log beside it is still the loop's
+    process.wait_for(lambda rs: any(r.get("event") == "store_failing" for r in rs), what="the replacement noticed")
+    for command in (("history",), ("check",), ("run", "tick")):
+        refused = deployment.cli(*command)
+        assert refused.returncode == 2, (command, refused.stdout, refused.stderr)
+        said = refused.stdout + refused.stderr  # `run` logs it, on its JSON stream
+        assert "is not the file the running loop" in said and "Traceback" not in said, said
+    said = deployment.cli("health")
+    assert said.returncode == 1 and "was replaced" in said.stdout, said.stdout
+    state.rename(other)
+    aside.rename(state)
+    back = dt.datetime.now(dt.UTC)
+    process.wait_for(lambda rs: any(r.get("event") == "store_recovered" for r in rs), what="the file back")
+    _wait_for_history(
+        deployment,
+        lambda h: (
+            _gaps(deployment, h) == []
+            and any(dt.datetime.fromisoformat(r["slot"]) > back + dt.timedelta(seconds=2) for r in h)
+        ),
+    )
+    assert process.stop() == 0
+    assert deployment.cli("check").returncode == 0  # neither file was mixed with the other's log
+    _assert_every_slot_once(deployment, process, deployment.history("tick", limit=100000))
+    assert [r["run_id"] for r in deployment.history("tick", limit=100000) if r["run_id"].startswith("run0")] == []
