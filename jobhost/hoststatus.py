@@ -186,13 +186,19 @@ class StatusFile:
             self._fd = None
 
     def _write(self, status: Status) -> None:
+        assert self.path is not None
+        if self._fd is not None and file_identity(self.path) != self._opened:  # removed or replaced: made anew
+            self.close()
         if self._fd is None:
             self._fd = self._open()
+            self._opened = file_identity(self.path)
         self._seq += 1
-        body = json.dumps(asdict(status), ensure_ascii=False).encode()
+        body = _encoded(status, SLOT - len(MAGIC) - 32)
         header = MAGIC + f"{self._seq:016x} {zlib.crc32(body):08x} {len(body):04x}\n".encode()
         slot = (header + body).ljust(SLOT, b"\0")
         os.pwrite(self._fd, slot, SLOT * (self._seq % 2))
+
+    _opened: str | None = None  # which file the descriptor is, to notice it removed or replaced
 
     def _open(self) -> int:
         """Open the file, made whole at its full size first so rewriting it takes no new block."""
@@ -208,6 +214,20 @@ class StatusFile:
             os.close(fd)
             raise
         return fd
+
+
+def _encoded(status: Status, room: int) -> bytes:
+    """The record as JSON in at most `room` bytes: its reason and its store failure shortened, the
+    longer first, however many bytes their characters take (a record must never spill into the other)."""
+    body = json.dumps(asdict(status), ensure_ascii=False).encode()
+    while len(body) > room:
+        field = max(("reason", "store_failure"), key=lambda name: len(getattr(status, name) or ""))
+        text = getattr(status, field) or ""
+        if len(text) <= 1:  # nothing left to shorten (the other fields are small by their nature)
+            break
+        status = replace(status, **{field: text[: len(text) // 2] + "…"})
+        body = json.dumps(asdict(status), ensure_ascii=False).encode()
+    return body
 
 
 def read_status(path: Path) -> Status | None:

@@ -98,3 +98,23 @@ def test_each_state_is_its_verdict(tmp_path: Path) -> None:
     assert verdict(alive=False, state=State.REFUSED, reason="x") == Verdict.REFUSED  # a refusal ends its process
     # Another host's name: its status is not this file's; the store's heartbeat answers.
     assert health(status.last, lambda: None, "jobs-2", None, NOW).verdict == Verdict.UNKNOWN
+
+
+def test_a_reason_long_in_bytes_is_shortened_to_fit_and_the_file_stays_whole(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3.status"
+    status = StatusFile(path, "jobs-1", 30)
+    status.write(State.RUNNING)
+    status.write(State.REFUSED, "ошибка " * 500, store_failure="сбой " * 600)  # two bytes a character
+    found = read_status(path)
+    assert found is not None and found.state == State.REFUSED and found.reason.startswith("ошибка")
+    assert path.stat().st_size == 2 * 4096
+
+
+def test_a_status_file_removed_under_its_writer_is_made_anew(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3.status"
+    status = StatusFile(path, "jobs-1", 30)
+    status.write(State.STARTING, "importing jobs")
+    path.unlink()  # as a second loop refused in the same instant takes back what it wrote
+    status.write(State.RUNNING)
+    found = read_status(path)
+    assert found is not None and found.state == State.RUNNING and found.pid == os.getpid()
