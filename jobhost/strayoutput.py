@@ -53,5 +53,7 @@ class StrayOutput:
         waiting = select.poll()
         waiting.register(self.fd, select.POLLIN)
         while True:
-            waiting.poll()
+            events = [event for _, event in waiting.poll()]
             self.read()
+            if any(event & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for event in events):
+                return  # every write end is closed, or the read end: nothing more will come (no busy loop)
