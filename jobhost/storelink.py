@@ -41,9 +41,8 @@ class StoreLink:
         self._retry_at = 0.0
         self._backoff = FIRST_RETRY
         self._recovered = False
-        self.last_outage_began = 0.0  # monotonic time the last outage began
         self._failure = ""
-        self.misses = 0  # calls answered with their fallback: a caller sees whether a batch of calls all worked
+        self.misses = 0  # calls answered with their fallback in an outage: a caller sees whether a batch all worked
         self.last_ok = monotonic()  # when a call last succeeded
         self._ended_event = StoreUnavailable.ended  # what the end of the outage going on is logged as
 
@@ -66,7 +65,8 @@ class StoreLink:
             return fallback
         value = self._try(fn)
         if value is _FAILED:
-            self.misses += 1
+            if self.down_since is not None:  # an outage, not a bug: what the caller did not get is owed
+                self.misses += 1
             return fallback
         self.last_ok = self.monotonic()
         return value
@@ -110,8 +110,7 @@ class StoreLink:
         self._retry_at = now + self._backoff
 
     def _back(self) -> None:
-        self.last_outage_began = self.down_since or 0.0
-        outage = self.monotonic() - self.last_outage_began
+        outage = self.monotonic() - (self.down_since or 0.0)
         self.down_since = None
         self._recovered = True
         logger.warning(
