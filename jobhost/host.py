@@ -234,7 +234,7 @@ class Host:
             self._result_file,
             now,
             call=self._s,
-            mine=set(self.active),
+            mine={*self.active, *(settlement.run_id for settlement, _ in self._unsent)},  # ended, end unwritten
         )
 
     _recovered = True
