@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -24,6 +25,8 @@ from jobhost.output import cut_record
 
 LOG_BUFFER_BYTES = 8 * 1024 * 1024  # lines waiting for a slow reader of stdout, at most
 CLOSE_WAIT = 2.0  # seconds the exit waits for waiting lines to be written
+GATHER = 0.005  # seconds the writer lets lines gather once woken, to write them together
+WRITE_BATCH = 256 * 1024  # bytes of waiting lines written at once, at most
 
 
 class BoundedOutput:
@@ -77,9 +80,11 @@ class BoundedOutput:
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._queue)
-                data = self._queue[0]
+            time.sleep(GATHER)  # the lines logged meanwhile go out with these: one wakeup, one write
+            with self._changed:
+                batch = self._batch()
             try:
-                view = memoryview(data)
+                view = memoryview(b"".join(batch))
                 while view:
                     view = view[os.write(self.fd, view) :]
             except OSError as exc:  # EPIPE, or a closed descriptor: nothing will be written any more
@@ -91,15 +96,29 @@ class BoundedOutput:
                     self._changed.notify_all()
                 return
             with self._changed:
-                if self._queue and self._queue[0] is data:  # not abandoned meanwhile
-                    self._queue.popleft()
-                    self._size -= len(data)
+                if self._queue and self._queue[0] is batch[0]:  # not abandoned meanwhile
+                    for data in batch:
+                        self._queue.popleft()
+                        self._size -= len(data)
                 self._changed.notify_all()
 
+    def _batch(self) -> list[bytes]:
+        """The first lines waiting, up to WRITE_BATCH bytes (one line at least)."""
+        batch, size = [], 0
+        for data in self._queue:
+            if batch and size + len(data) > WRITE_BATCH:
+                break
+            batch.append(data)
+            size += len(data)
+        return batch
+
     def _append(self, data: bytes) -> None:
+        # The writer is woken when lines start waiting, not for each one: every wakeup hands it the
+        # GIL, which the loop then waits for at its next store call.
+        if not self._queue:
+            self._changed.notify_all()
         self._queue.append(data)
         self._size += len(data)
-        self._changed.notify_all()
 
 
 class QueuedLogHandler(logging.Handler):
