@@ -15,6 +15,7 @@ from configuration.settings import ROOT, load_settings, read_setting
 from jobhost.cli import HostSettings, StartWitnesses
 from jobhost.errors import SettingError
 from jobhost.hostconfig import HostConfig, HttpConfig
+from jobhost.store import sqlite_path
 
 
 def configure(*, log_to_stdout: bool) -> HostSettings:
@@ -81,21 +82,16 @@ def witnesses() -> StartWitnesses:
 def status_file(state_url: str, host_name: str) -> Path:
     """Where the loop says what it does, for `health`: next to the SQLite state file (on its file
     system, whose faults it reports), or in var/ of the checkout, by host name, for a database server."""
-    if not state_url.startswith("sqlite:///"):
+    path = sqlite_path(state_url, ROOT)
+    if path is None:
         return ROOT / "var" / f"jobhost.{host_name}.status"
-    path = _state_file(state_url)
     return path.with_name(path.name + ".status")
-
-
-def _state_file(state_url: str) -> Path:
-    path = Path(state_url.removeprefix("sqlite:///"))
-    return path if path.is_absolute() else ROOT / path
 
 
 def _results_dir(state_url: str) -> Path:
     """Where runs leave their outcome until it is recorded: next to the SQLite state file, or in
     var/ of the checkout for a database server (each host keeps its own)."""
-    if not state_url.startswith("sqlite:///"):
+    path = sqlite_path(state_url, ROOT)
+    if path is None:
         return ROOT / "var" / "jobhost.runs"
-    path = _state_file(state_url)
     return path.with_name(path.name + ".runs")

@@ -42,7 +42,7 @@ from jobhost.hoststatus import State, StatusFile, file_identity, read_status
 from jobhost.lifecycle import Lifecycle, Reporter
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec, Registry
-from jobhost.store import Heartbeat, StateStore, open_store
+from jobhost.store import Heartbeat, StateStore, open_store, sqlite_path
 from jobhost.timezones import localize
 
 if TYPE_CHECKING:
@@ -191,9 +191,8 @@ class _App:
             return
         if not status.writer_alive():
             return
-        path = self.settings.state_url.removeprefix("sqlite:///")
-        here = Path(path) if Path(path).is_absolute() else self.settings.base_dir / path
-        if file_identity(here) != status.state_file:
+        here = sqlite_path(self.settings.state_url, self.settings.base_dir)
+        if here is not None and file_identity(here) != status.state_file:
             self.fail(
                 f"JOBS_STATE_URL: {str(here)!r} is not the file the running loop (pid {status.pid}) has open: it "
                 "was replaced or deleted under the loop, and opening it would mix the loop's write-ahead log into "

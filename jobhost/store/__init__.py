@@ -9,16 +9,24 @@ from jobhost.errors import StoreError
 from jobhost.store.base import Heartbeat, RunRecord, StateStore
 from jobhost.store.sqlite import SQLiteStore
 
-__all__ = ["Heartbeat", "RunRecord", "StateStore", "open_store"]
+__all__ = ["Heartbeat", "RunRecord", "StateStore", "open_store", "sqlite_path"]
+
+
+def sqlite_path(url: str, base_dir: Path) -> Path | None:
+    """The SQLite file `url` names (a relative path is under `base_dir`); None for another store."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    return path if path.is_absolute() else base_dir / path
 
 
 def open_store(url: str, base_dir: Path) -> StateStore:
     """Open (and create or migrate) the store at `url`; relative paths are under `base_dir`."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if not str(path):
+    path = sqlite_path(url, base_dir)
+    if path is not None:
+        if url == "sqlite:///":
             raise StoreError("the SQLite URL names no file: write sqlite:///var/jobhost.sqlite3")
-        return SQLiteStore(path if path.is_absolute() else base_dir / path)
+        return SQLiteStore(path)
     if url.startswith(("postgresql://", "postgres://")):
         from jobhost.store.postgres import PostgresStore  # only hosts on PostgreSQL load psycopg
 
