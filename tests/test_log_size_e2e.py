@@ -37,6 +37,18 @@ def _peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM in /proc/PID/status")
 
 
+def _runs_and_growth(host: Callable[..., HostProcess], job: str, runs: int) -> tuple[HostProcess, list[dict], float]:
+    """Start the host, wait for `runs` successes of `job`; the records, and how much the host's peak
+    memory grew meanwhile (MiB). The host is stopped, cleanly."""
+    process = host()
+    process.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), what="the start")
+    before = _peak_rss_kib(process.proc.pid)
+    records = process.wait_for(lambda rs: len(events(rs, job, "run_succeeded")) >= runs, what=f"{runs} runs")
+    grown_mib = (_peak_rss_kib(process.proc.pid) - before) / 1024
+    assert process.stop() == 0
+    return process, records, grown_mib
+
+
 @pytest.mark.parametrize("isolation", ["process", "thread"])
 def test_a_huge_log_message_is_cut_and_never_held_whole_by_the_host(
     deployment: Deployment, host: Callable[..., HostProcess], isolation: str
@@ -44,12 +56,7 @@ def test_a_huge_log_message_is_cut_and_never_held_whole_by_the_host(
     deployment.write(
         "huge", HUGE.format(isolation=isolation, marker=str(deployment.tmp / "logged"), chars=MESSAGE_CHARS)
     )
-    process = host()
-    process.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), what="the start")
-    before = _peak_rss_kib(process.proc.pid)
-    records = process.wait_for(lambda rs: len(events(rs, "huge", "run_succeeded")) >= 3, what="three runs")
-    grown_mib = (_peak_rss_kib(process.proc.pid) - before) / 1024
-    assert process.stop() == 0
+    process, records, grown_mib = _runs_and_growth(host, "huge", 3)
     parts = [r for r in records if r.get("logger") == "huge"]
     assert parts and all(len(r["message"]) <= 32 * 1024 for r in parts)
     assert {r["message_parts"] for r in parts} == {MESSAGE_CHARS // (32 * 1024)}
@@ -82,12 +89,7 @@ def test_a_huge_exception_message_is_cut_in_the_run_and_never_held_whole_by_the_
     deployment: Deployment, host: Callable[..., HostProcess]
 ) -> None:
     deployment.write("raises", RAISES.format(marker=str(deployment.tmp / "raised"), chars=MESSAGE_CHARS))
-    process = host()
-    process.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), what="the start")
-    before = _peak_rss_kib(process.proc.pid)
-    records = process.wait_for(lambda rs: len(events(rs, "raises", "run_succeeded")) >= 2, what="runs after it")
-    grown_mib = (_peak_rss_kib(process.proc.pid) - before) / 1024
-    assert process.stop() == 0
+    process, records, grown_mib = _runs_and_growth(host, "raises", 2)
     failed = events(records, "raises", "run_failed")  # its message, with the reason, in 32 KiB parts
     [record] = [r for r in deployment.history("raises") if r["status"] == "failed"]
     assert record["reason"].startswith("ValueError: xxx") and "characters cut" in record["reason"]
