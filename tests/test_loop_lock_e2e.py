@@ -29,7 +29,9 @@ def forks_in_native_code():
     except FileExistsError:  # one daemon is enough
         return
     # A fork by native code (a C library that daemonizes): Python's own fork hooks do not run.
-    child = ctypes.CDLL(None).fork()
+    # PyDLL keeps the GIL across the call, so the child owns it; CDLL would release it and the
+    # child would wait for ever for a GIL another thread held at the fork.
+    child = ctypes.PyDLL(None).fork()
     if child == 0:
         os.setsid()
         os.write(marker, str(os.getpid()).encode())
