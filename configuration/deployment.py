@@ -45,6 +45,7 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
             capture_stray_output=log_to_stdout,
             history_days=settings.history_days,
             results_dir=_results_dir(settings.state_url),
+            data_dir=settings.data_dir,
         ),
         reporters=lambda: start_sentry(settings),
         http=HttpConfig(*settings.http_addr, settings.http_token, settings.http_hosts or ())

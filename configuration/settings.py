@@ -109,6 +109,12 @@ def _directory(text: str) -> Path:
     return path
 
 
+def _place(text: str) -> Path:
+    """A path that may not exist yet (the host makes it), relative to the repository or absolute."""
+    path = Path(text)
+    return path if path.is_absolute() else ROOT / path
+
+
 def _dsn(text: str) -> str:
     from sentry_sdk.utils import BadDsn, Dsn  # the SDK loads only when a DSN is set
 
@@ -243,6 +249,15 @@ SETTINGS = (
         _directory,
     ),
     Setting(
+        "JOBS_DATA_DIR",
+        "var/data",
+        "a directory (relative to the repository or absolute); made if missing",
+        "where jobs write their files (a job that takes a `data_dir` parameter gets it); the host, `run` and "
+        "`check` refuse (exit 2) one they cannot make or write in. The Ansible role sets the job user's "
+        "`/var/lib/jobhost/data`",
+        _place,
+    ),
+    Setting(
         "JOBS_IMPORT_TIMEOUT",
         "60s",
         "seconds or a duration such as `60s`, `2m`; 1 s to 1 h",
@@ -295,6 +310,7 @@ class Settings:
     http_hosts: tuple[str, ...] | None
     timezone: ZoneInfo
     jobs_dir: Path
+    data_dir: Path
     import_timeout: float
     sentry_dsn: str | None
     sentry_environment: str

@@ -58,6 +58,7 @@ def run_child(
     result_file: Path | None,
     lifecycle: Lifecycle,
     release: Release | None = None,
+    data_dir: Path | None = None,
 ) -> NoReturn:
     """Execute the job in this (forked) process and exit; never returns, whatever happens.
 
@@ -76,7 +77,7 @@ def run_child(
                 control.send({"t": "not_released"})
                 code = 0
             else:
-                code = _execute(spec, context, control, result_file, lifecycle)
+                code = _execute(spec, context, control, result_file, lifecycle, data_dir)
         _flush()
     finally:
         os._exit(code)  # never unwind into the host's stack, whatever was raised
@@ -127,12 +128,17 @@ def started_at(started: mmap.mmap) -> float | None:
 
 
 def _execute(
-    spec: JobSpec, context: RunContext, control: _Control, result_file: Path | None, lifecycle: Lifecycle
+    spec: JobSpec,
+    context: RunContext,
+    control: _Control,
+    result_file: Path | None,
+    lifecycle: Lifecycle,
+    data_dir: Path | None,
 ) -> int:
     """Call the job and report its result; return the exit code."""
     # A second stop signal must not interrupt the report of the first.
     outcome = call_job(
-        lambda: spec.call(context.slot),
+        lambda: spec.call(context.slot, data_dir),
         after=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS),
         detail=lifecycle.describe_exception,
     )

@@ -24,6 +24,7 @@ from jobhost import default_registry, operations
 from jobhost.backfill import MAX_SLOTS, MAX_SLOTS_CEILING, count_slots
 from jobhost.cliparams import MAX_HEARTBEAT_AGE, MAX_HISTORY, UTF8, Seconds
 from jobhost.clock import now as wall_now
+from jobhost.datadir import unusable
 from jobhost.discovery import discover
 from jobhost.durations import format_duration
 from jobhost.errors import (
@@ -127,6 +128,7 @@ class _App:
                     extra={"event": "status_file_taken"},
                 )
             self.status.write(State.STARTING, "importing jobs")
+            self.usable_data_dir()
         self.registry.default_zone = self.settings.timezone
         problems = discover(self.settings.jobs_dir, self.registry, self.settings.import_timeout, self._importing)
         self.problems = [problem.describe() for problem in problems]
@@ -142,6 +144,15 @@ class _App:
             started = "; nothing was started" if self.log_stream else ""
             self.fail(f"{len(problems)} problem(s) in the job definitions{started}", 1)
         return self.settings
+
+    def usable_data_dir(self) -> None:
+        """The commands that run jobs (and `check`): make JOBS_DATA_DIR if missing and prove it writable,
+        or exit 2 naming it (the forever loop records that it refused to start, as for a bad setting)."""
+        assert self.settings is not None
+        where = self.settings.host.data_dir
+        problem = None if where is None else unusable(where)
+        if problem is not None:
+            self.fail(problem, 2)
 
     def _importing(self, location: Path) -> None:
         """The forever loop's status names the module it imports (a host dying in it is found out)."""
@@ -327,12 +338,14 @@ def _serve(app: _App, settings: HostSettings, store: StateStore) -> int:
 @cli.command()
 @pass_app
 def check(app: _App) -> None:
-    """Import and validate every job, setting and the state store (SQLite's own check of the file);
-    exit 1 listing each problem as file:line, 2 for a bad setting or a damaged state file."""
+    """Import and validate every job, setting and the state store (SQLite's own check of the file), and
+    write in the data directory; exit 1 listing each problem as file:line, 2 for a bad setting, a damaged
+    state file or a data directory the jobs cannot write in."""
     app.load(strict=True)
     store = app.store()
     app.verify(store)
     store.close()
+    app.usable_data_dir()
     click.echo(f"ok: {len(app.registry.jobs)} jobs")
 
 
@@ -373,6 +386,7 @@ def run(app: _App, name: str, slot: str | None) -> None:
     settings = app.load(log_to_stdout=True)
     spec = app.job(name)
     when = _slot_of(spec, slot) if slot else operations.default_slot(spec, wall_now())
+    app.usable_data_dir()
     store = app.store()
     host = settings.make_host(app.registry.jobs, store)
     try:
@@ -424,6 +438,7 @@ def backfill_command(app: _App, name: str, start: str, end: str | None, max_slot
             "narrow --from/--to, or raise --max-slots to run them all",
             param_hint="--max-slots",
         )
+    app.usable_data_dir()
     store = app.store()
     try:
         done = store.succeeded_slots(spec.name, first, last)

@@ -958,7 +958,7 @@ class Host:
             self._announce(context, started.timestamp())
         run: Run
         if spec.isolation == "thread":
-            run = ThreadRun(spec, context, log_output, log_record, self.lifecycle)
+            run = ThreadRun(spec, context, log_output, log_record, self.lifecycle, self.config.data_dir)
         else:
             run = ProcessRun(
                 spec,
@@ -968,6 +968,7 @@ class Host:
                 self._result_file(context),
                 self.lifecycle,
                 on_started=lambda at: self._announce(context, at),
+                data_dir=self.config.data_dir,
             )
         now = self.monotonic()
         try:

@@ -30,6 +30,8 @@ class HostConfig:
     # A slot's run is claimed, recorded and forked this long before its instant, and its
     # process calls the job at the instant: the job starts on time, not after that work.
     prepare_ahead: float = 0.1
+    # The directory jobs write their files in (JOBS_DATA_DIR), given to a job that takes `data_dir`.
+    data_dir: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,10 @@ class ProcessRun:
         result_file: Path | None = None,
         lifecycle: Lifecycle | None = None,
         on_started: StartSink | None = None,
+        data_dir: Path | None = None,
     ):
         self.spec = spec
+        self.data_dir = data_dir  # JOBS_DATA_DIR, for a job that takes `data_dir`
         self.on_started = on_started
         self.lifecycle = lifecycle or Lifecycle()
         self.result_file = result_file
@@ -118,7 +120,9 @@ class ProcessRun:
         pid = os.fork()
         if pid == 0:  # the child: it lets go of every other descriptor of the host itself
             write_ends = (pipes["stdout"][1], pipes["stderr"][1], pipes["control"][1])
-            run_child(self.spec, self.context, host_pid, write_ends, self.result_file, self.lifecycle, release)
+            run_child(
+                self.spec, self.context, host_pid, write_ends, self.result_file, self.lifecycle, release, self.data_dir
+            )
         self.pid = pid
         for name, (read_end, write_end) in pipes.items():
             os.close(write_end)

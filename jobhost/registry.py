@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -34,6 +35,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 CATCHUP = ("latest", "all", "none")
 OVERLAP = ("skip", "queue", "allow")
 ISOLATION = ("process", "thread")
+GIVEN = ("slot", "data_dir")  # parameters the host fills in, by name: the slot, and JOBS_DATA_DIR
 DEFAULT_TIMEOUT = 3600.0
 DEFAULT_CATCHUP_WINDOW = 7 * 86400.0
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -91,12 +93,18 @@ class JobSpec:
     checkin_margin: float = DEFAULT_MARGIN
     report_each_attempt: bool = False  # a Sentry event for every failed attempt, not only the last
     wants_slot: bool = False
+    wants_data_dir: bool = False
     file: str = "?"
     line: int = 0
 
-    def call(self, slot: dt.datetime) -> object:
-        """Call the function, with `slot` if it asks for it."""
-        return self.func(slot=slot) if self.wants_slot else self.func()
+    def call(self, slot: dt.datetime, data_dir: Path | None = None) -> object:
+        """Call the function, with `slot` and `data_dir` (the host's JOBS_DATA_DIR) if it asks for them."""
+        given: dict[str, object] = {"slot": slot} if self.wants_slot else {}
+        if self.wants_data_dir:
+            if data_dir is None:
+                raise RuntimeError(f"job {self.name!r} takes `data_dir`, but this host was given no data directory")
+            given["data_dir"] = data_dir
+        return self.func(**given)
 
     def options(self) -> dict[str, Any]:
         """The options as plain data, for `list --json`."""
@@ -233,9 +241,9 @@ class Registry:
             after = (after,)
         if not isinstance(after, list | tuple):
             raise fail(f"after must be a job name or a list of them, not {after!r}")
-        wants_slot = _wants_slot(func)
-        if isinstance(wants_slot, str):
-            raise fail(wants_slot)
+        given = _given_parameters(func)
+        if isinstance(given, str):
+            raise fail(given)
         if isinstance(schedule, schedule_lib.Job):  # the library's own checks, on our own scheduler
             try:
                 schedule.do(func)
@@ -251,7 +259,8 @@ class Registry:
             func=func,
             schedule=built,
             after=tuple(_dependency_name(d) for d in after),
-            wants_slot=wants_slot,
+            wants_slot="slot" in given,
+            wants_data_dir="data_dir" in given,
             file=file,
             line=line,
             **values,
@@ -371,20 +380,24 @@ def _dependency_name(dependency: object) -> str:
     return str(dependency)
 
 
-def _wants_slot(func: Callable[..., Any]) -> bool | str:
-    """True when the function takes `slot`; a message when it needs arguments we cannot give."""
+def _given_parameters(func: Callable[..., Any]) -> frozenset[str] | str:
+    """Which of the parameters the host gives (`slot`, `data_dir`) the function takes; a message when
+    it needs arguments we cannot give."""
     try:
         parameters = inspect.signature(func).parameters
     except (TypeError, ValueError):
-        return False
+        return frozenset()
     for parameter in parameters.values():
         required = parameter.default is inspect.Parameter.empty and parameter.kind not in (
             inspect.Parameter.VAR_POSITIONAL,
             inspect.Parameter.VAR_KEYWORD,
         )
-        if required and parameter.name != "slot":
-            return f"the function's parameter {parameter.name!r} has no value to be given; a job takes no arguments, or `slot`"
-    return "slot" in parameters
+        if required and parameter.name not in GIVEN:
+            return (
+                f"the function's parameter {parameter.name!r} has no value to be given; a job takes no arguments, "
+                "or `slot`, `data_dir`"
+            )
+    return frozenset(GIVEN) & set(parameters)
 
 
 def _cycles(graph: dict[str, tuple[str, ...]]) -> list[list[str]]:

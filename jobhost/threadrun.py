@@ -13,6 +13,7 @@ import io
 import os
 import sys
 import threading
+from pathlib import Path
 
 from jobhost.context import RunContext, current_run
 from jobhost.durations import format_duration
@@ -33,8 +34,10 @@ class ThreadRun:
         on_line: LineSink,
         on_record: RecordSink,
         lifecycle: Lifecycle | None = None,
+        data_dir: Path | None = None,
     ):
         self.spec = spec
+        self.data_dir = data_dir  # JOBS_DATA_DIR, for a job that takes `data_dir`
         self.lifecycle = lifecycle or Lifecycle()
         self.context = context
         self.pid: int | None = os.getpid()
@@ -55,7 +58,9 @@ class ThreadRun:
         current_run.set(self.context)
         try:
             with self.lifecycle.job_scope(self.context, forked=False):
-                result = call_job(lambda: self.spec.call(self.context.slot), detail=self.lifecycle.describe_exception)
+                result = call_job(
+                    lambda: self.spec.call(self.context.slot, self.data_dir), detail=self.lifecycle.describe_exception
+                )
             self._result = outcome_of(result)
         finally:
             RoutedStdout.flush_run(self.context)

@@ -43,6 +43,7 @@ class Deployment:
             **os.environ,
             "JOBS_DIR": str(self.jobs_dir),
             "JOBS_STATE_URL": f"sqlite:///{tmp_path / 'state.sqlite3'}",
+            "JOBS_DATA_DIR": str(tmp_path / "data"),
             "JOBS_LOG_FORMAT": "json",
             "JOBS_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",

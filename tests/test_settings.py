@@ -22,6 +22,7 @@ def test_defaults(monkeypatch):
     assert settings.heartbeat_interval == 30.0
     assert settings.timezone == ZoneInfo("Asia/Kolkata")
     assert settings.jobs_dir == ROOT / "jobs"
+    assert settings.data_dir == ROOT / "var" / "data"
 
 
 def test_blank_values_mean_the_default():
@@ -40,6 +41,8 @@ def test_blank_values_mean_the_default():
         ("JOBS_STATE_URL", "sqlite:////srv/jobs/state.db", "state_url", "sqlite:////srv/jobs/state.db"),
         ("JOBS_DIR", str(ROOT / "tests"), "jobs_dir", ROOT / "tests"),
         ("JOBS_DIR", "jobs", "jobs_dir", ROOT / "jobs"),
+        ("JOBS_DATA_DIR", "/var/lib/jobhost/data", "data_dir", Path("/var/lib/jobhost/data")),  # made by the host
+        ("JOBS_DATA_DIR", "var/exports", "data_dir", ROOT / "var" / "exports"),
         ("JOBS_PREPARE_AHEAD", "250ms", "prepare_ahead", 0.25),
         ("JOBS_PREPARE_AHEAD", "0", "prepare_ahead", 0.0),
         ("JOBS_HTTP_ADDR", "127.0.0.1:8377", "http_addr", ("127.0.0.1", 8377)),
