@@ -8,7 +8,6 @@ from pathlib import Path
 from jobhost import every, job
 
 log = logging.getLogger(__name__)
-VAR = Path(__file__).resolve().parent.parent / "var"
 
 
 @job(every(1).minutes, timeout="20s")
@@ -19,11 +18,10 @@ def record_load_average():
 
 
 @job(every(10).minutes, timeout="30s")
-def check_disk_space(minimum_free_percent: float = 10.0):
-    """Fail (and so reach Sentry) when the disk holding var/ is nearly full."""
-    VAR.mkdir(exist_ok=True)
-    usage = shutil.disk_usage(VAR)
+def check_disk_space(data_dir: Path, minimum_free_percent: float = 10.0):
+    """Fail (and so reach Sentry) when the disk the jobs write to (JOBS_DATA_DIR) is nearly full."""
+    usage = shutil.disk_usage(data_dir)
     free_percent = 100 * usage.free / usage.total
     log.info("disk space", extra={"free_percent": round(free_percent, 1), "free_bytes": usage.free})
     if free_percent < minimum_free_percent:
-        raise RuntimeError(f"only {free_percent:.1f}% free on the disk holding {VAR}")
+        raise RuntimeError(f"only {free_percent:.1f}% free on the disk holding {data_dir}")
