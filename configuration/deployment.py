@@ -10,7 +10,7 @@ from typing import Any
 from configuration.env_file import apply_env_file, with_env_file
 from configuration.environ_block import forget_variable
 from configuration.log_setup import configure_logging
-from configuration.sentry_setup import refused_start_reporter, start_sentry
+from configuration.sentry_setup import deployed_revision, refused_start_reporter, start_sentry
 from configuration.settings import ROOT, load_settings, read_setting
 from jobhost.cli import HostSettings, StartWitnesses
 from jobhost.errors import SettingError
@@ -53,6 +53,7 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
         else None,
         status_file=status_file(settings.state_url, settings.host_name),
         import_timeout=settings.import_timeout,
+        release=lambda: deployed_revision(ROOT),
     )
 
 

@@ -66,6 +66,8 @@ class HostSettings:
     http: HttpConfig | None = None  # the forever loop serves its status page and API there
     status_file: Path | None = None  # where the forever loop says what it does, for `health`
     import_timeout: float | None = None  # seconds one job module may take to import (None: no bound)
+    # The release (commit) of this code, found only by the commands that show it (it may run git).
+    release: Callable[[], str | None] = lambda: None
 
     def make_host(
         self, jobs: dict[str, JobSpec], store: StateStore, *observers: Reporter, status: StatusFile | None = None
@@ -119,7 +121,9 @@ class _App:
         assert self.settings is not None
         if loop:
             host = self.settings.host
-            self.status = StatusFile(self.settings.status_file, host.hostname, host.heartbeat_interval)
+            self.status = StatusFile(
+                self.settings.status_file, host.hostname, host.heartbeat_interval, self.settings.release()
+            )
             other = self.status.taken_by_another()
             if other is not None:
                 logger.warning(

@@ -169,7 +169,12 @@ class Host:
             "host started: %d jobs, %d workers",
             len(self.jobs),
             self.config.max_workers,
-            extra={"event": "host_started", "jobs": len(self.jobs), "max_workers": self.config.max_workers},
+            extra={
+                "event": "host_started",
+                "jobs": len(self.jobs),
+                "max_workers": self.config.max_workers,
+                "release": self.status.release,
+            },
         )
         while True:
             self._paused_now = None

@@ -10,7 +10,11 @@ The file is two fixed 4 KiB slots, written in turn, in place: once made, rewriti
 it needs no new disk block (on a file system that writes in place, such as ext4 or
 XFS), so it goes on working on a full disk. Each slot carries a sequence number and a
 checksum, so a reader takes the newest whole slot and never half of one, even when a
-write is cut by a crash.
+write is cut by a crash. Each record also says which release the loop runs and when its
+process started, so that a command run from a newer checkout can tell that the loop
+still runs an older one. A reader takes the fields it knows and leaves the others: a
+record written by a newer release is still read, and one written before a field
+existed reads it as None.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import logging
 import os
 import time
 import zlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 logger = logging.getLogger("jobhost.status")
@@ -30,6 +34,7 @@ logger = logging.getLogger("jobhost.status")
 SLOT = 4096  # bytes of one record; the file holds two
 MAGIC = b"jobhost-status 1 "
 MAX_REASON = 3000  # characters of a reason kept: a slot must hold the record whole
+MAX_RELEASE = 200  # characters of a release name kept (a commit is 40)
 
 
 class State(enum.StrEnum):
@@ -55,6 +60,13 @@ class Status:
     reason: str = ""  # refused or stopping: why; starting: what it does
     store_failure: str | None = None  # what is wrong with the state store, while it fails
     state_file: str | None = None  # "device:inode" of the SQLite file the loop has open, once it has
+    release: str | None = None  # the release (commit) of the code the loop runs, if known
+    started_at: str | None = None  # ISO 8601 UTC, when the loop's process started
+
+    @property
+    def alive_loop(self) -> bool:
+        """Does a loop run now: its writer is alive and has not stopped or refused to start."""
+        return self.state not in (State.STOPPED, State.REFUSED) and self.writer_alive()
 
     @property
     def written(self) -> dt.datetime:
@@ -87,6 +99,21 @@ def boot_id() -> str:
         return ""
 
 
+def process_started_at(pid: int) -> dt.datetime | None:
+    """When process `pid` started, on the wall clock (the boot time plus its start in clock ticks:
+    what Prometheus' process_start_time_seconds says of it too)."""
+    ticks = process_start(pid)
+    try:
+        booted = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime ")
+        )
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    if ticks is None:
+        return None
+    return dt.datetime.fromtimestamp(booted + ticks / os.sysconf("SC_CLK_TCK"), dt.UTC)
+
+
 def process_start(pid: int) -> int | None:
     """When process `pid` started, in clock ticks since boot; None if there is no such process, or
     only its corpse (a zombie: killed, and not yet reaped by its parent)."""
@@ -106,10 +133,13 @@ class StatusFile:
     `health` falls back on the store's heartbeat.
     """
 
-    def __init__(self, path: Path | None, host: str, heartbeat_interval: float):
+    def __init__(self, path: Path | None, host: str, heartbeat_interval: float, release: str | None = None):
         self.path = path
         self.host = host
         self.heartbeat_interval = heartbeat_interval
+        self.release = release[:MAX_RELEASE] if release else None  # what the loop runs, for every face of it
+        started = process_started_at(os.getpid())
+        self.started_at = started.isoformat() if started is not None else None
         self.last: Status | None = None
         self.state_file: str | None = None  # set by the loop once it holds its state file's lock
         self._fd: int | None = None
@@ -136,6 +166,8 @@ class StatusFile:
             reason,
             store_failure,
             self.state_file,
+            self.release,
+            self.started_at,
         )
         if self.path is None or self._silent:
             return
@@ -230,6 +262,9 @@ def _encoded(status: Status, room: int) -> bytes:
     return body
 
 
+_FIELDS = {f.name for f in fields(Status)}
+
+
 def read_status(path: Path) -> Status | None:
     """The newest whole record of the file; None if there is none (no file, or nothing readable).
     A slot caught while it is written fails its checksum, and the other one is taken."""
@@ -256,8 +291,9 @@ def _slots(data: bytes) -> list[tuple[int, Status]]:
             body = rest[:length]
             if len(body) != length or zlib.crc32(body) != crc:
                 continue
-            fields = json.loads(body)
-            found.append((seq, replace(Status(**fields), state=State(fields["state"]))))
-        except (ValueError, TypeError):
+            written = json.loads(body)
+            known = {name: value for name, value in written.items() if name in _FIELDS}  # a newer writer's: left
+            found.append((seq, replace(Status(**known), state=State(written["state"]))))
+        except (ValueError, TypeError, AttributeError):
             continue
     return found

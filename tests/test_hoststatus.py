@@ -4,8 +4,11 @@ health gives from it."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
+import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +16,9 @@ import pytest
 
 from jobhost.errors import StoreError
 from jobhost.health import Verdict, health
-from jobhost.hoststatus import SLOT, State, StatusFile, read_status
+from jobhost.hoststatus import MAGIC, SLOT, State, StatusFile, read_status
 from jobhost.store import Heartbeat
-from tests.conftest import require
+from tests.conftest import ROOT, require
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -118,3 +121,51 @@ def test_a_status_file_removed_under_its_writer_is_made_anew(tmp_path: Path) -> 
     status.write(State.RUNNING)
     found = read_status(path)
     assert found is not None and found.state == State.RUNNING and found.pid == os.getpid()
+
+
+def _slot_of(record: dict, seq: int = 1) -> bytes:
+    """One slot as a writer of another release would have written it."""
+    body = json.dumps(record).encode()
+    return (MAGIC + f"{seq:016x} {zlib.crc32(body):08x} {len(body):04x}\n".encode() + body).ljust(SLOT, b"\0")
+
+
+def test_the_status_says_which_release_runs_and_since_when_its_process_started(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3.status"
+    writer = (
+        "import sys; from pathlib import Path; from jobhost.hoststatus import State, StatusFile; "
+        "StatusFile(Path(sys.argv[1]), 'jobs-1', 30, release=sys.argv[2]).write(State.RUNNING)"
+    )
+    before = dt.datetime.now(dt.UTC)
+    subprocess.run([sys.executable, "-c", writer, str(path), "3f2a9c1d0b7e" * 3], check=True, cwd=ROOT)
+    after = dt.datetime.now(dt.UTC)
+    read = read_status(path) or pytest.fail("unreadable")
+    assert read.release == "3f2a9c1d0b7e" * 3
+    started = dt.datetime.fromisoformat(read.started_at or pytest.fail("no start"))
+    # The kernel's boot time is whole seconds: a start is known to within one.
+    assert before - dt.timedelta(seconds=1) <= started <= after + dt.timedelta(seconds=1)
+
+
+def test_records_of_an_older_and_a_newer_release_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3.status"
+    older = {
+        "state": "running",
+        "host": "jobs-1",
+        "pid": 42,
+        "at": NOW.isoformat(),
+        "boot_clock": 1.0,
+        "boot_id": "b",
+        "pid_start": 7,
+        "heartbeat_interval": 30,
+        "reason": "",
+        "store_failure": None,
+        "state_file": None,
+    }
+    path.write_bytes(_slot_of(older) + bytes(SLOT))
+    read = read_status(path) or pytest.fail("an older record is unreadable")
+    assert (read.pid, read.release, read.started_at) == (42, None, None)
+    newer = {**older, "release": "abc", "started_at": NOW.isoformat(), "deploy_id": "made up later"}
+    path.write_bytes(_slot_of(newer) + bytes(SLOT))
+    read = read_status(path) or pytest.fail("a newer record is unreadable")
+    assert (read.release, read.started_at) == ("abc", NOW.isoformat())
+    path.write_bytes(_slot_of({"pid": 42}) + bytes(SLOT))  # a record missing what every record has
+    assert read_status(path) is None
