@@ -43,6 +43,7 @@ from jobhost.hoststatus import State, StatusFile, file_identity, read_status
 from jobhost.lifecycle import Lifecycle, Reporter
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec, Registry
+from jobhost.release import release_line
 from jobhost.store import Heartbeat, StateStore, open_store, sqlite_path
 from jobhost.timezones import localize
 
@@ -357,12 +358,20 @@ def check(app: _App) -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
 @pass_app
 def list_jobs(app: _App, as_json: bool) -> None:
-    """The jobs: schedule, next slot, last status, paused."""
-    app.load()
-    rows = operations.catalog(app.registry.jobs, app.store(), wall_now())
-    if as_json:
+    """The jobs: schedule, next slot, last status, paused; first, the release of this code and the one
+    the running loop has (and since when)."""
+    settings = app.load()
+    now = wall_now()
+    rows = operations.catalog(app.registry.jobs, app.store(), now)
+    here = settings.release()
+    loop = read_status(settings.status_file) if settings.status_file is not None else None
+    line = release_line(here, loop, now)
+    if as_json:  # the array of jobs, as ever; a loop on another release is still said, on stderr
         click.echo(json.dumps(rows, indent=2))
+        if loop is not None and loop.alive_loop and loop.release not in (None, here):
+            click.echo(f"jobhost: {line}", err=True)
         return
+    click.echo(line)
     _table(
         ["NAME", "NEXT SLOT", "LAST", "SCHEDULE"],
         [

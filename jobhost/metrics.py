@@ -7,12 +7,21 @@ has not seen succeed yet, so that an alert on it survives a restart.
 
 from __future__ import annotations
 
+import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -74,6 +83,18 @@ class Metrics(Reporter):
         )
         self.successes = LastSuccess()
         self.registry.register(self.successes)
+        self.build = Info(
+            "jobhost_build",
+            "The release (commit) of the code this host's loop runs, and its Python; always 1.",
+            registry=self.registry,
+        )
+        # The loop's process: process_start_time_seconds (when the running release started), its CPU,
+        # memory and descriptors, under the names every Prometheus exporter gives them.
+        ProcessCollector(registry=self.registry)
+
+    def running(self, release: str | None) -> None:
+        """The release the loop runs ("unknown" without a REVISION file or a git commit to tell it)."""
+        self.build.info({"release": release or "unknown", "python": platform.python_version()})
 
     def watch_loop(self, in_flight: Callable[[], int], queued: Callable[[], int], waiting: Callable[[], int]) -> None:
         """Where the gauges of the loop's state are read, at each scrape."""

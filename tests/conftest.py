@@ -35,6 +35,7 @@ class Deployment:
 
     def __init__(self, tmp_path: Path):
         self.tmp = tmp_path
+        self.root = ROOT  # the checkout whose jobs.py the commands run (a test may point it at a copy)
         self.package = f"jobs_{uuid.uuid4().hex[:8]}"
         self.jobs_dir = tmp_path / self.package
         self.jobs_dir.mkdir()
@@ -56,7 +57,7 @@ class Deployment:
 
     def cli(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, str(ROOT / "jobs.py"), *args],
+            [sys.executable, str(self.root / "jobs.py"), *args],
             env={**self.env, **env},
             capture_output=True,
             text=True,
@@ -82,7 +83,7 @@ class HostProcess:
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, str(ROOT / "jobs.py")],
+            [*prefix, sys.executable, str(deployment.root / "jobs.py")],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

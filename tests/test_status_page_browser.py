@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from jobhost.release import short
 from tests.conftest import ROOT, Deployment, events, require
 from tests.http_client import base_url, call
 
@@ -111,6 +112,8 @@ def test_the_status_page_shows_jobs_failures_and_follows_a_run(
     assert "every day at 03:00" in rows["nightly_export"].text
     assert rows["slow_rollup"].get_attribute("data-last-status") == ""
     assert browser.find_element(By.ID, "health").text == "healthy"
+    release = call(f"{url}/healthz").json()["release"]  # the header names the release the loop runs
+    assert browser.find_element(By.ID, "release").text.startswith(f"release {short(release)}, up since ")
     ticks = browser.find_elements(By.CSS_SELECTOR, "tr.job a.tick")
     assert len(ticks) == 2 and all(tick.size["height"] > 0 and tick.size["width"] > 0 for tick in ticks)
     browser.save_screenshot(str(ARTIFACTS / "status-page.png"))

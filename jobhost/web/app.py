@@ -216,7 +216,14 @@ class WebApp:
 
     def healthz(self, request: Request) -> Response:
         verdict = self._health(self.clock())
-        body = {"healthy": verdict.healthy, "state": str(verdict.verdict), "message": verdict.message}
+        status = self.host.status
+        body = {
+            "healthy": verdict.healthy,
+            "state": str(verdict.verdict),
+            "message": verdict.message,
+            "release": status.release,
+            "started_at": status.started_at,
+        }
         return self._json(body, 200 if verdict.healthy else 503)
 
     def prometheus(self, request: Request) -> Response:
@@ -388,10 +395,13 @@ class WebApp:
 
     def _page(self, template: str, request: Request, **values: Any) -> Response:
         seconds = self._whole(request, "refresh", pages.REFRESH, pages.MAX_REFRESH)
-        html = self.templates.get_template(template).render(
-            hostname=self.host.config.hostname, refresh=seconds, **values
-        )
+        html = self.templates.get_template(template).render(**self._header(), refresh=seconds, **values)
         return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
+
+    def _header(self) -> dict[str, Any]:
+        """What every page's header shows: the host, the release its loop runs, and since when."""
+        status = self.host.status
+        return {"hostname": self.host.config.hostname, "release": status.release, "started_at": status.started_at}
 
     def _error(
         self,
@@ -406,9 +416,7 @@ class WebApp:
             body: dict[str, Any] = {"error": message, "status": code}
             body.update((key, name) for key, name in (named or {}).items() if name is not None)
             return self._json(body, code, headers)
-        html = self.templates.get_template("error.html").render(
-            hostname=self.host.config.hostname, code=code, message=message, refresh=0
-        )
+        html = self.templates.get_template("error.html").render(**self._header(), code=code, message=message, refresh=0)
         return Response(html, status=code, mimetype="text/html", headers={**PAGE_HEADERS, **(headers or {})})
 
 

@@ -8,6 +8,7 @@ import math
 from jinja2 import Environment
 
 from jobhost.durations import format_duration
+from jobhost.release import short
 
 BAR_RUNS = 30  # recent runs drawn in a job's bar on the status page
 REFRESH = 10  # seconds between two refreshes of a page (?refresh=N changes it)
@@ -76,5 +77,5 @@ def bar_level(duration_ms: int | None, longest: int) -> int:
 
 
 def install_filters(env: Environment) -> None:
-    env.filters.update(tone=tone, took=took, stamp=stamp)
+    env.filters.update(tone=tone, took=took, stamp=stamp, release=short)
     env.globals.update(ago=ago, bar_level=bar_level)

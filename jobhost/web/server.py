@@ -140,6 +140,7 @@ class WebServer:
         """Bind and serve in the background; raises OSError if the address cannot be bound."""
         self.metrics.watch_loop(lambda: host.load()[0], lambda: host.load()[1], lambda: host.load()[2])
         self.metrics.successes.store = self.stores
+        self.metrics.running(host.status.release)
         sock = connections.listen(self.config.host, self.config.port)
         bound, port = sock.getsockname()[:2]
         hosts = AllowedHosts(self.config.host, port, self.config.names)
