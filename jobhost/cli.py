@@ -36,6 +36,7 @@ from jobhost.errors import (
     UnknownJobError,
     display_path,
 )
+from jobhost.health import as_json as health_json
 from jobhost.health import health as verdict_of
 from jobhost.horizon import OutsideHorizon, bounded
 from jobhost.hostconfig import HostConfig, HttpConfig
@@ -630,8 +631,9 @@ def next_slots(app: _App, name: str, count: int, start: str | None) -> None:
     help="Seconds a heartbeat stays fresh. Default: 3 heartbeat intervals of the loop (90 s at the default 30 s).",
 )
 @click.option("--host", "host_name", type=UTF8, help="The host to look at (its JOBS_HOST_NAME). Default: this one.")
+@click.option("--json", "as_json", is_flag=True, help="The verdict as /healthz gives it, with the loop's release.")
 @pass_app
-def health(app: _App, max_age: float | None, host_name: str | None) -> None:
+def health(app: _App, max_age: float | None, host_name: str | None, as_json: bool) -> None:
     """Exit 0 when the loop of this host (or --host) is beating, else 1 with one line saying why not:
     stuck, gone, stopped, refused to start, or the state store failing. Imports no job."""
     try:
@@ -645,7 +647,8 @@ def health(app: _App, max_age: float | None, host_name: str | None) -> None:
         def unreadable() -> None:
             raise StoreError(problem)
 
-        verdict = verdict_of(status, unreadable, host_name or witnesses.hostname, max_age, wall_now())
+        hostname = host_name or witnesses.hostname
+        verdict = verdict_of(status, unreadable, hostname, max_age, wall_now())
     else:
         hostname = host_name or settings.host.hostname
         status = read_status(settings.status_file) if settings.status_file is not None else None
@@ -658,7 +661,11 @@ def health(app: _App, max_age: float | None, host_name: str | None) -> None:
                 store.close()
 
         verdict = verdict_of(status, heartbeat, hostname, max_age, wall_now())
-    click.echo(verdict.message)
+    if as_json:
+        theirs = status if status is not None and status.host == hostname else None  # (--host: another's)
+        click.echo(json.dumps(health_json(verdict, theirs), indent=2))
+    else:
+        click.echo(verdict.message)
     sys.exit(0 if verdict.healthy else 1)
 
 

@@ -12,6 +12,7 @@ import datetime as dt
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from jobhost.durations import format_duration
 from jobhost.errors import StoreError
@@ -42,6 +43,18 @@ class Health:
     @property
     def healthy(self) -> bool:
         return self.verdict == Verdict.BEATING
+
+
+def as_json(verdict: Health, status: Status | None) -> dict[str, Any]:
+    """The verdict as `/healthz` and `health --json` give it, with the release the loop of `status`
+    runs (or ran, if it stopped) and when its process started; null where no status tells them."""
+    return {
+        "healthy": verdict.healthy,
+        "state": str(verdict.verdict),
+        "message": verdict.message,
+        "release": status.release if status is not None else None,
+        "started_at": status.started_at if status is not None else None,
+    }
 
 
 HeartbeatReader = Callable[[], "Heartbeat | None"]  # raises StoreError if the store cannot be read

@@ -68,6 +68,21 @@ def test_every_face_of_the_host_names_the_release_it_runs_and_since_when(deploym
     assert line.startswith(f"release {RUNNING[:12]} (this checkout), run by the loop (pid {pid}) since ")
     assert f"{started.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC" in line
 
+    said = deployment.cli("health", "--json")  # the same body as /healthz, from the loop's status file
+    assert said.returncode == 0, said.stderr
+    by_cli = json.loads(said.stdout)
+    assert {**by_cli, "message": ""} == {**call(f"{url}/healthz").json(), "message": ""}
+    assert process.stop() == 0
+    stopped = deployment.cli("health", "--json")
+    assert stopped.returncode == 1
+    assert json.loads(stopped.stdout) | {"message": ""} == {
+        "healthy": False,
+        "state": "stopped",
+        "message": "",
+        "release": RUNNING,  # the release it ran
+        "started_at": health["started_at"],
+    }
+
 
 def test_list_says_when_the_loop_runs_another_release_than_the_deployed_one(deployment: Deployment, host) -> None:
     deployment.root = _release(deployment.tmp, RUNNING)

@@ -25,7 +25,7 @@ from werkzeug.wrappers import Request, Response
 from jobhost import operations
 from jobhost.clock import now as wall_now
 from jobhost.errors import StoreError, UnknownJobError
-from jobhost.health import Health, health
+from jobhost.health import Health, as_json, health
 from jobhost.hostconfig import HttpConfig
 from jobhost.metrics import Metrics
 from jobhost.outcomes import RunStatus
@@ -216,15 +216,7 @@ class WebApp:
 
     def healthz(self, request: Request) -> Response:
         verdict = self._health(self.clock())
-        status = self.host.status
-        body = {
-            "healthy": verdict.healthy,
-            "state": str(verdict.verdict),
-            "message": verdict.message,
-            "release": status.release,
-            "started_at": status.started_at,
-        }
-        return self._json(body, 200 if verdict.healthy else 503)
+        return self._json(as_json(verdict, self.host.status.last), 200 if verdict.healthy else 503)
 
     def prometheus(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
