@@ -65,7 +65,7 @@ def display_path(path: str) -> str:
     """A file name as a person at the repository would write it (relative when inside)."""
     try:
         shown = os.path.relpath(path)
-    except ValueError:
+    except (ValueError, OSError):  # OSError: the working directory was removed (getcwd fails)
         return path
     return path if shown.startswith("..") else shown
 

@@ -347,3 +347,11 @@ def test_a_time_zone_on_a_sub_day_interval_is_refused(registry):
 
         @registry.job(registry.every().hour.at(":00", "Asia/Kathmandu"))
         def hourly(): ...
+
+
+def test_a_path_is_shown_whole_when_the_working_directory_was_removed(tmp_path, monkeypatch):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # os.getcwd() now fails, as under a shell whose directory was deleted
+    assert display_path("/srv/jobs/broken.py") == "/srv/jobs/broken.py"
