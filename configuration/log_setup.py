@@ -5,6 +5,7 @@ Only this module installs handlers; the engine only calls ``getLogger``.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import sys
@@ -88,7 +89,11 @@ def configure_logging(
     handler: logging.Handler
     if log_file is not None:
         sys.stderr.flush()
-        handler = QueuedLogHandler(log_file, os.dup(2))
+        errors = os.dup(2)
+        handler = QueuedLogHandler(log_file, errors)
+        # A crash that no log line can tell (a segfault, a fatal error of Python): its traceback
+        # goes to stderr as it was (supervisord's file), not to the pipe the engine makes of it.
+        faulthandler.enable(errors, all_threads=True)
     elif stream is None:
         for standard in (sys.stdout, sys.stderr):
             standard.flush()

@@ -88,3 +88,25 @@ def test_a_command_prints_its_log_to_stdout_and_leaves_the_file_alone(deployment
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["event"] for line in done.stdout.splitlines() if '"event"' in line][-1] == "run_succeeded"
     assert not log.exists()
+
+
+SEGFAULT = """
+import ctypes
+from jobhost import job, every
+
+
+@job(every(1).seconds, isolation="thread")
+def crashes_the_host():
+    ctypes.string_at(0)  # a segfault, in the host's own process
+"""
+
+
+def test_a_host_that_segfaults_leaves_its_traceback_on_stderr_not_in_the_json_log(deployment: Deployment, host) -> None:
+    deployment.write("crash", SEGFAULT)
+    log = deployment.tmp / "logs" / "jobs.log"
+    log.parent.mkdir()
+    process: HostProcess = host(JOBS_LOG_FILE=str(log))
+    assert process.proc.wait(30) < 0  # killed by its signal
+    said = process.proc.stderr.read().decode()
+    assert "Fatal Python error: Segmentation fault" in said and "crashes_the_host" in said
+    assert _records(log)[0]["event"] == "host_started"  # and only JSON in the log
