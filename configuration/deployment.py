@@ -10,25 +10,31 @@ from typing import Any
 from configuration.env_file import apply_env_file, with_env_file
 from configuration.environ_block import forget_variable
 from configuration.log_setup import configure_logging
+from configuration.log_stream import LogFile
 from configuration.sentry_setup import deployed_revision, refused_start_reporter, start_sentry
-from configuration.settings import ROOT, load_settings, read_setting
+from configuration.settings import ROOT, Settings, load_settings, read_setting
 from jobhost.cli import HostSettings, StartWitnesses
 from jobhost.errors import SettingError
 from jobhost.hostconfig import HostConfig, HttpConfig
 from jobhost.store import sqlite_path
 
 
-def configure(*, log_to_stdout: bool) -> HostSettings:
+def configure(*, log_to_stdout: bool, loop: bool = False) -> HostSettings:
     """Read the settings, set up logging, and hand the engine what it needs.
 
     `log_to_stdout` is for the commands whose output *is* the log (the loop, `run`);
-    the others log to stderr so their stdout stays machine-readable.
+    the others log to stderr so their stdout stays machine-readable. Only the forever
+    `loop` writes JOBS_LOG_FILE: a command run by a person prints where they can see it.
     """
     apply_env_file()
     settings = load_settings()
     forget_variable("JOBS_HTTP_TOKEN")  # the host's alone: the jobs it forks inherit the environment
     configure_logging(
-        settings.log_level, settings.log_format, None if log_to_stdout else sys.stderr, settings.host_name
+        settings.log_level,
+        settings.log_format,
+        None if log_to_stdout else sys.stderr,
+        settings.host_name,
+        _log_file(settings) if loop and log_to_stdout else None,
     )
     return HostSettings(
         state_url=settings.state_url,
@@ -55,6 +61,18 @@ def configure(*, log_to_stdout: bool) -> HostSettings:
         import_timeout=settings.import_timeout,
         release=lambda: deployed_revision(ROOT),
     )
+
+
+def _log_file(settings: Settings) -> LogFile | None:
+    """The loop's log file, open (its directory was checked with the settings; this says the rest)."""
+    if settings.log_file is None:
+        return None
+    try:
+        return LogFile(settings.log_file, settings.log_max_bytes, settings.log_backups)
+    except OSError as exc:
+        raise SettingError(
+            "JOBS_LOG_FILE", str(settings.log_file), f"cannot be opened: {exc.strerror or exc}"
+        ) from None
 
 
 def witnesses() -> StartWitnesses:

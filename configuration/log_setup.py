@@ -5,6 +5,7 @@ Only this module installs handlers; the engine only calls ``getLogger``.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import sys
@@ -13,7 +14,7 @@ from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
-from configuration.log_stream import QueuedLogHandler, separate_stderr
+from configuration.log_stream import Descriptor, LogFile, QueuedLogHandler, separate_stderr
 from jobhost.context import RunContextFilter
 
 _FIRST = ("timestamp", "level", "logger", "message")
@@ -77,17 +78,27 @@ class TextFormatter(logging.Formatter):
         return f"{text}\n{trace.rstrip()}" if trace else text
 
 
-def configure_logging(level: str, fmt: str, stream: TextIO | None = None, host: str | None = None) -> None:
+def configure_logging(
+    level: str, fmt: str, stream: TextIO | None = None, host: str | None = None, log_file: LogFile | None = None
+) -> None:
     """Send every log record to `stream` in `fmt`; by default to stdout through a descriptor of
-    its own (so that the engine may turn descriptor 1 into a pipe for stray output), written
-    by a thread of its own (so that a stdout nobody reads never blocks the loop). JSON lines
-    carry `host` (JOBS_HOST_NAME)."""
+    its own (so that the engine may turn descriptor 1 into a pipe for stray output), or to
+    `log_file`, written by a thread of its own (so that a stdout nobody reads, or a full disk,
+    never blocks the loop). JSON lines carry `host` (JOBS_HOST_NAME). What cannot be said in the
+    log (its own trouble) goes to stderr, when that is not where the log goes."""
     handler: logging.Handler
-    if stream is None:
+    if log_file is not None:
+        sys.stderr.flush()
+        errors = os.dup(2)
+        handler = QueuedLogHandler(log_file, errors)
+        # A crash that no log line can tell (a segfault, a fatal error of Python): its traceback
+        # goes to stderr as it was (supervisord's file), not to the pipe the engine makes of it.
+        faulthandler.enable(errors, all_threads=True)
+    elif stream is None:
         for standard in (sys.stdout, sys.stderr):
             standard.flush()
         errors = os.dup(2) if separate_stderr(1, 2) else None
-        handler = QueuedLogHandler(os.dup(1), errors)
+        handler = QueuedLogHandler(Descriptor(os.dup(1)), errors)
     else:
         handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonLineFormatter(host) if fmt == "json" else TextFormatter())

@@ -7,6 +7,7 @@ The README's settings table is generated from this list
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import socket
 from collections.abc import Callable, Mapping
@@ -25,6 +26,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "text")
 MAX_WORKERS = 256  # each run holds a process and a few pipes: more would exhaust descriptors first
 MAX_HISTORY_DAYS = 3650
+MAX_LOG_BACKUPS = 1000
+_SIZE = re.compile(r"(\d+)\s*(kb|mb|gb)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}  # supervisord's, for the same values
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,39 @@ def _place(text: str) -> Path:
     return path if path.is_absolute() else ROOT / path
 
 
+def _log_file(text: str) -> Path:
+    """A file the host can write: its directory exists and is writable by this user (said, naming it)."""
+    path = Path(text)
+    path = path if path.is_absolute() else ROOT / path
+    try:
+        if path.is_dir() or not path.name:
+            raise ValueError
+        if not path.parent.is_dir():
+            raise SettingError("JOBS_LOG_FILE", text, f"its directory {path.parent} does not exist")
+    except OSError as exc:  # a directory on the way that this user may not enter
+        raise SettingError("JOBS_LOG_FILE", text, f"{_user()} cannot reach it: {exc.strerror}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise SettingError("JOBS_LOG_FILE", text, f"its directory {path.parent} cannot be written by {_user()}")
+    return path
+
+
+def _user() -> str:
+    try:
+        return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _size(text: str) -> int:
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError
+    size = int(match[1]) * _SIZE_UNITS[(match[2] or "").lower()]
+    if size > 1024**4:
+        raise ValueError
+    return size
+
+
 def _dsn(text: str) -> str:
     from sentry_sdk.utils import BadDsn, Dsn  # the SDK loads only when a DSN is set
 
@@ -151,6 +188,30 @@ SETTINGS = (
         "`json` (one object a line) or `text` (for a person)",
         "log line format on stdout",
         _choice(LOG_FORMATS, str.lower),
+    ),
+    Setting(
+        "JOBS_LOG_FILE",
+        None,
+        "a file path (relative to the repository or absolute) in a directory the host can write",
+        "the loop writes its log there instead of stdout, rotating it itself, only between lines (the "
+        "Ansible role sets it); the other commands print to stdout all the same",
+        _log_file,
+        shown_default="unset: stdout",
+    ),
+    Setting(
+        "JOBS_LOG_MAX_BYTES",
+        "50MB",
+        "a size in bytes, or with `KB`, `MB`, `GB` (1024-based, as supervisord's), up to 1 TB; `0`: no rotation",
+        "`JOBS_LOG_FILE` is rotated before a write would take it past this size: `jobs.log` becomes "
+        "`jobs.log.1`, `jobs.log.1` becomes `jobs.log.2`, and so on; a longer line has a file of its own",
+        _size,
+    ),
+    Setting(
+        "JOBS_LOG_BACKUPS",
+        "10",
+        f"a whole number from 0 to {MAX_LOG_BACKUPS}",
+        "rotated files of `JOBS_LOG_FILE` kept (the oldest is deleted)",
+        _whole(0, MAX_LOG_BACKUPS),
     ),
     Setting(
         "JOBS_MAX_WORKERS",
@@ -298,6 +359,9 @@ class Settings:
     state_url: str
     log_level: str
     log_format: str
+    log_file: Path | None
+    log_max_bytes: int
+    log_backups: int
     max_workers: int
     stop_grace: float
     heartbeat_interval: float

@@ -59,10 +59,10 @@ def write_local(directory: Path, python: str = sys.executable) -> Path:
             "python": python,
             "directory": str(ROOT),
             "user": getpass.getuser(),
-            "log_file": str(directory / "jobs.log"),
+            "output_file": str(directory / "jobs.log"),  # the JSON log, unless JOBS_LOG_FILE says otherwise
             "env_file": "",  # a local run takes its settings from the environment
-            "log_max_bytes": "50MB",
-            "log_backups": "10",
+            "output_max_bytes": "50MB",
+            "output_backups": "10",
         }
     )
     (directory / "jobs.conf").write_text(program)

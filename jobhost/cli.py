@@ -117,7 +117,7 @@ class _App:
         if loop:
             self.status = StatusFile(None, "", 0)  # set once the settings say where
         try:
-            self.settings = self.configure(log_to_stdout=log_to_stdout)
+            self.settings = self.configure(log_to_stdout=log_to_stdout, loop=loop)
         except SettingError as exc:
             self.fail(str(exc), 2, before_logging=True)
         assert self.settings is not None

@@ -152,6 +152,41 @@ def host(deployment: Deployment) -> Iterator[Callable[..., HostProcess]]:
             process.proc.wait(10)
 
 
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of the test's own, to fill up; findmnt must show it mounted there before any
+    test fills it, so that a mount that did not happen never fills the machine's own disk."""
+    require("root", os.geteuid() == 0, "mounting a small filesystem needs root (./dev test runs as root)")
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
+    require("tmpfs", mounted.returncode == 0, f"mount -t tmpfs failed: {mounted.stderr.decode().strip()}")
+    try:
+        found = subprocess.run(
+            ["findmnt", "-n", "-o", "FSTYPE,SIZE", "--mountpoint", str(mount_point)], capture_output=True, text=True
+        )
+        assert found.stdout.split() == ["tmpfs", "4M"], f"{mount_point} is not the test's tmpfs: {found.stdout!r}"
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill_filesystem(directory: Path) -> Path:
+    """Fill the filesystem of `directory` to the last byte; the file that does it."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for chunk in (65536, 1):  # then what a 64 KiB write could not take
+            try:
+                while os.write(fd, b"\0" * chunk):
+                    pass
+            except OSError as exc:
+                assert exc.errno == 28  # ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[object]:
     """A throw-away PostgreSQL cluster for the session (`new_database()` gives a fresh database)."""

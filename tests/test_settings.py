@@ -23,6 +23,7 @@ def test_defaults(monkeypatch):
     assert settings.timezone == ZoneInfo("Asia/Kolkata")
     assert settings.jobs_dir == ROOT / "jobs"
     assert settings.data_dir == ROOT / "var" / "data"
+    assert (settings.log_file, settings.log_max_bytes, settings.log_backups) == (None, 50 * 1024 * 1024, 10)
 
 
 def test_blank_values_mean_the_default():
@@ -50,6 +51,13 @@ def test_blank_values_mean_the_default():
         ("JOBS_HTTP_ADDR", "0.0.0.0:0", "http_addr", ("0.0.0.0", 0)),
         ("JOBS_HTTP_HOSTS", "Jobs.Example.com, jobhost-1,", "http_hosts", ("jobs.example.com", "jobhost-1")),
         ("JOBS_HTTP_HOSTS", "10.0.0.5,[::1]", "http_hosts", ("10.0.0.5", "::1")),
+        ("JOBS_LOG_FILE", "/tmp/jobs.log", "log_file", Path("/tmp/jobs.log")),
+        ("JOBS_LOG_FILE", "var/jobs.log", "log_file", ROOT / "var" / "jobs.log"),
+        ("JOBS_LOG_MAX_BYTES", "50MB", "log_max_bytes", 50 * 1024 * 1024),
+        ("JOBS_LOG_MAX_BYTES", "300kb", "log_max_bytes", 300 * 1024),
+        ("JOBS_LOG_MAX_BYTES", "1000", "log_max_bytes", 1000),
+        ("JOBS_LOG_MAX_BYTES", "0", "log_max_bytes", 0),
+        ("JOBS_LOG_BACKUPS", "0", "log_backups", 0),
     ],
 )
 def test_accepted_values(variable, value, field, expected):
@@ -84,6 +92,12 @@ def test_accepted_values(variable, value, field, expected):
         ("JOBS_HTTP_ADDR", ":8377", "`address:port`"),
         ("JOBS_HTTP_HOSTS", "jobs.example.com:443", "without a port"),
         ("JOBS_HTTP_HOSTS", "https://jobs.example.com", "host names or addresses"),
+        ("JOBS_LOG_FILE", "/no/such/dir/jobs.log", "its directory /no/such/dir does not exist"),
+        ("JOBS_LOG_FILE", "/tmp", "a file path"),
+        ("JOBS_LOG_MAX_BYTES", "50 megabytes", "with `KB`, `MB`, `GB`"),
+        ("JOBS_LOG_MAX_BYTES", "-1", "with `KB`, `MB`, `GB`"),
+        ("JOBS_LOG_MAX_BYTES", "2000GB", "up to 1 TB"),
+        ("JOBS_LOG_BACKUPS", "1001", "a whole number from 0 to 1000"),
     ],
 )
 def test_bad_value_names_the_variable_and_what_it_accepts(variable, value, accepts):
@@ -147,3 +161,30 @@ def test_the_env_file_reaches_the_jobs_environment(tmp_path):
     environ = {"JOBS_ENV_FILE": str(env_file), "HOME": "/root"}
     apply_env_file(environ)
     assert environ == {"JOBS_ENV_FILE": str(env_file), "HOME": "/root", "PARTNER_TOKEN": "s3cret"}
+
+
+def test_a_log_file_in_a_directory_this_user_cannot_write_is_refused_naming_it() -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to ask as another user")
+    reachable = Path(tempfile.mkdtemp(prefix="jobhost-settings-"))  # pytest's own are root's alone
+    reachable.chmod(0o755)
+    locked = reachable / "logs"
+    locked.mkdir(mode=0o755)  # root's: another user may read it, not write it
+    as_nobody = (
+        "import os, sys; from configuration.settings import load_settings; os.setgid(65534); os.setuid(65534); "
+        "load_settings({'JOBS_LOG_FILE': sys.argv[1]})"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", as_nobody, str(locked / "jobs.log")], capture_output=True, text=True, cwd=ROOT
+    )
+    shutil.rmtree(reachable)
+    assert (
+        f"JOBS_LOG_FILE='{locked / 'jobs.log'}' is not valid: its directory {locked} cannot be written by user nobody"
+        in done.stderr
+    )

@@ -9,14 +9,12 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Deployment, HostProcess, events, require
+from tests.conftest import Deployment, HostProcess, events, fill_filesystem
 
 pytestmark = pytest.mark.e2e
 
@@ -34,34 +32,6 @@ FAST = {"JOBS_HEARTBEAT_INTERVAL": "1s", "JOBS_LEASE": "3s"}
 FINAL = ("succeeded", "missed", "skipped")
 PAGE = 4096  # SQLite's default page size
 OUTAGE_SECONDS = 4.0  # how long the fault lasts: several slots fall due meanwhile
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs of the test's own, to fill up."""
-    require("root", os.geteuid() == 0, "mounting a small filesystem needs root (./dev test runs as root)")
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
-    require("tmpfs", mounted.returncode == 0, f"mount -t tmpfs failed: {mounted.stderr.decode().strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def _fill(directory: Path) -> Path:
-    """Fill the filesystem of `directory` to the last byte; the file that does it."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        for chunk in (65536, 1):  # then what a 64 KiB write could not take
-            try:
-                while os.write(fd, b"\0" * chunk):
-                    pass
-            except OSError as exc:
-                assert exc.errno == 28  # ENOSPC
-    finally:
-        os.close(fd)
-    return filler
 
 
 def _events(process: HostProcess, event: str) -> list[dict]:
@@ -131,7 +101,7 @@ def test_a_full_disk_holds_every_slot_and_is_said_once_with_its_end(deployment: 
     url = {"JOBS_STATE_URL": f"sqlite:///{small_fs / 'state.sqlite3'}"}
     process = host(**url, **FAST)
     process.wait_for(lambda rs: len([r for r in rs if r.get("event") == "run_succeeded"]) >= 2, what="two runs")
-    filler = _fill(small_fs)
+    filler = fill_filesystem(small_fs)
     process.wait_for(lambda rs: any(r.get("event") == "store_failing" for r in rs), what="the disk full noticed")
     time.sleep(OUTAGE_SECONDS)  # the fault's length, not a synchronisation: slots fall due meanwhile
     freed = dt.datetime.now(dt.UTC)
@@ -281,7 +251,7 @@ def test_a_host_that_cannot_open_its_file_on_a_full_disk_waits_for_it(deployment
     crashed.proc.kill()  # no clean close: the write-ahead log holds what the file does not yet
     crashed.proc.wait(10)
     (small_fs / "state.sqlite3-shm").unlink()  # its index, which the next open makes anew: that needs space
-    filler = _fill(small_fs)
+    filler = fill_filesystem(small_fs)
     waiting = host(**url, **FAST)
     waiting.wait_for(lambda rs: any(r.get("event") == "store_failing" for r in rs), what="the full disk said")
     said = deployment.cli("health", **url)
@@ -326,7 +296,7 @@ def test_a_host_started_on_a_full_disk_settles_what_the_last_one_left_once_it_ca
     reader = sqlite3.connect(small_fs / "state.sqlite3")
     reader.execute("SELECT count(*) FROM runs").fetchall()
     try:
-        filler = _fill(small_fs)
+        filler = fill_filesystem(small_fs)
         starting = host(**url, **FAST)
         starting.wait_for(lambda rs: any(r.get("event") == "store_failing" for r in rs), what="the full disk noticed")
         [(status,)] = reader.execute("SELECT status FROM runs WHERE run_id = ?", (started["run_id"],)).fetchall()
@@ -369,12 +339,12 @@ def test_a_disk_freed_in_part_then_full_again_still_leaves_no_slot_without_a_rec
     # The default lease: the loop catches up at its tick, every 10 s, long after the store is back.
     process = host(**url, JOBS_HEARTBEAT_INTERVAL="1s")
     process.wait_for(lambda rs: len(events(rs, "each", "run_succeeded")) >= 2, what="two runs")
-    filler = _fill(small_fs)
+    filler = fill_filesystem(small_fs)
     process.wait_for(lambda rs: len(_events(process, "store_failing")) == 1, what="the disk full noticed")
     time.sleep(OUTAGE_SECONDS)  # the fault's length, not a synchronisation: slots fall due meanwhile
     os.truncate(filler, filler.stat().st_size - 64 * 1024)  # room for a write or two, not for the catch-up
     process.wait_for(lambda rs: len(_events(process, "store_recovered")) == 1, what="the store writable a moment")
-    _fill(small_fs)
+    fill_filesystem(small_fs)
     process.wait_for(lambda rs: len(_events(process, "store_failing")) == 2, what="the disk full again")
     time.sleep(OUTAGE_SECONDS)
     freed = dt.datetime.now(dt.UTC)

@@ -44,10 +44,10 @@ class Supervisor:
             "python": sys.executable,
             "directory": str(ROOT),
             "user": getpass.getuser(),
-            "log_file": str(self.log),
+            "output_file": str(self.log),
             "env_file": "",
-            "log_max_bytes": "50MB",
-            "log_backups": "10",
+            "output_max_bytes": "50MB",
+            "output_backups": "10",
         }
         (self.dir / "jobs.conf").write_text(render(values))
         self.conf = self.dir / "supervisord.conf"
