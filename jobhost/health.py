@@ -171,13 +171,13 @@ def watch(
     seen = first
     while True:
         into = f"{_seconds(clock() - started)} into the {_seconds(window)} window"
-        if not seen.health.healthy:
-            return Health(seen.health.verdict, f"unhealthy {into}: {_reason(seen.health)}")
-        if seen.pid != first.pid:
+        if seen.pid != first.pid:  # first: the new loop's own verdict (starting, most often) is not the news
             return Health(
                 Verdict.RESTARTED,
                 f"unhealthy {into}: the loop restarted (pid {first.pid}, now {seen.pid}): {_reason(seen.health)}",
             )
+        if not seen.health.healthy:
+            return Health(seen.health.verdict, f"unhealthy {into}: {_reason(seen.health)}")
         left = window - (clock() - started)
         if left <= 0:
             return Health(Verdict.BEATING, f"healthy for {_seconds(window)}: {_reason(seen.health)}")

@@ -159,6 +159,13 @@ def test_a_watch_is_healthy_only_when_every_look_in_the_window_was(tmp_path: Pat
     said = watch(lambda: next(looks), 30, clock=clock, sleep=clock.sleep)
     assert not said.healthy and said.verdict == Verdict.RESTARTED
     assert said.message.startswith("unhealthy 4.0 s into the 30.0 s window: the loop restarted (pid 411, now 422)")
+    starting = Health(Verdict.STARTING, "unhealthy: the host is starting (importing jobs/a.py) since 0s ago (pid 422)")
+    looks = iter([Look(beating, 411), Look(starting, 422)])
+    said = watch(lambda: next(looks), 30, clock=clock, sleep=clock.sleep)
+    assert (
+        said.verdict == Verdict.RESTARTED
+        and "the loop restarted (pid 411, now 422): the host is starting" in said.message
+    )
 
     clock = Clock()
     said = watch(lambda: Look(gone, 411), 30, clock=clock, sleep=clock.sleep)
