@@ -36,6 +36,7 @@ from jobhost.errors import (
     UnknownJobError,
     display_path,
 )
+from jobhost.health import Look, watch
 from jobhost.health import as_json as health_json
 from jobhost.health import health as verdict_of
 from jobhost.horizon import OutsideHorizon, bounded
@@ -631,27 +632,50 @@ def next_slots(app: _App, name: str, count: int, start: str | None) -> None:
     help="Seconds a heartbeat stays fresh. Default: 3 heartbeat intervals of the loop (90 s at the default 30 s).",
 )
 @click.option("--host", "host_name", type=UTF8, help="The host to look at (its JOBS_HOST_NAME). Default: this one.")
+@click.option(
+    "--for",
+    "window",
+    type=Seconds(min=0, max=MAX_HEARTBEAT_AGE),
+    help="Watch the loop this many seconds (about once a second): healthy only if it stayed healthy "
+    "throughout and was never restarted (one pid). Ends at the first look that is not.",
+)
 @click.option("--json", "as_json", is_flag=True, help="The verdict as /healthz gives it, with the loop's release.")
 @pass_app
-def health(app: _App, max_age: float | None, host_name: str | None, as_json: bool) -> None:
+def health(app: _App, max_age: float | None, host_name: str | None, window: float | None, as_json: bool) -> None:
     """Exit 0 when the loop of this host (or --host) is beating, else 1 with one line saying why not:
     stuck, gone, stopped, refused to start, or the state store failing. Imports no job."""
+    look = _looker(app, max_age, host_name)
+    seen: list[Look] = []
+
+    def remembered() -> Look:
+        seen.append(look())
+        return seen[-1]
+
+    verdict = remembered().health if window is None else watch(remembered, window)
+    if as_json:
+        click.echo(json.dumps(health_json(verdict, seen[-1].status), indent=2))
+    else:
+        click.echo(verdict.message)
+    sys.exit(0 if verdict.healthy else 1)
+
+
+def _looker(app: _App, max_age: float | None, host_name: str | None) -> Callable[[], Look]:
+    """How `health` looks at the loop, once or again and again: its status file read anew each time,
+    the state store's heartbeat where that does not settle it."""
     try:
         settings = app.configure(log_to_stdout=False)
     except SettingError as exc:  # the loop refused these too: its status file says so, if it can be found
         witnesses, problem = app.witnesses(), str(exc)
-        status = read_status(witnesses.status_file) if witnesses.status_file is not None else None
-        if status is None:
+        if witnesses.status_file is None or read_status(witnesses.status_file) is None:
             app.fail(problem, 2)
+        status_file: Path | None = witnesses.status_file
+        hostname = host_name or witnesses.hostname
 
-        def unreadable() -> None:
+        def heartbeat() -> Heartbeat | None:
             raise StoreError(problem)
 
-        hostname = host_name or witnesses.hostname
-        verdict = verdict_of(status, unreadable, hostname, max_age, wall_now())
     else:
-        hostname = host_name or settings.host.hostname
-        status = read_status(settings.status_file) if settings.status_file is not None else None
+        status_file, hostname = settings.status_file, host_name or settings.host.hostname
 
         def heartbeat() -> Heartbeat | None:
             store = open_store(settings.state_url, settings.base_dir)
@@ -660,13 +684,20 @@ def health(app: _App, max_age: float | None, host_name: str | None, as_json: boo
             finally:
                 store.close()
 
-        verdict = verdict_of(status, heartbeat, hostname, max_age, wall_now())
-    if as_json:
-        theirs = status if status is not None and status.host == hostname else None  # (--host: another's)
-        click.echo(json.dumps(health_json(verdict, theirs), indent=2))
-    else:
-        click.echo(verdict.message)
-    sys.exit(0 if verdict.healthy else 1)
+    def look() -> Look:
+        status = read_status(status_file) if status_file is not None else None
+        beats: list[Heartbeat | None] = []
+
+        def remembered() -> Heartbeat | None:
+            beats.append(heartbeat())
+            return beats[-1]
+
+        verdict = verdict_of(status, remembered, hostname, max_age, wall_now())
+        if status is not None and status.host == hostname:
+            return Look(verdict, status.pid, status)
+        return Look(verdict, beats[-1].pid if beats and beats[-1] is not None else None)
+
+    return look
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:

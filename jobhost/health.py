@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,6 +34,7 @@ class Verdict(enum.StrEnum):
     REFUSED = "refused"
     STORE_FAILING = "store_failing"
     UNKNOWN = "unknown"  # no heartbeat, or no way to read one
+    RESTARTED = "restarted"  # another loop than the one watched: it ended and was started again
 
 
 @dataclass(frozen=True)
@@ -155,3 +157,52 @@ def _from_heartbeat(heartbeat: HeartbeatReader, hostname: str, max_age: float, n
             f"unhealthy: {seen}, more than {format_duration(max_age)}: the loop is stuck or gone",
         )
     return Health(Verdict.BEATING, f"healthy: {seen}")
+
+
+@dataclass(frozen=True)
+class Look:
+    """One look at the loop: the verdict, the pid of the loop it is about (None: no loop known), and
+    that loop's status record when it is this host's (what `--json` adds: its release and start)."""
+
+    health: Health
+    pid: int | None
+    status: Status | None = None
+
+
+def watch(
+    look: Callable[[], Look],
+    window: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    every: float = 1.0,
+) -> Health:
+    """Look at the loop every `every` seconds for `window` seconds (a deploy's stability window):
+    healthy only if every look was healthy and about the same loop (one pid: a loop that crashed
+    and was started again by its supervisor looks healthy a moment later, and is not). The first
+    look that is not ends the watch at once, saying what and when."""
+    started = clock()
+    first = look()
+    seen = first
+    while True:
+        into = f"{_seconds(clock() - started)} into the {_seconds(window)} window"
+        if seen.pid != first.pid:  # first: the new loop's own verdict (starting, most often) is not the news
+            return Health(
+                Verdict.RESTARTED,
+                f"unhealthy {into}: the loop restarted (pid {first.pid}, now {seen.pid}): {_reason(seen.health)}",
+            )
+        if not seen.health.healthy:
+            return Health(seen.health.verdict, f"unhealthy {into}: {_reason(seen.health)}")
+        left = window - (clock() - started)
+        if left <= 0:
+            return Health(Verdict.BEATING, f"healthy for {_seconds(window)}: {_reason(seen.health)}")
+        sleep(min(every, left))
+        seen = look()
+
+
+def _reason(health: Health) -> str:
+    return health.message.split(": ", 1)[1] if ": " in health.message else health.message
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.1f} s"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -29,12 +30,18 @@ from tests.deploy_site import (
 )
 from tests.sentry_servers import wait_until
 
-pytestmark = pytest.mark.e2e
+# A release deploy builds a virtualenv and watches the release for its window: on a loaded
+# machine one deploy, or two, outlast the suite's 120 s a test.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+WINDOW = 12
+OTHER_PROGRAM = "[program:other]\ncommand=/bin/sleep infinity\n"
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DebianHost, Controller, list[Logstash]]]:
-    with deploy_site(tmp_path_factory) as built:
+    # A window long enough for the crash test's release to die in it (10 s after its start).
+    with deploy_site(tmp_path_factory, host_vars=f"jobhost_stability_window={WINDOW}") as built:
         yield built
 
 
@@ -89,6 +96,9 @@ def test_a_second_deploy_with_no_change_changes_nothing(site):
     assert again.returncode == 0, again.stdout[-4000:]
     assert recap(again.stdout)["changed"] == 0, again.stdout[-4000:]
     assert program(host) == ("RUNNING", pid)
+    running = host.run("readlink /opt/jobhost/current").stdout.strip().rsplit("/", 1)[1]
+    assert f"Release {running} runs since " in again.stdout and f"(pid {pid})" in again.stdout
+    assert "the release did not change; settings unchanged; restarted: nothing." in again.stdout
 
 
 def test_a_deploy_repairs_a_program_that_is_not_running(site):
@@ -158,24 +168,156 @@ def test_a_release_that_fails_its_check_never_replaces_the_running_one(site):
         controller.commit("remove the broken job")
 
 
+def test_a_release_deploy_starts_our_program_once_and_leaves_other_programs_alone(site):
+    host, controller, _ = site
+    previous = current(host)
+    # Another team's program, with a change to its file that supervisord has not applied yet.
+    (host.dir / "etc/supervisor/conf.d/other.conf").write_text(OTHER_PROGRAM)
+    host.run("supervisorctl reread && supervisorctl update other")
+    wait_until(lambda: other(host)[0] == "RUNNING", timeout=30, what="the other program running")
+    state, pid = other(host)
+    (host.dir / "etc/supervisor/conf.d/other.conf").write_text(OTHER_PROGRAM + 'environment=CHANGED="1"\n')
+    spawned = starts(host)
+    (controller.dir / "jobs" / "notes.py").write_text("# a change of code: a new release\n")
+    revision = controller.commit("a release")
+
+    deployed = controller.deploy()
+    assert deployed.returncode == 0, deployed.stdout[-4000:]
+    assert current(host) == revision
+    assert other(host) == (state, pid)  # its pending change left pending, the program not restarted
+    assert starts(host) == spawned + 1  # ours: one start, of the new release
+    assert f"Release {revision} runs since " in deployed.stdout
+    assert f"the previous release: {previous}; settings unchanged; restarted: jobs (its program file changed)." in (
+        deployed.stdout
+    )
+    assert host.run("readlink /opt/jobhost/last-good").stdout.strip() == f"/opt/jobhost/releases/{revision}"
+    # No copies of the program file pile up: the one kept for a rollback went with success.
+    assert sorted(p.name for p in (host.dir / "etc/supervisor/conf.d").iterdir()) == ["jobs.conf", "other.conf"]
+
+
 def test_a_release_that_does_not_come_up_is_rolled_back(site):
     host, controller, _ = site
-    assert controller.deploy().returncode == 0  # the fixed release (same code, a new commit)
-    running = host.run("readlink /opt/jobhost/current").stdout.strip()
+    running = current(host)
     # Imports in `check`, but the loop dies at start: something only the running host meets.
     (controller.dir / "jobs" / "needs_config.py").write_text(
         "import sys\n\nif sys.argv[1:2] != ['check']:\n    raise RuntimeError('the partner config is missing')\n"
     )
-    controller.commit("a job that cannot start")
+    revision = controller.commit("a job that cannot start")
     try:
         failed = controller.deploy()
         assert failed.returncode != 0
-        assert "did not come up healthy" in failed.stdout and "rolled back to" in failed.stdout
-        assert host.run("readlink /opt/jobhost/current").stdout.strip() == running
-        wait_until(lambda: program(host)[0] == "RUNNING", timeout=30, what="the previous release running again")
+        said = failure(failed)
+        assert re.match(rf"Release {revision[:12]} failed \d+ s after its start: the host refused to start ", said), (
+            said
+        )
+        assert "jobs/needs_config.py:4" in said and "the partner config is missing" in said, said
+        rolled_back(host, said, revision, running)
     finally:
         (controller.dir / "jobs" / "needs_config.py").unlink()
         controller.commit("remove the job that cannot start")
+
+
+def test_a_release_that_crashes_after_its_start_is_rolled_back(site):
+    host, controller, _ = site
+    running = current(host)
+    # Healthy at its first heartbeat, dead 10 s after its start: supervisord would start it again
+    # and again (each life outlasts startsecs), and a single look would call it healthy.
+    (controller.dir / "jobs" / "crashes_later.py").write_text(
+        "import os\nimport sys\nimport threading\nimport time\n\n\n"
+        "def crash():\n    time.sleep(10)\n    os._exit(1)\n\n\n"
+        "if sys.argv[1:2] != ['check']:\n    threading.Thread(target=crash, daemon=True).start()\n"
+    )
+    revision = controller.commit("a release that crashes 10 s after its start")
+    try:
+        failed = controller.deploy()
+        assert failed.returncode != 0
+        said = failure(failed)
+        assert re.match(
+            rf"Release {revision[:12]} failed \d+ s after its start: unhealthy \d+\.\d s into the {WINDOW}\.0 s window: "
+            r"the loop (is gone: pid \d+ .* ended without a clean stop \(crashed or killed\)|restarted \(pid \d+, now \d+\))",
+            said,
+        ), said
+        rolled_back(host, said, revision, running)
+        assert host.run(f"readlink /proc/{program(host)[1]}/cwd").stdout.strip() == f"/opt/jobhost/releases/{running}"
+    finally:
+        (controller.dir / "jobs" / "crashes_later.py").unlink()
+        controller.commit("remove the release that crashes")
+
+
+def test_cleanup_removes_rolled_back_releases_first_and_keeps_the_last_good_one(site):
+    host, controller, _ = site
+    last_good = current(host)
+    releases = host.dir / "opt/jobhost/releases"
+    marked = [p.name for p in releases.iterdir() if (p / ".rolled-back").exists()]
+    assert len(marked) >= 2  # by the two tests before
+    deployed = controller.ansible(
+        "ansible-playbook", "-i", str(controller.inventory), "deploy.yml", "-e", "jobhost_keep_releases=2"
+    )
+    assert deployed.returncode == 0, deployed.stdout[-4000:]
+    # Newer by time than the last good release, the rolled-back ones go; it stays.
+    assert sorted(p.name for p in releases.iterdir()) == sorted([current(host), last_good])
+
+
+def test_a_settings_change_that_fails_rolls_back_the_settings_only(site):
+    host, controller, _ = site
+    running, (_, pid) = current(host), program(host)
+    env = host.read("/etc/jobhost/jobs.env")
+    taken = socket.create_server(("127.0.0.1", 0))  # a port the host cannot bind: check passes, the start fails
+    inventory = controller.inventory.read_text()
+    controller.inventory.write_text(
+        re.sub(r"jobhost_http_addr=\S+", f"jobhost_http_addr=127.0.0.1:{taken.getsockname()[1]}", inventory)
+    )
+    try:
+        failed = controller.deploy()
+        assert failed.returncode != 0
+        said = failure(failed)
+        assert re.match(
+            rf"The new settings of release {running[:12]} failed \d+ s after its start: the host refused to start ",
+            said,
+        ), said
+        assert f"cannot serve HTTP on 127.0.0.1:{taken.getsockname()[1]} (JOBS_HTTP_ADDR)" in said, said
+        assert said.endswith(
+            f"Rolled back the settings only: release {running[:12]} runs again with its previous settings."
+        ), said
+        assert host.read("/etc/jobhost/jobs.env") == env
+        assert current(host) == running and not (host.dir / f"opt/jobhost/releases/{running}/.rolled-back").exists()
+        wait_until(lambda: program(host)[0] == "RUNNING", timeout=30, what="the release running again")
+        assert program(host)[1] != pid
+    finally:
+        controller.inventory.write_text(inventory)
+        taken.close()
+
+
+def test_a_kept_release_is_switched_to_by_name_with_no_checkout(site):
+    host, controller, _ = site
+    running = current(host)
+    kept = next(p.name for p in (host.dir / "opt/jobhost/releases").iterdir() if p.name != running)
+    switched = controller.ansible(
+        "ansible-playbook", "-i", str(controller.inventory), "deploy.yml", "-e", f"jobhost_release={kept[:10]}"
+    )
+    assert switched.returncode == 0, switched.stdout[-4000:]
+    assert current(host) == kept
+    assert host.run(f"readlink /proc/{program(host)[1]}/cwd").stdout.strip() == f"/opt/jobhost/releases/{kept}"
+    assert f"Release {kept} runs since " in switched.stdout and f"the previous release: {running};" in switched.stdout
+
+    unknown = controller.ansible(
+        "ansible-playbook", "-i", str(controller.inventory), "deploy.yml", "-e", "jobhost_release=0000000"
+    )
+    assert unknown.returncode != 0
+    names = ", ".join(sorted([kept, running]))
+    assert f"jobhost_release=0000000 names no complete release on {host.name}; the releases kept there: {names}" in (
+        " ".join(unknown.stdout.split())
+    )
+    assert current(host) == kept
+
+
+def test_a_play_that_matches_no_host_fails(site):
+    _, controller, _ = site
+    empty = controller.inventory.parent / "empty.ini"
+    empty.write_text("[jobhost]\n")
+    missed = controller.ansible("ansible-playbook", "-i", str(empty), "deploy.yml")
+    assert missed.returncode != 0
+    assert "The play matched no host: nothing was deployed." in missed.stdout, missed.stdout[-3000:]
 
 
 def test_the_role_passes_ansible_lint_at_the_production_profile():
@@ -189,3 +331,36 @@ def test_the_role_passes_ansible_lint_at_the_production_profile():
         env={"PATH": f"{ANSIBLE / 'bin'}:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"},
     )
     assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def current(host: DebianHost) -> str:
+    """The release current points at."""
+    return host.run("readlink /opt/jobhost/current").stdout.strip().rsplit("/", 1)[1]
+
+
+def other(host: DebianHost) -> tuple[str, int]:
+    status = host.run("supervisorctl status other", check=False).stdout.split()
+    return status[1], int(status[3].rstrip(",")) if status[1] == "RUNNING" else 0
+
+
+def starts(host: DebianHost) -> int:
+    """How many times supervisord has started our program."""
+    return host.read("/var/log/supervisor/supervisord.log").count("spawned: 'jobs' with pid")
+
+
+def rolled_back(host: DebianHost, said: str, revision: str, running: str) -> None:
+    """The play said `running` was restored in place of `revision`, and so it is."""
+    assert said.endswith(
+        f"Rolled back: release {running[:12]} runs again (current points back at it); "
+        f"{revision[:12]} is marked rolled back."
+    ), said
+    assert current(host) == running
+    assert (host.dir / f"opt/jobhost/releases/{revision}/.rolled-back").exists()
+    wait_until(lambda: program(host)[0] == "RUNNING", timeout=30, what="the previous release running again")
+
+
+def failure(played: subprocess.CompletedProcess[str]) -> str:
+    """The message the play failed with."""
+    found = re.findall(r'FAILED! => \{.*"msg": "((?:[^"\\]|\\.)*)"', played.stdout)
+    assert found, played.stdout[-4000:]
+    return json.loads(f'"{found[-1]}"')

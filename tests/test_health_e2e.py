@@ -5,6 +5,9 @@ importing job modules is bounded, every module's problem named by its file."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +98,32 @@ def test_health_imports_no_job_module(deployment: Deployment, host) -> None:
     assert said.returncode == 0, said.stdout + said.stderr
     assert not marker.exists()
     assert running.stop() == 0
+
+
+def test_health_for_a_window_holds_only_while_the_same_loop_beats(deployment: Deployment, host) -> None:
+    deployment.write("idle", IDLE)
+    running = host(JOBS_HEARTBEAT_INTERVAL="1s")
+    _started(running)
+    steady = deployment.cli("health", "--for", "3")
+    assert steady.returncode == 0, steady.stdout + steady.stderr
+    assert re.fullmatch(
+        rf"healthy for 3\.0 s: last heartbeat \d+s ago \(pid {running.proc.pid} on .+\)\n", steady.stdout
+    )
+
+    watching = subprocess.Popen(
+        [sys.executable, str(ROOT / "jobs.py"), "health", "--for", "600"],
+        env=deployment.env,
+        cwd=deployment.tmp,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    running.proc.kill()  # a crash in the window: the watch ends at once, not at its end
+    said, _ = watching.communicate(timeout=60)
+    assert watching.returncode == 1
+    assert re.fullmatch(
+        rf"unhealthy \d+\.\d s into the 600\.0 s window: the loop is gone: pid {running.proc.pid} .*crashed or killed.*\n",
+        said,
+    ), said
 
 
 def test_a_refused_start_is_what_health_says(deployment: Deployment) -> None:

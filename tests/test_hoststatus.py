@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from jobhost.errors import StoreError
-from jobhost.health import Verdict, health
+from jobhost.health import Health, Look, Verdict, health, watch
 from jobhost.hoststatus import MAGIC, SLOT, State, StatusFile, read_status
 from jobhost.store import Heartbeat
 from tests.conftest import ROOT, require
@@ -169,3 +169,57 @@ def test_records_of_an_older_and_a_newer_release_are_read(tmp_path: Path) -> Non
     assert (read.release, read.started_at) == ("abc", NOW.isoformat())
     path.write_bytes(_slot_of({"pid": 42}) + bytes(SLOT))  # a record missing what every record has
     assert read_status(path) is None
+
+
+class Clock:
+    """A clock that moves only when the watch sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_a_watch_is_healthy_only_when_every_look_in_the_window_was(tmp_path: Path) -> None:
+    beating = Health(Verdict.BEATING, "healthy: last heartbeat 0s ago (pid 411 on jobs-1)")
+    gone = Health(Verdict.GONE, "unhealthy: the loop is gone: pid 411 on jobs-1 ended without a clean stop")
+    clock = Clock()
+    looks = iter([Look(beating, 411)] * 31)
+    said = watch(lambda: next(looks), 30, clock=clock, sleep=clock.sleep)
+    assert said.healthy and said.message == "healthy for 30.0 s: last heartbeat 0s ago (pid 411 on jobs-1)"
+    assert clock.slept == [1.0] * 30  # a look a second, the last at the window's end
+
+    clock = Clock()
+    looks = iter([Look(beating, 411)] * 10 + [Look(gone, 411)])
+    said = watch(lambda: next(looks), 30, clock=clock, sleep=clock.sleep)
+    assert not said.healthy and said.verdict == Verdict.GONE
+    assert said.message == (
+        "unhealthy 10.0 s into the 30.0 s window: the loop is gone: pid 411 on jobs-1 ended without a clean stop"
+    )
+    assert len(clock.slept) == 10  # ended at that look, not at the window's end
+
+    clock = Clock()
+    again = Health(Verdict.BEATING, "healthy: last heartbeat 0s ago (pid 422 on jobs-1)")
+    looks = iter([Look(beating, 411)] * 4 + [Look(again, 422)])
+    said = watch(lambda: next(looks), 30, clock=clock, sleep=clock.sleep)
+    assert not said.healthy and said.verdict == Verdict.RESTARTED
+    assert said.message.startswith("unhealthy 4.0 s into the 30.0 s window: the loop restarted (pid 411, now 422)")
+    starting = Health(Verdict.STARTING, "unhealthy: the host is starting (importing jobs/a.py) since 0s ago (pid 422)")
+    looks = iter([Look(beating, 411), Look(starting, 422)])
+    said = watch(lambda: next(looks), 30, clock=clock, sleep=clock.sleep)
+    assert (
+        said.verdict == Verdict.RESTARTED
+        and "the loop restarted (pid 411, now 422): the host is starting" in said.message
+    )
+
+    clock = Clock()
+    said = watch(lambda: Look(gone, 411), 30, clock=clock, sleep=clock.sleep)
+    assert said.message.startswith("unhealthy 0.0 s into the 30.0 s window: the loop is gone") and not clock.slept
+    said = watch(lambda: Look(beating, 411), 0, clock=clock, sleep=clock.sleep)
+    assert said.healthy and not clock.slept  # no window: the one look
