@@ -87,7 +87,14 @@ class Logstash:
 class Controller:
     """A checkout of this working tree (its own git repository) to deploy from."""
 
-    def __init__(self, directory: Path, host: DebianHost, logstash_port: int, host_vars: str = ""):
+    def __init__(
+        self,
+        directory: Path,
+        host: DebianHost,
+        logstash_port: int,
+        host_vars: str = "",
+        jobs: dict[str, str] | None = None,
+    ):
         self.first_output = ""
         self.dir = directory / "checkout"
         files = subprocess.run(
@@ -99,6 +106,8 @@ class Controller:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / name, target)
         (self.dir / "jobs" / "ping.py").write_text(PING)
+        for name, source in (jobs or {}).items():
+            (self.dir / "jobs" / name).write_text(source)
         self.git("init", "-q")
         self.commit("the release under test, with a job every 2 s")
         inventory = directory / "inventory"
@@ -153,8 +162,9 @@ class Controller:
             env={"PATH": f"{ANSIBLE / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"},
         )
 
-    def deploy(self) -> subprocess.CompletedProcess[str]:
-        return self.ansible("ansible-playbook", "-i", str(self.inventory), "deploy.yml")
+    def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The play, with more `ansible-playbook` arguments (`-e ...`) if given."""
+        return self.ansible("ansible-playbook", "-i", str(self.inventory), "deploy.yml", *args)
 
 
 def recap(output: str) -> dict[str, int]:
@@ -164,17 +174,18 @@ def recap(output: str) -> dict[str, int]:
 
 @contextlib.contextmanager
 def deploy_site(
-    tmp_path_factory: pytest.TempPathFactory, host_vars: str = ""
+    tmp_path_factory: pytest.TempPathFactory, host_vars: str = "", jobs: dict[str, str] | None = None
 ) -> Iterator[tuple[DebianHost, Controller, list[Logstash]]]:
     """A booted Debian host with the checkout deployed once (the first deploy must pass);
-    `host_vars` are more `name=value` inventory variables of the host."""
+    `host_vars` are more `name=value` inventory variables of the host, `jobs` more job modules
+    (file name to source) in the first release."""
     reason = missing()
     require("a bootable Debian container with Ansible", reason is None, reason or "")
     directory = tmp_path_factory.mktemp("deploy")
     host = DebianHost(directory, f"jobhost-{uuid.uuid4().hex[:8]}")
     logstash = [Logstash()]
     try:
-        controller = Controller(directory, host, logstash[0].port, host_vars)
+        controller = Controller(directory, host, logstash[0].port, host_vars, jobs)
         first = controller.deploy()
         assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
         controller.first_output = first.stdout + first.stderr
