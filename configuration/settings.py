@@ -224,8 +224,9 @@ SETTINGS = (
         "JOBS_STOP_GRACE",
         "30s",
         "seconds or a duration such as `30s`, `2m`, up to `1d`",
-        "on SIGTERM, how long runs in flight get to finish before they are killed; keep it 10 s or more "
-        "under supervisord's `stopwaitsecs`",
+        "on SIGTERM, how long runs in flight get to finish before they are killed; supervisord's "
+        "`stopwaitsecs` must be 30 s more (the Ansible role's `jobhost_stop_grace` and `./dev supervise` "
+        "set both)",
         _seconds("JOBS_STOP_GRACE", 0, 86400),
     ),
     Setting(

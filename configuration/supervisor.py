@@ -10,11 +10,13 @@ role renders the same file with its own values.
 from __future__ import annotations
 
 import getpass
+import math
+import os
 import re
 import sys
 from pathlib import Path
 
-from configuration.settings import ROOT
+from configuration.settings import ROOT, read_setting
 
 TEMPLATE = ROOT / "deploy" / "supervisor" / "jobs.conf.j2"
 _PLACEHOLDER = re.compile(r"{{\s*(\w+)\s*}}")
@@ -50,8 +52,18 @@ def render(values: dict[str, str], template: Path = TEMPLATE) -> str:
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
 
 
-def write_local(directory: Path, python: str = sys.executable) -> Path:
-    """Write a supervisord.conf and the jobs program for this checkout; return the supervisord.conf."""
+def stop_wait_secs(stop_grace: float) -> int:
+    """supervisord's stopwaitsecs for a host with this JOBS_STOP_GRACE: the grace, the host's kill
+    of what is left (SIGTERM, SIGKILL 5 s later) and 25 s to record it and exit; the Ansible role
+    computes the same (vars/main.yml)."""
+    return math.ceil(stop_grace) + 5 + 25
+
+
+def write_local(directory: Path, python: str = sys.executable, stop_grace: float | None = None) -> Path:
+    """Write a supervisord.conf and the jobs program for this checkout; return the supervisord.conf.
+    `stop_grace`: the JOBS_STOP_GRACE the host will have (default: the environment's, else 30 s)."""
+    if stop_grace is None:
+        stop_grace = read_setting("JOBS_STOP_GRACE", os.environ)  # supervisord passes its environment on
     directory.mkdir(parents=True, exist_ok=True)
     program = render(
         {
@@ -63,6 +75,7 @@ def write_local(directory: Path, python: str = sys.executable) -> Path:
             "env_file": "",  # a local run takes its settings from the environment
             "output_max_bytes": "50MB",
             "output_backups": "10",
+            "stop_wait_secs": str(stop_wait_secs(stop_grace)),
         }
     )
     (directory / "jobs.conf").write_text(program)

@@ -162,8 +162,9 @@ class Controller:
             env={"PATH": f"{ANSIBLE / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"},
         )
 
-    def deploy(self) -> subprocess.CompletedProcess[str]:
-        return self.ansible("ansible-playbook", "-i", str(self.inventory), "deploy.yml")
+    def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The play, with more `ansible-playbook` arguments (`-e ...`) if given."""
+        return self.ansible("ansible-playbook", "-i", str(self.inventory), "deploy.yml", *args)
 
 
 def recap(output: str) -> dict[str, int]:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from configuration.supervisor import SUPERVISORD, render
+from configuration.settings import read_setting
+from configuration.supervisor import SUPERVISORD, render, stop_wait_secs
 from tests.conftest import ROOT, Deployment, require
 
 BIN = Path(sys.executable).parent
@@ -48,6 +49,7 @@ class Supervisor:
             "env_file": "",
             "output_max_bytes": "50MB",
             "output_backups": "10",
+            "stop_wait_secs": str(stop_wait_secs(read_setting("JOBS_STOP_GRACE", env))),
         }
         (self.dir / "jobs.conf").write_text(render(values))
         self.conf = self.dir / "supervisord.conf"
