@@ -50,14 +50,14 @@ def configure(*, log_to_stdout: bool, loop: bool = False) -> HostSettings:
             prepare_ahead=settings.prepare_ahead,
             capture_stray_output=log_to_stdout,
             history_days=settings.history_days,
-            results_dir=_results_dir(settings.state_url),
+            results_dir=_results_dir(settings.state_url, settings.host_dir),
             data_dir=settings.data_dir,
         ),
         reporters=lambda: start_sentry(settings),
         http=HttpConfig(*settings.http_addr, settings.http_token, settings.http_hosts or ())
         if settings.http_addr
         else None,
-        status_file=status_file(settings.state_url, settings.host_name),
+        status_file=status_file(settings.state_url, settings.host_name, settings.host_dir),
         import_timeout=settings.import_timeout,
         release=lambda: deployed_revision(ROOT),
     )
@@ -90,28 +90,30 @@ def witnesses() -> StartWitnesses:
             return None
 
     state_url, host_name, interval = read("JOBS_STATE_URL"), read("JOBS_HOST_NAME"), read("JOBS_HEARTBEAT_INTERVAL")
+    host_dir = read("JOBS_HOST_DIR") or read_setting("JOBS_HOST_DIR", {})
     dsn, environment, release = read("SENTRY_DSN"), read("SENTRY_ENVIRONMENT"), read("SENTRY_RELEASE")
     return StartWitnesses(
-        status_file=status_file(state_url, host_name) if state_url and host_name else None,
+        status_file=status_file(state_url, host_name, host_dir) if state_url and host_name else None,
         hostname=host_name or "",
         heartbeat_interval=interval or 30.0,
         report=refused_start_reporter(dsn, environment or "production", release, host_name or "") if dsn else None,
     )
 
 
-def status_file(state_url: str, host_name: str) -> Path:
+def status_file(state_url: str, host_name: str, host_dir: Path) -> Path:
     """Where the loop says what it does, for `health`: next to the SQLite state file (on its file
-    system, whose faults it reports), or in var/ of the checkout, by host name, for a database server."""
+    system, whose faults it reports), or in JOBS_HOST_DIR, by host name, for a database server (not
+    in the release: a deployed release is root's, and each release would have its own)."""
     path = sqlite_path(state_url, ROOT)
     if path is None:
-        return ROOT / "var" / f"jobhost.{host_name}.status"
+        return host_dir / f"jobhost.{host_name}.status"
     return path.with_name(path.name + ".status")
 
 
-def _results_dir(state_url: str) -> Path:
+def _results_dir(state_url: str, host_dir: Path) -> Path:
     """Where runs leave their outcome until it is recorded: next to the SQLite state file, or in
-    var/ of the checkout for a database server (each host keeps its own)."""
+    JOBS_HOST_DIR for a database server (each host keeps its own)."""
     path = sqlite_path(state_url, ROOT)
     if path is None:
-        return ROOT / "var" / "jobhost.runs"
+        return host_dir / "jobhost.runs"
     return path.with_name(path.name + ".runs")

@@ -320,6 +320,15 @@ SETTINGS = (
         _place,
     ),
     Setting(
+        "JOBS_HOST_DIR",
+        "var",
+        "a directory (relative to the repository or absolute); made if missing",
+        "where the host keeps its own files when `JOBS_STATE_URL` names a database server: its status "
+        "file (for `health`) and the outcomes of runs not yet recorded, by host name (with SQLite they "
+        "sit next to the state file). The Ansible role sets the job user's `/var/lib/jobhost`",
+        _place,
+    ),
+    Setting(
         "JOBS_IMPORT_TIMEOUT",
         "60s",
         "seconds or a duration such as `60s`, `2m`; 1 s to 1 h",
@@ -376,6 +385,7 @@ class Settings:
     timezone: ZoneInfo
     jobs_dir: Path
     data_dir: Path
+    host_dir: Path
     import_timeout: float
     sentry_dsn: str | None
     sentry_environment: str

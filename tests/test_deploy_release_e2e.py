@@ -1,6 +1,7 @@
-"""End to end, on a Debian host the real `ansible-playbook deploy.yml` set up: the example jobs
-write where the job user may (the data directory the role makes), and every face of the host
-names the release the deploy put there."""
+"""End to end, on a Debian host the real `ansible-playbook deploy.yml` set up, its history on a
+PostgreSQL server (as several hosts share one): the example jobs write where the job user may (the
+data directory the role makes), the host keeps its own files in the job user's directory, not in the
+root-owned release, and every face of the host names the release the deploy put there."""
 
 from __future__ import annotations
 
@@ -24,9 +25,19 @@ DATA = "/var/lib/jobhost/data"
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DebianHost, Controller, list[Logstash]]]:
-    with deploy_site(tmp_path_factory) as built:
+def site(tmp_path_factory: pytest.TempPathFactory, postgres) -> Iterator[tuple[DebianHost, Controller, list[Logstash]]]:
+    # The container shares this machine's network: the test cluster is at 127.0.0.1 for it too.
+    with deploy_site(tmp_path_factory, host_vars=f"jobhost_state_url={postgres.new_database()}") as built:
         yield built
+
+
+def test_on_postgresql_the_host_keeps_its_status_and_run_outcomes_in_the_job_users_directory(site):
+    host, _, _ = site
+    assert 'JOBS_HOST_DIR="/var/lib/jobhost"' in host.read("/etc/jobhost/jobs.env").splitlines()
+    wait_until(lambda: host.run(f"{CLI} health", check=False).returncode == 0, timeout=60, what="the loop healthy")
+    kept = host.run("ls /var/lib/jobhost").stdout.split()
+    assert any(name.endswith(".status") for name in kept) and "jobhost.runs" in kept, kept
+    assert not host.run("ls -d /opt/jobhost/current/var", check=False).stdout.strip()
 
 
 def test_the_role_makes_the_job_users_data_directory_and_names_it_in_the_settings(site):
