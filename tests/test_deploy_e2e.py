@@ -109,6 +109,20 @@ def test_a_deploy_repairs_a_program_that_is_not_running(site):
     assert program(host)[0] == "RUNNING"
 
 
+def test_a_deploy_applies_a_program_file_an_earlier_play_wrote_but_did_not_apply(site):
+    host, controller, _ = site
+    conf = "/etc/supervisor/conf.d/jobs.conf"
+    # supervisord runs another program file than the one on disk, as after a play that stopped
+    # between writing the file and `supervisorctl update jobs`.
+    host.run(f"cp {conf} /root/jobs.conf.rendered && sed -i 's/^startretries=.*/startretries=7/' {conf}")
+    host.run(f"supervisorctl reread && supervisorctl update jobs && cp /root/jobs.conf.rendered {conf}")
+    assert "jobs: changed" in host.run("supervisorctl reread").stdout
+    converged = controller.deploy()
+    assert converged.returncode == 0, converged.stdout[-4000:]
+    assert "jobs: changed" not in host.run("supervisorctl reread").stdout
+    assert program(host)[0] == "RUNNING"
+
+
 def test_lines_written_while_logstash_is_down_arrive_when_it_is_back_in_order(site):
     host, _, logstash = site
     port = logstash[0].port
