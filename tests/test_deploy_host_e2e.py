@@ -21,7 +21,7 @@ from tests.debian_host import DebianHost
 from tests.deploy_site import SECRET, Controller, Logstash, deploy_site, get, program
 from tests.sentry_servers import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]  # a deploy on a busy machine can take minutes
 
 SLEEPY = """
 import time
