@@ -3,6 +3,7 @@ Prometheus server and an operator with curl would."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -289,15 +290,18 @@ def test_a_forked_run_holds_no_socket_of_the_server(deployment: Deployment, host
     process.wait_for(lambda rs: bool(events(rs, "sleeper", "run_started")), 30, "the sleeper to start")
     pid = wait_until(lambda: call(f"{url}/api/runs/{run_id}").json()["pid"], 10, "the run's pid")
     assert pid != process.proc.pid
-    sockets = [  # a socket shared with the host would be the same inode in both
-        link
-        for fd in os.listdir(f"/proc/{pid}/fd")
-        if (link := os.readlink(f"/proc/{pid}/fd/{fd}")).startswith("socket:")
-    ]
-    host_sockets = {
-        os.readlink(f"/proc/{process.proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{process.proc.pid}/fd")
-    }
-    assert host_sockets and not set(sockets) & host_sockets
+    sockets = {link for link in _links(pid) if link.startswith("socket:")}  # a shared one: the same inode
+    host_sockets = {link for link in _links(process.proc.pid) if link.startswith("socket:")}
+    assert host_sockets and not sockets & host_sockets
+
+
+def _links(pid: int) -> set[str]:
+    """What the process's descriptors point at now; one closed while they are read is left out."""
+    links = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            links.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return links
 
 
 def test_an_address_that_cannot_be_bound_stops_the_start(deployment: Deployment, host) -> None:
