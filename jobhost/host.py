@@ -65,9 +65,6 @@ COALESCE = 1.0  # seconds early (a tenth of its period at most) periodic work is
 LONE_LOOK_EVERY = 3600.0  # seconds between two looks for claims to take over, alone on a store
 SKEW_WARNING = 2.0  # seconds between the host's clock and the store's before a warning
 SKEW_CHECK_EVERY = 600.0  # seconds between two looks at the clocks
-# Outcomes worth another attempt. An interrupted or abandoned slot is not retried but
-# caught up at the next start (it is not settled), so it never runs twice.
-RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CRASHED})
 
 
 def _prepared(run: Run) -> bool:
@@ -727,7 +724,7 @@ class Host:
         """When the slot's next attempt is due, if it has attempts left."""
         spec = self.jobs.get(context.job)
         made = context.attempt - self._first_attempt + 1  # attempts of this slot made so far
-        if spec is None or outcome.status not in RETRYABLE or made > spec.retries or self._stop_signal is not None:
+        if spec is None or not outcome.status.retryable or made > spec.retries or self._stop_signal is not None:
             return None
         # From the slot at the earliest: a run prepared ahead may end before its instant.
         return max(self.clock(), context.slot) + dt.timedelta(seconds=backoff(spec.retry_delay, made))

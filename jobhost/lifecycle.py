@@ -26,19 +26,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("jobhost.run")
 output_logger = logging.getLogger("jobhost.output")
 
-_LEVELS = {
-    RunStatus.RUNNING: logging.INFO,
-    RunStatus.SUCCEEDED: logging.INFO,
-    RunStatus.FAILED: logging.ERROR,
-    RunStatus.TIMED_OUT: logging.ERROR,
-    RunStatus.CRASHED: logging.ERROR,
-    RunStatus.SKIPPED: logging.WARNING,
-    RunStatus.MISSED: logging.WARNING,
-    RunStatus.WAITING: logging.INFO,
-    RunStatus.INTERRUPTED: logging.WARNING,
-    RunStatus.ABANDONED: logging.ERROR,
-}
-
 
 @dataclass(frozen=True)
 class RunEvent:
@@ -151,7 +138,7 @@ def log_event(event: RunEvent) -> None:
     if event.retry_at is not None:
         fields["retry_at"] = event.retry_at.isoformat()
     fields.update(event.extra)
-    logger.log(_LEVELS[event.status], _message(event), extra=fields)
+    logger.log(event.status.level, _message(event), extra=fields)
 
 
 def _message(event: RunEvent) -> str:

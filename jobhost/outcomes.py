@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from jobhost.output import shorten
 
@@ -28,25 +29,77 @@ class RunStatus(StrEnum):
     @property
     def event(self) -> str:
         """The `event` field of the log line that announces this status."""
-        return _EVENTS[self]
+        return _KINDS[self].event
 
     @property
     def ended(self) -> bool:
+        """The record is closed: nothing more happens to this attempt."""
         return self not in (RunStatus.RUNNING, RunStatus.WAITING)
 
+    @property
+    def settles(self) -> bool:
+        """The slot has its outcome: catch-up starts after the newest such slot. A slot left
+        interrupted, abandoned or paused is still owed a run."""
+        return _KINDS[self].settles
 
-_EVENTS = {
-    RunStatus.RUNNING: "run_started",
-    RunStatus.SUCCEEDED: "run_succeeded",
-    RunStatus.FAILED: "run_failed",
-    RunStatus.TIMED_OUT: "run_timed_out",
-    RunStatus.CRASHED: "run_crashed",
-    RunStatus.SKIPPED: "run_skipped",
-    RunStatus.MISSED: "run_missed",
-    RunStatus.WAITING: "run_waiting",
-    RunStatus.INTERRUPTED: "run_interrupted",
-    RunStatus.ABANDONED: "run_abandoned",
+    @property
+    def retryable(self) -> bool:
+        """Worth another attempt, if the job has some left. An interrupted or abandoned attempt
+        is not retried but caught up at the next start (it does not settle the slot)."""
+        return _KINDS[self].retryable
+
+    @property
+    def ends_run(self) -> bool:
+        """The end of an attempt that started: its kept lines are handed on."""
+        return _KINDS[self].ends_run
+
+    @property
+    def level(self) -> int:
+        """The logging level of the line that announces it."""
+        return _KINDS[self].level
+
+    @property
+    def failure(self) -> str | None:
+        """How an error tracker words it ("timed out"), for the outcomes it reports; None otherwise."""
+        return _KINDS[self].failure
+
+    @property
+    def check_in(self) -> str | None:
+        """The status of a cron monitor's check-in for it, or None where it sends none."""
+        return _KINDS[self].check_in
+
+    @property
+    def tone(self) -> str:
+        """How it is drawn on a page: ok, busy, bad or warn."""
+        return _KINDS[self].tone
+
+
+class _Kind(NamedTuple):
+    event: str
+    settles: bool
+    retryable: bool
+    ends_run: bool
+    level: int
+    failure: str | None
+    check_in: str | None
+    tone: str
+
+
+_I, _W, _E = logging.INFO, logging.WARNING, logging.ERROR
+# One row a status, so that adding one means deciding each of its classifications here.
+_KINDS = {  # event, settles, retryable, ends_run, level, failure, check_in, tone
+    RunStatus.RUNNING: _Kind("run_started", False, False, False, _I, None, "in_progress", "busy"),
+    RunStatus.SUCCEEDED: _Kind("run_succeeded", True, False, True, _I, None, "ok", "ok"),
+    RunStatus.FAILED: _Kind("run_failed", True, True, True, _E, "failed", "error", "bad"),
+    RunStatus.TIMED_OUT: _Kind("run_timed_out", True, True, True, _E, "timed out", "error", "bad"),
+    RunStatus.CRASHED: _Kind("run_crashed", True, True, True, _E, "crashed", "error", "bad"),
+    RunStatus.SKIPPED: _Kind("run_skipped", True, False, False, _W, None, None, "warn"),
+    RunStatus.MISSED: _Kind("run_missed", True, False, False, _W, None, None, "warn"),
+    RunStatus.WAITING: _Kind("run_waiting", False, False, False, _I, None, None, "busy"),
+    RunStatus.INTERRUPTED: _Kind("run_interrupted", False, False, True, _W, None, "error", "warn"),
+    RunStatus.ABANDONED: _Kind("run_abandoned", False, False, True, _E, "was abandoned", "error", "bad"),
 }
+assert set(_KINDS) == set(RunStatus), "every status is classified"
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobhost.context import RunContextFilter
+from jobhost.outcomes import RunStatus
 
 LINES_PER_RUN = 500
 # The lifecycle lines that end a run (an attempt, for run_retrying): its lines are handed on.
-ENDING = frozenset(
-    {"run_succeeded", "run_failed", "run_timed_out", "run_crashed", "run_interrupted", "run_abandoned", "run_retrying"}
-)
+ENDING = frozenset({status.event for status in RunStatus if status.ends_run} | {"run_retrying"})
 MAX_CHARS = 8_000_000  # about 16 MB of str at most, across every run kept
 LINE_CHARS = 4000  # a longer message is cut here (the log file has it whole)
 EVICTED_KEPT = 10_000  # runs remembered as pushed out, so a run still going says its first lines are gone

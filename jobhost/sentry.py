@@ -52,21 +52,6 @@ MAX_EVENT_BYTES = 800_000  # Sentry refuses events over 1 MB; past this, locals 
 LOST_LINE_INTERVAL = 600.0  # seconds between two log lines saying events are being lost
 
 _ENGINE = str(Path(__file__).resolve().parent)
-_FAILURES = {
-    RunStatus.FAILED: "failed",
-    RunStatus.TIMED_OUT: "timed out",
-    RunStatus.CRASHED: "crashed",
-    RunStatus.ABANDONED: "was abandoned",
-}
-_CHECKIN = {
-    RunStatus.RUNNING: "in_progress",
-    RunStatus.SUCCEEDED: "ok",
-    RunStatus.FAILED: "error",
-    RunStatus.TIMED_OUT: "error",
-    RunStatus.CRASHED: "error",
-    RunStatus.ABANDONED: "error",
-    RunStatus.INTERRUPTED: "error",
-}
 _in_run = False  # True in a run's own process
 logger = logging.getLogger("jobhost.sentry")
 
@@ -268,7 +253,7 @@ class SentryReporter(Reporter):
             self._check_in(event, spec)
         if event.status == RunStatus.MISSED and not quiet:
             self._report_missed(event)
-        elif event.status in _FAILURES and (event.final or (spec is not None and spec.report_each_attempt)):
+        elif event.status.failure is not None and (event.final or (spec is not None and spec.report_each_attempt)):
             self._report_failure(event)
         if event.status.ended and event.final:
             self.breadcrumbs.forget(event.context)
@@ -326,7 +311,7 @@ class SentryReporter(Reporter):
             # Paused on purpose: the monitor must not page for it.
             capture_checkin(monitor_slug=spec.monitor, status="ok", monitor_config=config)
             return
-        status = _CHECKIN.get(event.status)
+        status = event.status.check_in
         if status is None:
             return
         duration = None if event.duration_ms is None else event.duration_ms / 1000
@@ -351,7 +336,7 @@ class SentryReporter(Reporter):
         elif status == RunStatus.FAILED and values:
             fingerprint.append(str(values[-1].get("type")))
         if not values:
-            payload = {"message": f"{job} {_FAILURES[status]}: {event.reason}"}
+            payload = {"message": f"{job} {status.failure}: {event.reason}"}
         self._send(payload, event, fingerprint, "error")
 
     def _report_missed(self, event: RunEvent) -> None:

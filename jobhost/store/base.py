@@ -96,11 +96,8 @@ class StateDump:
     paused: set[str]
 
 
-# Outcomes that settle a slot: catch-up starts after the newest of them. A slot
-# left interrupted, abandoned or paused is still owed a run.
-SETTLED = frozenset(
-    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CRASHED, RunStatus.SKIPPED, RunStatus.MISSED}
-)
+# Outcomes that settle a slot (RunStatus.settles), for the store's queries.
+SETTLED = frozenset(status for status in RunStatus if status.settles)
 
 
 # The reason a run gets when another host takes its expired lease over.

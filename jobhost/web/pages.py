@@ -8,6 +8,7 @@ import math
 from jinja2 import Environment
 
 from jobhost.durations import format_duration
+from jobhost.outcomes import RunStatus
 from jobhost.release import short
 
 BAR_RUNS = 30  # recent runs drawn in a job's bar on the status page
@@ -15,23 +16,13 @@ REFRESH = 10  # seconds between two refreshes of a page (?refresh=N changes it)
 MAX_REFRESH = 3600  # the longest ?refresh=N
 NONE = "\u2013"  # an en dash: nothing to show
 
-# How each status is drawn: the CSS class of its badge and bar.
-TONES = {
-    "succeeded": "ok",
-    "running": "busy",
-    "waiting": "busy",
-    "failed": "bad",
-    "timed_out": "bad",
-    "crashed": "bad",
-    "abandoned": "bad",
-    "missed": "warn",
-    "skipped": "warn",
-    "interrupted": "warn",
-}
-
 
 def tone(status: object) -> str:
-    return TONES.get(str(status), "none") if status is not None else "none"
+    """The CSS class of a status's badge and bar."""
+    try:
+        return RunStatus(str(status)).tone
+    except ValueError:  # none yet, or a status this release does not know
+        return "none"
 
 
 def took(duration_ms: int | None) -> str:
