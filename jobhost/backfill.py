@@ -1,26 +1,17 @@
-"""Backfill: run the slots of a past range that have not succeeded, in order, in the foreground.
+"""The range a backfill covers: its slots, counted without holding them, and its bounds.
 
-Each slot goes through the normal runner (isolation, timeout, logs) with the
-job's retries. Slots that already succeeded are skipped, so an interrupted
-backfill started again runs no slot twice. Each attempt is claimed like the
-loop's, after any attempt made before, so no host runs it at the same time.
+The command line checks a range here before anything runs; the run itself is
+`jobhost.engine.backfill`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
-from jobhost.outcomes import Outcome, RunStatus
-from jobhost.registry import JobSpec
 from jobhost.schedules import Schedule
 
-if TYPE_CHECKING:  # the command line reads the bounds here without loading the loop
-    from jobhost.host import Host
-
-Report = Callable[[int, int, dt.datetime, Outcome], None]
 MAX_SLOTS = 10_000  # slots a backfill runs without being told --max-slots
 MAX_SLOTS_CEILING = 10_000_000  # the most --max-slots may allow: an every-minute job for 19 years
 
@@ -39,31 +30,3 @@ def count_slots(schedule: Schedule, start: dt.datetime, end: dt.datetime, limit:
     range of millions of slots is refused after `limit` of them, never held in memory."""
     counted = sum(1 for _ in itertools.islice(slots_between(schedule, start, end), limit + 1))
     return None if counted > limit else counted
-
-
-def backfill(host: Host, spec: JobSpec, slots: Iterable[dt.datetime], total: int, report: Report) -> RunStatus:
-    """Run `slots` (`total` of them) in order; SUCCEEDED if all did, FAILED if any did not,
-    INTERRUPTED on a signal."""
-    worst = RunStatus.SUCCEEDED
-    for index, slot in enumerate(slots, 1):
-        attempt = host.next_attempt(spec, slot)  # after any a loop or an earlier backfill made
-        if attempt is None:
-            busy = Outcome(RunStatus.SKIPPED, "a host is running this slot now (or the state store is unreachable)")
-            report(index, total, slot, busy)
-            worst = RunStatus.FAILED
-            continue
-        first = attempt
-        while True:
-            outcome = host.run_now(spec, slot, attempt, retry=True, claim=True, first_attempt=first)
-            if host.stopping:
-                report(index, total, slot, outcome)
-                return RunStatus.INTERRUPTED
-            if host.retry_at is None:  # succeeded, or no attempt left
-                break
-            if not host.pause(max(0.0, (host.retry_at - host.clock()).total_seconds())):
-                return RunStatus.INTERRUPTED
-            attempt += 1
-        report(index, total, slot, outcome)
-        if outcome.status != RunStatus.SUCCEEDED:
-            worst = RunStatus.FAILED
-    return worst

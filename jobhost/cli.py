@@ -50,7 +50,8 @@ from jobhost.store import Heartbeat, StateStore, open_store, sqlite_path
 from jobhost.timezones import localize
 
 if TYPE_CHECKING:
-    from jobhost.host import Host
+    from jobhost.engine.foreground import ForegroundRun
+    from jobhost.engine.host import Host
 
 logger = logging.getLogger("jobhost")
 
@@ -75,9 +76,14 @@ class HostSettings:
     def make_host(
         self, jobs: dict[str, JobSpec], store: StateStore, *observers: Reporter, status: StatusFile | None = None
     ) -> Host:
-        from jobhost.host import Host  # here: the commands that only read history never load the loop
+        from jobhost.engine.host import Host  # here: the commands that only read history never load the loop
 
         return Host(jobs, store, self.host, Lifecycle([*self.reporters(), *observers]), status=status)
+
+    def make_foreground(self, jobs: dict[str, JobSpec], store: StateStore) -> ForegroundRun:
+        from jobhost.engine.foreground import ForegroundRun  # only `run` and `backfill` load it
+
+        return ForegroundRun(jobs, store, self.host, Lifecycle(list(self.reporters())))
 
 
 @dataclass(frozen=True)
@@ -403,9 +409,9 @@ def run(app: _App, name: str, slot: str | None) -> None:
     when = _slot_of(spec, slot) if slot else operations.default_slot(spec, wall_now())
     app.usable_data_dir()
     store = app.store()
-    host = settings.make_host(app.registry.jobs, store)
+    host = settings.make_foreground(app.registry.jobs, store)
     try:
-        outcome = host.run_now(spec, when)
+        outcome = host.run(spec, when)
     finally:
         host.close()
         store.close()
@@ -433,7 +439,8 @@ def backfill_command(app: _App, name: str, start: str, end: str | None, max_slot
     already succeeded are skipped, so a backfill stopped with Ctrl-C can be
     started again with the same range. Exit 0 when every slot succeeded.
     """
-    from jobhost.backfill import backfill, slots_between  # with the loop it drives: only here
+    from jobhost.backfill import slots_between
+    from jobhost.engine.backfill import backfill  # with the run it drives: only here
 
     settings = app.load(log_to_stdout=True)
     spec = app.job(name)
@@ -472,7 +479,7 @@ def backfill_command(app: _App, name: str, start: str, end: str | None, max_slot
             reason = f": {outcome.reason}" if outcome.reason else ""
             progress.write(f"[{index}/{total}] {slot.isoformat()} {outcome.status}{reason}\n")
 
-        host = settings.make_host(app.registry.jobs, store)
+        host = settings.make_foreground(app.registry.jobs, store)
         try:
             status = backfill(host, spec, missing(), total, report)
         finally:

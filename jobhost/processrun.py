@@ -102,6 +102,11 @@ class ProcessRun:
         self.released = False
         self._look_again = now + delay + RELEASE_RECHECK  # not at the instant: the job has the CPU then
 
+    @property
+    def prepared(self) -> bool:
+        """Forked ahead of its slot and not released yet: not going, and nothing started."""
+        return self.released is False
+
     def held_fds(self) -> list[int]:
         """Descriptors the loop keeps for this run but does not wait on."""
         return [self._go] if self._go is not None else []

@@ -47,12 +47,23 @@ class ThreadRun:
         self._wake_r, self._wake_w = os.pipe()
         self._open = True
 
-    def start(self, now: float) -> None:
+    cancelled = False  # a thread is never prepared ahead, so never cancelled before its instant
+    prepared = False
+
+    def start(self, now: float, release_at: float | None = None) -> None:
+        """Start the job now: a thread has no process to wait for its instant in (`release_at` is None)."""
+        assert release_at is None, "a thread run is never prepared ahead"
         if self.spec.timeout is not None:
             self.deadline = now + self.spec.timeout
         context = contextvars.copy_context()
         thread = threading.Thread(target=context.run, args=(self._main,), name=f"job:{self.spec.name}", daemon=True)
         thread.start()
+
+    def held_fds(self) -> list[int]:
+        return []
+
+    def cancel(self) -> list[int]:
+        return []
 
     def _main(self) -> None:
         current_run.set(self.context)

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import schedule as schedule_lib
 
-from jobhost.catchup import MAX_RECORDED, plan_catchup
+from jobhost.engine.catchup import MAX_RECORDED, plan_catchup
 from jobhost.schedules import build_schedule
 
 UTC = ZoneInfo("UTC")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from jobhost.engine.retries import PendingRetry
 from jobhost.outcomes import RunStatus
-from jobhost.retries import PendingRetry
 from jobhost.store import RunRecord, StateStore, open_store
 from jobhost.store.base import Settlement
 

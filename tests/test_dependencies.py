@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from jobhost.dependencies import parent_slots
-from jobhost.host import Host
+from jobhost.engine.dependencies import parent_slots
+from jobhost.engine.host import Host
 from jobhost.outcomes import RunStatus
 from jobhost.registry import Registry
 from jobhost.store import RunRecord, open_store
@@ -80,9 +80,9 @@ def test_a_child_slot_whose_parent_slot_already_ended_without_success_is_blocked
     night = dt.datetime(2026, 11, 23, 2, 30, tzinfo=LONDON)
     store.add_run(RunRecord("b1", "build", night, 1, RunStatus.MISSED, "superseded", ended=night))
     host = Host(registry.jobs, store)
-    host._dispatch(registry.jobs["export"], night.replace(hour=3, minute=0))
+    host.admission.dispatch(registry.jobs["export"], night.replace(hour=3, minute=0))
     [record] = store.runs("export")
     assert record.status == RunStatus.WAITING and record.ended is not None
     assert record.reason == f"blocked: build missed for slot {night.isoformat()}"
-    assert not host.waiting and not host.pending
+    assert not host.backlog.waiting_on_parents() and not host.backlog.ready()
     store.close()

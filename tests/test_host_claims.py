@@ -7,10 +7,9 @@ import datetime as dt
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from jobhost.host import Host, HostConfig
+from jobhost.engine.host import Host, HostConfig
 from jobhost.outcomes import RunStatus
 from jobhost.registry import Registry
-from jobhost.retries import RetryQueue
 from jobhost.store import RunRecord, open_store
 
 LONDON = ZoneInfo("Europe/London")
@@ -31,38 +30,37 @@ def _jobs() -> dict:
 
 
 def _host(url: str, tmp_path: Path, name: str) -> Host:
-    host = Host(_jobs(), open_store(url, tmp_path), HostConfig(hostname=name, lease=30), clock=lambda: NIGHT)
-    host._retries = RetryQueue()
-    return host
+    return Host(_jobs(), open_store(url, tmp_path), HostConfig(hostname=name, lease=30), clock=lambda: NIGHT)
 
 
 def _expire(host: Host) -> None:
     """As if `host` had died a while ago: its leases have run out."""
-    host.store.renew(list(host._tokens.values()), -1)
+    host.store.renew([attempt.token for attempt in host.leases.held.values() if attempt.token is not None], -1)
 
 
 def test_a_slot_is_dispatched_by_one_host_only(store_url: str, tmp_path: Path) -> None:
     first, second = _host(store_url, tmp_path, "a"), _host(store_url, tmp_path, "b")
     slot = NIGHT.replace(hour=2, minute=30)
-    first._dispatch(first.jobs["build"], slot)
-    second._dispatch(second.jobs["build"], slot)
-    assert [c.slot for c in first.pending] == [slot] and not second.pending
+    first.admission.dispatch(first.jobs["build"], slot)
+    second.admission.dispatch(second.jobs["build"], slot)
+    assert [a.slot for a in first.backlog.ready()] == [slot] and not second.backlog.ready()
     assert second.store.runs() == []  # the loser recorded nothing
 
 
 def test_a_waiting_child_taken_over_waits_and_runs_on_the_taker(store_url: str, tmp_path: Path) -> None:
     dead, taker = _host(store_url, tmp_path, "a"), _host(store_url, tmp_path, "b")
-    dead._dispatch(dead.jobs["export"], NIGHT)  # build has not succeeded: export waits, on host a
-    [waiting] = dead.waiting
+    dead.admission.dispatch(dead.jobs["export"], NIGHT)  # build has not succeeded: export waits, on host a
+    [waiting] = dead.backlog.waiting_on_parents()
     _expire(dead)
-    taker._tick()
-    [moved] = taker.waiting  # the slot waits on, on host b, under a run id of its own
-    assert (moved.slot, moved.attempt) == (NIGHT, 1) and moved.run_id != waiting.run_id
+    taker.chores.tick()
+    [moved] = taker.backlog.waiting_on_parents()  # the slot waits on, on host b, under a run id of its own
+    assert (moved.slot, moved.number) == (NIGHT, 1) and moved.run_id != waiting.run_id
     build = NIGHT.replace(hour=2, minute=30)
     taker.store.add_run(RunRecord("b1", "build", build, 1, RunStatus.SUCCEEDED, ended=build, host="b"))
-    taker._look_at_waiting()  # the parent succeeded (on any host): released
-    [ready] = taker.pending
-    assert (ready.slot, ready.attempt) == (NIGHT, 1) and ready.run_id in taker._tokens  # still claimed
+    for released in taker.dependencies.look_again():  # the parent succeeded (on any host): released
+        taker.admission.admit(released)
+    [ready] = taker.backlog.ready()
+    assert (ready.slot, ready.number) == (NIGHT, 1) and ready.run_id in taker.leases.held  # still claimed
     records = {r.run_id: r for r in taker.store.runs("export")}
     assert records[waiting.run_id].ended is not None and "b took the slot over" in records[waiting.run_id].reason
 
@@ -70,22 +68,22 @@ def test_a_waiting_child_taken_over_waits_and_runs_on_the_taker(store_url: str, 
 def test_a_host_that_lost_its_claims_drops_what_it_had_queued(store_url: str, tmp_path: Path) -> None:
     cut_off, taker = _host(store_url, tmp_path, "a"), _host(store_url, tmp_path, "b")
     slot = NIGHT.replace(hour=2, minute=30)
-    cut_off._dispatch(cut_off.jobs["build"], slot)
+    cut_off.admission.dispatch(cut_off.jobs["build"], slot)
     _expire(cut_off)
-    taker._tick()
-    assert [c.slot for c in taker.pending] == [slot]  # b starts it
-    cut_off._renew()  # a is back: its claim is gone
-    assert not cut_off.pending and not cut_off._tokens
+    taker.chores.tick()
+    assert [a.slot for a in taker.backlog.ready()] == [slot]  # b starts it
+    cut_off.chores.tick()  # a is back: its claim is gone
+    assert not cut_off.backlog.ready() and not cut_off.leases.held
 
 
 def test_a_host_whose_clock_is_off_says_so(store_url: str, tmp_path: Path, caplog) -> None:
     store = open_store(store_url, tmp_path)
     ahead = Host(_jobs(), store, clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10))
-    ahead._check_clock()
+    ahead.leases.check_clock()
     [warning] = [r for r in caplog.records if getattr(r, "event", None) == "clock_skew"]
     assert "10.0 s ahead of the state store's" in warning.getMessage() and 9000 < warning.skew_ms < 11000
     caplog.clear()
-    Host(_jobs(), store)._check_clock()
+    Host(_jobs(), store).leases.check_clock()
     assert not [r for r in caplog.records if getattr(r, "event", None) == "clock_skew"]
     store.close()
 
@@ -95,10 +93,10 @@ def test_a_pause_shorter_than_a_heartbeat_is_still_caught_up(store_url: str, tmp
     build = NIGHT.replace(hour=2, minute=30)
     yesterday = build - dt.timedelta(days=1)
     host.store.add_run(RunRecord("y", "build", yesterday, 1, RunStatus.SUCCEEDED, ended=yesterday, host="a"))
-    host._catch_up_resumed()  # the heartbeat before the pause
+    host.catch_up.resumed()  # the heartbeat before the pause
     host.store.set_paused("build", True)
-    host._dispatch(host.jobs["build"], build)  # due while paused: skipped
+    host.admission.dispatch(host.jobs["build"], build)  # due while paused: skipped
     host.store.set_paused("build", False)  # resumed before the next heartbeat
-    host._catch_up_resumed()
-    [caught] = host.pending
-    assert (caught.job, caught.slot, caught.attempt) == ("build", build, 2)  # the paused slot, run now
+    host.catch_up.resumed()
+    [caught] = host.backlog.ready()
+    assert (caught.job, caught.slot, caught.number) == ("build", build, 2)  # the paused slot, run now

@@ -4,7 +4,6 @@ are one run each, like `run`, and never change what the schedule's own runs do."
 from __future__ import annotations
 
 import datetime as dt
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,10 +11,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from jobhost.context import RunContext
-from jobhost.host import Host, HostConfig, HostStopping, _Active
+from jobhost.engine.attempt import Attempt, Parked
+from jobhost.engine.host import Host, HostConfig, HostStopping
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec, Registry
-from jobhost.retries import RetryQueue
 from jobhost.store import RunRecord, open_store
 
 LONDON = ZoneInfo("Europe/London")
@@ -44,101 +43,128 @@ def _jobs() -> dict:
 
 @pytest.fixture
 def host(tmp_path: Path) -> Host:
-    made = Host(_jobs(), open_store(f"sqlite:///{tmp_path / 's.db'}", tmp_path), HostConfig(), clock=lambda: NIGHT)
-    made._retries = RetryQueue()
-    return made
+    return Host(_jobs(), open_store(f"sqlite:///{tmp_path / 's.db'}", tmp_path), HostConfig(), clock=lambda: NIGHT)
 
 
 @dataclass
 class _Going:
-    """A run in flight, as far as the loop's bookkeeping looks at it."""
+    """A run in flight, as far as the loop's bookkeeping looks at it: it ends when told to."""
 
     spec: JobSpec
     context: RunContext
     ends_with: Outcome = field(default_factory=lambda: Outcome(RunStatus.SUCCEEDED))
     done: bool = False
+    prepared: bool = False
+    cancelled: bool = False
+    needs_polling: bool = False
 
     def fds(self) -> list[int]:
         return []
+
+    def held_fds(self) -> list[int]:
+        return []
+
+    def poll(self, now: float) -> list[int]:
+        return []
+
+    def next_deadline(self) -> float | None:
+        return None
 
     def outcome(self) -> Outcome:
         return self.ends_with
 
 
-def _asked(host: Host, job: str, slot: dt.datetime) -> RunContext:
+def _going(host: Host, attempt: Attempt) -> _Going:
+    """Put `attempt` in flight, as if its run had started."""
+    run = _Going(host.jobs[attempt.job], attempt.context)
+    attempt.run, attempt.started_mono = run, host.monotonic()  # type: ignore[assignment]
+    host.runner.active[attempt.run_id] = attempt
+    return run
+
+
+def _ends(host: Host, attempt: Attempt, outcome: Outcome | None = None) -> None:
+    """The run of `attempt` ends (with `outcome`), and the loop settles what ended."""
+    run = attempt.run if isinstance(attempt.run, _Going) else _going(host, attempt)
+    run.ends_with, run.done = outcome or run.ends_with, True
+    for ended in host.runner.reap():
+        host.on_finished(ended)
+
+
+def _asked(host: Host, job: str, slot: dt.datetime) -> Attempt:
+    """A run asked for by hand, taken by the loop."""
     context = host.request_run(host.jobs[job], slot)
-    [taken] = list(host._requested)
-    host._requested.clear()
-    host._take_request(taken)
-    return context
+    [taken] = host.requests.take()
+    assert taken.context == context
+    host.backlog.park(taken, Parked.READY)
+    return taken
 
 
 def test_a_run_by_hand_is_queued_for_the_loop_and_never_claimed(host: Host) -> None:
-    context = _asked(host, "build", BUILD)
-    assert list(host.pending) == [context] and context.run_id in host._manual
-    assert host.load() == (0, 1, 0)
-    assert not host._tokens  # nothing claimed: the schedule's own attempt of the slot is untouched
+    attempt = _asked(host, "build", BUILD)
+    assert host.backlog.ready() == [attempt] and attempt.manual
+    assert host.counts() == (0, 1, 0)
+    assert not host.leases.held  # nothing claimed: the schedule's own attempt of the slot is untouched
 
 
 def test_a_run_asked_for_while_stopping_is_refused(host: Host) -> None:
-    host._stop_signal = 15
+    host.stop.signal = 15
     with pytest.raises(HostStopping):
         host.request_run(host.jobs["build"], BUILD)
 
 
 def test_a_failed_run_by_hand_does_not_block_what_waits_on_the_slot(host: Host) -> None:
-    host._dispatch(host.jobs["export"], NIGHT)  # build has not succeeded for the night: export waits
-    [waiting] = host.waiting
+    host.admission.dispatch(host.jobs["export"], NIGHT)  # build has not succeeded for the night: export waits
+    [waiting] = host.backlog.waiting_on_parents()
     manual = _asked(host, "build", BUILD)
-    host.pending.clear()
-    host._end(manual, host.monotonic(), Outcome(RunStatus.FAILED, "ValueError: by hand"))
-    assert host.waiting == [waiting]  # the schedule's own attempts may still succeed
-    assert not host._retries.pop_due(NIGHT + dt.timedelta(days=1))  # and a run by hand is not retried
+    host.backlog.unpark(manual)
+    _ends(host, manual, Outcome(RunStatus.FAILED, "ValueError: by hand"))
+    assert host.backlog.waiting_on_parents() == [waiting]  # the schedule's own attempts may still succeed
+    assert not host.retries.pop_due(NIGHT + dt.timedelta(days=1))  # and a run by hand is not retried
 
     # The schedule's attempt that fails for good does block it.
-    scheduled = host._context(host.jobs["build"], BUILD, attempt=2)
-    assert host._claim(scheduled)
-    host._end(scheduled, host.monotonic(), Outcome(RunStatus.FAILED, "ValueError: at night"))
-    assert host.waiting == []
+    scheduled = Attempt.new(host.jobs["build"], BUILD, 2)
+    assert host.leases.claim(scheduled)
+    _ends(host, scheduled, Outcome(RunStatus.FAILED, "ValueError: at night"))
+    assert host.backlog.waiting_on_parents() == []
     [blocked] = [r for r in host.store.runs("export") if r.run_id == waiting.run_id]
     assert blocked.reason.startswith("blocked: build failed")
 
 
 def test_a_queued_slot_waits_for_every_run_of_its_job_to_end(host: Host) -> None:
     spec = host.jobs["sync"]
-    scheduled = host._context(spec, NIGHT)
-    host.active[scheduled.run_id] = _Active(_Going(spec, scheduled), host.monotonic())  # type: ignore[arg-type]
+    scheduled = Attempt.new(spec, NIGHT)
+    _going(host, scheduled)
     manual = _asked(host, "sync", NIGHT)
-    host.pending.clear()
-    host.active[manual.run_id] = _Active(_Going(spec, manual), host.monotonic())  # type: ignore[arg-type]
-    host._dispatch(spec, NIGHT + dt.timedelta(minutes=10))  # due while a run of sync goes on: queued
-    [queued] = host.queued_overlap["sync"]
+    host.backlog.unpark(manual)
+    _going(host, manual)
+    host.admission.dispatch(spec, NIGHT + dt.timedelta(minutes=10))  # due while a run of sync goes on: queued
+    [queued] = host.backlog.behind("sync")
 
-    host._finish(manual.run_id)  # the run by hand ends first: the scheduled one still goes on
-    assert not host.pending and list(host.queued_overlap["sync"]) == [queued]
-    host._finish(scheduled.run_id)
-    assert list(host.pending) == [queued]
+    _ends(host, manual)  # the run by hand ends first: the scheduled one still goes on
+    assert not host.backlog.ready() and host.backlog.behind("sync") == [queued]
+    _ends(host, scheduled)
+    assert host.backlog.ready() == [queued]
 
 
 def test_a_backlog_of_an_overlap_allow_job_is_not_held_behind_its_runs(host: Host) -> None:
     spec = host.jobs["fetch"]
-    first, second = host._context(spec, NIGHT), host._context(spec, NIGHT + dt.timedelta(minutes=10))
-    for context in (first, second):
-        host.active[context.run_id] = _Active(_Going(spec, context), host.monotonic())  # type: ignore[arg-type]
-    backlog = host._context(spec, NIGHT - dt.timedelta(minutes=10))
-    host.queued_overlap["fetch"] = deque([backlog])  # a catch-up run waiting its turn
-    host._finish(first.run_id)  # the other run goes on, which "allow" does not wait for
-    assert list(host.pending) == [backlog]
+    first, second = Attempt.new(spec, NIGHT), Attempt.new(spec, NIGHT + dt.timedelta(minutes=10))
+    for attempt in (first, second):
+        _going(host, attempt)
+    backlog = Attempt.new(spec, NIGHT - dt.timedelta(minutes=10))
+    host.backlog.park(backlog, Parked.BEHIND)  # a catch-up run waiting its turn
+    _ends(host, first)  # the other run goes on, which "allow" does not wait for
+    assert host.backlog.ready() == [backlog]
 
 
 def test_a_parent_failed_by_hand_while_its_own_attempt_goes_on_blocks_nothing(host: Host) -> None:
-    host._dispatch(host.jobs["export"], NIGHT)
-    [waiting] = host.waiting
+    host.admission.dispatch(host.jobs["export"], NIGHT)
+    [waiting] = host.backlog.waiting_on_parents()
     going = RunRecord("going", "build", BUILD, 1, RunStatus.RUNNING, started=BUILD, host="other")
     host.store.add_run(going)
     host.store.add_run(RunRecord("by-hand", "build", BUILD, 1, RunStatus.FAILED, "by hand", BUILD, BUILD, 5))
-    host._look_at_waiting()
-    assert host.waiting == [waiting]
+    assert host.dependencies.look_again() == []
+    assert host.backlog.waiting_on_parents() == [waiting]
     host.store.finish_run("going", RunStatus.FAILED, "for good", NIGHT, 10)
-    host._look_at_waiting()
-    assert host.waiting == []
+    assert host.dependencies.look_again() == []
+    assert host.backlog.waiting_on_parents() == []

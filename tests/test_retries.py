@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from jobhost.retries import MAX_DELAY, PendingRetry, RetryQueue, backoff
+from jobhost.engine.retries import MAX_DELAY, PendingRetry, RetryQueue, backoff
 
 T0 = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+from jobhost.engine.slots import Due, SlotQueue
 from jobhost.registry import Registry
 from jobhost.schedules import build_schedule
-from jobhost.slotqueue import Due, SlotQueue
 
 UTC = ZoneInfo("UTC")
 every = Registry(default_zone=UTC).every

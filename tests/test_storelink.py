@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
+from jobhost.engine.storelink import StoreLink
 from jobhost.errors import StoreFailing
-from jobhost.storelink import StoreLink
 
 
 class Disk:

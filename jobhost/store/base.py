@@ -10,8 +10,8 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from jobhost.engine.retries import PendingRetry
 from jobhost.outcomes import RunStatus
-from jobhost.retries import PendingRetry
 
 
 @dataclass

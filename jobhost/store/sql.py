@@ -13,9 +13,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from jobhost.engine.retries import PendingRetry
 from jobhost.horizon import READABLE_EPOCHS
 from jobhost.outcomes import RunStatus
-from jobhost.retries import PendingRetry
 from jobhost.store.base import (
     LEASE_EXPIRED,
     SETTLED,

@@ -35,7 +35,7 @@ from jobhost.web import pages
 from jobhost.web.hosts import AllowedHosts
 
 if TYPE_CHECKING:
-    from jobhost.host import Host
+    from jobhost.engine.host import Host
     from jobhost.registry import JobSpec
 
 logger = logging.getLogger("jobhost.web")
@@ -165,7 +165,7 @@ class WebApp:
             operations.describe_job(spec, recent[name][0].status if recent[name] else None, name in paused, now)
             for name, spec in sorted(self.jobs.items())
         ]
-        in_flight, queued, waiting = self.host.load()
+        in_flight, queued, waiting = self.host.counts()
         verdict = self._health(now)
         return self._page(
             "index.html",
@@ -268,7 +268,7 @@ class WebApp:
             slot = operations.slot_of(spec, text, now) if text else operations.default_slot(spec, now)
         except ValueError as exc:
             raise ApiError(400, f"slot: {exc}", param="slot") from None
-        from jobhost.host import HostStopping
+        from jobhost.engine.requests import HostStopping
 
         try:
             context = self.host.request_run(spec, slot)

@@ -30,7 +30,7 @@ from jobhost.web.hosts import AllowedHosts
 from jobhost.web.linekeeper import LineKeeper
 
 if TYPE_CHECKING:
-    from jobhost.host import Host
+    from jobhost.engine.host import Host
     from jobhost.registry import JobSpec
 
 logger = logging.getLogger("jobhost.web")
@@ -138,7 +138,7 @@ class WebServer:
 
     def start(self, host: Host) -> None:
         """Bind and serve in the background; raises OSError if the address cannot be bound."""
-        self.metrics.watch_loop(lambda: host.load()[0], lambda: host.load()[1], lambda: host.load()[2])
+        self.metrics.watch_loop(lambda: host.counts()[0], lambda: host.counts()[1], lambda: host.counts()[2])
         self.metrics.successes.store = self.stores
         self.metrics.running(host.status.release)
         sock = connections.listen(self.config.host, self.config.port)

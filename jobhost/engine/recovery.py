@@ -1,4 +1,4 @@
-"""What a starting host does about runs a previous host left unfinished, and the store guard.
+"""What a starting host does about runs a previous host left unfinished.
 
 A run recorded as running by this host whose process is gone was cut short when
 the host died: it is recorded from the outcome its process left behind, if it
@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Collection
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +39,14 @@ def recover(
     hostname: str,
     result_file: Callable[[RunContext], Path | None],
     now: dt.datetime,
-    call: Callable[[Callable[[], Any], Any], Any] | None = None,
+    call: Callable[[Callable[[], Any], Any], Any],
     mine: Collection[str] = (),
 ) -> bool:
     """Settle what the previous host of this machine left running or waiting; False if the store
     failed on the way (the caller tries again once it works: what is left stays as it was).
 
-    `call(fn, fallback)` makes each store call (the loop's link to the store; by default `guard`);
+    `call(fn, fallback)` makes each store call (the loop's link to the store: a failure is logged once);
     `mine`: runs of this host's own, going on, left alone when it tries again."""
-    call = call or guard
     whole = True
 
     def write(fn: Callable[[], Any]) -> bool:
@@ -64,14 +64,14 @@ def recover(
         if record.run_id in mine:
             continue
         if record.status == RunStatus.WAITING:
-            write(lambda c=context: store.finish_run(c.run_id, RunStatus.WAITING, WAITED, now, None))
+            write(partial(store.finish_run, context.run_id, RunStatus.WAITING, WAITED, now, None))
             continue
         if record.pid is not None and run_process_alive(record.pid):
             continue
         if record.pid is not None:
             kill_leftovers(record.pid)
         if record.started is not None and record.started > now:  # prepared; its instant has not come
-            if not write(lambda c=context: store.withdraw(c.run_id, None)):
+            if not write(partial(store.withdraw, context.run_id, None)):
                 continue
             logger.info(
                 "run %s of %s was prepared for %s but never started; the slot is run when it comes",
@@ -86,24 +86,12 @@ def recover(
         if path is not None and result is not None:
             left = outcome_of(result)
             reason = f"{left.reason}; {LEFT}" if left.reason else LEFT
-            if write(lambda c=context, o=left, r=reason: store.finish_run(c.run_id, o.status, r, now, None)):
+            if write(partial(store.finish_run, context.run_id, left.status, reason, now, None)):
                 lifecycle.emit(
                     RunEvent(left.status, context, reason, traceback=left.traceback, exception=left.exception)
                 )
                 path.unlink(missing_ok=True)
             continue
-        if write(lambda c=context: store.finish_run(c.run_id, RunStatus.ABANDONED, DIED, now, None)):
+        if write(partial(store.finish_run, context.run_id, RunStatus.ABANDONED, DIED, now, None)):
             lifecycle.emit(RunEvent(RunStatus.ABANDONED, context, DIED, extra={"pid": record.pid}))
     return whole
-
-
-def guard(call: Callable[[], Any], fallback: Any) -> Any:
-    """Call the store; a failing store is logged and must not take the loop down."""
-    try:
-        return call()
-    except Exception:
-        logger.exception(
-            "the state store failed; the run goes on but may be missing from history",
-            extra={"event": "store_failed"},
-        )
-        return fallback

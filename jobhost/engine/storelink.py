@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from jobhost.durations import format_duration
 from jobhost.errors import StoreUnavailable
@@ -69,7 +69,7 @@ class StoreLink:
                 self.misses += 1
             return fallback
         self.last_ok = self.monotonic()
-        return value
+        return cast(T, value)  # not _FAILED: what fn returned
 
     def _try(self, fn: Callable[[], T]) -> T | object:
         """`fn()`, or _FAILED if the store failed; a success ends an outage."""

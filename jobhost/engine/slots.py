@@ -77,3 +77,36 @@ class SlotQueue:
         for entry in later:
             heapq.heappush(self._heap, entry)
         return due
+
+
+class DueSlots:
+    """The slots the loop acts on next: the queue of every job's next slot, and the slots due
+    within the lead that could not be prepared, deferred to their instant."""
+
+    def __init__(self, schedules: dict[str, Schedule], now: dt.datetime, lead: float):
+        self.queue = SlotQueue(schedules, now)
+        self.lead = dt.timedelta(seconds=lead)
+        self._deferred: list[Due] = []
+
+    def due_now(self, now: dt.datetime) -> list[Due]:
+        """The slots due by `now`, deferred ones included; those deferred to a later instant wait on."""
+        deferred, self._deferred = self._deferred, []
+        due: list[Due] = []
+        for slot in [*deferred, *self.queue.pop_due(now)]:
+            (self._deferred if slot.slot > now else due).append(slot)
+        return due
+
+    def due_within(self, now: dt.datetime) -> list[Due]:
+        """The slots due within the lead, taken out of the queue: prepared now, or deferred."""
+        return self.queue.pop_next(now + self.lead)
+
+    def defer(self, due: Due) -> None:
+        """Decide on `due` at its instant, as on any other slot."""
+        self._deferred.append(due)
+
+    def next_wakeup(self) -> dt.datetime | None:
+        """When the loop must be awake for a slot: a deferred one's instant, or a lead before the next."""
+        upcoming = [due.slot for due in self._deferred]
+        if (next_slot := self.queue.next_due()) is not None:  # woken a lead early, to prepare its run
+            upcoming.append(next_slot - self.lead)
+        return min(upcoming, default=None)
