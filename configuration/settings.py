@@ -1,6 +1,6 @@
 """This deployment's settings, each declared once: variable, default, what it accepts, meaning.
 
-The README's settings table is generated from this list
+The settings table of docs/operations.md is generated from this list
 (``python -m configuration.settings``) and a test keeps the two in step.
 """
 
@@ -422,8 +422,8 @@ def _unset(setting: Setting) -> Any:
     return system_zone() if setting.variable == "JOBS_TIMEZONE" else None
 
 
-def markdown_table() -> str:
-    """The README's settings table."""
+def docs_settings_table() -> str:
+    """The settings table of docs/operations.md, in Markdown: the docs say what the code accepts."""
     lines = ["| variable | default | accepts | meaning |", "| --- | --- | --- | --- |"]
     for s in SETTINGS:
         default = s.shown_default or f"`{s.default}`"
@@ -432,4 +432,4 @@ def markdown_table() -> str:
 
 
 if __name__ == "__main__":
-    print(markdown_table())  # noqa: T201 - this is the command's output
+    print(docs_settings_table())  # noqa: T201 - this is the command's output

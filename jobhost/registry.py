@@ -157,7 +157,7 @@ class Registry:
         self.problems.append(problem)
 
     def job(self, schedule: object = None, **options: Any) -> Callable[[F], F]:
-        """Register the decorated function to run on `schedule` (see README)."""
+        """Register the decorated function to run on `schedule` (see docs/jobs.md)."""
         caller = sys._getframe(1)
         file, line = display_path(caller.f_code.co_filename), caller.f_lineno
         if callable(schedule) and not isinstance(schedule, schedule_lib.Job):

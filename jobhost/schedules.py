@@ -3,7 +3,7 @@
 A *slot* is the instant a run is due. Slots never depend on when the process
 started, so a restart, a second host or a backfill all agree on them.
 
-Alignment rules (written out in the README):
+Alignment rules (written out in docs/jobs.md, "Schedules, slots and time zones"):
 - ``every(N).seconds|minutes|hours`` are fixed elapsed intervals counted from
   the Unix epoch (1970-01-01T00:00:00Z), shifted by ``.at()``'s offset. DST
   never changes them: every slot is exactly N units after the previous one.

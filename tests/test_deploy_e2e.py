@@ -51,7 +51,7 @@ RESENT_AT_MOST = 16  # lines; rsyslog sends a batch of up to this many lines at 
 def first_copies(received: list[bytes]) -> list[bytes]:
     """The lines as Logstash first got them. Plain TCP has no acknowledgements: when a connection
     breaks, rsyslog sends the batch in flight again on the next one, so a few lines may come twice
-    (the README says so); no more than one batch, and never out of order."""
+    (docs/deploy.md says so); no more than one batch, and never out of order."""
     once = list(dict.fromkeys(received))
     assert len(received) - len(once) <= RESENT_AT_MOST, "more lines came twice than one batch in flight"
     return once
