@@ -1,15 +1,11 @@
-"""How a run can end, and the lifecycle event that announces it."""
+"""How a run can end: its status, with every classification of it, and its outcome."""
 
 from __future__ import annotations
 
 import logging
-import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
-
-from jobhost.output import shorten
 
 
 class RunStatus(StrEnum):
@@ -114,58 +110,3 @@ class Outcome:
     reason: str = ""
     traceback: str | None = None
     exception: dict[str, Any] | None = None
-
-
-ExceptionDetail = Callable[[BaseException], "dict[str, Any] | None"]
-
-
-def call_job(
-    call: Callable[[], object],
-    after: Callable[[], None] | None = None,
-    detail: ExceptionDetail | None = None,
-) -> dict[str, Any]:
-    """Call a job and turn however it ends into plain data (it can cross a pipe or sit in a file).
-
-    `after` runs as soon as the job has returned or raised, before the result is built;
-    `detail` turns an exception into structured data for an error tracker.
-    """
-    try:
-        try:
-            call()
-        finally:
-            if after is not None:
-                after()
-        return {"ok": True}
-    except SystemExit as exc:
-        return {"ok": exc.code in (None, 0), "exc_type": "SystemExit", "exc_message": f"sys.exit({exc.code!r})"}
-    except BaseException as exc:  # noqa: BLE001 - every failure of the job is reported, never raised
-        result: dict[str, Any] = {
-            "ok": False,
-            "exc_type": _qualified(type(exc)),
-            # Cut where they are made, as a job's log lines are: the host never holds a huge one whole.
-            "exc_message": shorten(str(exc)),
-            "traceback": shorten("".join(traceback.format_exception(exc))),
-        }
-        if detail is not None:
-            try:
-                result["exception"] = detail(exc)
-            except Exception:  # noqa: BLE001 - the plain traceback above is still reported
-                result["exception"] = None
-        return result
-
-
-def outcome_of(result: dict[str, Any]) -> Outcome:
-    """The Outcome that a `call_job` result stands for."""
-    if result.get("ok"):
-        return Outcome(RunStatus.SUCCEEDED)
-    return Outcome(
-        RunStatus.FAILED,
-        f"{result.get('exc_type')}: {result.get('exc_message')}",
-        result.get("traceback"),
-        result.get("exception"),
-    )
-
-
-def _qualified(kind: type) -> str:
-    module = kind.__module__
-    return kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"

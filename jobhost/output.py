@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterator
 
 MAX_LINE_CHARS = 32 * 1024
+READ_SIZE = 65536  # bytes read from a pipe at a time
 RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}  # not a job's `extra`
 
 

@@ -19,7 +19,7 @@ from jobhost.store import RunRecord
 
 if TYPE_CHECKING:
     from jobhost.registry import JobSpec
-    from jobhost.run import Run
+    from jobhost.runs.base import Run
 
 
 class Parked(StrEnum):

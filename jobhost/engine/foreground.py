@@ -26,8 +26,8 @@ from jobhost.lifecycle import Lifecycle, log_output
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec
 from jobhost.runs.runner import Runner
+from jobhost.runs.thread import RoutedStdout
 from jobhost.store import StateStore
-from jobhost.threadrun import RoutedStdout
 
 
 class ForegroundRun:

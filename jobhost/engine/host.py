@@ -30,6 +30,7 @@ from jobhost.engine.chores import Chores
 from jobhost.engine.dependencies import Dependencies
 from jobhost.engine.launch import Launched, Launcher, prepare_process
 from jobhost.engine.leases import Leases
+from jobhost.engine.memory import settle_after_start
 from jobhost.engine.recorder import Recorder, StoreCalls
 from jobhost.engine.recovery import WAITED
 from jobhost.engine.requests import HostStopping, RunRequests
@@ -40,12 +41,11 @@ from jobhost.engine.storelink import StoreLink
 from jobhost.hostconfig import HostConfig
 from jobhost.hoststatus import State, StatusFile
 from jobhost.lifecycle import Lifecycle, log_output
-from jobhost.memory import settle_after_start
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec
 from jobhost.runs.runner import Runner
+from jobhost.runs.thread import RoutedStdout
 from jobhost.store import StateStore
-from jobhost.threadrun import RoutedStdout
 
 __all__ = ["Host", "HostConfig", "HostStopping"]
 

@@ -20,11 +20,11 @@ from jobhost.engine.recorder import Recorder
 from jobhost.hostconfig import HostConfig
 from jobhost.lifecycle import Lifecycle, log_output, log_record
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.processrun import ProcessRun
 from jobhost.registry import JobSpec
-from jobhost.run import Run
+from jobhost.runs.base import Run
+from jobhost.runs.process import ProcessRun
 from jobhost.runs.runner import Runner
-from jobhost.threadrun import ThreadRun
+from jobhost.runs.thread import ThreadRun
 
 logger = logging.getLogger("jobhost.host")
 

@@ -16,11 +16,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from jobhost.child import read_result
 from jobhost.context import RunContext
 from jobhost.lifecycle import Lifecycle, RunEvent
-from jobhost.outcomes import RunStatus, outcome_of
-from jobhost.processes import kill_leftovers, run_process_alive
+from jobhost.outcomes import RunStatus
+from jobhost.runs.child import read_result
+from jobhost.runs.processes import kill_leftovers, run_process_alive
+from jobhost.runs.results import outcome_of
 from jobhost.store import StateStore
 
 logger = logging.getLogger("jobhost.host")

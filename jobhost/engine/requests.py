@@ -15,7 +15,7 @@ from jobhost.context import RunContext
 from jobhost.engine.attempt import Attempt
 from jobhost.engine.stopping import Stop
 from jobhost.registry import JobSpec
-from jobhost.watcher import Watcher
+from jobhost.runs.watcher import Watcher
 
 logger = logging.getLogger("jobhost.host")
 

@@ -12,9 +12,9 @@ import signal
 from collections.abc import Callable
 
 from jobhost.durations import format_duration
-from jobhost.exits import signal_name
 from jobhost.hostconfig import HostConfig
 from jobhost.outcomes import Outcome, RunStatus
+from jobhost.runs.exits import signal_name
 from jobhost.runs.runner import Runner
 
 logger = logging.getLogger("jobhost.host")

@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from jobhost.outcomes import Outcome
-from jobhost.processrun import RELEASE_RECHECK
-from jobhost.watcher import Watcher
+from jobhost.runs.process import RELEASE_RECHECK
+from jobhost.runs.watcher import Watcher
 
 if TYPE_CHECKING:
     from jobhost.engine.attempt import Attempt
-    from jobhost.run import Run
+    from jobhost.runs.base import Run
 
 POLL_INTERVAL = 0.2  # seconds, only where a child's exit cannot be watched with a pidfd
 

@@ -13,7 +13,7 @@ import os
 import selectors
 import signal
 
-from jobhost.strayoutput import StrayOutput
+from jobhost.runs.stray import StrayOutput
 
 
 class Watcher:

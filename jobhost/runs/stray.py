@@ -18,10 +18,9 @@ import select
 import sys
 import threading
 
-from jobhost.output import LineSplitter
+from jobhost.output import READ_SIZE, LineSplitter
 
 logger = logging.getLogger("jobhost.host")
-READ_SIZE = 65536
 
 
 class StrayOutput:

@@ -14,14 +14,16 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import TextIO
 
 from jobhost.context import RunContext, current_run
 from jobhost.durations import format_duration
 from jobhost.lifecycle import Lifecycle
-from jobhost.outcomes import Outcome, RunStatus, call_job, outcome_of
+from jobhost.outcomes import Outcome, RunStatus
 from jobhost.output import LineSplitter
-from jobhost.processrun import LineSink, RecordSink
 from jobhost.registry import JobSpec
+from jobhost.runs.process import LineSink, RecordSink
+from jobhost.runs.results import call_job, outcome_of
 
 
 class ThreadRun:
@@ -131,7 +133,7 @@ class RoutedStdout(io.TextIOBase):
     _lock = threading.Lock()
     _sink: LineSink | None = None
 
-    def __init__(self, original: io.TextIOBase, name: str):
+    def __init__(self, original: TextIO, name: str):
         self.original = original
         self.name_ = name
 

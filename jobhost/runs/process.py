@@ -17,18 +17,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jobhost.child import Release, read_result, run_child, started_at
 from jobhost.context import RunContext
 from jobhost.durations import format_duration
-from jobhost.exits import RETURNED_UNREPORTED, UNREPORTED, describe_wait_status
 from jobhost.lifecycle import Lifecycle
-from jobhost.outcomes import Outcome, RunStatus, outcome_of
-from jobhost.output import LineSplitter
+from jobhost.outcomes import Outcome, RunStatus
+from jobhost.output import READ_SIZE, LineSplitter
 from jobhost.registry import JobSpec
+from jobhost.runs.child import Release, read_result, run_child, started_at
+from jobhost.runs.exits import RETURNED_UNREPORTED, UNREPORTED, describe_wait_status
+from jobhost.runs.results import outcome_of
 
 TERM_GRACE = 5.0  # seconds between SIGTERM and SIGKILL for a run being stopped
 DRAIN_GRACE = 2.0  # seconds to wait for output pipes after the child is gone
-READ_SIZE = 65536
 
 LineSink = Callable[[RunContext, str, str], None]
 RecordSink = Callable[[RunContext, dict], None]
