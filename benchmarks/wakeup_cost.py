@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import schedule
 
-from jobhost.schedules import build_schedule
+from jobhost.definition.schedules import build_schedule
 from jobhost.slotqueue import SlotQueue
 
 UTC = ZoneInfo("UTC")

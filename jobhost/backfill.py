@@ -13,9 +13,9 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
+from jobhost.definition.schedules import Schedule
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec
-from jobhost.schedules import Schedule
 
 if TYPE_CHECKING:  # the command line reads the bounds here without loading the loop
     from jobhost.host import Host

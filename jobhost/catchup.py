@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from jobhost.durations import format_duration
-from jobhost.schedules import Schedule
+from jobhost.definition.durations import format_duration
+from jobhost.definition.schedules import Schedule
 
 MAX_RECORDED = 1000  # missed slots recorded one by one, per job and reason; beyond that, one summary
 

@@ -25,8 +25,9 @@ from jobhost.backfill import MAX_SLOTS, MAX_SLOTS_CEILING, count_slots
 from jobhost.cliparams import MAX_HEARTBEAT_AGE, MAX_HISTORY, UTF8, Seconds
 from jobhost.clock import now as wall_now
 from jobhost.datadir import unusable
-from jobhost.discovery import discover
-from jobhost.durations import format_duration
+from jobhost.definition.discovery import discover
+from jobhost.definition.durations import format_duration
+from jobhost.definition.timezones import localize
 from jobhost.errors import (
     JobhostError,
     LoopRunning,
@@ -47,7 +48,6 @@ from jobhost.outcomes import Outcome, RunStatus
 from jobhost.registry import JobSpec, Registry
 from jobhost.release import release_line
 from jobhost.store import Heartbeat, StateStore, open_store, sqlite_path
-from jobhost.timezones import localize
 
 if TYPE_CHECKING:
     from jobhost.host import Host

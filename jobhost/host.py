@@ -31,8 +31,8 @@ from jobhost.catchup import plan_catchup
 from jobhost.clock import Clock
 from jobhost.clock import now as wall_now
 from jobhost.context import RunContext
+from jobhost.definition.durations import format_duration
 from jobhost.dependencies import describe, unmet
-from jobhost.durations import format_duration
 from jobhost.exits import signal_name
 from jobhost.hostconfig import HostConfig
 from jobhost.hoststatus import State, StatusFile

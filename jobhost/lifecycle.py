@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jobhost.context import RunContext
-from jobhost.durations import format_duration
+from jobhost.definition.durations import format_duration
 from jobhost.outcomes import RunStatus
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from jobhost.schedules import CronSchedule, IntervalSchedule, Schedule
+from jobhost.definition.schedules import CronSchedule, IntervalSchedule, Schedule
 
 SLUG_MAX = 50  # Sentry's limit
 SLUG = re.compile(r"^(?![0-9]+$)[a-z0-9_-]{1,50}$")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from jobhost.child import Release, read_result, run_child, started_at
 from jobhost.context import RunContext
-from jobhost.durations import format_duration
+from jobhost.definition.durations import format_duration
 from jobhost.exits import RETURNED_UNREPORTED, UNREPORTED, describe_wait_status
 from jobhost.lifecycle import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus, outcome_of

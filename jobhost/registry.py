@@ -24,11 +24,11 @@ from zoneinfo import ZoneInfo
 
 import schedule as schedule_lib
 
-from jobhost.durations import parse_duration
+from jobhost.definition.durations import parse_duration
+from jobhost.definition.schedules import Schedule, build_schedule
+from jobhost.definition.timezones import system_zone
 from jobhost.errors import JobDefinitionError, JobhostError, display_path
 from jobhost.monitors import DEFAULT_MARGIN, check_slug, slug_for
-from jobhost.schedules import Schedule, build_schedule
-from jobhost.timezones import system_zone
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from jobhost.context import RunContext, current_run
-from jobhost.durations import format_duration
+from jobhost.definition.durations import format_duration
 from jobhost.lifecycle import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus, call_job, outcome_of
 from jobhost.output import LineSplitter

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import jobhost
-from jobhost.discovery import discover
+from jobhost.definition.discovery import discover
 from jobhost.registry import Registry
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import NoReturn
 
-from jobhost.durations import format_duration
+from jobhost.definition.durations import format_duration
 from jobhost.errors import JobDefinitionError, display_path
 from jobhost.output import LineSplitter
 from jobhost.registry import Registry
