@@ -10,9 +10,9 @@
 entry point (``jobs.py``) runs; tests may build a `Registry` of their own.
 """
 
+from jobhost.definition.registry import Registry as Registry
 from jobhost.definition.schedules import cron as cron
-from jobhost.registry import JobSpec as JobSpec
-from jobhost.registry import Registry as Registry
+from jobhost.definition.spec import JobSpec as JobSpec
 
 default_registry = Registry()
 job = default_registry.job

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from jobhost.definition.schedules import Schedule
+from jobhost.definition.spec import JobSpec
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.registry import JobSpec
 
 if TYPE_CHECKING:  # the command line reads the bounds here without loading the loop
     from jobhost.host import Host

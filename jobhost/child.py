@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jobhost.context import RunContext, current_run
+from jobhost.definition.spec import JobSpec
 from jobhost.descriptors import keep_only
 from jobhost.exits import HARNESS_FAILED, RAISED_UNREPORTED, RETURNED_UNREPORTED
 from jobhost.lifecycle import Lifecycle
 from jobhost.outcomes import call_job
 from jobhost.output import MAX_LINE_CHARS, RECORD_FIELDS, cut_record, shorten
-from jobhost.registry import JobSpec
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15

@@ -27,6 +27,8 @@ from jobhost.clock import now as wall_now
 from jobhost.datadir import unusable
 from jobhost.definition.discovery import discover
 from jobhost.definition.durations import format_duration
+from jobhost.definition.registry import Registry
+from jobhost.definition.spec import JobSpec
 from jobhost.definition.timezones import localize
 from jobhost.errors import (
     JobhostError,
@@ -45,7 +47,6 @@ from jobhost.hostconfig import HostConfig, HttpConfig
 from jobhost.hoststatus import State, StatusFile, file_identity, read_status
 from jobhost.lifecycle import Lifecycle, Reporter
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.registry import JobSpec, Registry
 from jobhost.release import release_line
 from jobhost.store import Heartbeat, StateStore, open_store, sqlite_path
 

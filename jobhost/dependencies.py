@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from jobhost.registry import JobSpec
+from jobhost.definition.spec import JobSpec
 from jobhost.store import StateStore
 
 

@@ -32,6 +32,7 @@ from jobhost.clock import Clock
 from jobhost.clock import now as wall_now
 from jobhost.context import RunContext
 from jobhost.definition.durations import format_duration
+from jobhost.definition.spec import JobSpec
 from jobhost.dependencies import describe, unmet
 from jobhost.exits import signal_name
 from jobhost.hostconfig import HostConfig
@@ -41,7 +42,6 @@ from jobhost.memory import settle_after_start
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.processrun import RELEASE_RECHECK, ProcessRun
 from jobhost.recovery import WAITED, recover
-from jobhost.registry import JobSpec
 from jobhost.retries import PendingRetry, RetryQueue, backoff
 from jobhost.run import Run
 from jobhost.slotqueue import Due, SlotQueue

@@ -21,7 +21,7 @@ from jobhost.definition.durations import format_duration
 from jobhost.outcomes import RunStatus
 
 if TYPE_CHECKING:
-    from jobhost.registry import JobSpec
+    from jobhost.definition.spec import JobSpec
 
 logger = logging.getLogger("jobhost.run")
 output_logger = logging.getLogger("jobhost.output")

@@ -30,7 +30,7 @@ from jobhost.lifecycle import Reporter, RunEvent
 from jobhost.outcomes import RunStatus
 
 if TYPE_CHECKING:
-    from jobhost.registry import JobSpec
+    from jobhost.definition.spec import JobSpec
     from jobhost.store import StateStore
 
 # Jobs run from milliseconds to hours: buckets from 10 ms to 2 h.

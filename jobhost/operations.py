@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from jobhost.definition.spec import JobSpec
 from jobhost.definition.timezones import localize
 from jobhost.errors import UnknownJobError
 from jobhost.horizon import OutsideHorizon, bounded
 from jobhost.outcomes import RunStatus
-from jobhost.registry import JobSpec
 from jobhost.store import RunRecord, StateStore
 
 

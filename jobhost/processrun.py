@@ -20,11 +20,11 @@ from pathlib import Path
 from jobhost.child import Release, read_result, run_child, started_at
 from jobhost.context import RunContext
 from jobhost.definition.durations import format_duration
+from jobhost.definition.spec import JobSpec
 from jobhost.exits import RETURNED_UNREPORTED, UNREPORTED, describe_wait_status
 from jobhost.lifecycle import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus, outcome_of
 from jobhost.output import LineSplitter
-from jobhost.registry import JobSpec
 
 TERM_GRACE = 5.0  # seconds between SIGTERM and SIGKILL for a run being stopped
 DRAIN_GRACE = 2.0  # seconds to wait for output pipes after the child is gone

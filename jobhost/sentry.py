@@ -36,10 +36,10 @@ from sentry_sdk.transport import HttpTransport
 from sentry_sdk.utils import event_from_exception
 
 from jobhost.context import RunContext, RunContextFilter, current_run
+from jobhost.definition.spec import JobSpec
 from jobhost.lifecycle import Reporter, RunEvent
 from jobhost.monitors import heartbeat_config, monitor_config, slug_for
 from jobhost.outcomes import RunStatus
-from jobhost.registry import JobSpec
 from jobhost.sentry_scrubber import SecretScrubber
 
 FLUSH_TIMEOUT = 2.0  # seconds the host waits for Sentry when it stops (inside supervisord's stopwaitsecs)

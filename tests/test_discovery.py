@@ -12,7 +12,7 @@ import pytest
 
 import jobhost
 from jobhost.definition.discovery import discover
-from jobhost.registry import Registry
+from jobhost.definition.registry import Registry
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from jobhost.context import RunContext
+from jobhost.definition.registry import Registry
+from jobhost.definition.spec import JobSpec
 from jobhost.host import Host, HostConfig, HostStopping, _Active
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.registry import JobSpec, Registry
 from jobhost.retries import RetryQueue
 from jobhost.store import RunRecord, open_store
 

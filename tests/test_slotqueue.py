@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+from jobhost.definition.registry import Registry
 from jobhost.definition.schedules import build_schedule
-from jobhost.registry import Registry
 from jobhost.slotqueue import Due, SlotQueue
 
 UTC = ZoneInfo("UTC")

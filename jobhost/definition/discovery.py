@@ -25,9 +25,9 @@ from types import FrameType, ModuleType
 from typing import NoReturn
 
 from jobhost.definition.durations import format_duration
+from jobhost.definition.registry import Registry
 from jobhost.errors import JobDefinitionError, display_path
 from jobhost.output import LineSplitter
-from jobhost.registry import Registry
 
 logger = logging.getLogger("jobhost.import")
 Importing = Callable[[Path], None]  # told of each module before it is imported

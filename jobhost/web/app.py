@@ -35,8 +35,8 @@ from jobhost.web import pages
 from jobhost.web.hosts import AllowedHosts
 
 if TYPE_CHECKING:
+    from jobhost.definition.spec import JobSpec
     from jobhost.host import Host
-    from jobhost.registry import JobSpec
 
 logger = logging.getLogger("jobhost.web")
 

@@ -30,8 +30,8 @@ from jobhost.web.hosts import AllowedHosts
 from jobhost.web.linekeeper import LineKeeper
 
 if TYPE_CHECKING:
+    from jobhost.definition.spec import JobSpec
     from jobhost.host import Host
-    from jobhost.registry import JobSpec
 
 logger = logging.getLogger("jobhost.web")
 
