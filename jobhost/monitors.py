@@ -14,10 +14,10 @@ import re
 from typing import Any
 
 from jobhost.definition.schedules import CronSchedule, IntervalSchedule, Schedule
+from jobhost.definition.spec import DEFAULT_MARGIN
 
 SLUG_MAX = 50  # Sentry's limit
 SLUG = re.compile(r"^(?![0-9]+$)[a-z0-9_-]{1,50}$")
-DEFAULT_MARGIN = 300.0  # seconds a check-in may come after its slot (queueing behind busy workers)
 MAX_RUNTIME_CEILING = 40320  # minutes (28 days), Sentry's largest max_runtime
 _DAY = 86400
 

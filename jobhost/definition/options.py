@@ -15,8 +15,20 @@ from jobhost.definition.durations import parse_duration
 GIVEN = ("slot", "data_dir")  # parameters the host fills in, by name: the slot, and JOBS_DATA_DIR
 
 
-def timeout(value: object) -> float | None:
-    return None if value is None else parse_duration(value, what="timeout")
+Check = Callable[[object, str], object]  # (the value given, the option's name) -> the value kept
+
+
+def timeout(value: object, what: str) -> float | None:
+    """A duration, or None for no limit."""
+    return None if value is None else parse_duration(value, what=what)
+
+
+def duration(value: object, what: str) -> float:
+    return parse_duration(value, what=what)
+
+
+def duration_or_zero(value: object, what: str) -> float:
+    return parse_duration(value, what=what, allow_zero=True)
 
 
 def whole(value: object, what: str) -> int:
@@ -31,10 +43,15 @@ def flag(value: object, what: str) -> bool:
     return value
 
 
-def choice(value: object, what: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{what}={value!r} is not one of: {', '.join(repr(c) for c in choices)}")
-    return str(value)
+def one_of(choices: tuple[str, ...]) -> Check:
+    """The check of an option that takes one of `choices`."""
+
+    def choice(value: object, what: str) -> str:
+        if value not in choices:
+            raise ValueError(f"{what}={value!r} is not one of: {', '.join(repr(c) for c in choices)}")
+        return str(value)
+
+    return choice
 
 
 def given_parameters(func: Callable[..., Any]) -> frozenset[str] | str:

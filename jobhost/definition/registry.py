@@ -23,22 +23,13 @@ import schedule as schedule_lib
 
 from jobhost.definition import graph
 from jobhost.definition.dsl import CheckedJob
-from jobhost.definition.durations import parse_duration
 from jobhost.definition.graph import dependency_name
-from jobhost.definition.options import choice, flag, given_parameters, timeout, whole
+from jobhost.definition.options import Check, given_parameters
 from jobhost.definition.schedules import build_schedule
-from jobhost.definition.spec import (
-    CATCHUP,
-    DEFAULT_CATCHUP_WINDOW,
-    DEFAULT_TIMEOUT,
-    ISOLATION,
-    OPTION_NAMES,
-    OVERLAP,
-    JobSpec,
-)
+from jobhost.definition.spec import OPTION_NAMES, OPTIONS, JobSpec
 from jobhost.definition.timezones import system_zone
 from jobhost.errors import JobDefinitionError, JobhostError, display_path
-from jobhost.monitors import DEFAULT_MARGIN, check_slug, slug_for
+from jobhost.monitors import check_slug, slug_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -134,26 +125,13 @@ class Registry:
             built = build_schedule(schedule, self.default_zone)
         except JobhostError as exc:
             raise fail(str(exc)) from exc
-        checks: dict[str, Callable[[], Any]] = {
-            "timeout": lambda: timeout(options.get("timeout", DEFAULT_TIMEOUT)),
-            "retries": lambda: whole(options.get("retries", 0), "retries"),
-            "retry_delay": lambda: parse_duration(options.get("retry_delay", 60), what="retry_delay", allow_zero=True),
-            "catchup": lambda: choice(options.get("catchup", "latest"), "catchup", CATCHUP),
-            "overlap": lambda: choice(options.get("overlap", "skip"), "overlap", OVERLAP),
-            "isolation": lambda: choice(options.get("isolation", "process"), "isolation", ISOLATION),
-            "catchup_window": lambda: parse_duration(
-                options.get("catchup_window", DEFAULT_CATCHUP_WINDOW), what="catchup_window"
-            ),
-            "monitor": lambda: slug_for(name) if options.get("monitor") is None else check_slug(options["monitor"]),
-            "checkin_margin": lambda: parse_duration(
-                options.get("checkin_margin", DEFAULT_MARGIN), what="checkin_margin"
-            ),
-            "report_each_attempt": lambda: flag(options.get("report_each_attempt", False), "report_each_attempt"),
-        }
         values, errors = {}, []
-        for option, check in checks.items():  # every bad option at once, not only the first
+        for option in OPTIONS:  # every bad option at once, not only the first
+            check = option.check or self._checks_elsewhere(name).get(option.name)
+            if check is None:  # after=: resolved below, and once every job is known
+                continue
             try:
-                values[option] = check()
+                values[option.name] = check(options.get(option.name, option.default), option.name)
             except ValueError as exc:
                 errors.append(str(exc))
         if errors:
@@ -187,6 +165,13 @@ class Registry:
             line=line,
             **values,
         )
+
+    @staticmethod
+    def _checks_elsewhere(name: str) -> dict[str, Check]:
+        def monitor(value: object, what: str) -> str | None:
+            return slug_for(name) if value is None else check_slug(value)
+
+        return {"monitor": monitor}
 
     def _add(self, spec: JobSpec) -> None:
         other = self.jobs.get(spec.name)
