@@ -9,11 +9,10 @@ test can still call it directly.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import difflib
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,11 +28,33 @@ from jobhost.definition.schedules import build_schedule
 from jobhost.definition.spec import OPTION_NAMES, OPTIONS, JobSpec
 from jobhost.definition.timezones import system_zone
 from jobhost.errors import JobDefinitionError, JobhostError, display_path
-from jobhost.monitors import check_slug, slug_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class JobRules:
+    """Rules another part of the host adds to every job definition, so that the definition of a job
+    depends on no reporter: Sentry's monitors add their slug rules (jobhost/__init__.py installs them).
+
+    `options` checks, by name, an option JobSpec leaves unchecked (`monitor`): (the value given,
+    the job's name) -> the value kept, or ValueError. `validate` looks at the whole set of jobs
+    once registered: it may replace a spec, and returns the problems it found.
+    """
+
+    options: Mapping[str, Callable[[object, str], object]] = field(default_factory=dict)
+    validate: Callable[[dict[str, JobSpec]], list[JobDefinitionError]] | None = None
+
+
+RULES: list[JobRules] = []  # read by every registry, at each job and each validate
+
+
+def add_rules(rules: JobRules) -> None:
+    """Install `rules` for every registry (once: installing them again changes nothing)."""
+    if rules not in RULES:
+        RULES.append(rules)
 
 
 @dataclass
@@ -127,8 +148,8 @@ class Registry:
             raise fail(str(exc)) from exc
         values, errors = {}, []
         for option in OPTIONS:  # every bad option at once, not only the first
-            check = option.check or self._checks_elsewhere(name).get(option.name)
-            if check is None:  # after=: resolved below, and once every job is known
+            check = option.check or _added_check(option.name, name)
+            if check is None:  # after=: resolved below and once every job is known (or rules not installed)
                 continue
             try:
                 values[option.name] = check(options.get(option.name, option.default), option.name)
@@ -166,13 +187,6 @@ class Registry:
             **values,
         )
 
-    @staticmethod
-    def _checks_elsewhere(name: str) -> dict[str, Check]:
-        def monitor(value: object, what: str) -> str | None:
-            return slug_for(name) if value is None else check_slug(value)
-
-        return {"monitor": monitor}
-
     def _add(self, spec: JobSpec) -> None:
         other = self.jobs.get(spec.name)
         if other is not None:
@@ -188,35 +202,21 @@ class Registry:
         self.jobs[spec.name] = spec
 
     def validate(self) -> list[JobDefinitionError]:
-        """Check what only the whole set of jobs can tell: `after` names and cycles."""
+        """Check what only the whole set of jobs can tell: `after` names and cycles, then what the
+        installed rules check (two jobs on one Sentry monitor)."""
         problems = graph.validate(self.jobs, self._dependencies)
-        problems.extend(self._shared_monitors())
+        for rules in RULES:
+            if rules.validate is not None:
+                problems.extend(rules.validate(self.jobs))
         for problem in problems:
             self.report(problem)
         return problems
 
-    def _shared_monitors(self) -> list[JobDefinitionError]:
-        """Two jobs checking in to one Sentry monitor would hide each other's failures. A slug
-        derived from a name that another job's slug already has ('etl.daily', 'etl-daily') gets
-        the name's hash; two slugs given with monitor= are a definition error."""
-        problems, owners = [], {}
-        for name, spec in list(self.jobs.items()):
-            if spec.monitor is None:
-                continue
-            other = owners.setdefault(spec.monitor, spec)
-            if other is spec:
-                continue
-            if spec.monitor == slug_for(name):  # derived, not chosen: make it unique
-                spec = self.jobs[name] = dataclasses.replace(spec, monitor=slug_for(name, unique=True))
-                owners[spec.monitor] = spec
-                continue
-            problems.append(
-                JobDefinitionError(
-                    f"its Sentry monitor slug {spec.monitor!r} is also the job {other.name!r}'s "
-                    f"({other.file}:{other.line}); give one of them monitor='another-slug'",
-                    job=spec.name,
-                    file=spec.file,
-                    line=spec.line,
-                )
-            )
-        return problems
+
+def _added_check(option: str, job: str) -> Check | None:
+    """The check installed rules give `option`, for the job named `job`."""
+    for rules in RULES:
+        check = rules.options.get(option)
+        if check is not None:
+            return lambda value, what: check(value, job)
+    return None

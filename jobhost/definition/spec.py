@@ -28,7 +28,7 @@ DEFAULT_MARGIN = 300.0  # seconds a check-in may come after its slot (queueing b
 def option(default: object, check: Check | None) -> Any:
     """A JobSpec field that `@job` takes as an option, with its default and the check of a value
     given. None for the two checked elsewhere: `after` (names the registry resolves once every job
-    is known) and `monitor` (the slug rules of Sentry's monitors, see `Registry`)."""
+    is known) and `monitor` (the slug rules of Sentry's monitors, see `JobRules`)."""
     return dataclasses.field(default=default, metadata={"option": check})
 
 
