@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from configuration.settings import ROOT, Settings
-from jobhost.lifecycle import Reporter
+from jobhost.observe.events import Reporter
 
 
 def start_sentry(settings: Settings, root: Path = ROOT) -> list[Reporter]:

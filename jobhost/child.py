@@ -31,7 +31,7 @@ from jobhost.context import RunContext, current_run
 from jobhost.definition.spec import JobSpec
 from jobhost.descriptors import keep_only
 from jobhost.exits import HARNESS_FAILED, RAISED_UNREPORTED, RETURNED_UNREPORTED
-from jobhost.lifecycle import Lifecycle
+from jobhost.observe.events import Lifecycle
 from jobhost.outcomes import call_job
 from jobhost.output import MAX_LINE_CHARS, RECORD_FIELDS, cut_record, shorten
 

@@ -45,7 +45,7 @@ from jobhost.health import health as verdict_of
 from jobhost.horizon import OutsideHorizon, bounded
 from jobhost.hostconfig import HostConfig, HttpConfig
 from jobhost.hoststatus import State, StatusFile, file_identity, read_status
-from jobhost.lifecycle import Lifecycle, Reporter
+from jobhost.observe.events import Lifecycle, Reporter
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.release import release_line
 from jobhost.store import Heartbeat, StateStore, open_store, sqlite_path

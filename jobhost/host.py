@@ -37,8 +37,9 @@ from jobhost.dependencies import describe, unmet
 from jobhost.exits import signal_name
 from jobhost.hostconfig import HostConfig
 from jobhost.hoststatus import State, StatusFile
-from jobhost.lifecycle import Lifecycle, RunEvent, log_output, log_record
 from jobhost.memory import settle_after_start
+from jobhost.observe.events import Lifecycle, RunEvent
+from jobhost.observe.logs import log_output, log_record
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.processrun import RELEASE_RECHECK, ProcessRun
 from jobhost.recovery import WAITED, recover

@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from jobhost.errors import StoreError
-from jobhost.lifecycle import Reporter, RunEvent
+from jobhost.observe.events import Reporter, RunEvent
 from jobhost.outcomes import RunStatus
 
 if TYPE_CHECKING:

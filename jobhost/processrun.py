@@ -22,7 +22,7 @@ from jobhost.context import RunContext
 from jobhost.definition.durations import format_duration
 from jobhost.definition.spec import JobSpec
 from jobhost.exits import RETURNED_UNREPORTED, UNREPORTED, describe_wait_status
-from jobhost.lifecycle import Lifecycle
+from jobhost.observe.events import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus, outcome_of
 from jobhost.output import LineSplitter
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from jobhost.child import read_result
 from jobhost.context import RunContext
-from jobhost.lifecycle import Lifecycle, RunEvent
+from jobhost.observe.events import Lifecycle, RunEvent
 from jobhost.outcomes import RunStatus, outcome_of
 from jobhost.processes import kill_leftovers, run_process_alive
 from jobhost.store import StateStore

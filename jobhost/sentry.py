@@ -37,8 +37,8 @@ from sentry_sdk.utils import event_from_exception
 
 from jobhost.context import RunContext, RunContextFilter, current_run
 from jobhost.definition.spec import JobSpec
-from jobhost.lifecycle import Reporter, RunEvent
 from jobhost.monitors import heartbeat_config, monitor_config, slug_for
+from jobhost.observe.events import Reporter, RunEvent
 from jobhost.outcomes import RunStatus
 from jobhost.sentry_scrubber import SecretScrubber
 

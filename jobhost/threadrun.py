@@ -18,7 +18,7 @@ from pathlib import Path
 from jobhost.context import RunContext, current_run
 from jobhost.definition.durations import format_duration
 from jobhost.definition.spec import JobSpec
-from jobhost.lifecycle import Lifecycle
+from jobhost.observe.events import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus, call_job, outcome_of
 from jobhost.output import LineSplitter
 from jobhost.processrun import LineSink, RecordSink

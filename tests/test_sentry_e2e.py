@@ -364,7 +364,7 @@ def test_a_job_that_fails_a_thousand_times_is_one_sentry_issue(bugsink: Bugsink)
 
     from jobhost.context import RunContext
     from jobhost.definition.registry import Registry
-    from jobhost.lifecycle import RunEvent
+    from jobhost.observe.events import RunEvent
     from jobhost.outcomes import RunStatus
     from jobhost.sentry import init_sentry
 
