@@ -27,7 +27,7 @@ from jobhost.clock import now as wall_now
 from jobhost.errors import StoreError, UnknownJobError
 from jobhost.health import Health, as_json, health
 from jobhost.hostconfig import HttpConfig
-from jobhost.metrics import Metrics
+from jobhost.observe.metrics import Metrics
 from jobhost.outcomes import RunStatus
 from jobhost.runlines import RunLines
 from jobhost.store import StateStore

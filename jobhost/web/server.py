@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from jobhost.errors import StoreError
 from jobhost.hostconfig import HttpConfig
-from jobhost.metrics import Metrics
 from jobhost.observe.events import Reporter
+from jobhost.observe.metrics import Metrics
 from jobhost.runlines import RunLines
 from jobhost.store import StateStore
 from jobhost.web import connections
