@@ -28,8 +28,8 @@ from jobhost.errors import StoreError, UnknownJobError
 from jobhost.health import Health, as_json, health
 from jobhost.hostconfig import HttpConfig
 from jobhost.observe.metrics import Metrics
+from jobhost.observe.runlines import RunLines
 from jobhost.outcomes import RunStatus
-from jobhost.runlines import RunLines
 from jobhost.store import StateStore
 from jobhost.web import pages
 from jobhost.web.hosts import AllowedHosts

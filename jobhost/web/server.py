@@ -22,12 +22,11 @@ from jobhost.errors import StoreError
 from jobhost.hostconfig import HttpConfig
 from jobhost.observe.events import Reporter
 from jobhost.observe.metrics import Metrics
-from jobhost.runlines import RunLines
+from jobhost.observe.runlines import LineKeeper, RunLines
 from jobhost.store import StateStore
 from jobhost.web import connections
 from jobhost.web.app import MAX_BODY, WebApp
 from jobhost.web.hosts import AllowedHosts
-from jobhost.web.linekeeper import LineKeeper
 
 if TYPE_CHECKING:
     from jobhost.definition.spec import JobSpec
