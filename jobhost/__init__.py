@@ -14,7 +14,7 @@ from jobhost.definition.registry import Registry as Registry
 from jobhost.definition.registry import add_rules
 from jobhost.definition.schedules import cron as cron
 from jobhost.definition.spec import JobSpec as JobSpec
-from jobhost.monitors import MONITOR_RULES
+from jobhost.observe.sentry.monitors import MONITOR_RULES
 
 add_rules(MONITOR_RULES)  # Sentry's monitor slugs, checked with each job's definition
 default_registry = Registry()

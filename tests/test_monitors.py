@@ -10,7 +10,7 @@ from cronsim import CronSim
 
 from jobhost.definition.registry import Registry
 from jobhost.definition.schedules import cron
-from jobhost.monitors import check_slug, heartbeat_config, monitor_config, schedule_config, slug_for
+from jobhost.observe.sentry.monitors import check_slug, heartbeat_config, monitor_config, schedule_config, slug_for
 
 LONDON = ZoneInfo("Europe/London")
 

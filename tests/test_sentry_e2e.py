@@ -365,8 +365,8 @@ def test_a_job_that_fails_a_thousand_times_is_one_sentry_issue(bugsink: Bugsink)
     from jobhost.context import RunContext
     from jobhost.definition.registry import Registry
     from jobhost.observe.events import RunEvent
+    from jobhost.observe.sentry.reporter import init_sentry
     from jobhost.outcomes import RunStatus
-    from jobhost.sentry import init_sentry
 
     registry = Registry(default_zone=ZoneInfo("UTC"))
 

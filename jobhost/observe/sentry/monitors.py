@@ -1,10 +1,14 @@
-"""Sentry Crons monitors made from a job's schedule: a pure function, no SDK.
+"""Sentry Crons monitors made from a job's schedule, and the rules of their slugs: pure
+functions, no SDK (every job definition checks its slug here, with or without Sentry).
 
 Sentry checks a monitor against its own copy of the schedule, so the copy must
 say the same thing as the slots the host computes. A cron job keeps its
 expression. ``every(N).<unit>`` becomes an equivalent crontab where one exists
 (sub-day intervals are counted from the Unix epoch, so they are crontabs in
 UTC when N divides the hour or the day) and an interval otherwise.
+
+The slug rules reach the definition of jobs as MONITOR_RULES, which jobhost/__init__.py
+installs for every registry: the definition of a job knows no reporter.
 """
 
 from __future__ import annotations
