@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import schedule
 
+from jobhost.definition.schedules import build_schedule
 from jobhost.engine.slots import SlotQueue
-from jobhost.schedules import build_schedule
 
 UTC = ZoneInfo("UTC")
 WAKEUPS = 2000

@@ -6,14 +6,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from configuration.settings import ROOT, Settings
-from jobhost.lifecycle import Reporter
+from jobhost.observe.events import Reporter
 
 
 def start_sentry(settings: Settings, root: Path = ROOT) -> list[Reporter]:
     """Start the SDK and return its run reporter; nothing (and no connection) without a DSN."""
     if not settings.sentry_dsn:
         return []
-    from jobhost.sentry import init_sentry  # only a host that reports pays for the import
+    from jobhost.observe.sentry.reporter import init_sentry  # only a host that reports pays for the import
 
     release = settings.sentry_release or deployed_revision(root)
     return [init_sentry(settings.sentry_dsn, settings.sentry_environment, release)]
@@ -25,7 +25,7 @@ def refused_start_reporter(
     """What sends a refused start to Sentry: one event with the reason and the problems."""
 
     def report(reason: str, problems: Sequence[str]) -> None:
-        from jobhost.sentry import report_refused_start  # only a host that reports pays for the import
+        from jobhost.observe.sentry.events import report_refused_start  # only a host that reports pays for the import
 
         report_refused_start(dsn, environment, release or deployed_revision(root), host_name, reason, problems)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jobhost.durations import parse_duration
+from jobhost.definition.durations import parse_duration
+from jobhost.definition.timezones import get_zone, system_zone
 from jobhost.errors import SettingError
-from jobhost.timezones import get_zone, system_zone
 from jobhost.web.hosts import host_name
 
 ROOT = Path(__file__).resolve().parent.parent

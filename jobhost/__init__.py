@@ -10,10 +10,13 @@
 entry point (``jobs.py``) runs; tests may build a `Registry` of their own.
 """
 
-from jobhost.registry import JobSpec as JobSpec
-from jobhost.registry import Registry as Registry
-from jobhost.schedules import cron as cron
+from jobhost.definition.registry import Registry as Registry
+from jobhost.definition.registry import add_rules
+from jobhost.definition.schedules import cron as cron
+from jobhost.definition.spec import JobSpec as JobSpec
+from jobhost.observe.sentry.monitors import MONITOR_RULES
 
+add_rules(MONITOR_RULES)  # Sentry's monitor slugs, checked with each job's definition
 default_registry = Registry()
 job = default_registry.job
 every = default_registry.every

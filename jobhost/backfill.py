@@ -10,7 +10,7 @@ import datetime as dt
 import itertools
 from collections.abc import Iterator
 
-from jobhost.schedules import Schedule
+from jobhost.definition.schedules import Schedule
 
 MAX_SLOTS = 10_000  # slots a backfill runs without being told --max-slots
 MAX_SLOTS_CEILING = 10_000_000  # the most --max-slots may allow: an every-minute job for 19 years

@@ -25,8 +25,11 @@ from jobhost.backfill import MAX_SLOTS, MAX_SLOTS_CEILING, count_slots
 from jobhost.cliparams import MAX_HEARTBEAT_AGE, MAX_HISTORY, UTF8, Seconds
 from jobhost.clock import now as wall_now
 from jobhost.datadir import unusable
-from jobhost.discovery import discover
-from jobhost.durations import format_duration
+from jobhost.definition.discovery import discover
+from jobhost.definition.durations import format_duration
+from jobhost.definition.registry import Registry
+from jobhost.definition.spec import JobSpec
+from jobhost.definition.timezones import localize
 from jobhost.errors import (
     JobhostError,
     LoopRunning,
@@ -42,12 +45,10 @@ from jobhost.health import health as verdict_of
 from jobhost.horizon import OutsideHorizon, bounded
 from jobhost.hostconfig import HostConfig, HttpConfig
 from jobhost.hoststatus import State, StatusFile, file_identity, read_status
-from jobhost.lifecycle import Lifecycle, Reporter
+from jobhost.observe.events import Lifecycle, Reporter
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.registry import JobSpec, Registry
 from jobhost.release import release_line
 from jobhost.store import Heartbeat, StateStore, open_store, sqlite_path
-from jobhost.timezones import localize
 
 if TYPE_CHECKING:
     from jobhost.engine.foreground import ForegroundRun

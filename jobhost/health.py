@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from jobhost.durations import format_duration
+from jobhost.definition.durations import format_duration
 from jobhost.errors import StoreError
 from jobhost.hoststatus import State, Status
 from jobhost.store import Heartbeat

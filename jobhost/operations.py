@@ -9,12 +9,12 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from jobhost.definition.spec import JobSpec
+from jobhost.definition.timezones import localize
 from jobhost.errors import UnknownJobError
 from jobhost.horizon import OutsideHorizon, bounded
 from jobhost.outcomes import RunStatus
-from jobhost.registry import JobSpec
 from jobhost.store import RunRecord, StateStore
-from jobhost.timezones import localize
 
 
 def catalog(jobs: Mapping[str, JobSpec], store: StateStore, now: dt.datetime) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from jobhost.durations import format_duration
+from jobhost.definition.durations import format_duration
 from jobhost.hoststatus import Status
 
 UNKNOWN = "unknown"  # no REVISION file and no git commit to tell it

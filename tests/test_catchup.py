@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import schedule as schedule_lib
 
+from jobhost.definition.schedules import build_schedule
 from jobhost.engine.catchup import MAX_RECORDED, plan_catchup
-from jobhost.schedules import build_schedule
 
 UTC = ZoneInfo("UTC")
 EVERY_10_MIN = build_schedule(schedule_lib.Scheduler().every(10).minutes, UTC)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jobhost.registry import Registry
+from jobhost.definition.registry import Registry
 from tests.conftest import Deployment, events, require
 
 WRITERS = """

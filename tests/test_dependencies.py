@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+from jobhost.definition.registry import Registry
 from jobhost.engine.dependencies import parent_slots
 from jobhost.engine.host import Host
 from jobhost.outcomes import RunStatus
-from jobhost.registry import Registry
 from jobhost.store import RunRecord, open_store
 from tests.conftest import Deployment, events
 

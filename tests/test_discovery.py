@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import jobhost
-from jobhost.discovery import discover
-from jobhost.registry import Registry
+from jobhost.definition.discovery import discover
+from jobhost.definition.registry import Registry
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobhost.durations import format_duration, parse_duration
+from jobhost.definition.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

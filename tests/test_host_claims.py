@@ -7,9 +7,9 @@ import datetime as dt
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from jobhost.definition.registry import Registry
 from jobhost.engine.host import Host, HostConfig
 from jobhost.outcomes import RunStatus
-from jobhost.registry import Registry
 from jobhost.store import RunRecord, open_store
 
 LONDON = ZoneInfo("Europe/London")

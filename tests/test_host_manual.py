@@ -11,10 +11,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from jobhost.context import RunContext
+from jobhost.definition.registry import Registry
+from jobhost.definition.spec import JobSpec
 from jobhost.engine.attempt import Attempt, Parked
 from jobhost.engine.host import Host, HostConfig, HostStopping
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.registry import JobSpec, Registry
 from jobhost.store import RunRecord, open_store
 
 LONDON = ZoneInfo("Europe/London")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from jobhost.errors import StoreUnavailable
-from jobhost.metrics import LastSuccess
+from jobhost.observe.metrics import LastSuccess
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord
 

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from cronsim import CronSim
 
-from jobhost.monitors import check_slug, heartbeat_config, monitor_config, schedule_config, slug_for
-from jobhost.registry import Registry
-from jobhost.schedules import cron
+from jobhost.definition.registry import Registry
+from jobhost.definition.schedules import cron
+from jobhost.observe.sentry.monitors import check_slug, heartbeat_config, monitor_config, schedule_config, slug_for
 
 LONDON = ZoneInfo("Europe/London")
 

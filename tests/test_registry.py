@@ -8,9 +8,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import schedule as schedule_lib
 
+from jobhost.definition.registry import Registry
+from jobhost.definition.schedules import CronSchedule, IntervalSchedule, cron
+from jobhost.definition.spec import DEFAULT_TIMEOUT
 from jobhost.errors import JobDefinitionError, display_path
-from jobhost.registry import DEFAULT_TIMEOUT, Registry
-from jobhost.schedules import CronSchedule, IntervalSchedule, cron
 
 HERE = display_path(__file__)
 

@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from cronsim import CronSim
 
+from jobhost.definition.registry import Registry
+from jobhost.definition.schedules import build_schedule, cron
 from jobhost.errors import ScheduleError
-from jobhost.registry import Registry
-from jobhost.schedules import build_schedule, cron
 
 UTC = ZoneInfo("UTC")
 LONDON = ZoneInfo("Europe/London")

@@ -363,10 +363,10 @@ def test_a_job_that_fails_a_thousand_times_is_one_sentry_issue(bugsink: Bugsink)
     import sentry_sdk
 
     from jobhost.context import RunContext
-    from jobhost.lifecycle import RunEvent
+    from jobhost.definition.registry import Registry
+    from jobhost.observe.events import RunEvent
+    from jobhost.observe.sentry.reporter import init_sentry
     from jobhost.outcomes import RunStatus
-    from jobhost.registry import Registry
-    from jobhost.sentry import init_sentry
 
     registry = Registry(default_zone=ZoneInfo("UTC"))
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+from jobhost.definition.registry import Registry
+from jobhost.definition.schedules import build_schedule
 from jobhost.engine.slots import Due, SlotQueue
-from jobhost.registry import Registry
-from jobhost.schedules import build_schedule
 
 UTC = ZoneInfo("UTC")
 every = Registry(default_zone=UTC).every

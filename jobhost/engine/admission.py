@@ -21,11 +21,11 @@ from jobhost.store import RunRecord
 from jobhost.store.base import LEASE_EXPIRED, TakenOver
 
 if TYPE_CHECKING:
+    from jobhost.definition.spec import JobSpec
     from jobhost.engine.backlog import Backlog
     from jobhost.engine.dependencies import Dependencies
     from jobhost.engine.leases import Leases
     from jobhost.engine.recorder import Recorder, StoreCalls
-    from jobhost.registry import JobSpec
     from jobhost.runs.runner import Runner
 
 

@@ -18,7 +18,7 @@ from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord
 
 if TYPE_CHECKING:
-    from jobhost.registry import JobSpec
+    from jobhost.definition.spec import JobSpec
     from jobhost.runs.base import Run
 
 

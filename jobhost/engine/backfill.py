@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 
+from jobhost.definition.spec import JobSpec
 from jobhost.engine.foreground import ForegroundRun
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.registry import JobSpec
 
 Report = Callable[[int, int, dt.datetime, Outcome], None]
 

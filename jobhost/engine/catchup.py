@@ -13,16 +13,16 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from jobhost.clock import Clock
-from jobhost.durations import format_duration
+from jobhost.definition.durations import format_duration
+from jobhost.definition.schedules import Schedule
 from jobhost.engine.attempt import Attempt, Parked
 from jobhost.outcomes import RunStatus
-from jobhost.schedules import Schedule
 
 if TYPE_CHECKING:
+    from jobhost.definition.spec import JobSpec
     from jobhost.engine.admission import Admission
     from jobhost.engine.backlog import Backlog
     from jobhost.engine.recorder import Recorder, StoreCalls
-    from jobhost.registry import JobSpec
     from jobhost.runs.runner import Runner
 
 MAX_RECORDED = 1000  # missed slots recorded one by one, per job and reason; beyond that, one summary

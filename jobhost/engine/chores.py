@@ -24,7 +24,7 @@ from jobhost.engine.recovery import recover
 from jobhost.engine.retries import Retries
 from jobhost.engine.stopping import Stop
 from jobhost.hostconfig import HostConfig
-from jobhost.lifecycle import Lifecycle
+from jobhost.observe.events import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.runs.runner import Runner
 

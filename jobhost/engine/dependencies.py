@@ -12,9 +12,9 @@ import datetime as dt
 from functools import partial
 from typing import TYPE_CHECKING
 
+from jobhost.definition.spec import JobSpec
 from jobhost.engine.attempt import Attempt, Parked
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.registry import JobSpec
 from jobhost.store import StateStore
 
 if TYPE_CHECKING:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from jobhost.clock import Clock
 from jobhost.clock import now as wall_now
+from jobhost.definition.spec import JobSpec
 from jobhost.engine.attempt import Attempt
 from jobhost.engine.chores import drop_lost
 from jobhost.engine.launch import Launched, Launcher, prepare_process
@@ -22,9 +23,9 @@ from jobhost.engine.retries import retry_due
 from jobhost.engine.stopping import Stop
 from jobhost.engine.storelink import StoreLink
 from jobhost.hostconfig import HostConfig
-from jobhost.lifecycle import Lifecycle, log_output
+from jobhost.observe.events import Lifecycle
+from jobhost.observe.logs import log_output
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.registry import JobSpec
 from jobhost.runs.runner import Runner
 from jobhost.runs.thread import RoutedStdout
 from jobhost.store import StateStore

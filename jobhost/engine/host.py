@@ -22,6 +22,7 @@ from collections.abc import Callable
 from jobhost.clock import Clock
 from jobhost.clock import now as wall_now
 from jobhost.context import RunContext
+from jobhost.definition.spec import JobSpec
 from jobhost.engine.admission import Admission
 from jobhost.engine.attempt import Attempt, Parked
 from jobhost.engine.backlog import Backlog
@@ -40,9 +41,9 @@ from jobhost.engine.stopping import Stop
 from jobhost.engine.storelink import StoreLink
 from jobhost.hostconfig import HostConfig
 from jobhost.hoststatus import State, StatusFile
-from jobhost.lifecycle import Lifecycle, log_output
+from jobhost.observe.events import Lifecycle
+from jobhost.observe.logs import log_output
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.registry import JobSpec
 from jobhost.runs.runner import Runner
 from jobhost.runs.thread import RoutedStdout
 from jobhost.store import StateStore

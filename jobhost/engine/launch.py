@@ -14,13 +14,14 @@ import logging
 import os
 
 from jobhost.clock import Clock
+from jobhost.definition.spec import JobSpec
 from jobhost.engine.attempt import Attempt
 from jobhost.engine.leases import Leases
 from jobhost.engine.recorder import Recorder
 from jobhost.hostconfig import HostConfig
-from jobhost.lifecycle import Lifecycle, log_output, log_record
+from jobhost.observe.events import Lifecycle
+from jobhost.observe.logs import log_output, log_record
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.registry import JobSpec
 from jobhost.runs.base import Run
 from jobhost.runs.process import ProcessRun
 from jobhost.runs.runner import Runner

@@ -25,7 +25,7 @@ from jobhost.engine.leases import Leases
 from jobhost.engine.retries import PendingRetry
 from jobhost.engine.storelink import StoreLink
 from jobhost.hostconfig import HostConfig
-from jobhost.lifecycle import Lifecycle, RunEvent
+from jobhost.observe.events import Lifecycle, RunEvent
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.store import RunRecord, StateStore
 from jobhost.store.base import Settlement

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jobhost.context import RunContext
-from jobhost.lifecycle import Lifecycle, RunEvent
+from jobhost.observe.events import Lifecycle, RunEvent
 from jobhost.outcomes import RunStatus
 from jobhost.runs.child import read_result
 from jobhost.runs.processes import kill_leftovers, run_process_alive

@@ -12,9 +12,9 @@ import threading
 from collections import deque
 
 from jobhost.context import RunContext
+from jobhost.definition.spec import JobSpec
 from jobhost.engine.attempt import Attempt
 from jobhost.engine.stopping import Stop
-from jobhost.registry import JobSpec
 from jobhost.runs.watcher import Watcher
 
 logger = logging.getLogger("jobhost.host")

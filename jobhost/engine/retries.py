@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from jobhost.definition.spec import JobSpec
     from jobhost.engine.recorder import StoreCalls
     from jobhost.outcomes import Outcome
-    from jobhost.registry import JobSpec
     from jobhost.store import StateStore
 
 MAX_DELAY = 6 * 3600.0  # no attempt waits longer than this, whatever the backoff says

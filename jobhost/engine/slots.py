@@ -11,7 +11,7 @@ import datetime as dt
 import heapq
 from dataclasses import dataclass
 
-from jobhost.schedules import Schedule
+from jobhost.definition.schedules import Schedule
 
 
 @dataclass(frozen=True)

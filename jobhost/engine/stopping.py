@@ -11,7 +11,7 @@ import logging
 import signal
 from collections.abc import Callable
 
-from jobhost.durations import format_duration
+from jobhost.definition.durations import format_duration
 from jobhost.hostconfig import HostConfig
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.runs.exits import signal_name

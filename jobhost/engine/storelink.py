@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from jobhost.durations import format_duration
+from jobhost.definition.durations import format_duration
 from jobhost.errors import StoreUnavailable
 
 logger = logging.getLogger("jobhost.host")

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from jobhost.context import RunContext
+from jobhost.definition.spec import JobSpec
 from jobhost.outcomes import Outcome
-from jobhost.registry import JobSpec
 
 
 class Run(Protocol):

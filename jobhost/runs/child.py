@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jobhost.context import RunContext, current_run
+from jobhost.definition.spec import JobSpec
 from jobhost.descriptors import keep_only
-from jobhost.lifecycle import Lifecycle
+from jobhost.observe.events import Lifecycle
 from jobhost.output import MAX_LINE_CHARS, RECORD_FIELDS, cut_record, shorten
-from jobhost.registry import JobSpec
 from jobhost.runs.exits import HARNESS_FAILED, RAISED_UNREPORTED, RETURNED_UNREPORTED
 from jobhost.runs.results import call_job
 

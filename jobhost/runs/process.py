@@ -18,11 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobhost.context import RunContext
-from jobhost.durations import format_duration
-from jobhost.lifecycle import Lifecycle
+from jobhost.definition.durations import format_duration
+from jobhost.definition.spec import JobSpec
+from jobhost.observe.events import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.output import READ_SIZE, LineSplitter
-from jobhost.registry import JobSpec
 from jobhost.runs.child import Release, read_result, run_child, started_at
 from jobhost.runs.exits import RETURNED_UNREPORTED, UNREPORTED, describe_wait_status
 from jobhost.runs.results import outcome_of

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import TextIO
 
 from jobhost.context import RunContext, current_run
-from jobhost.durations import format_duration
-from jobhost.lifecycle import Lifecycle
+from jobhost.definition.durations import format_duration
+from jobhost.definition.spec import JobSpec
+from jobhost.observe.events import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.output import LineSplitter
-from jobhost.registry import JobSpec
 from jobhost.runs.process import LineSink, RecordSink
 from jobhost.runs.results import call_job, outcome_of
 

@@ -27,16 +27,16 @@ from jobhost.clock import now as wall_now
 from jobhost.errors import StoreError, UnknownJobError
 from jobhost.health import Health, as_json, health
 from jobhost.hostconfig import HttpConfig
-from jobhost.metrics import Metrics
+from jobhost.observe.metrics import Metrics
+from jobhost.observe.runlines import RunLines
 from jobhost.outcomes import RunStatus
-from jobhost.runlines import RunLines
 from jobhost.store import StateStore
 from jobhost.web import pages
 from jobhost.web.hosts import AllowedHosts
 
 if TYPE_CHECKING:
+    from jobhost.definition.spec import JobSpec
     from jobhost.engine.host import Host
-    from jobhost.registry import JobSpec
 
 logger = logging.getLogger("jobhost.web")
 

@@ -7,7 +7,7 @@ import math
 
 from jinja2 import Environment
 
-from jobhost.durations import format_duration
+from jobhost.definition.durations import format_duration
 from jobhost.outcomes import RunStatus
 from jobhost.release import short
 

@@ -20,18 +20,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 from jobhost.errors import StoreError
 from jobhost.hostconfig import HttpConfig
-from jobhost.lifecycle import Reporter
-from jobhost.metrics import Metrics
-from jobhost.runlines import RunLines
+from jobhost.observe.events import Reporter
+from jobhost.observe.metrics import Metrics
+from jobhost.observe.runlines import LineKeeper, RunLines
 from jobhost.store import StateStore
 from jobhost.web import connections
 from jobhost.web.app import MAX_BODY, WebApp
 from jobhost.web.hosts import AllowedHosts
-from jobhost.web.linekeeper import LineKeeper
 
 if TYPE_CHECKING:
+    from jobhost.definition.spec import JobSpec
     from jobhost.engine.host import Host
-    from jobhost.registry import JobSpec
 
 logger = logging.getLogger("jobhost.web")
 

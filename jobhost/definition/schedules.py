@@ -27,8 +27,8 @@ from zoneinfo import ZoneInfo
 import schedule as schedule_lib
 from cronsim import CronSim, CronSimError
 
+from jobhost.definition.timezones import UTC, get_zone, localize
 from jobhost.errors import ScheduleError
-from jobhost.timezones import UTC, get_zone, localize
 
 _UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600}
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()

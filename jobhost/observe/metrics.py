@@ -26,11 +26,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from jobhost.errors import StoreError
-from jobhost.lifecycle import Reporter, RunEvent
+from jobhost.observe.events import Reporter, RunEvent
 from jobhost.outcomes import RunStatus
 
 if TYPE_CHECKING:
-    from jobhost.registry import JobSpec
+    from jobhost.definition.spec import JobSpec
     from jobhost.store import StateStore
 
 # Jobs run from milliseconds to hours: buckets from 10 ms to 2 h.

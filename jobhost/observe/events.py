@@ -1,7 +1,7 @@
 """Run lifecycle events: the one place logging, Sentry and metrics observe runs.
 
 The loop emits a `RunEvent` when a run starts and when it ends (or is skipped,
-missed, interrupted ...). The log line is written first, then each `Reporter`
+missed, interrupted ...). Its log line (logs.py) is written first, then each `Reporter`
 is told, in order; a broken reporter is logged and never takes the host down.
 A reporter also gets the loop's heartbeat, a bounded flush at the end, and two
 hooks that run where the job runs (in its process or thread).
@@ -17,14 +17,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jobhost.context import RunContext
-from jobhost.durations import format_duration
+from jobhost.observe.logs import log_event
 from jobhost.outcomes import RunStatus
 
 if TYPE_CHECKING:
-    from jobhost.registry import JobSpec
-
-logger = logging.getLogger("jobhost.run")
-output_logger = logging.getLogger("jobhost.output")
+    from jobhost.definition.spec import JobSpec
 
 
 @dataclass(frozen=True)
@@ -124,59 +121,3 @@ class Lifecycle:
                 getattr(reporter, method)(*args)
             except Exception:  # a broken reporter must not take runs down
                 logging.getLogger("jobhost").exception("a run reporter failed in %s", method)
-
-
-def log_event(event: RunEvent) -> None:
-    """The lifecycle log line: `event`, `status`, `reason`, `duration_ms`, `exc_info`."""
-    fields: dict[str, Any] = {**event.context.fields(), "event": event.event, "status": str(event.status)}
-    if event.reason:
-        fields["reason"] = event.reason
-    if event.duration_ms is not None:
-        fields["duration_ms"] = event.duration_ms
-    if event.traceback:
-        fields["run_traceback"] = event.traceback
-    if event.retry_at is not None:
-        fields["retry_at"] = event.retry_at.isoformat()
-    fields.update(event.extra)
-    logger.log(event.status.level, _message(event), extra=fields)
-
-
-def _message(event: RunEvent) -> str:
-    words = event.status.event.removeprefix("run_").replace("_", " ")
-    text = f"run {words}"
-    if event.reason:
-        text += f": {event.reason}"
-    if event.duration_ms is not None and event.status.ended:
-        text += f" ({format_duration(event.duration_ms / 1000)})"
-    if event.retry_at is not None:
-        text += f"; attempt {event.context.attempt} failed, retrying at {event.retry_at.isoformat()}"
-    return text
-
-
-def log_output(context: RunContext, stream: str, line: str) -> None:
-    """One line a run wrote to stdout or stderr, as a log line with the run's context."""
-    output_logger.info(line, extra={**context.fields(), "stream": stream})
-
-
-def log_record(context: RunContext, message: dict[str, Any]) -> None:
-    """A log record made inside a child process, re-emitted by the host with the run's context."""
-    record = logging.makeLogRecord(
-        {
-            "name": str(message.get("name", "job")),
-            "levelno": int(message.get("levelno", logging.INFO)),
-            "levelname": logging.getLevelName(int(message.get("levelno", logging.INFO))),
-            "msg": str(message.get("msg", "")),
-        }
-    )
-    if isinstance(message.get("created"), int | float):
-        record.created = float(message["created"])
-    reserved = set(vars(record))
-    for key, value in (message.get("extra") or {}).items():
-        if key not in reserved:
-            setattr(record, key, value)
-    context.apply(record)
-    if message.get("traceback"):
-        record.run_traceback = message["traceback"]
-    logger_for_record = logging.getLogger(record.name)
-    if logger_for_record.isEnabledFor(record.levelno):
-        logger_for_record.handle(record)

@@ -1,23 +1,30 @@
-"""Sentry Crons monitors made from a job's schedule: a pure function, no SDK.
+"""Sentry Crons monitors made from a job's schedule, and the rules of their slugs: pure
+functions, no SDK (every job definition checks its slug here, with or without Sentry).
 
 Sentry checks a monitor against its own copy of the schedule, so the copy must
 say the same thing as the slots the host computes. A cron job keeps its
 expression. ``every(N).<unit>`` becomes an equivalent crontab where one exists
 (sub-day intervals are counted from the Unix epoch, so they are crontabs in
 UTC when N divides the hour or the day) and an interval otherwise.
+
+The slug rules reach the definition of jobs as MONITOR_RULES, which jobhost/__init__.py
+installs for every registry: the definition of a job knows no reporter.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Any
 
-from jobhost.schedules import CronSchedule, IntervalSchedule, Schedule
+from jobhost.definition.registry import JobRules
+from jobhost.definition.schedules import CronSchedule, IntervalSchedule, Schedule
+from jobhost.definition.spec import DEFAULT_MARGIN, JobSpec
+from jobhost.errors import JobDefinitionError
 
 SLUG_MAX = 50  # Sentry's limit
 SLUG = re.compile(r"^(?![0-9]+$)[a-z0-9_-]{1,50}$")
-DEFAULT_MARGIN = 300.0  # seconds a check-in may come after its slot (queueing behind busy workers)
 MAX_RUNTIME_CEILING = 40320  # minutes (28 days), Sentry's largest max_runtime
 _DAY = 86400
 
@@ -47,6 +54,41 @@ def check_slug(value: object) -> str | None:
             "50, not only digits), or False for no monitor"
         )
     return value
+
+
+def monitor_option(value: object, job: str) -> str | None:
+    """The `monitor=` option of `job`: its slug given by hand, None for False, or one derived from the name."""
+    return slug_for(job) if value is None else check_slug(value)
+
+
+def shared_monitors(jobs: dict[str, JobSpec]) -> list[JobDefinitionError]:
+    """Two jobs checking in to one Sentry monitor would hide each other's failures. A slug
+    derived from a name that another job's slug already has ('etl.daily', 'etl-daily') gets
+    the name's hash (in `jobs`, in place); two slugs given with monitor= are a definition error."""
+    problems, owners = [], {}
+    for name, spec in list(jobs.items()):
+        if spec.monitor is None:
+            continue
+        other = owners.setdefault(spec.monitor, spec)
+        if other is spec:
+            continue
+        if spec.monitor == slug_for(name):  # derived, not chosen: make it unique
+            spec = jobs[name] = dataclasses.replace(spec, monitor=slug_for(name, unique=True))
+            owners[spec.monitor] = spec
+            continue
+        problems.append(
+            JobDefinitionError(
+                f"its Sentry monitor slug {spec.monitor!r} is also the job {other.name!r}'s "
+                f"({other.file}:{other.line}); give one of them monitor='another-slug'",
+                job=spec.name,
+                file=spec.file,
+                line=spec.line,
+            )
+        )
+    return problems
+
+
+MONITOR_RULES = JobRules(options={"monitor": monitor_option}, validate=shared_monitors)
 
 
 def schedule_config(schedule: Schedule) -> dict[str, Any]:

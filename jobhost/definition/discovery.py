@@ -24,10 +24,10 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import NoReturn
 
-from jobhost.durations import format_duration
+from jobhost.definition.durations import format_duration
+from jobhost.definition.registry import Registry
 from jobhost.errors import JobDefinitionError, display_path
 from jobhost.output import LineSplitter
-from jobhost.registry import Registry
 
 logger = logging.getLogger("jobhost.import")
 Importing = Callable[[Path], None]  # told of each module before it is imported
