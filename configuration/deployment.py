@@ -1,4 +1,5 @@
-"""Builds what the engine needs for this deployment: settings, then logging, then Sentry."""
+"""Builds what the engine needs for this deployment: settings, then logging, then Sentry, handed over
+as the engine's own contract (jobhost.config.HostSettings), in one step from the settings."""
 
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ from configuration.log_setup import configure_logging
 from configuration.log_stream import LogFile
 from configuration.sentry_setup import deployed_revision, refused_start_reporter, start_sentry
 from configuration.settings import ROOT, Settings, load_settings, read_setting
-from jobhost.cli import HostSettings, StartWitnesses
+from jobhost.config import HostConfig, HostSettings, HttpConfig, StartWitnesses
 from jobhost.errors import SettingError
-from jobhost.hostconfig import HostConfig, HttpConfig
 from jobhost.store import sqlite_path
 
 
 def configure(*, log_to_stdout: bool, loop: bool = False) -> HostSettings:
-    """Read the settings, set up logging, and hand the engine what it needs.
+    """Read the settings, set up logging, and hand the engine its HostSettings.
 
     `log_to_stdout` is for the commands whose output *is* the log (the loop, `run`);
     the others log to stderr so their stdout stays machine-readable. Only the forever

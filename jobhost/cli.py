@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -24,6 +24,7 @@ from jobhost import default_registry, operations
 from jobhost.backfill import MAX_SLOTS, MAX_SLOTS_CEILING, count_slots
 from jobhost.cliparams import MAX_HEARTBEAT_AGE, MAX_HISTORY, UTF8, Seconds
 from jobhost.clock import now as wall_now
+from jobhost.config import Configure, HostSettings, StartWitnesses
 from jobhost.datadir import unusable
 from jobhost.discovery import discover
 from jobhost.durations import format_duration
@@ -40,7 +41,6 @@ from jobhost.health import Look, watch
 from jobhost.health import as_json as health_json
 from jobhost.health import health as verdict_of
 from jobhost.horizon import OutsideHorizon, bounded
-from jobhost.hostconfig import HostConfig, HttpConfig
 from jobhost.hoststatus import State, StatusFile, file_identity, read_status
 from jobhost.lifecycle import Lifecycle, Reporter
 from jobhost.outcomes import Outcome, RunStatus
@@ -53,45 +53,6 @@ if TYPE_CHECKING:
     from jobhost.host import Host
 
 logger = logging.getLogger("jobhost")
-
-
-@dataclass(frozen=True)
-class HostSettings:
-    """What a deployment hands the engine (built by configuration/ from the environment)."""
-
-    state_url: str
-    base_dir: Path
-    jobs_dir: Path
-    timezone: ZoneInfo
-    host: HostConfig = field(default_factory=HostConfig)
-    # What observes runs besides the log (Sentry): made only for the commands that run jobs.
-    reporters: Callable[[], Sequence[Reporter]] = tuple
-    http: HttpConfig | None = None  # the forever loop serves its status page and API there
-    status_file: Path | None = None  # where the forever loop says what it does, for `health`
-    import_timeout: float | None = None  # seconds one job module may take to import (None: no bound)
-    # The release (commit) of this code, found only by the commands that show it (it may run git).
-    release: Callable[[], str | None] = lambda: None
-
-    def make_host(
-        self, jobs: dict[str, JobSpec], store: StateStore, *observers: Reporter, status: StatusFile | None = None
-    ) -> Host:
-        from jobhost.host import Host  # here: the commands that only read history never load the loop
-
-        return Host(jobs, store, self.host, Lifecycle([*self.reporters(), *observers]), status=status)
-
-
-@dataclass(frozen=True)
-class StartWitnesses:
-    """Who hears of a forever loop that refuses to start, found from the environment even when a
-    setting is bad: the status file `health` reads, and a report (Sentry) of the reason and problems."""
-
-    status_file: Path | None = None
-    hostname: str = ""
-    heartbeat_interval: float = 30.0
-    report: Callable[[str, Sequence[str]], None] | None = None
-
-
-Configure = Callable[..., HostSettings]
 
 
 @dataclass
@@ -277,6 +238,18 @@ class _App:
 pass_app = click.make_pass_decorator(_App)
 
 
+def _make_host(
+    settings: HostSettings,
+    jobs: dict[str, JobSpec],
+    store: StateStore,
+    *observers: Reporter,
+    status: StatusFile | None = None,
+) -> Host:
+    from jobhost.host import Host  # here: the commands that only read history never load the loop
+
+    return Host(jobs, store, settings.host, Lifecycle([*settings.reporters(), *observers]), status=status)
+
+
 def _slot_of(spec: JobSpec, text: str) -> dt.datetime:
     """The slot `text` names; a wall time without an offset follows the DST policy of slots."""
     try:
@@ -326,11 +299,11 @@ def _serve(app: _App, settings: HostSettings, store: StateStore) -> int:
     """The forever loop, with its HTTP server beside it when JOBS_HTTP_ADDR asks for one."""
     jobs = app.registry.jobs
     if settings.http is None:
-        return settings.make_host(jobs, store, status=app.status).run_forever()
+        return _make_host(settings, jobs, store, status=app.status).run_forever()
     from jobhost.web.server import WebServer  # only a host that serves HTTP loads the web stack
 
     web = WebServer(settings.http, jobs, lambda: open_store(settings.state_url, settings.base_dir))
-    host = settings.make_host(jobs, store, *web.observers(), status=app.status)
+    host = _make_host(settings, jobs, store, *web.observers(), status=app.status)
     try:
         web.start(host)
     except OSError as exc:
@@ -403,7 +376,7 @@ def run(app: _App, name: str, slot: str | None) -> None:
     when = _slot_of(spec, slot) if slot else operations.default_slot(spec, wall_now())
     app.usable_data_dir()
     store = app.store()
-    host = settings.make_host(app.registry.jobs, store)
+    host = _make_host(settings, app.registry.jobs, store)
     try:
         outcome = host.run_now(spec, when)
     finally:
@@ -472,7 +445,7 @@ def backfill_command(app: _App, name: str, start: str, end: str | None, max_slot
             reason = f": {outcome.reason}" if outcome.reason else ""
             progress.write(f"[{index}/{total}] {slot.isoformat()} {outcome.status}{reason}\n")
 
-        host = settings.make_host(app.registry.jobs, store)
+        host = _make_host(settings, app.registry.jobs, store)
         try:
             status = backfill(host, spec, missing(), total, report)
         finally:

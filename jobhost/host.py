@@ -30,11 +30,11 @@ from typing import Any
 from jobhost.catchup import plan_catchup
 from jobhost.clock import Clock
 from jobhost.clock import now as wall_now
+from jobhost.config import HostConfig
 from jobhost.context import RunContext
 from jobhost.dependencies import describe, unmet
 from jobhost.durations import format_duration
 from jobhost.exits import signal_name
-from jobhost.hostconfig import HostConfig
 from jobhost.hoststatus import State, StatusFile
 from jobhost.lifecycle import Lifecycle, RunEvent, log_output, log_record
 from jobhost.memory import settle_after_start
