@@ -11,6 +11,8 @@ import click
 
 MAX_HISTORY = 1_000_000  # runs `history` lists at most: each is held in memory before it is printed
 MAX_HEARTBEAT_AGE = 7 * 86400.0  # seconds: `health --max-age` longer than a week tells nothing about a loop
+MAX_SLOTS = 10_000  # slots a backfill runs without being told --max-slots
+MAX_SLOTS_CEILING = 10_000_000  # the most --max-slots may allow: an every-minute job for 19 years
 
 
 class Utf8Text(click.ParamType):
