@@ -7,6 +7,7 @@ every few seconds, or a script's `history --json`, costs an interpreter and litt
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from collections.abc import Callable
@@ -114,17 +115,11 @@ def next_slots(app: App, name: str, count: int, start: str | None) -> None:
     app.load()
     spec = app.job(name)
     when = instant_param(start, spec.schedule.zone, "--from") if start is not None else wall_now()
-    for _ in range(count):
-        try:
-            slot = spec.schedule.next_slot(when)
-        except (OverflowError, ValueError):
-            raise click.ClickException(
-                f"no slot of {name} after {when.isoformat()} fits the calendar (it ends in 9999)"
-            ) from None
-        if slot is None:
-            break
-        click.echo(slot.isoformat())
-        when = slot
+    try:
+        for slot in itertools.islice(operations.upcoming(spec, when), count):
+            click.echo(slot.isoformat())
+    except operations.PastTheCalendar as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command()
