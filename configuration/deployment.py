@@ -3,6 +3,7 @@ as the engine's own contract (jobhost.config.HostSettings), in one step from the
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from configuration.env_file import apply_env_file, with_env_file
 from configuration.environ_block import forget_variable
-from configuration.log_setup import configure_logging
+from configuration.log_setup import JsonLineFormatter, configure_logging
 from configuration.log_stream import LogFile
 from configuration.sentry_setup import deployed_revision, refused_start_reporter, start_sentry
 from configuration.settings import ROOT, Settings, load_settings, read_setting
@@ -92,12 +93,23 @@ def witnesses() -> StartWitnesses:
     state_url, host_name, interval = read("JOBS_STATE_URL"), read("JOBS_HOST_NAME"), read("JOBS_HEARTBEAT_INTERVAL")
     host_dir = read("JOBS_HOST_DIR") or read_setting("JOBS_HOST_DIR", {})
     dsn, environment, release = read("SENTRY_DSN"), read("SENTRY_ENVIRONMENT"), read("SENTRY_RELEASE")
+    log_format = read("JOBS_LOG_FORMAT")  # a bad one (perhaps the reason) leaves the stream JSON
     return StartWitnesses(
         status_file=status_file(state_url, host_name, host_dir) if state_url and host_name else None,
         hostname=host_name or "",
         heartbeat_interval=interval or 30.0,
         report=refused_start_reporter(dsn, environment or "production", release, host_name or "") if dsn else None,
+        log_line=None if log_format == "text" else _json_line,
     )
+
+
+def _json_line(message: str, event: str) -> str:
+    """A critical record of the host's logger as the JSON stream carries it, for a line said before
+    logging is set up: through the formatter configure_logging installs."""
+    record = logging.makeLogRecord(
+        {"name": "jobhost", "levelno": logging.CRITICAL, "levelname": "CRITICAL", "msg": message, "event": event}
+    )
+    return JsonLineFormatter().format(record)
 
 
 def status_file(state_url: str, host_name: str, host_dir: Path) -> Path:

@@ -83,9 +83,13 @@ class Configure(Protocol):
 @dataclass(frozen=True)
 class StartWitnesses:
     """Who hears of a forever loop that refuses to start, found from the environment even when a
-    setting is bad: the status file `health` reads, and a report (Sentry) of the reason and problems."""
+    setting is bad: the status file `health` reads, and a report (Sentry) of the reason and problems.
+    Also how a command whose output is the log says a bad setting, when logging could not be set up."""
 
     status_file: Path | None = None
     hostname: str = ""
     heartbeat_interval: float = 30.0
     report: Callable[[str, Sequence[str]], None] | None = None
+    # (message, event) as a line of the log stream, in the format configuration/ owns (None: plain
+    # words on stderr, as the other commands say them).
+    log_line: Callable[[str, str], str] | None = None

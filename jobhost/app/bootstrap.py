@@ -8,10 +8,7 @@ that only read history open the store without waiting for it.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -203,15 +200,13 @@ class App:
     def _say(self, message: str, *, before_logging: bool) -> None:
         if not self.log_stream:
             click.echo(f"jobhost: {message}", err=True)
-        elif before_logging and os.environ.get("JOBS_LOG_FORMAT", "json").strip().lower() != "text":
-            # Logging is not set up yet (a setting is bad), but the stream must stay JSON.
-            stamp = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
-            line = {"timestamp": stamp, "level": "CRITICAL", "logger": "jobhost", "message": message}
-            click.echo(json.dumps({**line, "event": "host_start_failed"}))
-        elif before_logging:
-            click.echo(f"jobhost: {message}", err=True)
-        else:
+        elif not before_logging:
             logger.critical(message, extra={"event": "host_start_failed"})
+        elif (log_line := self.witnesses().log_line) is not None:
+            # Logging is not set up (a setting is bad), but the stream must keep its format.
+            click.echo(log_line(message, "host_start_failed"))
+        else:
+            click.echo(f"jobhost: {message}", err=True)
 
 
 pass_app = click.make_pass_decorator(App)
