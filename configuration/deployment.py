@@ -77,8 +77,9 @@ def _log_file(settings: Settings) -> LogFile | None:
 
 
 def witnesses() -> StartWitnesses:
-    """Who hears of a refused start: read setting by setting, so that one bad setting (the reason,
-    perhaps) leaves the others usable; a bad one among them is left out."""
+    """Who hears of a refused start, and the format a bad setting is said in before logging is set
+    up: read setting by setting, so that one bad setting (the reason, perhaps) leaves the others
+    usable; a bad one among them is left out."""
     try:
         environ = with_env_file(os.environ)
     except SettingError:

@@ -2,8 +2,8 @@
 one way a command fails (a line saying why, an exit status; the forever loop also records that it
 refused to start).
 
-Loaded once per command, and only as far as the command needs: `health` reads no job, the commands
-that only read history open the store without waiting for it.
+Each command loads only as far as it needs: `health` reads no job, and only the forever loop waits
+for a state store out of reach.
 """
 
 from __future__ import annotations
