@@ -8,7 +8,7 @@ the environment (see configuration/settings.py); the engine is jobhost/.
 import sys
 
 from configuration.deployment import configure, witnesses
-from jobhost.cli import main
+from jobhost.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(configure, witnesses))

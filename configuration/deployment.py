@@ -1,7 +1,9 @@
-"""Builds what the engine needs for this deployment: settings, then logging, then Sentry."""
+"""Builds what the engine needs for this deployment: settings, then logging, then Sentry, handed over
+as the engine's own contract (jobhost.config.HostSettings), in one step from the settings."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -9,18 +11,17 @@ from typing import Any
 
 from configuration.env_file import apply_env_file, with_env_file
 from configuration.environ_block import forget_variable
-from configuration.log_setup import configure_logging
+from configuration.log_setup import JsonLineFormatter, configure_logging
 from configuration.log_stream import LogFile
 from configuration.sentry_setup import deployed_revision, refused_start_reporter, start_sentry
 from configuration.settings import ROOT, Settings, load_settings, read_setting
-from jobhost.cli import HostSettings, StartWitnesses
+from jobhost.config import HostConfig, HostSettings, HttpConfig, StartWitnesses
 from jobhost.errors import SettingError
-from jobhost.hostconfig import HostConfig, HttpConfig
 from jobhost.store import sqlite_path
 
 
 def configure(*, log_to_stdout: bool, loop: bool = False) -> HostSettings:
-    """Read the settings, set up logging, and hand the engine what it needs.
+    """Read the settings, set up logging, and hand the engine its HostSettings.
 
     `log_to_stdout` is for the commands whose output *is* the log (the loop, `run`);
     the others log to stderr so their stdout stays machine-readable. Only the forever
@@ -76,8 +77,9 @@ def _log_file(settings: Settings) -> LogFile | None:
 
 
 def witnesses() -> StartWitnesses:
-    """Who hears of a refused start: read setting by setting, so that one bad setting (the reason,
-    perhaps) leaves the others usable; a bad one among them is left out."""
+    """Who hears of a refused start, and the format a bad setting is said in before logging is set
+    up: read setting by setting, so that one bad setting (the reason, perhaps) leaves the others
+    usable; a bad one among them is left out."""
     try:
         environ = with_env_file(os.environ)
     except SettingError:
@@ -92,12 +94,23 @@ def witnesses() -> StartWitnesses:
     state_url, host_name, interval = read("JOBS_STATE_URL"), read("JOBS_HOST_NAME"), read("JOBS_HEARTBEAT_INTERVAL")
     host_dir = read("JOBS_HOST_DIR") or read_setting("JOBS_HOST_DIR", {})
     dsn, environment, release = read("SENTRY_DSN"), read("SENTRY_ENVIRONMENT"), read("SENTRY_RELEASE")
+    log_format = read("JOBS_LOG_FORMAT")  # a bad one (perhaps the reason) leaves the stream JSON
     return StartWitnesses(
         status_file=status_file(state_url, host_name, host_dir) if state_url and host_name else None,
         hostname=host_name or "",
         heartbeat_interval=interval or 30.0,
         report=refused_start_reporter(dsn, environment or "production", release, host_name or "") if dsn else None,
+        log_line=None if log_format == "text" else _json_line,
     )
+
+
+def _json_line(message: str, event: str) -> str:
+    """A critical record of the host's logger as the JSON stream carries it, for a line said before
+    logging is set up: through the formatter configure_logging installs."""
+    record = logging.makeLogRecord(
+        {"name": "jobhost", "levelno": logging.CRITICAL, "levelname": "CRITICAL", "msg": message, "event": event}
+    )
+    return JsonLineFormatter().format(record)
 
 
 def status_file(state_url: str, host_name: str, host_dir: Path) -> Path:

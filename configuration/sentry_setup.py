@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from configuration.settings import ROOT, Settings
-from jobhost.observe.events import Reporter
+
+if TYPE_CHECKING:
+    from jobhost.observe.events import Reporter
 
 
 def start_sentry(settings: Settings, root: Path = ROOT) -> list[Reporter]:

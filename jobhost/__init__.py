@@ -10,11 +10,11 @@
 entry point (``jobs.py``) runs; tests may build a `Registry` of their own.
 """
 
+from jobhost.definition.monitors import MONITOR_RULES
 from jobhost.definition.registry import Registry as Registry
 from jobhost.definition.registry import add_rules
 from jobhost.definition.schedules import cron as cron
 from jobhost.definition.spec import JobSpec as JobSpec
-from jobhost.observe.sentry.monitors import MONITOR_RULES
 
 add_rules(MONITOR_RULES)  # Sentry's monitor slugs, checked with each job's definition
 default_registry = Registry()

@@ -4,8 +4,10 @@ formats the answer, so neither knows something the other does not."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterator, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -78,19 +80,34 @@ def default_slot(spec: JobSpec, now: dt.datetime) -> dt.datetime:
     return spec.schedule.latest_slot(now) or now
 
 
-def next_slots(spec: JobSpec, after: dt.datetime, count: int) -> list[dt.datetime]:
-    """Up to `count` slots of `spec` after `after`, in its zone; fewer where the calendar ends."""
-    slots: list[dt.datetime] = []
+class PastTheCalendar(ValueError):
+    """No slot of a job after an instant fits the calendar, which ends in the year 9999."""
+
+    def __init__(self, name: str, after: dt.datetime):
+        super().__init__(f"no slot of {name} after {after.isoformat()} fits the calendar (it ends in 9999)")
+
+
+def upcoming(spec: JobSpec, after: dt.datetime) -> Iterator[dt.datetime]:
+    """The slots of `spec` after `after`, in order and in its zone, until its schedule ends; where the
+    calendar ends first, PastTheCalendar after the last slot that fits."""
     when = after
-    while len(slots) < count:
+    while True:
         try:
             slot = spec.schedule.next_slot(when)
         except (OverflowError, ValueError):  # past the year 9999
-            break
+            raise PastTheCalendar(spec.name, when) from None
         if slot is None:
-            break
-        slots.append(slot)
+            return
+        yield slot
         when = slot
+
+
+def next_slots(spec: JobSpec, after: dt.datetime, count: int) -> list[dt.datetime]:
+    """Up to `count` slots of `spec` after `after`, in its zone; fewer where the schedule or the calendar ends."""
+    slots: list[dt.datetime] = []
+    with contextlib.suppress(PastTheCalendar):
+        for slot in itertools.islice(upcoming(spec, after), count):
+            slots.append(slot)
     return slots
 
 

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from cronsim import CronSim
 
+from jobhost.definition.monitors import check_slug, heartbeat_config, monitor_config, schedule_config, slug_for
 from jobhost.definition.registry import Registry
 from jobhost.definition.schedules import cron
-from jobhost.observe.sentry.monitors import check_slug, heartbeat_config, monitor_config, schedule_config, slug_for
 
 LONDON = ZoneInfo("Europe/London")
 

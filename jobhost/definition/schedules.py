@@ -18,8 +18,10 @@ Alignment rules (written out in docs/jobs.md, "Schedules, slots and time zones")
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -292,3 +294,19 @@ def _build_interval(job: schedule_lib.Job, default_zone: ZoneInfo) -> IntervalSc
         until = job.cancel_after.astimezone().astimezone(UTC)
     weekday = _WEEKDAYS.index(job.start_day) if job.start_day else None
     return IntervalSchedule(job.interval, job.unit, zone, job.at_time, weekday, until)
+
+
+def slots_between(schedule: Schedule, start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:
+    """Every slot from `start` to `end`, both included."""
+    # In UTC: arithmetic on a zoned datetime is wall-clock arithmetic, wrong next to a DST gap.
+    slot = schedule.next_slot(start.astimezone(dt.UTC) - dt.timedelta(microseconds=1))
+    while slot is not None and slot <= end:
+        yield slot
+        slot = schedule.next_slot(slot)
+
+
+def count_slots(schedule: Schedule, start: dt.datetime, end: dt.datetime, limit: int) -> int | None:
+    """How many slots the range holds, or None if more than `limit`: counted one by one, so a
+    range of millions of slots is refused after `limit` of them, never held in memory."""
+    counted = sum(1 for _ in itertools.islice(slots_between(schedule, start, end), limit + 1))
+    return None if counted > limit else counted

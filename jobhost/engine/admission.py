@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
+from jobhost.config import HostConfig
 from jobhost.context import RunContext
 from jobhost.engine.attempt import Attempt, Parked
 from jobhost.engine.retries import PendingRetry, Retries, retry_after_takeover
-from jobhost.hostconfig import HostConfig
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord
 from jobhost.store.base import LEASE_EXPIRED, TakenOver

@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Callable
 
 from jobhost.clock import Clock
+from jobhost.config import HostConfig
 from jobhost.engine.admission import Admission
 from jobhost.engine.attempt import Attempt
 from jobhost.engine.backlog import Backlog
@@ -23,7 +24,6 @@ from jobhost.engine.recorder import Recorder, StoreCalls
 from jobhost.engine.recovery import recover
 from jobhost.engine.retries import Retries
 from jobhost.engine.stopping import Stop
-from jobhost.hostconfig import HostConfig
 from jobhost.observe.events import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.runs.runner import Runner

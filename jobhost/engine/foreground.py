@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from jobhost.clock import Clock
 from jobhost.clock import now as wall_now
+from jobhost.config import HostConfig
 from jobhost.definition.spec import JobSpec
 from jobhost.engine.attempt import Attempt
 from jobhost.engine.chores import drop_lost
@@ -22,7 +23,6 @@ from jobhost.engine.recorder import Recorder, StoreCalls
 from jobhost.engine.retries import retry_due
 from jobhost.engine.stopping import Stop
 from jobhost.engine.storelink import StoreLink
-from jobhost.hostconfig import HostConfig
 from jobhost.observe.events import Lifecycle
 from jobhost.observe.logs import log_output
 from jobhost.outcomes import Outcome, RunStatus

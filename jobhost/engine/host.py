@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from jobhost.clock import Clock
 from jobhost.clock import now as wall_now
+from jobhost.config import HostConfig
 from jobhost.context import RunContext
 from jobhost.definition.spec import JobSpec
 from jobhost.engine.admission import Admission
@@ -39,7 +40,6 @@ from jobhost.engine.retries import PendingRetry, Retries, retry_due
 from jobhost.engine.slots import Due, DueSlots
 from jobhost.engine.stopping import Stop
 from jobhost.engine.storelink import StoreLink
-from jobhost.hostconfig import HostConfig
 from jobhost.hoststatus import State, StatusFile
 from jobhost.observe.events import Lifecycle
 from jobhost.observe.logs import log_output

@@ -14,11 +14,11 @@ import logging
 import os
 
 from jobhost.clock import Clock
+from jobhost.config import HostConfig
 from jobhost.definition.spec import JobSpec
 from jobhost.engine.attempt import Attempt
 from jobhost.engine.leases import Leases
 from jobhost.engine.recorder import Recorder
-from jobhost.hostconfig import HostConfig
 from jobhost.observe.events import Lifecycle
 from jobhost.observe.logs import log_output, log_record
 from jobhost.outcomes import Outcome, RunStatus

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from jobhost.clock import Clock
+from jobhost.config import HostConfig
 from jobhost.engine.attempt import Attempt
-from jobhost.hostconfig import HostConfig
 from jobhost.store.base import TakenOver
 
 if TYPE_CHECKING:

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from jobhost.clock import Clock
+from jobhost.config import HostConfig
 from jobhost.context import RunContext
 from jobhost.engine.attempt import Attempt
 from jobhost.engine.leases import Leases
 from jobhost.engine.retries import PendingRetry
 from jobhost.engine.storelink import StoreLink
-from jobhost.hostconfig import HostConfig
 from jobhost.observe.events import Lifecycle, RunEvent
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.store import RunRecord, StateStore

@@ -11,8 +11,8 @@ import logging
 import signal
 from collections.abc import Callable
 
+from jobhost.config import HostConfig
 from jobhost.definition.durations import format_duration
-from jobhost.hostconfig import HostConfig
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.runs.exits import signal_name
 from jobhost.runs.runner import Runner

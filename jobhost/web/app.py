@@ -24,9 +24,9 @@ from werkzeug.wrappers import Request, Response
 
 from jobhost import operations
 from jobhost.clock import now as wall_now
+from jobhost.config import HttpConfig
 from jobhost.errors import StoreError, UnknownJobError
 from jobhost.health import Health, as_json, health
-from jobhost.hostconfig import HttpConfig
 from jobhost.observe.metrics import Metrics
 from jobhost.observe.runlines import RunLines
 from jobhost.outcomes import RunStatus

@@ -18,8 +18,8 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from jobhost.config import HttpConfig
 from jobhost.errors import StoreError
-from jobhost.hostconfig import HttpConfig
 from jobhost.observe.events import Reporter
 from jobhost.observe.metrics import Metrics
 from jobhost.observe.runlines import LineKeeper, RunLines

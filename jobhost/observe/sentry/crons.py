@@ -9,10 +9,10 @@ from typing import Any
 
 from sentry_sdk.crons import capture_checkin
 
+from jobhost.definition.monitors import heartbeat_config, monitor_config, slug_for
 from jobhost.definition.spec import JobSpec
 from jobhost.observe.events import RunEvent
 from jobhost.observe.sentry.events import last_of_batch
-from jobhost.observe.sentry.monitors import heartbeat_config, monitor_config, slug_for
 from jobhost.outcomes import RunStatus
 
 logger = logging.getLogger("jobhost.sentry")

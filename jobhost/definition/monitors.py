@@ -7,8 +7,10 @@ expression. ``every(N).<unit>`` becomes an equivalent crontab where one exists
 (sub-day intervals are counted from the Unix epoch, so they are crontabs in
 UTC when N divides the hour or the day) and an interval otherwise.
 
-The slug rules reach the definition of jobs as MONITOR_RULES, which jobhost/__init__.py
-installs for every registry: the definition of a job knows no reporter.
+The `monitor=` option is part of a job's definition, so its rules live here, beside the
+definition; they reach the registry as MONITOR_RULES, which jobhost/__init__.py installs
+for every registry. The Sentry reporter reads the monitors made here and knows nothing
+else of the definition's checks.
 """
 
 from __future__ import annotations

@@ -1,0 +1,147 @@
+"""The commands that act: `check` a deployment, `run` a job or `backfill` a range, `pause` and
+`resume` a job, `migrate-state` to another store.
+
+`run` and `backfill` drive the engine: they import it (jobhost.app.serve) at their start, and
+no other command here does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from jobhost import operations
+from jobhost.app.bootstrap import App, pass_app
+from jobhost.app.params import MAX_SLOTS, MAX_SLOTS_CEILING, UTF8, day_or_instant_param, slot_param
+from jobhost.clock import now as wall_now
+from jobhost.errors import StoreError
+from jobhost.outcomes import RunStatus
+from jobhost.store import open_store
+
+
+@click.command()
+@pass_app
+def check(app: App) -> None:
+    """Import and validate every job, setting and the state store (SQLite's own check of the file), and
+    write in the data directory; exit 1 listing each problem as file:line, 2 for a bad setting, a damaged
+    state file or a data directory the jobs cannot write in."""
+    app.load(strict=True)
+    store = app.store()
+    app.verify(store)
+    store.close()
+    app.usable_data_dir()
+    click.echo(f"ok: {len(app.registry.jobs)} jobs")
+
+
+@click.command()
+@click.argument("name", type=UTF8)
+@click.option(
+    "--slot",
+    type=UTF8,
+    help="The slot to run for (ISO 8601; no offset means the job's zone). Default: the latest slot.",
+)
+@pass_app
+def run(app: App, name: str, slot: str | None) -> None:
+    """Run job NAME once now, in the foreground, isolated and logged; exit 0 if it succeeded."""
+    from jobhost.app.serve import run_once  # the engine and its runners: only the commands that run jobs
+
+    app.load(log_to_stdout=True)
+    spec = app.job(name)
+    when = slot_param(spec, slot) if slot else operations.default_slot(spec, wall_now())
+    app.usable_data_dir()
+    sys.exit(0 if run_once(app, spec, when) == RunStatus.SUCCEEDED else 1)
+
+
+@click.command("backfill")
+@click.argument("name", type=UTF8)
+@click.option(
+    "--from", "start", type=UTF8, required=True, help="First day or instant (ISO 8601; a date means its start)."
+)
+@click.option("--to", "end", type=UTF8, help="Last day or instant, included (a date means all of it). Default: now.")
+@click.option(
+    "--max-slots",
+    default=MAX_SLOTS,
+    show_default=True,
+    type=click.IntRange(min=1, max=MAX_SLOTS_CEILING),
+    help="Refuse a range of more slots than this: raise it on purpose for a long range of a frequent job.",
+)
+@pass_app
+def backfill_command(app: App, name: str, start: str, end: str | None, max_slots: int) -> None:
+    """Run every slot of NAME from --from to --to that has not succeeded yet, in order.
+
+    Dates and times without an offset are in the job's time zone. Slots that
+    already succeeded are skipped, so a backfill stopped with Ctrl-C can be
+    started again with the same range. Exit 0 when every slot succeeded.
+    """
+    from jobhost.app.serve import backfill_range  # the engine and its runners: only the commands that run jobs
+
+    app.load(log_to_stdout=True)
+    spec = app.job(name)
+    zone, now = spec.schedule.zone, wall_now()
+    first = day_or_instant_param(start, zone, "--from", end_of_day=False)
+    last = day_or_instant_param(end, zone, "--to", end_of_day=True) if end else now
+    if first > now:
+        raise click.BadParameter(f"{start} is in the future; backfill runs past slots", param_hint="--from")
+    if first > last:
+        raise click.BadParameter(f"{start} is after {end}: the range is reversed", param_hint="--from")
+    if last > now:
+        click.echo(f"backfill: slots after now ({now.isoformat()}) are left to the schedule", err=True)
+        last = now
+    sys.exit(0 if backfill_range(app, spec, first, last, max_slots) == RunStatus.SUCCEEDED else 1)
+
+
+@click.command()
+@click.argument("name", type=UTF8)
+@pass_app
+def pause(app: App, name: str) -> None:
+    """Stop starting runs of NAME (its slots are recorded as skipped) until `resume`."""
+    _set_paused(app, name, True)
+
+
+@click.command()
+@click.argument("name", type=UTF8)
+@pass_app
+def resume(app: App, name: str) -> None:
+    """Start running NAME on its schedule again."""
+    _set_paused(app, name, False)
+
+
+def _set_paused(app: App, name: str, paused: bool) -> None:
+    app.load()
+    app.job(name)
+    operations.set_paused(app.registry.jobs, app.store(), name, paused)
+    click.echo(f"{name}: {'paused' if paused else 'resumed'}")
+
+
+@click.command("migrate-state")
+@click.argument("target", type=UTF8)
+@pass_app
+def migrate_state(app: App, target: str) -> None:
+    """Copy the run history and job state from JOBS_STATE_URL to TARGET (an empty store),
+    e.g. from SQLite to postgresql://user:password@host/database. Stop the host first."""
+    settings = app.load()
+    source = app.store()
+    try:
+        try:
+            source.lock_for_loop(os.getpid(), settings.host.hostname)  # no loop may write while the history moves
+        except StoreError as exc:
+            app.fail(f"{exc}; stop the host before moving its state", 1)
+        try:
+            destination = open_store(target, settings.base_dir)
+        except StoreError as exc:
+            app.fail(f"TARGET: {exc}", 2)
+        try:
+            if destination.runs(limit=1) or destination.paused_jobs():
+                app.fail("TARGET already holds run history; migrate-state only fills an empty store", 1)
+            dump = source.dump()
+            destination.load(dump)
+        finally:
+            destination.close()
+    finally:
+        source.close()
+    click.echo(
+        f"copied {len(dump.runs)} runs, {len(dump.retries)} pending retries and {len(dump.paused)} paused jobs; "
+        "now set JOBS_STATE_URL to the target on every host"
+    )
