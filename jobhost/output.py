@@ -12,8 +12,10 @@ otherwise be held whole, several times over, by the host that writes it.
 from __future__ import annotations
 
 import codecs
+import io
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 MAX_LINE_CHARS = 32 * 1024
 READ_SIZE = 65536  # bytes read from a pipe at a time
@@ -53,6 +55,36 @@ class LineSplitter:
 
     def _cut(self, line: str) -> list[str]:
         return cut(line, self.max_chars)
+
+
+class LineWriter(io.TextIOBase):
+    """A text stream whose lines become calls of `emit`: each complete line as it is written, the
+    last one at `close`. What is printed where a log is expected (a job module being imported, a
+    thread-isolated job) so turns into log lines, and the stream stays JSON. Safe from several
+    threads; `emit` is called outside the lock, so it may write to this stream again."""
+
+    def __init__(self, emit: Callable[[str], object], max_chars: int = MAX_LINE_CHARS):
+        self._emit = emit
+        self._splitter = LineSplitter(max_chars)
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            lines = self._splitter.feed(text.encode("utf-8", "backslashreplace"))
+        for line in lines:
+            self._emit(line)
+        return len(text)
+
+    def close(self) -> None:
+        if not self.closed:
+            with self._lock:
+                lines = self._splitter.finish()
+            for line in lines:
+                self._emit(line)
+        super().close()
 
 
 def cut(text: str, max_chars: int = MAX_LINE_CHARS) -> list[str]:

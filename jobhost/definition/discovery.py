@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import io
 import logging
 import os
 import pkgutil
@@ -27,7 +26,7 @@ from typing import NoReturn
 from jobhost.definition.durations import format_duration
 from jobhost.definition.registry import Registry
 from jobhost.errors import JobDefinitionError, display_path
-from jobhost.output import LineSplitter
+from jobhost.output import LineWriter
 
 logger = logging.getLogger("jobhost.import")
 Importing = Callable[[Path], None]  # told of each module before it is imported
@@ -98,26 +97,9 @@ def _is_inside(module: ModuleType, directory: Path) -> bool:
     return directory in paths
 
 
-class _ImportOutput(io.TextIOBase):
+def _import_output(module: str, stream: str) -> LineWriter:
     """What a job module prints while it is imported, as log lines (the stream stays JSON)."""
-
-    def __init__(self, module: str, stream: str):
-        self.module, self.stream, self._splitter = module, stream, LineSplitter()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self._emit(self._splitter.feed(text.encode("utf-8", "backslashreplace")))
-        return len(text)
-
-    def close(self) -> None:
-        self._emit(self._splitter.finish())
-        super().close()
-
-    def _emit(self, lines: list[str]) -> None:
-        for line in lines:
-            logger.info(line, extra={"job_module": self.module, "stream": self.stream})
+    return LineWriter(lambda line: logger.info(line, extra={"job_module": module, "stream": stream}))
 
 
 class _Bound:
@@ -156,10 +138,10 @@ def _exit_raises() -> Iterator[None]:
     ending it (a process a module forks exits as asked)."""
     real, pid = os._exit, os.getpid()
 
-    def _exit(code: int) -> NoReturn:
+    def _exit(status: int) -> NoReturn:
         if os.getpid() != pid or os._exit is not _exit:  # a forked child, or after discovery (kept by a module)
-            real(code)
-        raise ExitAtImport(code)
+            real(status)
+        raise ExitAtImport(status)
 
     os._exit = _exit
     try:
@@ -169,7 +151,7 @@ def _exit_raises() -> Iterator[None]:
 
 
 def _import(name: str, location: Path, registry: Registry, bound: _Bound) -> ModuleType | None:
-    out, err = _ImportOutput(name, "stdout"), _ImportOutput(name, "stderr")
+    out, err = _import_output(name, "stdout"), _import_output(name, "stderr")
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), bound(location):
             return importlib.import_module(name)
@@ -213,7 +195,7 @@ def _innermost_frame_in(exc: BaseException, location: Path) -> tuple[str, int | 
     frames = traceback.extract_tb(exc.__traceback__)
     package_dir = str(location.parent)
     inside = [f for f in frames if f.filename.startswith(package_dir)]
-    frame = (inside or frames or [None])[-1]
+    frame = (inside or frames or [None])[-1]  # type: ignore[list-item]
     if frame is None:
         return display_path(str(location)), None
     return display_path(frame.filename), frame.lineno

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import io
 import os
 import sys
@@ -21,7 +22,7 @@ from jobhost.definition.durations import format_duration
 from jobhost.definition.spec import JobSpec
 from jobhost.observe.events import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus
-from jobhost.output import LineSplitter
+from jobhost.output import LineWriter
 from jobhost.runs.process import LineSink, RecordSink
 from jobhost.runs.results import call_job, outcome_of
 
@@ -129,7 +130,7 @@ class RoutedStdout(io.TextIOBase):
     written outside any run goes to the original stream.
     """
 
-    _splitters: dict[tuple[str, str], LineSplitter] = {}
+    _writers: dict[tuple[str, str], LineWriter] = {}  # by run and stream
     _lock = threading.Lock()
     _sink: LineSink | None = None
 
@@ -141,22 +142,22 @@ class RoutedStdout(io.TextIOBase):
     def install(cls, sink: LineSink) -> None:
         cls._sink = sink
         if not isinstance(sys.stdout, RoutedStdout):
-            sys.stdout = cls(sys.stdout, "stdout")  # type: ignore[assignment]
-            sys.stderr = cls(sys.stderr, "stderr")  # type: ignore[assignment]
+            sys.stdout = cls(sys.stdout, "stdout")
+            sys.stderr = cls(sys.stderr, "stderr")
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        context = current_run.get()
-        if context is None or type(self)._sink is None:
+        context, sink = current_run.get(), type(self)._sink
+        if context is None or sink is None:
             return self.original.write(text)
+        key = (context.run_id, self.name_)
         with self._lock:
-            splitter = self._splitters.setdefault((context.run_id, self.name_), LineSplitter())
-            lines = splitter.feed(text.encode("utf-8", "backslashreplace"))
-        for line in lines:
-            type(self)._sink(context, self.name_, line)  # type: ignore[misc]
-        return len(text)
+            writer = self._writers.get(key)
+            if writer is None:
+                writer = self._writers[key] = LineWriter(functools.partial(sink, context, self.name_))
+        return writer.write(text)
 
     def flush(self) -> None:
         self.original.flush()
@@ -165,7 +166,6 @@ class RoutedStdout(io.TextIOBase):
     def flush_run(cls, context: RunContext) -> None:
         for name in ("stdout", "stderr"):
             with cls._lock:
-                splitter = cls._splitters.pop((context.run_id, name), None)
-            if splitter is not None and cls._sink is not None:
-                for line in splitter.finish():
-                    cls._sink(context, name, line)
+                writer = cls._writers.pop((context.run_id, name), None)
+            if writer is not None:
+                writer.close()
