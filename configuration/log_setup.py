@@ -87,6 +87,7 @@ def configure_logging(
     never blocks the loop). JSON lines carry `host` (JOBS_HOST_NAME). What cannot be said in the
     log (its own trouble) goes to stderr, when that is not where the log goes."""
     handler: logging.Handler
+    errors: int | None
     if log_file is not None:
         sys.stderr.flush()
         errors = os.dup(2)

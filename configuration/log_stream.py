@@ -274,7 +274,8 @@ class BoundedOutput:
 
     def _batch(self) -> list[bytes]:
         """The first lines waiting, up to WRITE_BATCH bytes (one line at least)."""
-        batch, size = [], 0
+        batch: list[bytes] = []
+        size = 0
         for data in self._queue:
             if batch and size + len(data) > WRITE_BATCH:
                 break

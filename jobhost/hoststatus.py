@@ -257,7 +257,8 @@ def _encoded(status: Status, room: int) -> bytes:
         text = getattr(status, field) or ""
         if len(text) <= 1:  # nothing left to shorten (the other fields are small by their nature)
             break
-        status = replace(status, **{field: text[: len(text) // 2] + "…"})
+        shortened = text[: len(text) // 2] + "…"
+        status = replace(status, reason=shortened) if field == "reason" else replace(status, store_failure=shortened)
         body = json.dumps(asdict(status), ensure_ascii=False).encode()
     return body
 

@@ -28,9 +28,9 @@ class CheckedJob(schedule_lib.Job):
             try:
                 return value(*args, **kwargs)
             except (schedule_lib.ScheduleError, ValueError, TypeError) as exc:
-                exc = str(exc).replace("({} is not", "(the hour is not")  # schedule 1.2.2 leaves {} unfilled
+                said = str(exc).replace("({} is not", "(the hour is not")  # schedule 1.2.2 leaves {} unfilled
                 shown = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
-                self._keep(f".{name}({shown}): {exc}")
+                self._keep(f".{name}({shown}): {said}")
                 return self
 
         return guarded

@@ -67,7 +67,8 @@ def shared_monitors(jobs: dict[str, JobSpec]) -> list[JobDefinitionError]:
     """Two jobs checking in to one Sentry monitor would hide each other's failures. A slug
     derived from a name that another job's slug already has ('etl.daily', 'etl-daily') gets
     the name's hash (in `jobs`, in place); two slugs given with monitor= are a definition error."""
-    problems, owners = [], {}
+    problems: list[JobDefinitionError] = []
+    owners: dict[str, JobSpec] = {}
     for name, spec in list(jobs.items()):
         if spec.monitor is None:
             continue
@@ -75,8 +76,8 @@ def shared_monitors(jobs: dict[str, JobSpec]) -> list[JobDefinitionError]:
         if other is spec:
             continue
         if spec.monitor == slug_for(name):  # derived, not chosen: make it unique
-            spec = jobs[name] = dataclasses.replace(spec, monitor=slug_for(name, unique=True))
-            owners[spec.monitor] = spec
+            unique = slug_for(name, unique=True)
+            jobs[name] = owners[unique] = dataclasses.replace(spec, monitor=unique)
             continue
         problems.append(
             JobDefinitionError(

@@ -102,7 +102,7 @@ class Registry:
                 line=line,
             )
             self.report(where)
-            return schedule  # type: ignore[return-value]
+            return schedule
 
         def decorate(func: F) -> F:
             name = options.get("name", getattr(func, "__name__", None))
@@ -134,9 +134,9 @@ class Registry:
         unknown = sorted(set(options) - OPTION_NAMES)
         if unknown:
             hints = []
-            for option in unknown:
-                close = difflib.get_close_matches(option, sorted(OPTION_NAMES), n=1)
-                hints.append(f"{option!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            for given_name in unknown:
+                close = difflib.get_close_matches(given_name, sorted(OPTION_NAMES), n=1)
+                hints.append(f"{given_name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise fail(
                 f"unknown option {', '.join(hints)}; the options are {', '.join(sorted(OPTION_NAMES | {'name'}))}"
             )
@@ -146,7 +146,8 @@ class Registry:
             built = build_schedule(schedule, self.default_zone)
         except JobhostError as exc:
             raise fail(str(exc)) from exc
-        values, errors = {}, []
+        values: dict[str, Any] = {}
+        errors: list[str] = []
         for option in OPTIONS:  # every bad option at once, not only the first
             check = option.check or _added_check(option.name, name)
             if check is None:  # after=: resolved below and once every job is known (or rules not installed)

@@ -51,7 +51,9 @@ _CRON_MACROS = {
 class Schedule(Protocol):
     """What the engine needs of a schedule: slots before and after an instant."""
 
-    zone: ZoneInfo
+    @property
+    def zone(self) -> ZoneInfo:
+        """The time zone its slots are given in."""
 
     def next_slot(self, after: dt.datetime) -> dt.datetime | None:
         """The first slot strictly after `after` (aware), in `zone`; None if there is none."""

@@ -85,6 +85,7 @@ class BoundedServer(TcpWSGIServer):
     """waitress' server with the bounds above, over a socket already bound (`listen`)."""
 
     channel_class = BoundedChannel
+    next_channel_cleanup: float  # waitress' own, set in its __init__
     full = False  # the limit was reached and not yet left well behind (logged once a time)
 
     def readable(self) -> bool:

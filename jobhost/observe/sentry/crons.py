@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from sentry_sdk.crons import capture_checkin
 
@@ -15,6 +15,9 @@ from jobhost.observe.events import RunEvent
 from jobhost.observe.sentry.events import last_of_batch
 from jobhost.outcomes import RunStatus
 
+if TYPE_CHECKING:
+    from sentry_sdk._types import MonitorConfig
+
 logger = logging.getLogger("jobhost.sentry")
 
 
@@ -23,19 +26,18 @@ class CheckIns:
 
     def __init__(self) -> None:
         self.jobs: Mapping[str, JobSpec] = {}
-        self._configs: dict[str, dict[str, Any]] = {}
+        self._configs: dict[str, MonitorConfig] = {}
         self._host_monitor = ""
-        self._host_config: dict[str, Any] = {}
+        self._host_config: MonitorConfig = {}
 
     def attach(self, jobs: Mapping[str, JobSpec], hostname: str, heartbeat_interval: float) -> None:
         self.jobs = jobs
         for name, spec in jobs.items():
             failures = 1 if spec.report_each_attempt else spec.retries + 1
-            self._configs[name] = monitor_config(
-                spec.schedule, timeout=spec.timeout, margin=spec.checkin_margin, failures=failures
-            )
+            config = monitor_config(spec.schedule, timeout=spec.timeout, margin=spec.checkin_margin, failures=failures)
+            self._configs[name] = cast("MonitorConfig", config)  # the SDK's TypedDict of the same fields
         self._host_monitor = slug_for(f"jobhost-{hostname}")
-        self._host_config = heartbeat_config(heartbeat_interval)
+        self._host_config = cast("MonitorConfig", heartbeat_config(heartbeat_interval))
 
     def warn_where_days_differ(self) -> None:
         """Say which cron jobs Sentry reads otherwise than the host (see `_cron_days_differ`)."""

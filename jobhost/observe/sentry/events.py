@@ -8,7 +8,7 @@ import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sentry_sdk
 from sentry_sdk.serializer import serialize
@@ -20,6 +20,8 @@ from jobhost.observe.sentry.sdk import FLUSH_TIMEOUT, MAX_VALUE, sentry_options
 from jobhost.outcomes import RunStatus
 
 if TYPE_CHECKING:
+    from sentry_sdk._types import Event
+
     from jobhost.definition.spec import JobSpec
     from jobhost.observe.sentry.breadcrumbs import Breadcrumbs
 
@@ -95,7 +97,7 @@ class FailureEvents:
             contexts={"run": {**run, **(extra or {})}},
             breadcrumbs={"values": self.breadcrumbs.take(context)},
         )
-        sentry_sdk.capture_event(_fit(payload))
+        sentry_sdk.capture_event(cast("Event", _fit(payload)))  # the SDK's TypedDict, built as a dict
 
 
 def describe_exception(exc: BaseException) -> dict[str, Any] | None:
@@ -108,7 +110,7 @@ def describe_exception(exc: BaseException) -> dict[str, Any] | None:
         own = [f for f in frames if not str(f.get("abs_path") or "").startswith(_ENGINE)]
         if own and value.get("stacktrace"):
             value["stacktrace"]["frames"] = own
-    return serialize(event)
+    return serialize(cast(dict[str, Any], event))
 
 
 def report_refused_start(
