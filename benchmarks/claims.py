@@ -26,7 +26,7 @@ from pathlib import Path
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, open_store
 from jobhost.store.base import Settlement
-from tests.postgres_cluster import Cluster
+from tests.support.postgres_cluster import Cluster
 
 CLAIMS = 2000
 ATTEMPTS = 1000

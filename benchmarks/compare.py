@@ -162,7 +162,7 @@ class Bench:
         self.say("store: SQLite")
         self.results.store["SQLite"] = measure_store(f"sqlite:///{self.work / 'store.sqlite3'}", self.work)
         try:
-            from tests.postgres_cluster import Cluster, server_bin
+            from tests.support.postgres_cluster import Cluster, server_bin
         except ImportError as exc:
             self.results.store_note = f"PostgreSQL not measured: {exc}"
             return

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import Deployment
-from tests.sentry_servers import BlackHole, refused_dsn
+from tests.support.sentry_servers import BlackHole, refused_dsn
 
 SECONDS = 20
 JOBS = """

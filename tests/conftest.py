@@ -1,4 +1,9 @@
-"""Fixtures for tests that start the real `python jobs.py` as a user would."""
+"""Fixtures for tests that start the real `python jobs.py` as a user would.
+
+The tests are laid out by kind: `unit/` (an injected clock, no process of the host's own),
+`contract/` (the state store's promises, over SQLite and PostgreSQL), `e2e/` (a real `python
+jobs.py`), `deploy/` (supervisord, Ansible on a booted Debian host, the pages in Chromium), and
+`support/`, the components they start. Everything under `e2e/` and `deploy/` is marked `e2e`."""
 
 from __future__ import annotations
 
@@ -18,6 +23,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_COMPONENTS = os.environ.get("JOBHOST_REQUIRE_COMPONENTS") == "1"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `e2e` mark by directory: a test that starts real processes says so by where it lives."""
+    for item in items:
+        if {"e2e", "deploy"} & set(item.path.relative_to(ROOT).parts[1:2]):
+            item.add_marker(pytest.mark.e2e)
 
 
 def require(component: str, available: bool, how: str) -> None:
@@ -190,7 +202,7 @@ def fill_filesystem(directory: Path) -> Path:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[object]:
     """A throw-away PostgreSQL cluster for the session (`new_database()` gives a fresh database)."""
-    from tests.postgres_cluster import Cluster, server_bin
+    from tests.support.postgres_cluster import Cluster, server_bin
 
     require("PostgreSQL", server_bin() is not None, "install Debian's postgresql package (./dev test does as root)")
     cluster = Cluster()

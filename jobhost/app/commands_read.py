@@ -1,7 +1,7 @@
 """The commands that only read: `list`, `history`, `next` and `health`.
 
 They import the definition of jobs, the state store and the app's own modules, never the loop,
-the runners or the observers (tests/test_import_cost.py holds them to it): a monitor's `health`
+the runners or the observers (tests/e2e/test_import_cost.py holds them to it): a monitor's `health`
 every few seconds, or a script's `history --json`, costs an interpreter and little more.
 """
 

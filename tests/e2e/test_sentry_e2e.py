@@ -17,9 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.conftest import Deployment, HostProcess, events, require
-from tests.sentry_servers import BlackHole, Bugsink, EnvelopeSink, bugsink_installed, iter_frames, wait_until
-
-pytestmark = pytest.mark.e2e
+from tests.support.sentry_servers import BlackHole, Bugsink, EnvelopeSink, bugsink_installed, iter_frames, wait_until
 
 FAILING = """
 import logging, os, signal, time
@@ -349,7 +347,7 @@ def test_release_defaults_to_the_deployed_revision(tmp_path: Path):
     assert deployed_revision(tmp_path) == "4f1c2e9"
     os.remove(tmp_path / "REVISION")
     assert deployed_revision(tmp_path) is None  # not a checkout: no release rather than a wrong one
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if (root / ".git").exists():
         head = json.dumps(deployed_revision(root))
         assert len(head) == 42  # the checkout's commit
@@ -513,7 +511,7 @@ def test_a_paused_job_checks_in_ok_so_its_monitor_does_not_page(deployment: Depl
 
 @pytest.mark.parametrize("refusal", ["401", "connection refused"])
 def test_a_sentry_that_refuses_events_is_said_once_in_the_log(deployment: Deployment, host, refusal: str):
-    from tests.sentry_servers import refused_dsn
+    from tests.support.sentry_servers import refused_dsn
 
     deployment.write(
         "fails",

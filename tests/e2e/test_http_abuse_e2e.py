@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from jobhost.web.connections import CONNECTIONS
 from tests.conftest import Deployment, HostProcess
-from tests.http_client import call, serving
+from tests.support.http_client import call, serving
 
 JOBS = """
 from jobhost import job, every

@@ -17,8 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Deployment, HostProcess, events
-from tests.http_client import base_url, call, serving
-from tests.sentry_servers import wait_until
+from tests.support.http_client import base_url, call, serving
+from tests.support.sentry_servers import wait_until
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 
@@ -317,7 +317,7 @@ def test_an_address_that_cannot_be_bound_stops_the_start(deployment: Deployment,
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert result.returncode == 2
     failure = [json.loads(line) for line in result.stdout.splitlines() if "host_start_failed" in line]

@@ -9,12 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import Deployment, HostProcess
-from tests.sentry_servers import wait_until
-
-pytestmark = pytest.mark.e2e
+from tests.support.sentry_servers import wait_until
 
 PART = 30_000  # characters of each field: under the 32 KiB a field keeps whole
 BIG = f"""

@@ -12,8 +12,6 @@ import pytest
 
 from tests.conftest import ROOT, Deployment
 
-pytestmark = pytest.mark.e2e
-
 # Each group as today's modules and the package they are moving to.
 ENGINE = (
     {

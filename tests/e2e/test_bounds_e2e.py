@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, Deployment, events
-from tests.http_client import base_url, call
+from tests.support.http_client import base_url, call
 
 JOBS = """
 from jobhost import job, every

@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 TOOLS = ROOT / "var" / "test-tools"
 ROOTFS = Path(os.environ.get("ROOTFS", TOOLS / "rootfs" / "bookworm-systemd.tar.zst"))
 ANSIBLE = Path(os.environ.get("ANSIBLE", TOOLS / "ansible"))

@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 
 from tests.conftest import ROOT, Deployment
-from tests.sentry_servers import wait_until
+from tests.support.sentry_servers import wait_until
 
 CHATTY = """
     import logging

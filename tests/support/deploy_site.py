@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, require
-from tests.debian_host import ANSIBLE, DebianHost, missing
+from tests.support.debian_host import ANSIBLE, DebianHost, missing
 
 PING = """
 from jobhost import job, every

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.debian_host import DebianHost
-from tests.deploy_site import SECRET, Controller, Logstash, deploy_site, get, program
-from tests.sentry_servers import wait_until
+from tests.support.debian_host import DebianHost
+from tests.support.deploy_site import SECRET, Controller, Logstash, deploy_site, get, program
+from tests.support.sentry_servers import wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]  # a deploy on a busy machine can take minutes
+pytestmark = pytest.mark.timeout(600)  # a deploy on a busy machine can take minutes
 
 SLEEPY = """
 import time

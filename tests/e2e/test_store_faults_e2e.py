@@ -16,8 +16,6 @@ import pytest
 
 from tests.conftest import Deployment, HostProcess, events, fill_filesystem
 
-pytestmark = pytest.mark.e2e
-
 TICK = """
 from jobhost import job, every
 

@@ -1,4 +1,4 @@
-"""`after=`: which parent slot a child's slot waits for (pure), and the behaviour end to end."""
+"""`after=`: which parent slot a child's slot waits for (pure), and a child slot whose parent already failed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from jobhost.engine.dependencies import parent_slots
 from jobhost.engine.host import Host
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, open_store
-from tests.conftest import Deployment, events
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -39,39 +38,6 @@ def test_a_child_waits_for_the_newest_parent_slot_not_later_than_its_own() -> No
     assert parent_slots(jobs["hourly"], afternoon, jobs) == [("build", dt.datetime(2026, 11, 23, 2, 30, tzinfo=LONDON))]
     early = dt.datetime(2026, 11, 23, 2, 0, tzinfo=LONDON)  # before today's build: yesterday's counts
     assert parent_slots(jobs["hourly"], early, jobs) == [("build", dt.datetime(2026, 11, 22, 2, 30, tzinfo=LONDON))]
-
-
-def test_a_child_waits_is_blocked_by_a_failing_parent_and_runs_once_it_succeeds(deployment: Deployment, host) -> None:
-    flag = deployment.tmp / "parent-may-succeed"
-    deployment.write(
-        "chain",
-        f"""
-        from pathlib import Path
-        from jobhost import job, every
-
-        @job(every(3).seconds)
-        def parent():
-            if not Path({str(flag)!r}).exists():
-                raise RuntimeError("upstream not ready")
-
-        @job(every(3).seconds, after="parent")
-        def child():
-            pass
-        """,
-    )
-    process = host()
-    records = process.wait_for(
-        lambda rs: any(r.get("blocked") for r in events(rs, "child", "run_waiting")), what="a blocked child"
-    )
-    assert not events(records, "child", "run_started")
-    flag.write_text("")
-    records = process.wait_for(lambda rs: events(rs, "child", "run_succeeded"), what="the child to run")
-    assert process.stop() == 0
-    [ran] = events(records, "child", "run_succeeded")[:1]
-    parent_ok = [r for r in deployment.history("parent") if r["status"] == "succeeded" and r["slot"] == ran["slot"]]
-    assert parent_ok, "the child ran for a slot whose parent had not succeeded"
-    blocked = [r for r in deployment.history("child") if r["reason"].startswith("blocked: parent failed")]
-    assert blocked and all("upstream not ready" in r["reason"] for r in blocked)
 
 
 def test_a_child_slot_whose_parent_slot_already_ended_without_success_is_blocked_at_once(tmp_path) -> None:

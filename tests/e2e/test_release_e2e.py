@@ -13,7 +13,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, Deployment
-from tests.http_client import call, serving
+from tests.support.http_client import call, serving
 
 RUNNING = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
 DEPLOYED = "0f1e2d3c4b5a69788796a5b4c3d2e1f0aabbccdd"

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import ROOT, require
-from tests.debian_host import ANSIBLE, DebianHost
-from tests.deploy_site import (
+from tests.support.debian_host import ANSIBLE, DebianHost
+from tests.support.deploy_site import (
     SECRET,
     Controller,
     Logstash,
@@ -28,11 +28,11 @@ from tests.deploy_site import (
     program,
     recap,
 )
-from tests.sentry_servers import wait_until
+from tests.support.sentry_servers import wait_until
 
 # A release deploy builds a virtualenv and watches the release for its window: on a loaded
 # machine one deploy, or two, outlast the suite's 120 s a test.
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]  # a deploy on a busy machine can take minutes
+pytestmark = pytest.mark.timeout(600)  # a deploy on a busy machine can take minutes
 
 WINDOW = 12
 OTHER_PROGRAM = "[program:other]\ncommand=/bin/sleep infinity\n"

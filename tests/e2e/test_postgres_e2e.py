@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.conftest import Deployment, events
-
-pytestmark = pytest.mark.e2e
 
 EVERY_SECOND = """
 from jobhost import job, every

@@ -22,7 +22,7 @@ from typing import Any
 
 from sentry_sdk.envelope import Envelope
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 BUGSINK = Path(os.environ.get("BUGSINK", ROOT / "var" / "test-tools" / "bugsink"))
 if not BUGSINK.is_absolute():
     BUGSINK = ROOT / BUGSINK

@@ -14,7 +14,7 @@ import pytest
 
 from jobhost.release import short
 from tests.conftest import ROOT, Deployment, events, require
-from tests.http_client import base_url, call
+from tests.support.http_client import base_url, call
 
 TOKEN = "browser-test-token-0123456789"
 ARTIFACTS = Path(os.environ.get("JOBHOST_ARTIFACTS", ROOT / "var" / "test-artifacts"))

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.conftest import Deployment
-
-pytestmark = pytest.mark.e2e
 
 
 def test_history_and_state_move_from_sqlite_to_postgresql(deployment: Deployment, postgres) -> None:

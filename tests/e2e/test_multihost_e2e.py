@@ -14,11 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import netns
 from tests.conftest import Deployment, HostProcess, events, require
-from tests.postgres_cluster import Cluster, server_bin
-
-pytestmark = pytest.mark.e2e
+from tests.support import netns
+from tests.support.postgres_cluster import Cluster, server_bin
 
 FLEET_SECONDS = float(os.environ.get("JOBHOST_FLEET_SECONDS", "120"))  # how long three hosts share the work
 

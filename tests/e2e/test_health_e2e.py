@@ -15,10 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, Deployment, HostProcess
-from tests.http_client import base_url, call
-from tests.sentry_servers import wait_until
-
-pytestmark = pytest.mark.e2e
+from tests.support.http_client import base_url, call
+from tests.support.sentry_servers import wait_until
 
 IDLE = """
 from jobhost import job, every
@@ -179,7 +177,7 @@ def test_importing_is_bounded_and_every_module_is_named(deployment: Deployment) 
 @pytest.fixture
 def own_cluster() -> Iterator[object]:
     from tests.conftest import require
-    from tests.postgres_cluster import Cluster, server_bin
+    from tests.support.postgres_cluster import Cluster, server_bin
 
     require("PostgreSQL", server_bin() is not None, "install Debian's postgresql package (./dev test does as root)")
     cluster = Cluster(durable=True)  # crashed and started again: no commit may be lost

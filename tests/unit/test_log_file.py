@@ -21,7 +21,7 @@ import pytest
 
 from configuration.log_stream import BoundedOutput, LogFile
 from tests.conftest import ROOT, fill_filesystem, require
-from tests.sentry_servers import wait_until
+from tests.support.sentry_servers import wait_until
 
 LONG = 256 * 1000  # the documented longest line, in bytes
 
