@@ -46,7 +46,7 @@ from jobhost.retries import PendingRetry, RetryQueue, backoff
 from jobhost.run import Run
 from jobhost.slotqueue import Due, SlotQueue
 from jobhost.store import RunRecord, StateStore
-from jobhost.store.base import LEASE_EXPIRED, Settlement, TakenOver
+from jobhost.store.model import LEASE_EXPIRED, Settlement, TakenOver
 from jobhost.storelink import StoreLink
 from jobhost.threadrun import RoutedStdout, ThreadRun
 from jobhost.watcher import Watcher

@@ -352,7 +352,7 @@ def test_a_dump_loaded_into_another_store_keeps_everything(store: StateStore, tm
 
 
 def test_a_load_that_fails_part_way_leaves_the_store_empty(store: StateStore) -> None:
-    from jobhost.store.base import StateDump
+    from jobhost.store.model import StateDump
 
     broken = StateDump([_run("same"), _run("same", minutes=10)], [], set())  # a run id twice
     with pytest.raises(Exception):  # noqa: B017 - each database names the duplicate key its own way

@@ -16,9 +16,8 @@ from typing import Any
 from jobhost.horizon import READABLE_EPOCHS
 from jobhost.outcomes import RunStatus
 from jobhost.retries import PendingRetry
-from jobhost.store.base import (
+from jobhost.store.model import (
     LEASE_EXPIRED,
-    SETTLED,
     Heartbeat,
     RunRecord,
     Settlement,
@@ -28,7 +27,8 @@ from jobhost.store.base import (
 )
 from jobhost.store.rows import STATUSES, SetAside, Unreadable, slot_of, status_of
 
-SETTLED_SQL = ",".join(f"'{status}'" for status in sorted(SETTLED))  # for IN (...)
+# Outcomes that settle a slot (RunStatus.settles), for IN (...).
+SETTLED_SQL = ",".join(f"'{status}'" for status in sorted(status for status in RunStatus if status.settles))
 COLUMNS = "run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid"
 # A run or a waiting slot still open: what a dead host leaves behind.
 _OPEN = "(status = 'running' OR (status = 'waiting' AND ended IS NULL))"
@@ -43,7 +43,7 @@ class SQLStore:
     """The queries; subclasses provide the connection and the few things that differ."""
 
     prefix = ""  # table name prefix
-    shared = False  # several hosts may use it at once (claims are then contended, leases taken over)
+    shared: bool  # several hosts may use it at once (claims are then contended, leases taken over)
 
     # -- what a backend provides -----------------------------------------
 

@@ -110,6 +110,8 @@ RESTORE = "restore a backup, or move the file aside to start an empty history"
 class SQLiteStore(SQLStore):
     """Run history and job state in one SQLite file (see StateStore for the methods)."""
 
+    shared = False  # one host loop per file (lock_for_loop): its claims are never contended
+
     def __init__(self, path: Path):
         self.path = path
         self._lock_fd: int | None = None
