@@ -42,11 +42,11 @@ from jobhost.outcomes import Outcome, RunStatus
 from jobhost.processrun import RELEASE_RECHECK, ProcessRun
 from jobhost.recovery import WAITED, recover
 from jobhost.registry import JobSpec
-from jobhost.retries import PendingRetry, RetryQueue, backoff
+from jobhost.retries import RetryQueue, backoff
 from jobhost.run import Run
 from jobhost.slotqueue import Due, SlotQueue
 from jobhost.store import RunRecord, StateStore
-from jobhost.store.model import LEASE_EXPIRED, Settlement, TakenOver
+from jobhost.store.model import LEASE_EXPIRED, PendingRetry, Settlement, TakenOver
 from jobhost.storelink import StoreLink
 from jobhost.threadrun import RoutedStdout, ThreadRun
 from jobhost.watcher import Watcher

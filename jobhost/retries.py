@@ -10,7 +10,8 @@ import datetime as dt
 import heapq
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+
+from jobhost.store.model import PendingRetry
 
 MAX_DELAY = 6 * 3600.0  # no attempt waits longer than this, whatever the backoff says
 JITTER = 0.2  # each delay is spread by up to ±20 % so retries of many jobs do not stampede
@@ -21,16 +22,6 @@ def backoff(retry_delay: float, failed_attempt: int, rng: random.Random | None =
     base = min(retry_delay * 2 ** (failed_attempt - 1), MAX_DELAY)
     spread = (rng or random).uniform(1 - JITTER, 1 + JITTER)
     return min(base * spread, MAX_DELAY)
-
-
-@dataclass(frozen=True, order=True)
-class PendingRetry:
-    """The next attempt of one slot of one job."""
-
-    due: dt.datetime
-    job: str = field(compare=False)
-    slot: dt.datetime = field(compare=False)
-    attempt: int = field(compare=False)
 
 
 class RetryQueue:

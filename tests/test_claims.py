@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from jobhost.outcomes import RunStatus
-from jobhost.retries import PendingRetry
 from jobhost.store import RunRecord, StateStore, open_store
-from jobhost.store.model import Settlement
+from jobhost.store.model import PendingRetry, Settlement
 
 T0 = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
 

@@ -162,7 +162,7 @@ def test_only_one_loop_per_state_file(tmp_path: Path) -> None:
 
 
 def test_pending_retries_are_kept_one_per_slot(store: StateStore) -> None:
-    from jobhost.retries import PendingRetry
+    from jobhost.store.model import PendingRetry
 
     store.add_retry(PendingRetry(T0 + dt.timedelta(minutes=2), "a", T0, 2))
     store.add_retry(PendingRetry(T0 + dt.timedelta(minutes=4), "a", T0, 3))  # replaces the first
@@ -337,7 +337,7 @@ def test_one_loop_per_host_name_on_a_shared_database(postgres, tmp_path: Path) -
 
 
 def test_a_dump_loaded_into_another_store_keeps_everything(store: StateStore, tmp_path: Path) -> None:
-    from jobhost.retries import PendingRetry
+    from jobhost.store.model import PendingRetry
 
     store.add_run(_run("r1", minutes=0, status=RunStatus.SUCCEEDED, ended=T0, duration_ms=5))
     store.add_run(_run("r2", minutes=10, status=RunStatus.FAILED, reason="ValueError: x", ended=T0, duration_ms=7))

@@ -7,11 +7,10 @@ protocols (protocols.py) and its backends take and return them.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobhost.outcomes import RunStatus
-from jobhost.retries import PendingRetry
 
 
 @dataclass
@@ -48,6 +47,16 @@ class Heartbeat:
     pid: int
     at: dt.datetime
     stopped: bool = False
+
+
+@dataclass(frozen=True, order=True)
+class PendingRetry:
+    """The next attempt of one slot of one job."""
+
+    due: dt.datetime
+    job: str = field(compare=False)
+    slot: dt.datetime = field(compare=False)
+    attempt: int = field(compare=False)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ import datetime as dt
 from typing import Any, Protocol
 
 from jobhost.outcomes import RunStatus
-from jobhost.retries import PendingRetry
-from jobhost.store.model import Heartbeat, RunRecord, Settlement, SlotState, StateDump, TakenOver
+from jobhost.store.model import Heartbeat, PendingRetry, RunRecord, Settlement, SlotState, StateDump, TakenOver
 
 
 class History(Protocol):

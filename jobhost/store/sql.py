@@ -15,10 +15,10 @@ from typing import Any
 
 from jobhost.horizon import READABLE_EPOCHS
 from jobhost.outcomes import RunStatus
-from jobhost.retries import PendingRetry
 from jobhost.store.model import (
     LEASE_EXPIRED,
     Heartbeat,
+    PendingRetry,
     RunRecord,
     Settlement,
     SlotState,
