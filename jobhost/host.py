@@ -1169,6 +1169,7 @@ class Host:
         self._release_at.pop(context.run_id, None)
         self._caught_up.discard(context.run_id)
         record = self._record(context, status, reason, ended=self.clock())
+        record.paused = extra.get("paused") is True  # a paused skip settles nothing: data in the store
         token = self._tokens.pop(context.run_id, None)
         if token is None:
             recorded = self._s(lambda: self.store.claim_and_record(record), False)

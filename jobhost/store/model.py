@@ -28,10 +28,14 @@ class RunRecord:
     duration_ms: int | None = None
     host: str = ""
     pid: int | None = None
+    # Skipped because its job was paused: the slot is not settled by it (catch-up runs it after the
+    # resume). Kept as data, not read from the reason, which only tells the reader why.
+    paused: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        """The record as the `history --json` contract spells it."""
+        """The record as the `history --json` contract spells it (the reason says "paused")."""
         data = asdict(self)
+        del data["paused"]
         data["status"] = str(self.status)
         for key in ("slot", "started", "ended"):
             value = data[key]

@@ -3,6 +3,18 @@
 A backend supplies the connection (`_all`, `_one`, `_do` with `?` placeholders),
 its table prefix, how it keeps a timestamp, and how a run gets its place in
 insertion order. SQLite and PostgreSQL differ in nothing else.
+
+How the schema changes, so that a rollback keeps working: a release refuses a
+store whose SCHEMA_VERSION is newer than its own, so the version is raised only for
+a change the release before cannot live with. A change it can ignore keeps the
+version: a new table, or a new column with a default (every query names its
+columns, so an older release neither reads nor fills it). Each backend adds what
+is missing when it opens a store of its own version, marks the rows recorded before
+the change as the older releases read them, and makes the store itself complete
+what an older release still writes (a trigger), so rows written during a rollback
+or a rolling upgrade read right to both releases. What an older release reads
+keeps being written too: a paused skip still has the reason "paused", the one
+thing releases before `runs.paused` know it by.
 """
 
 from __future__ import annotations
@@ -29,7 +41,10 @@ from jobhost.store.rows import STATUSES, SetAside, Unreadable, slot_of, status_o
 
 # Outcomes that settle a slot (RunStatus.settles), for IN (...).
 SETTLED_SQL = ",".join(f"'{status}'" for status in sorted(status for status in RunStatus if status.settles))
-COLUMNS = "run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid"
+COLUMNS = "run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid, paused"
+# A record that settles its slot: a settled outcome, and not a slot skipped while its job was paused
+# (catch-up runs that one after the resume).
+SETTLES = f"(status IN ({SETTLED_SQL}) AND NOT paused)"
 # A run or a waiting slot still open: what a dead host leaves behind.
 _OPEN = "(status = 'running' OR (status = 'waiting' AND ended IS NULL))"
 # A record the engine can interpret, as far as SQL can tell (the rest is checked as rows are read).
@@ -93,7 +108,7 @@ class SQLStore:
         self._do(
             self._q(
                 f"INSERT INTO {{t}}runs ({COLUMNS}, slot_epoch{', seq' if seq else ''}) "
-                f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?{', ' + seq if seq else ''})"
+                f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?{', ' + seq if seq else ''})"
             ),
             (
                 record.run_id,
@@ -107,6 +122,7 @@ class SQLStore:
                 record.duration_ms,
                 record.host,
                 record.pid,
+                record.paused,
                 record.slot.timestamp(),
             ),
         )
@@ -216,7 +232,7 @@ class SQLStore:
                 "AND slot_epoch >= ? AND slot_epoch < ? "
                 "AND slot_epoch NOT IN (SELECT slot_epoch FROM {t}claims WHERE job = ? AND lease_until IS NOT NULL) "
                 "GROUP BY slot_epoch "
-                f"HAVING SUM(CASE WHEN status IN ({SETTLED_SQL}) AND reason != 'paused' THEN 1 ELSE 0 END) = 0 "
+                f"HAVING SUM(CASE WHEN {SETTLES} THEN 1 ELSE 0 END) = 0 "
                 f"AND SUM(CASE WHEN {_OPEN} THEN 1 ELSE 0 END) = 0 "
                 "ORDER BY slot_epoch"
             ),
@@ -233,8 +249,7 @@ class SQLStore:
     def final_status(self, job: str, slot: dt.datetime) -> RunStatus | None:
         row = self._one(
             self._q(
-                f"SELECT status FROM {{t}}runs WHERE job = ? AND slot_epoch = ? AND status IN ({SETTLED_SQL}) "
-                "AND reason != 'paused' ORDER BY seq DESC LIMIT 1"
+                f"SELECT status FROM {{t}}runs WHERE job = ? AND slot_epoch = ? AND {SETTLES} ORDER BY seq DESC LIMIT 1"
             ),
             (job, slot.timestamp()),
         )
@@ -243,7 +258,7 @@ class SQLStore:
     def settled_slots(self) -> dict[str, dt.datetime]:
         rows = self._all(
             self._q(
-                f"SELECT job, MAX(CASE WHEN status IN ({SETTLED_SQL}) AND reason != 'paused' THEN slot_epoch END), "
+                f"SELECT job, MAX(CASE WHEN {SETTLES} THEN slot_epoch END), "
                 f"MIN(slot_epoch) FROM {{t}}runs WHERE {_READABLE} GROUP BY job"
             )
         )
@@ -451,8 +466,7 @@ class SQLStore:
                 "SELECT (SELECT MAX(attempt) FROM {t}claims WHERE job = ? AND slot_epoch = ?), "
                 "(SELECT MAX(attempt) FROM {t}runs WHERE job = ? AND slot_epoch = ?), "
                 "EXISTS (SELECT 1 FROM {t}claims WHERE job = ? AND slot_epoch = ? AND lease_until IS NOT NULL), "
-                f"EXISTS (SELECT 1 FROM {{t}}runs WHERE job = ? AND slot_epoch = ? AND status IN ({SETTLED_SQL}) "
-                "AND reason != 'paused')"
+                f"EXISTS (SELECT 1 FROM {{t}}runs WHERE job = ? AND slot_epoch = ? AND {SETTLES})"
             ),
             (job, epoch) * 4,
         )
@@ -523,7 +537,7 @@ class SQLStore:
 
     def _record(self, row: tuple[Any, ...]) -> RunRecord | None:
         """The run a row holds, or None (reported once) if the engine cannot interpret it."""
-        run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid = row
+        run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid, paused = row
         try:
             return RunRecord(
                 run_id=run_id,
@@ -537,6 +551,7 @@ class SQLStore:
                 duration_ms=duration_ms,
                 host=host,
                 pid=pid,
+                paused=bool(paused),
             )
         except Unreadable as exc:
             self._set_aside.report("run", run_id, job, str(exc))
