@@ -25,7 +25,7 @@ from pathlib import Path
 
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, open_store
-from jobhost.store.base import Settlement
+from jobhost.store.model import Settlement
 from tests.support.postgres_cluster import Cluster
 
 CLAIMS = 2000

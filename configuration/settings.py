@@ -33,11 +33,15 @@ _SIZE_UNITS = {"": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}  # supervisord's
 
 @dataclass(frozen=True)
 class Setting:
+    """One environment variable: what it accepts and means, how it is read, and where it goes in Settings."""
+
     variable: str
-    default: str | None
+    default: str | None  # the text read when the variable is unset (None: the default_factory's value)
     accepts: str
     meaning: str
     parse: Callable[[str], Any]
+    field: str  # the attribute of Settings that holds the value
+    default_factory: Callable[[], Any] | None = None  # a default read from the machine, when `default` is None
     shown_default: str | None = None
     secret: bool = False  # may hold a password or key: never repeated in an error message
 
@@ -170,6 +174,7 @@ SETTINGS = (
         "more environment variables for the host and its jobs (secrets: the Ansible role writes it mode 0600); "
         "a variable set in the environment wins",
         str,
+        field="env_file",
         shown_default="unset: none",
     ),
     Setting(
@@ -179,15 +184,24 @@ SETTINGS = (
         "`postgresql://user:password@host:5432/database` (several hosts on one database)",
         "run history and job state",
         _state_url,
+        field="state_url",
         secret=True,
     ),
-    Setting("JOBS_LOG_LEVEL", "INFO", ", ".join(LOG_LEVELS), "the lowest level logged", _choice(LOG_LEVELS, str.upper)),
+    Setting(
+        "JOBS_LOG_LEVEL",
+        "INFO",
+        ", ".join(LOG_LEVELS),
+        "the lowest level logged",
+        _choice(LOG_LEVELS, str.upper),
+        field="log_level",
+    ),
     Setting(
         "JOBS_LOG_FORMAT",
         "json",
         "`json` (one object a line) or `text` (for a person)",
         "log line format on stdout",
         _choice(LOG_FORMATS, str.lower),
+        field="log_format",
     ),
     Setting(
         "JOBS_LOG_FILE",
@@ -196,6 +210,7 @@ SETTINGS = (
         "the loop writes its log there instead of stdout, rotating it itself, only between lines (the "
         "Ansible role sets it); the other commands print to stdout all the same",
         _log_file,
+        field="log_file",
         shown_default="unset: stdout",
     ),
     Setting(
@@ -205,6 +220,7 @@ SETTINGS = (
         "`JOBS_LOG_FILE` is rotated before a write would take it past this size: `jobs.log` becomes "
         "`jobs.log.1`, `jobs.log.1` becomes `jobs.log.2`, and so on; a longer line has a file of its own",
         _size,
+        field="log_max_bytes",
     ),
     Setting(
         "JOBS_LOG_BACKUPS",
@@ -212,6 +228,7 @@ SETTINGS = (
         f"a whole number from 0 to {MAX_LOG_BACKUPS}",
         "rotated files of `JOBS_LOG_FILE` kept (the oldest is deleted)",
         _whole(0, MAX_LOG_BACKUPS),
+        field="log_backups",
     ),
     Setting(
         "JOBS_MAX_WORKERS",
@@ -219,6 +236,7 @@ SETTINGS = (
         f"a whole number from 1 to {MAX_WORKERS}",
         "runs at the same time on this host",
         _whole(1, MAX_WORKERS),
+        field="max_workers",
     ),
     Setting(
         "JOBS_STOP_GRACE",
@@ -228,6 +246,7 @@ SETTINGS = (
         "`stopwaitsecs` must be 30 s more (the Ansible role's `jobhost_stop_grace` and `./dev supervise` "
         "set both)",
         _seconds("JOBS_STOP_GRACE", 0, 86400),
+        field="stop_grace",
     ),
     Setting(
         "JOBS_HEARTBEAT_INTERVAL",
@@ -235,6 +254,7 @@ SETTINGS = (
         "seconds or a duration such as `30s`, `1m`, from `1s` to `1h`",
         "how often the loop records its heartbeat for `health`; it never sleeps longer",
         _seconds("JOBS_HEARTBEAT_INTERVAL", 1, 3600),
+        field="heartbeat_interval",
     ),
     Setting(
         "JOBS_HOST_NAME",
@@ -242,6 +262,8 @@ SETTINGS = (
         "letters, digits, `.`, `_`, `-` (up to 63)",
         "this host's name in history, heartbeats and claims; must differ between hosts sharing a state store",
         _host_name,
+        field="host_name",
+        default_factory=socket.gethostname,
         shown_default="the machine's host name",
     ),
     Setting(
@@ -251,6 +273,7 @@ SETTINGS = (
         "several hosts on PostgreSQL: how long a run's claim lasts unrenewed (renewed every third of it) "
         "before another host takes the run over",
         _seconds("JOBS_LEASE", 3, 3600),
+        field="lease",
     ),
     Setting(
         "JOBS_PREPARE_AHEAD",
@@ -259,6 +282,7 @@ SETTINGS = (
         "how long before its slot a run is claimed, recorded and forked, so that the job itself starts at "
         "the slot's instant; raise it where the state store is slow to answer",
         _seconds("JOBS_PREPARE_AHEAD", 0, 60),
+        field="prepare_ahead",
     ),
     Setting(
         "JOBS_HISTORY_DAYS",
@@ -266,6 +290,7 @@ SETTINGS = (
         f"a whole number of days from 1 to {MAX_HISTORY_DAYS} (ten years)",
         "run history kept; older runs are pruned a batch at a time (each job's newest run is kept)",
         _whole(1, MAX_HISTORY_DAYS),
+        field="history_days",
     ),
     Setting(
         "JOBS_HTTP_ADDR",
@@ -274,6 +299,7 @@ SETTINGS = (
         "serve the status page, `/healthz`, `/metrics` and the JSON API there; bind it to loopback unless "
         "a firewall or proxy guards it, as reading needs no token",
         _http_addr,
+        field="http_addr",
         shown_default="unset: no HTTP server",
     ),
     Setting(
@@ -282,6 +308,7 @@ SETTINGS = (
         "16 or more characters, no spaces (for example `openssl rand -hex 32`)",
         "the bearer token the API's POST endpoints (run, pause, resume) require",
         _http_token,
+        field="http_token",
         shown_default="unset: the POST endpoints answer 403",
         secret=True,
     ),
@@ -293,6 +320,7 @@ SETTINGS = (
         "loopback or to all addresses): the names a proxy or a person reaches the host by; any other is "
         "refused (400), so that no web page can read the API through DNS rebinding",
         _http_hosts,
+        field="http_hosts",
         shown_default="unset: none besides the bound address",
     ),
     Setting(
@@ -301,6 +329,8 @@ SETTINGS = (
         "an IANA zone such as `Europe/London`",
         "zone of `.at()` times and cron expressions that name none",
         get_zone,
+        field="timezone",
+        default_factory=system_zone,
         shown_default="the machine's zone (`TZ`, `/etc/localtime`), else UTC",
     ),
     Setting(
@@ -309,6 +339,7 @@ SETTINGS = (
         "an existing directory (relative to the repository or absolute)",
         "the package of job modules imported at start",
         _directory,
+        field="jobs_dir",
     ),
     Setting(
         "JOBS_DATA_DIR",
@@ -318,6 +349,7 @@ SETTINGS = (
         "`check` refuse (exit 2) one they cannot make or write in. The Ansible role sets the job user's "
         "`/var/lib/jobhost/data`",
         _place,
+        field="data_dir",
     ),
     Setting(
         "JOBS_HOST_DIR",
@@ -327,6 +359,7 @@ SETTINGS = (
         "file (for `health`) and the outcomes of runs not yet recorded, by host name (with SQLite they "
         "sit next to the state file). The Ansible role sets the job user's `/var/lib/jobhost`",
         _place,
+        field="host_dir",
     ),
     Setting(
         "JOBS_IMPORT_TIMEOUT",
@@ -335,6 +368,7 @@ SETTINGS = (
         "how long one job module may take to import; one that takes longer (or calls `sys.exit()`) is a "
         "problem named by its file, as a syntax error is",
         _seconds("JOBS_IMPORT_TIMEOUT", 1, 3600),
+        field="import_timeout",
     ),
     Setting(
         "SENTRY_DSN",
@@ -342,6 +376,7 @@ SETTINGS = (
         "a Sentry DSN, `https://<key>@<host>/<project>`",
         "where failures, timeouts, crashes and missed runs are reported, and Crons check-ins sent",
         _dsn,
+        field="sentry_dsn",
         shown_default="unset: Sentry is off and nothing connects to it",
         secret=True,
     ),
@@ -351,6 +386,7 @@ SETTINGS = (
         "a name such as `production`, `staging`",
         "the environment of each Sentry event and check-in",
         str,
+        field="sentry_environment",
     ),
     Setting(
         "SENTRY_RELEASE",
@@ -358,6 +394,7 @@ SETTINGS = (
         "a release name or a commit",
         "the release of each Sentry event",
         str,
+        field="sentry_release",
         shown_default="the deployed revision: the `REVISION` file of the checkout, else its git commit",
     ),
 )
@@ -396,7 +433,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read every setting; raise SettingError naming the first bad variable. (The deployment puts
     JOBS_ENV_FILE's values into the environment first: `apply_env_file`.)"""
     environ = os.environ if environ is None else environ
-    return Settings(*(read_setting(setting.variable, environ) for setting in SETTINGS))
+    return Settings(**{setting.field: read_setting(setting.variable, environ) for setting in SETTINGS})
 
 
 def read_setting(variable: str, environ: Mapping[str, str]) -> Any:
@@ -417,9 +454,7 @@ def _unset(setting: Setting) -> Any:
     """The value of a setting left unset."""
     if setting.default is not None:
         return setting.parse(setting.default)
-    if setting.variable == "JOBS_HOST_NAME":
-        return socket.gethostname()
-    return system_zone() if setting.variable == "JOBS_TIMEZONE" else None
+    return None if setting.default_factory is None else setting.default_factory()
 
 
 def docs_settings_table() -> str:

@@ -85,3 +85,7 @@ class StoreFailing(StoreUnavailable):
 
     began = "store_failing"
     ended = "store_recovered"
+
+
+class HostStopping(JobhostError):
+    """The host is stopping: it starts nothing new (a run asked for over HTTP is refused)."""

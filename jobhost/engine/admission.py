@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from jobhost.config import HostConfig
 from jobhost.context import RunContext
 from jobhost.engine.attempt import Attempt, Parked
-from jobhost.engine.retries import PendingRetry, Retries, retry_after_takeover
+from jobhost.engine.retries import Retries, retry_after_takeover
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord
-from jobhost.store.base import LEASE_EXPIRED, TakenOver
+from jobhost.store.model import LEASE_EXPIRED, PendingRetry, TakenOver
 
 if TYPE_CHECKING:
     from jobhost.definition.spec import JobSpec

@@ -86,5 +86,8 @@ class Attempt:
         *,
         started: dt.datetime | None = None,
         ended: dt.datetime | None = None,
+        paused: bool = False,
     ) -> RunRecord:
-        return RunRecord(self.run_id, self.job, self.slot, self.number, status, reason, started, ended, host=host)
+        return RunRecord(
+            self.run_id, self.job, self.slot, self.number, status, reason, started, ended, host=host, paused=paused
+        )

@@ -35,8 +35,8 @@ from jobhost.engine.leases import Leases
 from jobhost.engine.memory import settle_after_start
 from jobhost.engine.recorder import Recorder, StoreCalls
 from jobhost.engine.recovery import WAITED
-from jobhost.engine.requests import HostStopping, RunRequests
-from jobhost.engine.retries import PendingRetry, Retries, retry_due
+from jobhost.engine.requests import RunRequests
+from jobhost.engine.retries import Retries, retry_due
 from jobhost.engine.slots import Due, DueSlots
 from jobhost.engine.stopping import Stop
 from jobhost.engine.storelink import StoreLink
@@ -47,8 +47,7 @@ from jobhost.outcomes import Outcome, RunStatus
 from jobhost.runs.runner import Runner
 from jobhost.runs.thread import RoutedStdout
 from jobhost.store import StateStore
-
-__all__ = ["Host", "HostConfig", "HostStopping"]
+from jobhost.store.model import PendingRetry
 
 logger = logging.getLogger("jobhost.host")
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from jobhost.clock import Clock
 from jobhost.config import HostConfig
 from jobhost.engine.attempt import Attempt
-from jobhost.store.base import TakenOver
+from jobhost.store.model import TakenOver
 
 if TYPE_CHECKING:
     from jobhost.engine.recorder import StoreCalls
@@ -49,7 +49,7 @@ class Leases:
     def shared(self) -> bool:
         """Whether other hosts may use the store (PostgreSQL): alone on it (SQLite), a host has
         nobody to take over from or to wait on."""
-        return getattr(self.store, "shared", True)
+        return self.store.shared
 
     @property
     def interval(self) -> float:

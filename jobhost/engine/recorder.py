@@ -23,12 +23,11 @@ from jobhost.config import HostConfig
 from jobhost.context import RunContext
 from jobhost.engine.attempt import Attempt
 from jobhost.engine.leases import Leases
-from jobhost.engine.retries import PendingRetry
 from jobhost.engine.storelink import StoreLink
 from jobhost.observe.events import Lifecycle, RunEvent
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.store import RunRecord, StateStore
-from jobhost.store.base import Settlement
+from jobhost.store.model import PendingRetry, Settlement
 
 logger = logging.getLogger("jobhost.host")
 
@@ -124,8 +123,11 @@ class Recorder:
         **extra: object,
     ) -> None:
         """Record a slot that does not run (skipped, missed, blocked, interrupted) under its claim,
-        or claimed with the record; a host that loses the claim records nothing."""
-        record = self.record(attempt, status, reason, ended=self.clock())
+        or claimed with the record; a host that loses the claim records nothing. A slot skipped
+        because its job is paused (`paused=True`) is recorded so: it settles nothing."""
+        record = attempt.record(
+            status, self.config.hostname, reason, ended=self.clock(), paused=extra.get("paused") is True
+        )
         token = self.leases.let_go(attempt)
         if token is None:
             recorded = self.call(lambda: self.store.claim_and_record(record), False)

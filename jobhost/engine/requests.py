@@ -15,13 +15,10 @@ from jobhost.context import RunContext
 from jobhost.definition.spec import JobSpec
 from jobhost.engine.attempt import Attempt
 from jobhost.engine.stopping import Stop
+from jobhost.errors import HostStopping
 from jobhost.runs.watcher import Watcher
 
 logger = logging.getLogger("jobhost.host")
-
-
-class HostStopping(Exception):
-    """The host is stopping: it starts nothing new."""
 
 
 class RunRequests:

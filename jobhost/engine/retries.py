@@ -11,8 +11,9 @@ import datetime as dt
 import heapq
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from jobhost.store.model import PendingRetry
 
 if TYPE_CHECKING:
     from jobhost.definition.spec import JobSpec
@@ -29,16 +30,6 @@ def backoff(retry_delay: float, failed_attempt: int, rng: random.Random | None =
     base = min(retry_delay * 2 ** (failed_attempt - 1), MAX_DELAY)
     spread = (rng or random).uniform(1 - JITTER, 1 + JITTER)
     return min(base * spread, MAX_DELAY)
-
-
-@dataclass(frozen=True, order=True)
-class PendingRetry:
-    """The next attempt of one slot of one job."""
-
-    due: dt.datetime
-    job: str = field(compare=False)
-    slot: dt.datetime = field(compare=False)
-    attempt: int = field(compare=False)
 
 
 class RetryQueue:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobhost.errors import StoreError
-from jobhost.store.base import Heartbeat, RunRecord, StateStore
+from jobhost.store.model import Heartbeat, RunRecord
+from jobhost.store.protocols import StateStore
 from jobhost.store.sqlite import SQLiteStore
 
 __all__ = ["Heartbeat", "RunRecord", "StateStore", "open_store", "sqlite_path"]

@@ -21,8 +21,8 @@ from jobhost.descriptors import blind_in_children, forget
 from jobhost.errors import LoopRunning, StoreError, StoreUnavailable
 from jobhost.store.sql import SQLStore
 
-# 2: claims, resumes. Tables added since (_ADDED) need no new version: a host of an earlier
-# release ignores them, so a rollback or a rolling upgrade keeps working.
+# 2: claims, resumes. What was added since (_ADDED) needs no new version: a host of the release
+# before ignores it, so a rollback or a rolling upgrade keeps working (the rule: store/sql.py).
 SCHEMA_VERSION = 2
 _MIGRATION_LOCK = 0x6A6F6273  # "jobs": the advisory lock key held while the schema is made
 # libpq parameters for every pooled connection: fail fast when the server is gone or cut off.
@@ -102,7 +102,30 @@ _ADDED = [
         lines   TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS jobhost_run_lines_by_age ON jobhost_run_lines (kept_at)",
+    # Skipped while the job was paused: settles nothing. The paused skips recorded before the
+    # column are marked by their reason, as every release before it read them.
+    "ALTER TABLE jobhost_runs ADD COLUMN IF NOT EXISTS paused BOOLEAN NOT NULL DEFAULT FALSE",
+    "UPDATE jobhost_runs SET paused = TRUE WHERE reason = 'paused' AND NOT paused",
+    # A host of a release before the column writes a paused skip with the reason "paused" alone (a
+    # rollback, a rolling upgrade): the database marks such a row paused itself.
+    """CREATE OR REPLACE FUNCTION jobhost_runs_paused_by_reason() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        NEW.paused := TRUE;
+        RETURN NEW;
+    END $$""",
+    """DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'jobhost_runs'::regclass
+                       AND tgname = 'jobhost_runs_paused_by_reason') THEN
+            CREATE TRIGGER jobhost_runs_paused_by_reason BEFORE INSERT ON jobhost_runs FOR EACH ROW
+            WHEN (NEW.reason = 'paused') EXECUTE FUNCTION jobhost_runs_paused_by_reason();
+        END IF;
+    END $$""",
 ]
+# Whether everything _ADDED makes is there (the trigger is made last, with the column).
+_ADDED_THERE = (
+    "SELECT to_regclass('jobhost_run_lines') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_trigger "
+    "WHERE tgrelid = to_regclass('jobhost_runs') AND tgname = 'jobhost_runs_paused_by_reason')"
+)
 
 
 class PostgresStore(SQLStore):
@@ -163,7 +186,7 @@ class PostgresStore(SQLStore):
             if conn.execute("SELECT to_regclass('jobhost_schema_version')").fetchone()[0] is not None:  # type: ignore[index]
                 row = conn.execute("SELECT version FROM jobhost_schema_version").fetchone()
                 if row is not None and row[0] == SCHEMA_VERSION:
-                    if conn.execute("SELECT to_regclass('jobhost_run_lines')").fetchone()[0] is None:  # type: ignore[index]
+                    if not conn.execute(_ADDED_THERE).fetchone()[0]:  # type: ignore[index]
                         self._add_tables()
                     return
         with self._pool.connection() as conn, conn.transaction():
@@ -182,7 +205,7 @@ class PostgresStore(SQLStore):
                 )
 
     def _add_tables(self) -> None:
-        """The tables added since SCHEMA_VERSION, alone (under the migration lock)."""
+        """What was added since SCHEMA_VERSION, alone (under the migration lock)."""
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             for statement in _ADDED:

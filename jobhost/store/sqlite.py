@@ -23,8 +23,8 @@ from jobhost.errors import LoopRunning, StoreError, StoreFailing
 from jobhost.filelocks import LockHolders, flock_holders
 from jobhost.store.sql import SQLStore
 
-# 2: claims, resumes. Tables added since (run_lines) need no new version: a host of an earlier
-# release ignores them, so a rollback or a rolling upgrade keeps working.
+# 2: claims, resumes. What was added since (run_lines, runs.paused) needs no new version: a host of
+# the release before ignores it, so a rollback keeps working (the rule: store/sql.py).
 SCHEMA_VERSION = 2
 
 _SCHEMA = """
@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS runs (
     duration_ms INTEGER,
     host        TEXT NOT NULL DEFAULT '',
     pid         INTEGER,
+    paused      INTEGER NOT NULL DEFAULT 0, -- 1: skipped while the job was paused, settles nothing
     seq         INTEGER NOT NULL        -- insertion order, newest last
 );
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, seq);
@@ -89,6 +90,16 @@ CREATE TABLE IF NOT EXISTS run_lines (
 CREATE INDEX IF NOT EXISTS run_lines_by_age ON run_lines (kept_at);
 """
 
+# A release before runs.paused writes a paused skip with the reason "paused" alone (and reads it so):
+# the file marks such a row paused itself, so what it writes after a rollback reads right here too.
+_PAUSED_BY_REASON = """
+CREATE TRIGGER IF NOT EXISTS runs_paused_by_reason AFTER INSERT ON runs
+WHEN NEW.reason = 'paused' AND NOT NEW.paused
+BEGIN
+    UPDATE runs SET paused = 1 WHERE run_id = NEW.run_id;
+END
+"""
+
 
 OPEN_TIMEOUT = 10.0  # seconds an open waits for another process's lock on the file
 VERIFY_SECONDS = 10.0  # seconds SQLite's own check of the file may take at `check` and the loop's start
@@ -109,6 +120,8 @@ RESTORE = "restore a backup, or move the file aside to start an empty history"
 
 class SQLiteStore(SQLStore):
     """Run history and job state in one SQLite file (see StateStore for the methods)."""
+
+    shared = False  # one host loop per file (lock_for_loop): its claims are never contended
 
     def __init__(self, path: Path):
         self.path = path
@@ -174,8 +187,7 @@ class SQLiteStore(SQLStore):
             if row is None:
                 self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             elif row[0] < SCHEMA_VERSION:  # the statements above added the new tables; now the columns
-                columns = {row[1] for row in self._db.execute("PRAGMA table_info(job_state)")}
-                if "resumes" not in columns:
+                if "resumes" not in self._columns("job_state"):
                     self._db.execute("ALTER TABLE job_state ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0")
                 self._db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             elif row[0] > SCHEMA_VERSION:
@@ -183,6 +195,18 @@ class SQLiteStore(SQLStore):
                     f"the state file {str(self.path)!r} has schema version {row[0]}, newer than this "
                     f"jobhost's {SCHEMA_VERSION}; run a newer jobhost or point JOBS_STATE_URL elsewhere"
                 )
+            self._add_paused()
+
+    def _add_paused(self) -> None:
+        """Give runs their paused column, if the file is older, marking the paused skips recorded
+        before it by their reason (as every release before it read them)."""
+        if "paused" not in self._columns("runs"):
+            self._db.execute("ALTER TABLE runs ADD COLUMN paused INTEGER NOT NULL DEFAULT 0")
+            self._db.execute("UPDATE runs SET paused = 1 WHERE reason = 'paused'")
+        self._db.execute(_PAUSED_BY_REASON)
+
+    def _columns(self, table: str) -> set[str]:
+        return {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
 
     def _current(self) -> bool:
         try:
@@ -191,7 +215,10 @@ class SQLiteStore(SQLStore):
             return False
         if row is None or row[0] != SCHEMA_VERSION:
             return False
-        return self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'run_lines'").fetchone() is not None
+        found = self._db.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('run_lines', 'runs_paused_by_reason')"
+        ).fetchone()
+        return found == (2,)  # the trigger is made with the paused column: both are there
 
     def verify(self, seconds: float = VERIFY_SECONDS) -> bool:
         """SQLite's own check of every page (PRAGMA quick_check), cut short after `seconds`: a damaged

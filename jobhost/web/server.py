@@ -25,7 +25,8 @@ from jobhost.observe.metrics import Metrics
 from jobhost.observe.runlines import LineKeeper, RunLines
 from jobhost.store import StateStore
 from jobhost.web import connections
-from jobhost.web.app import MAX_BODY, WebApp
+from jobhost.web.api import MAX_BODY
+from jobhost.web.app import WebApp
 from jobhost.web.hosts import AllowedHosts
 
 if TYPE_CHECKING:

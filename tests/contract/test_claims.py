@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from jobhost.engine.retries import PendingRetry
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, StateStore, open_store
-from jobhost.store.base import Settlement
+from jobhost.store.model import PendingRetry, Settlement
 
 T0 = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
 
@@ -147,7 +146,7 @@ def test_slots_recorded_without_a_run_are_claimed_with_the_record(store: StateSt
 
 
 def test_where_a_slot_stands_follows_claims_and_history(store: StateStore) -> None:
-    from jobhost.store.base import SlotState
+    from jobhost.store.model import SlotState
 
     assert store.slot_state("sync", T0) == SlotState(0, held=False, settled=False)
     token = store.claim("sync", T0, 1, "r1", "a", lease=30)

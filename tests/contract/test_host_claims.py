@@ -7,8 +7,9 @@ import datetime as dt
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from jobhost.config import HostConfig
 from jobhost.definition.registry import Registry
-from jobhost.engine.host import Host, HostConfig
+from jobhost.engine.host import Host
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, open_store
 

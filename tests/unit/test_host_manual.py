@@ -10,11 +10,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from jobhost.config import HostConfig
 from jobhost.context import RunContext
 from jobhost.definition.registry import Registry
 from jobhost.definition.spec import JobSpec
 from jobhost.engine.attempt import Attempt, Parked
-from jobhost.engine.host import Host, HostConfig, HostStopping
+from jobhost.engine.host import Host
+from jobhost.errors import HostStopping
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.store import RunRecord, open_store
 

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from jobhost.engine.retries import MAX_DELAY, PendingRetry, RetryQueue, backoff
+from jobhost.engine.retries import MAX_DELAY, RetryQueue, backoff
+from jobhost.store.model import PendingRetry
 
 T0 = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from configuration.settings import ROOT, docs_settings_table, load_settings
+from configuration.settings import ROOT, SETTINGS, Settings, docs_settings_table, load_settings
 from jobhost.errors import SettingError
 
 
@@ -24,6 +26,14 @@ def test_defaults(monkeypatch):
     assert settings.jobs_dir == ROOT / "jobs"
     assert settings.data_dir == ROOT / "var" / "data"
     assert (settings.log_file, settings.log_max_bytes, settings.log_backups) == (None, 50 * 1024 * 1024, 10)
+
+
+def test_each_field_of_the_settings_is_filled_by_one_setting():
+    assert sorted(s.field for s in SETTINGS) == sorted(f.name for f in dataclasses.fields(Settings))
+
+
+def test_the_host_name_defaults_to_the_machines():
+    assert load_settings({}).host_name == socket.gethostname()
 
 
 def test_blank_values_mean_the_default():

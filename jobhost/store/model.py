@@ -1,0 +1,116 @@
+"""The state store's records: what goes in and comes out of it, with no behaviour of the store.
+
+The engine, the commands and the web face build and read these; the store's
+protocols (protocols.py) and its backends take and return them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from jobhost.outcomes import RunStatus
+
+
+@dataclass
+class RunRecord:
+    """One run (or one slot that did not run) as history keeps it."""
+
+    run_id: str
+    job: str
+    slot: dt.datetime
+    attempt: int
+    status: RunStatus
+    reason: str = ""
+    started: dt.datetime | None = None
+    ended: dt.datetime | None = None
+    duration_ms: int | None = None
+    host: str = ""
+    pid: int | None = None
+    # Skipped because its job was paused: the slot is not settled by it (catch-up runs it after the
+    # resume). Kept as data, not read from the reason, which only tells the reader why.
+    paused: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """The record as the `history --json` contract spells it (the reason says "paused")."""
+        data = asdict(self)
+        del data["paused"]
+        data["status"] = str(self.status)
+        for key in ("slot", "started", "ended"):
+            value = data[key]
+            data[key] = value.isoformat() if value is not None else None
+        return data
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The loop's last sign of life on one host."""
+
+    host: str
+    pid: int
+    at: dt.datetime
+    stopped: bool = False
+
+
+@dataclass(frozen=True, order=True)
+class PendingRetry:
+    """The next attempt of one slot of one job."""
+
+    due: dt.datetime
+    job: str = field(compare=False)
+    slot: dt.datetime = field(compare=False)
+    attempt: int = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How one claimed attempt of a slot ended: written with the claim's release, all at once."""
+
+    run_id: str
+    job: str
+    slot: dt.datetime
+    attempt: int
+    status: RunStatus
+    reason: str
+    ended: dt.datetime
+    duration_ms: int | None = None
+    retry: PendingRetry | None = None  # the slot's next attempt, if it gets one
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """Where one slot of one job stands, across hosts."""
+
+    last_attempt: int  # the highest attempt claimed or recorded; 0 if none
+    held: bool  # an attempt is claimed and has not settled: some host is on it
+    settled: bool  # an attempt has settled (SETTLED, not a pause)
+
+
+@dataclass(frozen=True)
+class TakenOver:
+    """A claim whose lease ran out, now held by the host that took it (under a new token)."""
+
+    job: str
+    slot: dt.datetime
+    attempt: int
+    run_id: str
+    previous_host: str
+    token: int
+    abandoned: bool  # a run was going: it is now recorded abandoned; else the slot was never started
+
+
+@dataclass
+class StateDump:
+    """A store's whole contents, to move it to another store (`migrate-state`)."""
+
+    runs: list[RunRecord]
+    retries: list[PendingRetry]
+    paused: set[str]
+
+
+# The reason a run gets when another host takes its expired lease over.
+LEASE_EXPIRED = (
+    "host {previous} stopped renewing the run's lease (killed, hung or cut off from the state store); "
+    "{taker} took the slot over"
+)

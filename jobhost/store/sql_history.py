@@ -1,0 +1,261 @@
+"""What the SQL stores record and read back: the History, JobState, Heartbeats and RunLineStore queries.
+
+Written once for both backends over the seam in sql_base.py; the claims built on
+them are in sql.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from jobhost.outcomes import RunStatus
+from jobhost.store.model import Heartbeat, PendingRetry, RunRecord
+from jobhost.store.rows import Unreadable, slot_of, status_of
+from jobhost.store.sql_base import COLUMNS, OPEN, READABLE, SETTLED_SQL, SETTLES, SQLBase
+
+
+class SQLHistory(SQLBase):
+    """Runs as recorded, each job's state, heartbeats and kept run lines."""
+
+    # -- History -------------------------------------------------------------
+
+    def add_run(self, record: RunRecord) -> None:
+        seq = self._next_seq()
+        self._do(
+            self._q(
+                f"INSERT INTO {{t}}runs ({COLUMNS}, slot_epoch{', seq' if seq else ''}) "
+                f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?{', ' + seq if seq else ''})"
+            ),
+            (
+                record.run_id,
+                record.job,
+                record.slot.isoformat(),
+                record.attempt,
+                str(record.status),
+                record.reason,
+                self._time(record.started),
+                self._time(record.ended),
+                record.duration_ms,
+                record.host,
+                record.pid,
+                record.paused,
+                record.slot.timestamp(),
+            ),
+        )
+
+    def set_pid(self, run_id: str, pid: int) -> None:
+        self._do(self._q("UPDATE {t}runs SET pid = ? WHERE run_id = ?"), (pid, run_id))
+
+    def finish_run(
+        self, run_id: str, status: RunStatus, reason: str, ended: dt.datetime, duration_ms: int | None
+    ) -> None:
+        self._do(
+            self._q("UPDATE {t}runs SET status = ?, reason = ?, ended = ?, duration_ms = ? WHERE run_id = ?"),
+            (str(status), reason, self._time(ended), duration_ms, run_id),
+        )
+
+    def runs(self, job: str | None = None, limit: int = 20, status: RunStatus | None = None) -> list[RunRecord]:
+        where, params = [], []
+        if job is not None:
+            where.append("job = ?")
+            params.append(job)
+        if status is not None:
+            where.append("status = ?")
+            params.append(str(status))
+        condition = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._all(
+            self._q(f"SELECT {COLUMNS} FROM {{t}}runs {condition}ORDER BY seq DESC LIMIT ?"), (*params, limit)
+        )
+        return self._records(rows)
+
+    def run(self, run_id: str) -> RunRecord | None:
+        row = self._one(self._q(f"SELECT {COLUMNS} FROM {{t}}runs WHERE run_id = ?"), (run_id,))
+        return None if row is None else self._record(row)
+
+    def running(self, host: str) -> list[RunRecord]:
+        rows = self._all(self._q(f"SELECT {COLUMNS} FROM {{t}}runs WHERE {OPEN} AND host = ? ORDER BY seq"), (host,))
+        return self._records(rows)
+
+    def running_runs(self, job: str) -> list[RunRecord]:
+        rows = self._all(
+            self._q(f"SELECT {COLUMNS} FROM {{t}}runs WHERE job = ? AND status = 'running' ORDER BY seq"), (job,)
+        )
+        return self._records(rows)
+
+    def last_statuses(self) -> dict[str, RunStatus]:
+        rows = self._all(
+            self._q(
+                f"SELECT job, status FROM {{t}}runs WHERE seq IN "
+                f"(SELECT MAX(seq) FROM {{t}}runs WHERE {READABLE} GROUP BY job)"
+            )
+        )
+        return {job: RunStatus(status) for job, status in rows}
+
+    def succeeded_slots(self, job: str, start: dt.datetime, end: dt.datetime) -> set[float]:
+        rows = self._all(
+            self._q(
+                "SELECT DISTINCT slot_epoch FROM {t}runs WHERE job = ? AND status = 'succeeded' "
+                "AND slot_epoch BETWEEN ? AND ?"
+            ),
+            (job, start.timestamp(), end.timestamp()),
+        )
+        return {row[0] for row in rows}
+
+    def unsettled_slots(self, job: str, since: dt.datetime, before: dt.datetime) -> list[dt.datetime]:
+        rows = self._all(
+            self._q(
+                f"SELECT MIN(slot), slot_epoch FROM {{t}}runs WHERE job = ? AND {READABLE} "
+                "AND slot_epoch >= ? AND slot_epoch < ? "
+                "AND slot_epoch NOT IN (SELECT slot_epoch FROM {t}claims WHERE job = ? AND lease_until IS NOT NULL) "
+                "GROUP BY slot_epoch "
+                f"HAVING SUM(CASE WHEN {SETTLES} THEN 1 ELSE 0 END) = 0 "
+                f"AND SUM(CASE WHEN {OPEN} THEN 1 ELSE 0 END) = 0 "
+                "ORDER BY slot_epoch"
+            ),
+            (job, since.timestamp(), before.timestamp(), job),
+        )
+        slots = []
+        for slot, _ in rows:
+            try:
+                slots.append(slot_of(slot))
+            except Unreadable as exc:
+                self._set_aside.report("slot", str(slot), job, str(exc))
+        return slots
+
+    def final_status(self, job: str, slot: dt.datetime) -> RunStatus | None:
+        row = self._one(
+            self._q(
+                f"SELECT status FROM {{t}}runs WHERE job = ? AND slot_epoch = ? AND {SETTLES} ORDER BY seq DESC LIMIT 1"
+            ),
+            (job, slot.timestamp()),
+        )
+        return None if row is None else RunStatus(row[0])
+
+    def settled_slots(self) -> dict[str, dt.datetime]:
+        rows = self._all(
+            self._q(
+                f"SELECT job, MAX(CASE WHEN {SETTLES} THEN slot_epoch END), "
+                f"MIN(slot_epoch) FROM {{t}}runs WHERE {READABLE} GROUP BY job"
+            )
+        )
+        bases = {}
+        for job, newest_settled, oldest in rows:
+            # A job with runs but none settled (its first run was interrupted) starts before its oldest.
+            epoch = newest_settled if newest_settled is not None else oldest - 1e-6
+            bases[job] = dt.datetime.fromtimestamp(epoch, dt.UTC)
+        return bases
+
+    def prune(self, before: dt.datetime, limit: int) -> int:
+        self.prune_lines(before, limit)  # the status page's lines go no later than the runs
+        # By when the run was recorded, not by its slot: a backfill of last year is recent history.
+        return self._do(
+            self._q(
+                "DELETE FROM {t}runs WHERE seq IN ("
+                "  SELECT seq FROM {t}runs WHERE COALESCE(ended, started) < ? AND status != 'running'"
+                "  AND seq NOT IN (SELECT MAX(seq) FROM {t}runs GROUP BY job)"
+                f"  AND seq NOT IN (SELECT MAX(seq) FROM {{t}}runs WHERE status IN ({SETTLED_SQL}) GROUP BY job)"
+                "  ORDER BY seq LIMIT ?)"
+            ),
+            (self._time(before.astimezone(dt.UTC)), limit),
+        )
+
+    def report_unreadable(self, limit: int = 100) -> int:
+        rows = self._all(
+            self._q(f"SELECT run_id, job, slot, status FROM {{t}}runs WHERE NOT {READABLE} ORDER BY seq LIMIT ?"),
+            (limit,),
+        )
+        for run_id, job, slot, status in rows:
+            try:
+                status_of(status)
+                slot_of(slot)
+                problem = f"slot {slot!r} and its epoch disagree"
+            except Unreadable as exc:
+                problem = str(exc)
+            self._set_aside.report("run", run_id, job, problem)
+        return len(rows)
+
+    # -- JobState ------------------------------------------------------------
+
+    def set_paused(self, job: str, paused: bool) -> None:
+        resumed = 0 if paused else 1  # counted, so a pause and resume between two looks is still seen
+        self._do(
+            self._q(
+                "INSERT INTO {t}job_state (job, paused, resumes) VALUES (?, ?, ?) "
+                "ON CONFLICT (job) DO UPDATE SET paused = excluded.paused, "
+                "resumes = {t}job_state.resumes + excluded.resumes"
+            ),
+            (job, paused, resumed),
+        )
+
+    def paused_jobs(self) -> set[str]:
+        return {row[0] for row in self._all(self._q("SELECT job FROM {t}job_state WHERE paused"))}
+
+    def resumes(self) -> dict[str, int]:
+        rows = self._all(self._q("SELECT job, resumes FROM {t}job_state WHERE NOT paused"))
+        return {job: count for job, count in rows}
+
+    def add_retry(self, retry: PendingRetry) -> None:
+        self._do(
+            self._q(
+                "INSERT INTO {t}retries (job, slot, slot_epoch, attempt, due) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (job, slot_epoch) DO UPDATE SET attempt = excluded.attempt, due = excluded.due"
+            ),
+            (retry.job, retry.slot.isoformat(), retry.slot.timestamp(), retry.attempt, self._time(retry.due)),
+        )
+
+    def drop_retry(self, job: str, slot: dt.datetime) -> None:
+        self._do(self._q("DELETE FROM {t}retries WHERE job = ? AND slot_epoch = ?"), (job, slot.timestamp()))
+
+    def pending_retries(self) -> list[PendingRetry]:
+        rows = self._all(self._q("SELECT job, slot, attempt, due FROM {t}retries ORDER BY due"))
+        retries = []
+        for job, slot, attempt, due in rows:
+            try:
+                retries.append(PendingRetry(self._stored_time("due", due), job, slot_of(slot), attempt))  # type: ignore[arg-type]
+            except Unreadable as exc:
+                self._set_aside.report("pending retry", f"{job}@{slot}", job, str(exc))
+        return retries
+
+    # -- Heartbeats ----------------------------------------------------------
+
+    def beat(self, host: str, pid: int, at: dt.datetime, *, stopped: bool = False) -> None:
+        self._do(
+            self._q(
+                "INSERT INTO {t}heartbeats (host, pid, beat_at, stopped) VALUES (?, ?, ?, ?) ON CONFLICT (host) "
+                "DO UPDATE SET pid = excluded.pid, beat_at = excluded.beat_at, stopped = excluded.stopped"
+            ),
+            (host, pid, self._time(at), stopped),
+        )
+
+    def heartbeat(self, host: str) -> Heartbeat | None:
+        row = self._one(self._q("SELECT pid, beat_at, stopped FROM {t}heartbeats WHERE host = ?"), (host,))
+        if row is None:
+            return None
+        return Heartbeat(host, row[0], self._from_db(row[1]), bool(row[2]))  # type: ignore[arg-type]
+
+    # -- RunLineStore --------------------------------------------------------
+
+    def keep_lines(self, run_id: str, job: str, at: dt.datetime, lines: list[dict[str, Any]], dropped: int) -> None:
+        self._do(
+            self._q(
+                "INSERT INTO {t}run_lines (run_id, job, kept_at, dropped, lines) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id) DO UPDATE SET kept_at = excluded.kept_at, dropped = excluded.dropped, "
+                "lines = excluded.lines"
+            ),
+            (run_id, job, self._time(at.astimezone(dt.UTC)), dropped, json.dumps(lines, ensure_ascii=False)),
+        )
+
+    def prune_lines(self, before: dt.datetime, limit: int) -> int:
+        return self._do(
+            self._q(
+                "DELETE FROM {t}run_lines WHERE run_id IN "
+                "(SELECT run_id FROM {t}run_lines WHERE kept_at < ? ORDER BY kept_at LIMIT ?)"
+            ),
+            (self._time(before.astimezone(dt.UTC)), limit),
+        )
+
+    def kept_lines(self, run_id: str) -> tuple[list[dict[str, Any]], int] | None:
+        row = self._one(self._q("SELECT lines, dropped FROM {t}run_lines WHERE run_id = ?"), (run_id,))
+        return None if row is None else (json.loads(row[0]), row[1])

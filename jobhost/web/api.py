@@ -1,0 +1,218 @@
+"""The JSON API under /api/: its endpoints, the checks of what a client sends, and bearer authentication.
+
+What it answers comes from jobhost.operations, as the command line's does; this module only
+checks and formats. Reading is open (bind to loopback, or guard the port); POST needs the
+bearer token. The query checks here serve the pages too, so both refuse alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+from jobhost import operations
+from jobhost.config import HttpConfig
+from jobhost.errors import HostStopping, UnknownJobError
+from jobhost.outcomes import RunStatus
+from jobhost.store import StateStore
+
+if TYPE_CHECKING:
+    from jobhost.definition.spec import JobSpec
+    from jobhost.engine.host import Host
+
+MAX_BODY = 64 * 1024  # bytes a POST body may have: the API takes a slot at most
+MAX_LIMIT = 10_000  # runs one request may ask for
+LinesOf = Callable[[str], tuple[list[dict[str, Any]], int] | None]  # a run's kept log lines, if any
+
+
+class ApiError(HTTPException):
+    """An HTTP error whose JSON body names what was wrong (and the parameter or header, if one was)."""
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        param: str | None = None,
+        header: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.named = {"param": param, "header": header}
+        self.extra_headers = headers or {}
+
+
+class Api:
+    """The /api/ endpoints: jobs, their next slots, runs, and (with the token) run, pause, resume."""
+
+    def __init__(
+        self,
+        jobs: Mapping[str, JobSpec],
+        store: Callable[[], StateStore],
+        host: Host,
+        config: HttpConfig,
+        clock: Callable[[], dt.datetime],
+        lines_of: LinesOf,
+    ):
+        self.jobs = jobs
+        self.store = store
+        self.host = host
+        self.config = config
+        self.clock = clock
+        self.lines_of = lines_of
+
+    def list_jobs(self, request: Request) -> Response:
+        only(request, set())
+        return json_answer(operations.catalog(self.jobs, self.store(), self.clock()))
+
+    def job(self, request: Request, name: str) -> Response:
+        only(request, set())
+        spec = known_job(self.jobs, name)
+        store = self.store()
+        row = operations.describe_job(spec, store.last_statuses().get(name), name in store.paused_jobs(), self.clock())
+        return json_answer(row)
+
+    def next_slots(self, request: Request, name: str) -> Response:
+        only(request, {"count"})
+        count = whole(request, "count", 5, MAX_LIMIT)
+        slots = operations.next_slots(known_job(self.jobs, name), self.clock(), count)
+        return json_answer([slot.isoformat() for slot in slots])
+
+    def runs(self, request: Request) -> Response:
+        only(request, {"job", "status", "limit"})
+        job = request.args.get("job") or None
+        limit = whole(request, "limit", 20, MAX_LIMIT)
+        records = operations.history(self.jobs, self.store(), job, limit, run_status(request, "status"))
+        return json_answer([r.as_json() for r in records])
+
+    def one_run(self, request: Request, run_id: str) -> Response:
+        only(request, set())
+        record = self.store().run(run_id)
+        if record is None:
+            raise ApiError(404, f"no run {run_id} in history (pruned after JOBS_HISTORY_DAYS, or never made)")
+        kept = self.lines_of(run_id)
+        body = record.as_json()
+        body["log"] = None if kept is None else {"lines": kept[0], "dropped": kept[1]}
+        return json_answer(body)
+
+    def request_run(self, request: Request, name: str) -> Response:
+        body = authorized_body(request, self.config.token)
+        spec = known_job(self.jobs, name)
+        text = body.get("slot")
+        if text is not None and not isinstance(text, str):
+            raise ApiError(400, "slot: expected an ISO 8601 string such as 2026-11-23T06:00", param="slot")
+        try:
+            now = self.clock()
+            slot = operations.slot_of(spec, text, now) if text else operations.default_slot(spec, now)
+        except ValueError as exc:
+            raise ApiError(400, f"slot: {exc}", param="slot") from None
+        try:
+            context = self.host.request_run(spec, slot)
+        except HostStopping as exc:
+            raise ApiError(503, str(exc)) from None
+        url = f"/api/runs/{context.run_id}"
+        answer = {**context.fields(), "status": "requested", "url": url, "page": f"/runs/{context.run_id}"}
+        return json_answer(answer, 202, headers={"Location": url})
+
+    def pause(self, request: Request, name: str) -> Response:
+        return self._set_paused(request, name, True)
+
+    def resume(self, request: Request, name: str) -> Response:
+        return self._set_paused(request, name, False)
+
+    def _set_paused(self, request: Request, name: str, paused: bool) -> Response:
+        authorized_body(request, self.config.token)
+        known_job(self.jobs, name)
+        operations.set_paused(self.jobs, self.store(), name, paused)
+        return json_answer({"name": name, "paused": paused})
+
+
+# -- checks ---------------------------------------------------------------
+
+
+def authorized_body(request: Request, token: str | None) -> dict[str, Any]:
+    """The POST's JSON object (empty if no body), once the size and the bearer token are right."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, f"the request body is larger than {MAX_BODY} bytes")
+    if token is None:
+        raise ApiError(403, "the API's POST endpoints are off: set JOBS_HTTP_TOKEN on the host to turn them on")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise ApiError(
+            401,
+            "this endpoint needs the header 'Authorization: Bearer <JOBS_HTTP_TOKEN>'",
+            headers={"WWW-Authenticate": 'Bearer realm="jobhost"'},
+        )
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise ApiError(403, "the bearer token is not this host's JOBS_HTTP_TOKEN")
+    only(request, set())
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # (nested too deep to read: no body we take)
+        raise ApiError(400, 'body: expected a JSON object, such as {} or {"slot": "..."}', param="body") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, 'body: expected a JSON object, such as {} or {"slot": "..."}', param="body")
+    unknown = sorted(set(body) - {"slot"})
+    if unknown:
+        raise ApiError(400, f"body: unknown field {unknown[0]!r}; the only one is 'slot'", param=unknown[0])
+    return body
+
+
+def known_job(jobs: Mapping[str, JobSpec], name: str) -> JobSpec:
+    spec = jobs.get(name)
+    if spec is None:
+        raise UnknownJobError(name, list(jobs))
+    return spec
+
+
+def only(request: Request, allowed: set[str]) -> None:
+    unknown = sorted(set(request.args) - allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise ApiError(400, f"unknown query parameter {unknown[0]!r} (this endpoint takes: {known})", param=unknown[0])
+
+
+def whole(request: Request, param: str, default: int, most: int) -> int:
+    """A whole-number query parameter from 1 to `most`; its digits are counted before int() reads them."""
+    text = request.args.get(param)
+    if text is None:
+        return default
+    digits = text.lstrip("0")
+    if not (text.isascii() and text.isdecimal()) or len(digits) > len(str(most)) or not 1 <= int(text) <= most:
+        raise ApiError(400, f"{param}: expected a whole number from 1 to {most}, got {shown(text)}", param=param)
+    return int(text)
+
+
+def run_status(request: Request, param: str) -> RunStatus | None:
+    text = request.args.get(param)
+    if not text:
+        return None
+    try:
+        return RunStatus(text)
+    except ValueError:
+        known = ", ".join(str(s) for s in RunStatus)
+        raise ApiError(400, f"{param}: expected one of {known}, got {text!r}", param=param) from None
+
+
+def shown(text: str | None, most: int = 40) -> str:
+    """A value a client sent, quoted for an error message, and cut short if it is long."""
+    if text is None:
+        return "(none)"
+    return repr(text) if len(text) <= most else f"{text[:most]!r}... ({len(text)} characters)"
+
+
+def json_answer(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, indent=2) + "\n", status=status, mimetype="application/json", headers=headers or {}
+    )
