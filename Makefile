@@ -7,7 +7,7 @@ test:
 setup:
 	./dev setup
 lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	./dev lint
 supervised:
 	./dev supervise
 bench:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import unquote
 
 import psycopg
@@ -26,7 +27,7 @@ from jobhost.store.sql import SQLStore
 SCHEMA_VERSION = 2
 _MIGRATION_LOCK = 0x6A6F6273  # "jobs": the advisory lock key held while the schema is made
 # libpq parameters for every pooled connection: fail fast when the server is gone or cut off.
-_FAIL_FAST = {
+_FAIL_FAST: dict[str, Any] = {
     "connect_timeout": 3,
     "tcp_user_timeout": 5000,  # ms a sent packet may stay unacknowledged (a partition)
     "keepalives": 1,

@@ -34,6 +34,8 @@ LinesOf = Callable[[str], tuple[list[dict[str, Any]], int] | None]  # a run's ke
 class ApiError(HTTPException):
     """An HTTP error whose JSON body names what was wrong (and the parameter or header, if one was)."""
 
+    code: int  # always given, unlike werkzeug's own exceptions
+
     def __init__(
         self,
         code: int,
