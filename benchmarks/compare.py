@@ -330,10 +330,12 @@ def report(r: Results, seconds: float, repeats: int, took: float) -> str:
     lines = [
         "# jobhost beside its peers",
         "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        f"load average {load} at the end. {repeats} repeat(s) of {seconds:g} s per peer for lateness and "
-        f"drift; figures are medians of the repeats. The whole run took {took / 60:.1f} minutes. Every peer "
-        "is an OS process of its own, measured from outside.",
+        (
+            f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+            f"load average {load} at the end. {repeats} repeat(s) of {seconds:g} s per peer for lateness and "
+            f"drift; figures are medians of the repeats. The whole run took {took / 60:.1f} minutes. Every peer "
+            "is an OS process of its own, measured from outside."
+        ),
         "",
     ]
     rows = targets(r)
@@ -390,8 +392,10 @@ def report(r: Results, seconds: float, repeats: int, took: float) -> str:
         lines += [
             "## Scale: jobs registered, none due",
             "",
-            "Start to ready (the process started to its jobs registered and its loop waiting), resident "
-            "memory, and CPU while waiting. Memory per job is the slope between the smallest and the largest.",
+            (
+                "Start to ready (the process started to its jobs registered and its loop waiting), resident "
+                "memory, and CPU while waiting. Memory per job is the slope between the smallest and the largest."
+            ),
             "",
             "| peer | " + " | ".join(f"{n:,} jobs: ready s / MiB / CPU ms a min" for n in SIZES) + " | KiB a job |",
             "| --- | " + " | ".join("---" for _ in SIZES) + " | --- |",
@@ -405,8 +409,10 @@ def report(r: Results, seconds: float, repeats: int, took: float) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {kib:.1f} |")
         lines += [
             "",
-            "One wakeup in-process (`python -m benchmarks.wakeup_cost`): this host's slot queue finding "
-            "the one due job, against `schedule`'s `run_pending()` + `idle_seconds` with nothing due.",
+            (
+                "One wakeup in-process (`python -m benchmarks.wakeup_cost`): this host's slot queue finding "
+                "the one due job, against `schedule`'s `run_pending()` + `idle_seconds` with nothing due."
+            ),
             "",
             "| jobs | jobhost µs a wakeup | schedule µs a wakeup |",
             "| --- | --- | --- |",
@@ -418,10 +424,12 @@ def report(r: Results, seconds: float, repeats: int, took: float) -> str:
         lines += [
             f"## Burst: {jobs:,} jobs due in the same second, 4 workers",
             "",
-            f"Each job waits {BURST_WORK_MS} ms (I/O, no CPU) after its first statement, so four workers need "
-            f"{jobs * BURST_WORK_MS / 4000:g} s or more for the burst. Lost: jobs that never started for that "
-            "instant. Host CPU: the scheduler's own process (all its threads; not the runs' processes) "
-            "divided by the runs.",
+            (
+                f"Each job waits {BURST_WORK_MS} ms (I/O, no CPU) after its first statement, so four workers need "
+                f"{jobs * BURST_WORK_MS / 4000:g} s or more for the burst. Lost: jobs that never started for that "
+                "instant. Host CPU: the scheduler's own process (all its threads; not the runs' processes) "
+                "divided by the runs."
+            ),
             "",
             "| peer | lost | last start after the instant, s | host CPU ms a run |",
             "| --- | --- | --- | --- |",
@@ -434,9 +442,11 @@ def report(r: Results, seconds: float, repeats: int, took: float) -> str:
         lines += [
             "## State store",
             "",
-            "Runs recorded a second: claim, start and settle, as the loop writes them, one after another. "
-            "History over one million runs of 100 jobs: the store's query, and `jobs.py history job_7 "
-            "--limit 20` as a new process (and the same process's start alone, `jobs.py --help`).",
+            (
+                "Runs recorded a second: claim, start and settle, as the loop writes them, one after another. "
+                "History over one million runs of 100 jobs: the store's query, and `jobs.py history job_7 "
+                "--limit 20` as a new process (and the same process's start alone, `jobs.py --help`)."
+            ),
             "",
             "| store | runs a second | history query ms | history command ms | of which start ms |",
             "| --- | --- | --- | --- | --- |",

@@ -105,9 +105,8 @@ def upcoming(spec: JobSpec, after: dt.datetime) -> Iterator[dt.datetime]:
 def next_slots(spec: JobSpec, after: dt.datetime, count: int) -> list[dt.datetime]:
     """Up to `count` slots of `spec` after `after`, in its zone; fewer where the schedule or the calendar ends."""
     slots: list[dt.datetime] = []
-    with contextlib.suppress(PastTheCalendar):
-        for slot in itertools.islice(upcoming(spec, after), count):
-            slots.append(slot)
+    with contextlib.suppress(PastTheCalendar):  # the slots up to the calendar's end are kept
+        slots.extend(itertools.islice(upcoming(spec, after), count))
     return slots
 
 

@@ -194,7 +194,7 @@ class SQLHistory(SQLBase):
 
     def resumes(self) -> dict[str, int]:
         rows = self._all(self._q("SELECT job, resumes FROM {t}job_state WHERE NOT paused"))
-        return {job: count for job, count in rows}
+        return dict(rows)
 
     def add_retry(self, retry: PendingRetry) -> None:
         self._do(

@@ -360,9 +360,10 @@ def _unrecorded(deployment: Deployment, url: str, job: str, first: dt.datetime, 
 
 def _who_started(fleet: list[HostProcess], keys: list[tuple[str, str]]) -> str:
     """The log lines of the runs of `keys`, from every host: what a failure needs to be understood."""
-    lines = []
-    for index, process in enumerate(fleet):
-        for record in process.records():
-            if (record.get("job"), record.get("slot")) in keys or record.get("event", "").startswith("store_"):
-                lines.append(f"host {index + 1}: {json.dumps(record)}")
+    lines = [
+        f"host {index + 1}: {json.dumps(record)}"
+        for index, process in enumerate(fleet)
+        for record in process.records()
+        if (record.get("job"), record.get("slot")) in keys or record.get("event", "").startswith("store_")
+    ]
     return "\n".join(lines)

@@ -316,7 +316,7 @@ def test_overlap_allow_runs_slots_side_by_side(deployment: Deployment, host) -> 
     process = host(JOBS_MAX_WORKERS="8")
     process.wait_for(lambda rs: len(events(rs, "first", "run_succeeded")) >= 3, what="three runs of first")
     assert process.stop() == 0
-    runs = [r for r in deployment.history("first")]
+    runs = list(deployment.history("first"))
     assert not [r for r in runs if r["status"] == "skipped"]
     assert _most_at_once(_intervals(runs)) >= 2
 
