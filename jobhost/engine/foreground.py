@@ -52,6 +52,7 @@ class ForegroundRun:
         link = StoreLink(min(10.0, config.lease / 3), monotonic, probe=store.probe)
         self.calls = calls = StoreCalls(store, link, clock, monotonic)
         calls.on_failure = calls.told  # no status file: the terminal says it
+        calls.on_up = self._renew_soon
         self.leases = leases = Leases(calls, config, list(jobs), clock, monotonic)
         self.recorder = recorder = Recorder(calls, leases, lifecycle, config, clock, monotonic)
         self.runner = runner = Runner(config.max_workers, monotonic)
@@ -102,6 +103,10 @@ class ForegroundRun:
                 drop_lost(self.leases.renew(self.recorder.unsent_tokens()), self.runner)
         self.recorder.flush()
         return outcome or Outcome(RunStatus.CRASHED, "the run did not start")
+
+    def _renew_soon(self) -> None:
+        """The store is back: the claim of the run going is renewed now, not a renewal later."""
+        self._next_renewal = min(self._next_renewal, self.monotonic())
 
     def _turn(self, timeout: float) -> list[Attempt]:
         self.runner.wait(timeout)
