@@ -115,7 +115,7 @@ class Host:
                     self.admission.retry(retry)
                 for attempt in self.requests.take():
                     self.backlog.park(attempt, Parked.READY)
-                self._start_ready()
+                self.start_ready()
             elif not self.runner.active:
                 break
             self.admission.paused.forget()  # read again after the wait, if a run ending in it asks
@@ -174,7 +174,8 @@ class Host:
         elif not self.admission.dispatch(spec, due.slot, release=True) and not self.calls.up:
             self.slots.defer(due)  # the store is out of reach: again at the instant
 
-    def _start_ready(self) -> None:
+    def start_ready(self) -> None:
+        """Start attempts that are ready while a worker is free (the loop's step; tests call it too)."""
         while self.backlog.has_ready and self.runner.free > 0:
             self._start(self.backlog.pop_ready())
 

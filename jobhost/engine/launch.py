@@ -24,7 +24,7 @@ from jobhost.observe.logs import log_output, log_record
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.runs.base import Run
 from jobhost.runs.process import ProcessRun
-from jobhost.runs.runner import Runner
+from jobhost.runs.runner import Runner, RunNotStarted
 from jobhost.runs.thread import ThreadRun
 
 logger = logging.getLogger("jobhost.host")
@@ -107,7 +107,7 @@ class Launcher:
                 self.runner.launch(attempt, run, release_in=lead)
             else:
                 self.runner.launch(attempt, run)
-        except OSError as exc:
+        except RunNotStarted as exc:
             self.failure = Outcome(RunStatus.CRASHED, f"the run could not be started: {exc}")
             return Launched.FAILED
         if run.pid is not None and run.pid != record.pid:

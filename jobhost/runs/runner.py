@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 POLL_INTERVAL = 0.2  # seconds, only where a child's exit cannot be watched with a pidfd
 
 
+class RunNotStarted(Exception):
+    """The run's process (or thread) could not be made: nothing of it is going."""
+
+
 class Runner:
     """The attempts whose run has started (or is prepared), by run id."""
 
@@ -57,14 +61,18 @@ class Runner:
     # -- starting --------------------------------------------------------
 
     def launch(self, attempt: Attempt, run: Run, *, release_in: float | None = None) -> None:
-        """Start `run` for `attempt` (raises OSError if its process cannot be made). With
-        `release_in` (seconds, late if not positive), the run is prepared: its process waits
-        and calls the job at the slot's instant."""
+        """Start `run` for `attempt` (RunNotStarted if its process cannot be made: nothing is
+        going then). With `release_in` (seconds, late if not positive), the run is prepared:
+        its process waits and calls the job at the slot's instant. Once it is going, a failure
+        to watch it is the loop's own and goes up: a run must never go on unwatched."""
         now = self.monotonic()
-        if release_in is None:
-            run.start(now)
-        else:  # the child waits on the real monotonic clock, whatever the loop's is
-            run.start(now, release_at=time.monotonic() + release_in)
+        try:
+            if release_in is None:
+                run.start(now)
+            else:  # the child waits on the real monotonic clock, whatever the loop's is
+                run.start(now, release_at=time.monotonic() + release_in)
+        except OSError as exc:
+            raise RunNotStarted(str(exc)) from exc
         lead = release_in or 0.0
         attempt.run, attempt.started_mono = run, now + max(0.0, lead)
         self.active[attempt.run_id] = attempt
