@@ -128,15 +128,17 @@ class Backlog:
             self.unpark(attempt)
             self.park(attempt, Parked.READY)
 
-    def drain(self) -> tuple[list[Attempt], list[Attempt]]:
-        """Take out every attempt ready and every one behind a run here (the host stops), in their
-        order. Those behind another host or stalled are made ready first by the caller; those
-        waiting for their parents stay: the stop closes them apart."""
-        ready = [self.pop_ready() for _ in range(len(self._ready))]
-        behind = []
+    def drain_ready(self) -> Iterator[Attempt]:
+        """Take out every attempt ready, in their order, one at a time (the host stops: the caller
+        records each before the next is taken). Those behind another host or stalled are made
+        ready first by the caller; those waiting for their parents stay: the stop closes them apart."""
+        while self._ready:
+            yield self.pop_ready()
+
+    def drain_behind(self) -> Iterator[Attempt]:
+        """Take out every attempt behind a run here, one at a time, job by job in their order."""
         for queue in self._behind.values():
             while queue:
                 attempt = queue.popleft()
                 attempt.parked = None
-                behind.append(attempt)
-        return ready, behind
+                yield attempt

@@ -245,14 +245,13 @@ class Host:
         self.backlog.ready_all_behind_remote()
         for attempt in self.requests.close():
             self.backlog.park(attempt, Parked.READY)
-        ready, behind = self.backlog.drain()
-        for attempt in ready:
+        for attempt in self.backlog.drain_ready():
             reason = "the host stopped before a worker was free"
             if attempt.manual:  # not claimed: recorded as `run` records one
                 self.recorder.unclaimed(attempt, RunStatus.INTERRUPTED, reason)
             else:
                 self.recorder.unstarted(attempt, RunStatus.INTERRUPTED, reason)
-        for attempt in behind:
+        for attempt in self.backlog.drain_behind():
             self.recorder.unstarted(attempt, RunStatus.INTERRUPTED, "the host stopped before the run could start")
         for attempt in self.backlog.waiting_on_parents():
             self.recorder.settle_unstarted(attempt, RunStatus.WAITING, WAITED)

@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import threading
 from collections import deque
+from collections.abc import Iterator
 
 from jobhost.context import RunContext
 from jobhost.definition.spec import JobSpec
@@ -46,11 +47,12 @@ class RunRequests:
         self.watcher.wake()
         return attempt.context
 
-    def take(self) -> list[Attempt]:
-        """The requests in the order they came, each logged as taken."""
-        taken = []
+    def take(self) -> Iterator[Attempt]:
+        """The requests in the order they came, one at a time: the caller puts each where it waits
+        before the next is taken (so `/metrics` counts it all along), and each is logged as taken."""
         while self._asked:
             attempt = self._asked.popleft()
+            yield attempt
             logger.info(
                 "run %s of %s for %s asked for by hand",
                 attempt.run_id,
@@ -58,10 +60,8 @@ class RunRequests:
                 attempt.slot.isoformat(),
                 extra={"event": "run_requested", **attempt.context.fields()},
             )
-            taken.append(attempt)
-        return taken
 
-    def close(self) -> list[Attempt]:
+    def close(self) -> Iterator[Attempt]:
         """Refuse every request from now on; the ones already asked for are taken."""
         with self._open:
             self._closed = True

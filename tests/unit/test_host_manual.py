@@ -96,7 +96,7 @@ def _ends(host: Host, attempt: Attempt, outcome: Outcome | None = None) -> None:
 def _asked(host: Host, job: str, slot: dt.datetime) -> Attempt:
     """A run asked for by hand, taken by the loop."""
     context = host.request_run(host.jobs[job], slot)
-    [taken] = host.requests.take()
+    [taken] = list(host.requests.take())
     assert taken.context == context
     host.backlog.park(taken, Parked.READY)
     return taken
