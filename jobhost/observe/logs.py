@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobhost.context import RunContext
 from jobhost.definition.durations import format_duration
+from jobhost.outcomes import RunStatus
 
 if TYPE_CHECKING:
     from jobhost.observe.events import RunEvent
@@ -35,6 +36,8 @@ def log_event(event: RunEvent) -> None:
 def _message(event: RunEvent) -> str:
     words = event.status.event.removeprefix("run_").replace("_", " ")
     text = f"run {words}"
+    if not event.status.ends_run and event.status != RunStatus.RUNNING:  # a slot that did not run: which one
+        text += f" for slot {event.context.slot.isoformat()}"
     if event.reason:
         text += f": {event.reason}"
     if event.duration_ms is not None and event.status.ended:
