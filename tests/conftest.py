@@ -57,6 +57,7 @@ class Deployment:
             "JOBS_DIR": str(self.jobs_dir),
             "JOBS_STATE_URL": f"sqlite:///{tmp_path / 'state.sqlite3'}",
             "JOBS_DATA_DIR": str(tmp_path / "data"),
+            "JOBS_HOST_DIR": str(tmp_path / "host"),  # on PostgreSQL: status files and outcomes, not the repo's var/
             "JOBS_LOG_FORMAT": "json",
             "JOBS_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",

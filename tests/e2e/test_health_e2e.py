@@ -10,7 +10,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -193,24 +192,21 @@ def test_a_store_failing_under_the_loop_is_what_health_and_healthz_say(
     deployment.write("idle", IDLE)
     running = host(JOBS_HEARTBEAT_INTERVAL="1s", JOBS_HTTP_ADDR="127.0.0.1:0", **env)
     url = base_url(running)
-    try:
-        _started(running)
-        assert deployment.cli("health", **env).returncode == 0
-        assert call(f"{url}/healthz").json()["state"] == "beating"
+    _started(running)
+    assert deployment.cli("health", **env).returncode == 0
+    assert call(f"{url}/healthz").json()["state"] == "beating"
 
-        own_cluster.stop()  # the database goes away under the running loop
-        running.wait_for(lambda rs: any(r.get("event") == "store_unreachable" for r in rs), what="the outage")
-        said = deployment.cli("health", **env)
-        assert said.returncode == 1 and said.stdout.startswith("unhealthy: the state store is failing: ")
-        answer = call(f"{url}/healthz")
-        assert answer.status == 503 and answer.json()["state"] == "store_failing"
-        assert answer.json()["message"].split(" (last status")[0] == said.stdout.split(" (last status")[0]
+    own_cluster.stop()  # the database goes away under the running loop
+    running.wait_for(lambda rs: any(r.get("event") == "store_unreachable" for r in rs), what="the outage")
+    said = deployment.cli("health", **env)
+    assert said.returncode == 1 and said.stdout.startswith("unhealthy: the state store is failing: ")
+    answer = call(f"{url}/healthz")
+    assert answer.status == 503 and answer.json()["state"] == "store_failing"
+    assert answer.json()["message"].split(" (last status")[0] == said.stdout.split(" (last status")[0]
 
-        own_cluster.start()
-        running.wait_for(lambda rs: any(r.get("event") == "store_reachable" for r in rs), what="the store back")
-        wait_until(lambda: call(f"{url}/healthz").status == 200, 30, "healthz to say beating again")
-        back = deployment.cli("health", **env)
-        assert back.returncode == 0 and back.stdout.startswith("healthy: "), back.stdout
-        assert running.stop() == 0
-    finally:
-        Path(ROOT / "var" / f"jobhost.{name}.status").unlink(missing_ok=True)
+    own_cluster.start()
+    running.wait_for(lambda rs: any(r.get("event") == "store_reachable" for r in rs), what="the store back")
+    wait_until(lambda: call(f"{url}/healthz").status == 200, 30, "healthz to say beating again")
+    back = deployment.cli("health", **env)
+    assert back.returncode == 0 and back.stdout.startswith("healthy: "), back.stdout
+    assert running.stop() == 0
