@@ -75,7 +75,9 @@ class WebApp:
         self.lines = lines
         self.hosts = hosts
         self.clock = clock
-        self.views = Views(jobs, store, host, hosts, clock, self._health, self._lines_of)
+        self.views = Views(
+            jobs, store, host, hosts, clock, self._health, self._lines_of, actions=config.token is not None
+        )
         api = Api(jobs, store, host, config, clock, self._lines_of)
         self.endpoints: dict[str, Callable[..., Response]] = {
             "index": self.views.index,

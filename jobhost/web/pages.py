@@ -67,6 +67,11 @@ def bar_level(duration_ms: int | None, longest: int) -> int:
     return max(2, math.ceil(10 * duration_ms / longest))
 
 
+def seconds(value: float | None) -> str:
+    """An option given in seconds as the person wrote it: 20s, 45m, 1h30m; none without one."""
+    return "none" if value is None else format_duration(value)
+
+
 def install_filters(env: Environment) -> None:
-    env.filters.update(tone=tone, took=took, stamp=stamp, release=short)
+    env.filters.update(tone=tone, took=took, stamp=stamp, release=short, seconds=seconds)
     env.globals.update(ago=ago, bar_level=bar_level)

@@ -48,8 +48,11 @@ class Views:
         clock: Callable[[], dt.datetime],
         health: Callable[[dt.datetime], Health],
         lines_of: LinesOf,
+        *,
+        actions: bool = False,
     ):
         self.jobs = jobs
+        self.actions = actions  # a token is set: the write endpoints answer
         self.store = store
         self.host = host
         self.hosts = hosts
@@ -107,6 +110,7 @@ class Views:
             status=status,
             statuses=[str(s) for s in RunStatus],
             base=self.hosts.base_url(),
+            actions=self.actions,
         )
 
     def run_page(self, request: Request, run_id: str) -> Response:

@@ -178,6 +178,16 @@ def test_without_a_token_the_write_endpoints_are_off(deployment: Deployment, hos
     assert not any(j["paused"] for j in call(f"{url}/api/jobs").json())
 
 
+def test_the_job_page_says_whether_actions_are_on_and_shows_options_as_written(deployment: Deployment, host) -> None:
+    process, url = _start(deployment, host)
+    page = call(f"{url}/jobs/hangs").body.decode()
+    assert "timeout 1s ·" in page and "actions are off on this host" in page and "curl -X POST" not in page
+    assert process.stop() == 0
+    _process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN)
+    page = call(f"{url}/jobs/hangs").body.decode()
+    assert "curl -X POST" in page and "actions are off" not in page
+
+
 def test_the_token_is_kept_from_jobs(deployment: Deployment, host, tmp_path: Path) -> None:
     """Set in the host's real environment, the token is in no place a job can read it."""
     deployment.write(
