@@ -140,15 +140,19 @@ class Registry:
             raise fail(
                 f"unknown option {', '.join(hints)}; the options are {', '.join(sorted(OPTION_NAMES | {'name'}))}"
             )
-        if isinstance(schedule, CheckedJob) and schedule.error:
-            raise fail(f"every({schedule.interval}){schedule.error}")
-        try:
-            built = build_schedule(schedule, self.default_zone)
-        except JobhostError as exc:
-            raise fail(str(exc)) from exc
-        values: dict[str, Any] = {}
+        # Every problem of the job at once (its schedule, each option, after=, its parameters): a
+        # bad timeout must not hide a bad after.
         errors: list[str] = []
-        for option in OPTIONS:  # every bad option at once, not only the first
+        built = None
+        if isinstance(schedule, CheckedJob) and schedule.error:
+            errors.append(f"every({schedule.interval}){schedule.error}")
+        else:
+            try:
+                built = build_schedule(schedule, self.default_zone)
+            except JobhostError as exc:
+                errors.append(str(exc))
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
             check = option.check or _added_check(option.name, name)
             if check is None:  # after=: resolved below and once every job is known (or rules not installed)
                 continue
@@ -156,16 +160,16 @@ class Registry:
                 values[option.name] = check(options.get(option.name, option.default), option.name)
             except ValueError as exc:
                 errors.append(str(exc))
-        if errors:
-            raise fail("; ".join(errors))
         after = options.get("after", ())
         if isinstance(after, str) or callable(after):
             after = (after,)
         if not isinstance(after, list | tuple):
-            raise fail(f"after must be a job name or a list of them, not {after!r}")
+            errors.append(f"after must be a job name or a list of them, not {after!r}")
         given = given_parameters(func)
         if isinstance(given, str):
-            raise fail(given)
+            errors.append(given)
+        if errors or built is None:
+            raise fail("; ".join(errors))
         if isinstance(schedule, schedule_lib.Job):  # the library's own checks, on our own scheduler
             try:
                 schedule.do(func)

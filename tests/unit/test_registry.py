@@ -332,6 +332,16 @@ def test_every_bad_option_of_a_job_is_reported_at_once(registry):
         assert words in info.value.problem
 
 
+def test_a_bad_schedule_a_bad_option_and_a_bad_after_are_reported_together(registry):
+    with pytest.raises(JobDefinitionError) as info:
+
+        @registry.job(cron("61 * * * *"), timeout="soon", after=42)
+        def everything_wrong(): ...
+
+    for words in ("61", "timeout", "after must be a job name"):
+        assert words in info.value.problem, info.value.problem
+
+
 def test_after_a_function_means_the_job_it_was_registered_as(registry):
     @registry.job(registry.every(1).hours, name="renamed_source")
     def source(): ...
