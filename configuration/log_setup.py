@@ -16,6 +16,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from configuration.log_stream import Descriptor, LogFile, QueuedLogHandler, separate_stderr
 from jobhost.context import RunContextFilter
+from jobhost.output import job_fields
 
 _FIRST = ("timestamp", "level", "logger", "message")
 _CONTEXT = ("job", "run_id", "slot", "attempt")
@@ -67,9 +68,12 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         job = getattr(record, "job", None)
         original = record.msg, record.args
+        message = record.getMessage()
         if job:
-            run_id = str(getattr(record, "run_id", ""))[:8]
-            record.msg, record.args = f"[{job} {run_id}] {record.getMessage()}", None
+            message = f"[{job} {str(getattr(record, 'run_id', ''))[:8]}] {message}"
+        if fields := job_fields(record):  # what the job logged with extra=, after its message
+            message += "  " + " ".join(f"{key}={value}" for key, value in fields.items())
+        record.msg, record.args = message, None
         try:
             text = super().format(record)
         finally:

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 MAX_LINE_CHARS = 32 * 1024
 READ_SIZE = 65536  # bytes read from a pipe at a time
 RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}  # not a job's `extra`
+# What the engine puts on a record of a run: its context, and the fields of its own lines.
+RUN_FIELDS = {"job", "run_id", "slot", "attempt", "host", "stream", "job_module", "message_part", "message_parts"}
 
 
 class LineSplitter:
@@ -85,6 +87,14 @@ class LineWriter(io.TextIOBase):
             for line in lines:
                 self._emit(line)
         super().close()
+
+
+def job_fields(record: logging.LogRecord) -> dict[str, str]:
+    """The fields a job logged with `extra=` (``load_1m``, ``free_percent``), as text, for the lines
+    a person reads (the text format, the run page); the engine's own records have none."""
+    if record.name == "jobhost" or record.name.startswith("jobhost."):
+        return {}
+    return {key: str(value) for key, value in vars(record).items() if key not in RECORD_FIELDS | RUN_FIELDS}
 
 
 def cut(text: str, max_chars: int = MAX_LINE_CHARS) -> list[str]:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from jobhost.context import RunContextFilter
 from jobhost.errors import StoreError
 from jobhost.outcomes import RunStatus
+from jobhost.output import job_fields
 
 if TYPE_CHECKING:
     from jobhost.store import StateStore
@@ -61,7 +62,8 @@ def _text(text: str) -> str:
 
 def size_of(line: dict[str, Any]) -> int:
     """What a kept line counts against MAX_CHARS: its text, and about 100 for the rest."""
-    return len(line["message"]) + len(line["traceback"] or "") + 100
+    fields = line.get("fields") or {}
+    return len(line["message"]) + len(line["traceback"] or "") + sum(len(k) + len(v) for k, v in fields.items()) + 100
 
 
 @dataclass
@@ -130,6 +132,7 @@ class RunLines(logging.Handler):
             "stream": getattr(record, "stream", None),
             "event": getattr(record, "event", None),
             "traceback": _text(trace[: LINE_CHARS * 4]) if isinstance(trace, str) else None,
+            "fields": {key: _text(value[:LINE_CHARS]) for key, value in job_fields(record).items()},
         }
 
     def lines(self, run_id: str) -> tuple[list[dict[str, Any]], int] | None:

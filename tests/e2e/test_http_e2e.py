@@ -188,6 +188,31 @@ def test_the_job_page_says_whether_actions_are_on_and_shows_options_as_written(d
     assert "curl -X POST" in page and "actions are off" not in page
 
 
+FIELDS_JOBS = """
+import logging
+from jobhost import job, every
+
+log = logging.getLogger(__name__)
+
+@job(every().day.at("03:00"))
+def measures():
+    log.info("disk checked", extra={"free_percent": 63, "mount": "/srv"})
+"""
+
+
+def test_the_run_page_shows_the_fields_a_job_logged(deployment: Deployment, host) -> None:
+    _process, url = serving(deployment, host, FIELDS_JOBS, JOBS_HTTP_TOKEN=TOKEN)
+    run_id = _run(url, "measures")
+    _ended(url, run_id)
+
+    def shown() -> str | None:
+        page = call(f"{url}/runs/{run_id}").body.decode()
+        return page if "disk checked" in page else None
+
+    page = wait_until(shown, 30, "the run page to show the job's line")
+    assert 'class="field">free_percent=63</span>' in page and 'class="field">mount=/srv</span>' in page
+
+
 def test_the_token_is_kept_from_jobs(deployment: Deployment, host, tmp_path: Path) -> None:
     """Set in the host's real environment, the token is in no place a job can read it."""
     deployment.write(

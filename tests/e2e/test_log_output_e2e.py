@@ -104,3 +104,15 @@ def test_host_goes_on_and_says_what_was_lost_when_its_stdout_is_not_read(deploym
     assert lost[0]["lost"] > 0 and lost[0]["level"] == "WARNING"
     assert records[0]["event"] == "host_started" and records[-1]["event"] == "host_stopped"
     _assert_history_whole(deployment)
+
+
+def test_the_text_format_shows_the_fields_a_job_logged(deployment: Deployment) -> None:
+    deployment.write(
+        "measures",
+        "import logging\nfrom jobhost import job, every\n\n@job(every().day.at('03:00'))\ndef measures():\n"
+        "    logging.getLogger('measures').warning('disk low', extra={'free_percent': 7})\n",
+    )
+    ran = deployment.cli("run", "measures", JOBS_LOG_FORMAT="text")
+    assert ran.returncode == 0, ran.stderr
+    [line] = [line for line in ran.stdout.splitlines() if "disk low" in line]
+    assert line.endswith("disk low  free_percent=7"), line

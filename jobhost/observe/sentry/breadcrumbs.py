@@ -10,6 +10,7 @@ from typing import Any
 
 from jobhost.context import RunContext, RunContextFilter
 from jobhost.observe.sentry.events import cut
+from jobhost.output import job_fields
 
 MAX_BREADCRUMBS = 100  # log lines of a slot kept for its failure event
 MAX_SLOTS_TRACKED = 1000  # slots whose log lines are kept at once
@@ -57,7 +58,10 @@ def _crumb(record: logging.LogRecord) -> dict[str, Any]:
         "message": cut(record.getMessage()),
         "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
     }
-    data = {k: getattr(record, k) for k in ("event", "stream", "attempt", "run_id") if hasattr(record, k)}
+    data: dict[str, Any] = {
+        k: getattr(record, k) for k in ("event", "stream", "attempt", "run_id") if hasattr(record, k)
+    }
+    data.update({key: cut(value) for key, value in job_fields(record).items()})  # what the job logged with extra=
     if data:
         crumb["data"] = data
     return crumb
