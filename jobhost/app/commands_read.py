@@ -63,6 +63,9 @@ def list_jobs(app: App, as_json: bool) -> None:
     )
 
 
+RUN_ID_SHOWN = 12  # characters of a run id in the table: enough to tell runs apart, and to grep the log
+
+
 @click.command()
 @click.argument("name", required=False, type=UTF8)
 @click.option(
@@ -84,13 +87,15 @@ def history(app: App, name: str | None, limit: int, status: str | None, as_json:
         click.echo(json.dumps([r.as_json() for r in records], indent=2))
         return
     print_table(
-        ["SLOT", "JOB", "TRY", "STATUS", "TOOK", "HOST", "REASON"],
+        ["SLOT", "JOB", "RUN", "TRY", "STATUS", "STARTED", "TOOK", "HOST", "REASON"],
         [
             [
                 r.slot.isoformat(),
                 r.job,
+                r.run_id[:RUN_ID_SHOWN],
                 str(r.attempt),
                 str(r.status),
+                r.started.isoformat(timespec="seconds") if r.started is not None else "-",
                 format_duration(r.duration_ms / 1000) if r.duration_ms is not None else "-",
                 r.host or "-",
                 r.reason,

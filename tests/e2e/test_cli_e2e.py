@@ -326,3 +326,15 @@ def test_a_resumed_job_catches_up_the_slots_it_skipped_while_paused(deployment: 
         what="each paused slot to be caught up",
     )
     assert process.stop() == 0
+
+
+def test_the_history_table_shows_each_runs_id_and_start(deployment: Deployment) -> None:
+    deployment.write(
+        "quick", "from jobhost import job, every\n\n@job(every().day.at('03:00'))\ndef quick():\n    pass\n"
+    )
+    assert deployment.cli("run", "quick").returncode == 0
+    [record] = deployment.history("quick")
+    shown = deployment.cli("history", "quick")
+    header, row = shown.stdout.splitlines()[:2]
+    assert header.split()[:6] == ["SLOT", "JOB", "RUN", "TRY", "STATUS", "STARTED"]
+    assert row.split()[2] == record["run_id"][:12] and row.split()[5].startswith(record["started"][:19])
