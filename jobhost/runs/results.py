@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.output import shorten
 
 ExceptionDetail = Callable[[BaseException], "dict[str, Any] | None"]
+ENGINE = str(Path(__file__).resolve().parents[1]) + "/"  # the jobhost package: the frames that called the job
 
 
 def call_job(
@@ -38,7 +41,7 @@ def call_job(
             "exc_type": _qualified(type(exc)),
             # Cut where they are made, as a job's log lines are: the host never holds a huge one whole.
             "exc_message": shorten(str(exc)),
-            "traceback": shorten("".join(traceback.format_exception(exc))),
+            "traceback": shorten("".join(traceback.format_exception(type(exc), exc, _from_the_job(exc)))),
         }
         if detail is not None:
             try:
@@ -46,6 +49,15 @@ def call_job(
             except Exception:  # noqa: BLE001 - the plain traceback above is still reported
                 result["exception"] = None
         return result
+
+
+def _from_the_job(exc: BaseException) -> TracebackType | None:
+    """The exception's traceback without the engine's frames that called the job (a person reads
+    the job's own frames first); whole if every frame is the engine's (the call itself failed)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(ENGINE):
+        tb = tb.tb_next
+    return tb if tb is not None else exc.__traceback__
 
 
 def outcome_of(result: dict[str, Any]) -> Outcome:
