@@ -91,7 +91,7 @@ class Stop:
         else:
             grace = format_duration(self.config.stop_grace)
             reason = f"the host was stopped ({name}); the run was killed after the {grace} stop grace"
-        runner.stop_all(Outcome(RunStatus.INTERRUPTED, reason), at_once=at_once)
+        runner.stop_all(Outcome(RunStatus.INTERRUPTED, reason), at_once=at_once, signum=self.signal or signal.SIGTERM)
         self.deadline = None
 
     def next_wait(self) -> float | None:

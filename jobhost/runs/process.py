@@ -215,8 +215,10 @@ class ProcessRun:
                 closed.append(fd)
         return closed
 
-    def stop(self, outcome: Outcome, now: float, *, at_once: bool = False) -> None:
-        """End the run with `outcome`: SIGTERM its group, SIGKILL after TERM_GRACE (or at once)."""
+    def stop(self, outcome: Outcome, now: float, *, at_once: bool = False, signum: int = signal.SIGTERM) -> None:
+        """End the run with `outcome`: `signum` to its group (the signal the host itself was
+        stopped by, so the job's traceback names the same one as its record), SIGKILL after
+        TERM_GRACE (or at once)."""
         if self.forced is None:
             self.forced = outcome
         if self.wait_status is not None:
@@ -225,7 +227,7 @@ class ProcessRun:
             self._signal_group(signal.SIGKILL)
             self.kill_at = None
         else:
-            self._signal_group(signal.SIGTERM)
+            self._signal_group(signum)
             self.kill_at = now + TERM_GRACE
 
     def outcome(self) -> Outcome:

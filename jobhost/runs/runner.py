@@ -8,6 +8,7 @@ then takes the CPU from the job's first statements.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -127,16 +128,16 @@ class Runner:
 
     # -- stopping --------------------------------------------------------
 
-    def stop(self, attempt: Attempt, outcome: Outcome, *, at_once: bool) -> None:
+    def stop(self, attempt: Attempt, outcome: Outcome, *, at_once: bool, signum: int = signal.SIGTERM) -> None:
         attempt.stop_requested = True
         if attempt.run is not None:
-            attempt.run.stop(outcome, self.monotonic(), at_once=at_once)
+            attempt.run.stop(outcome, self.monotonic(), at_once=at_once, signum=signum)
 
-    def stop_all(self, outcome: Outcome, *, at_once: bool) -> None:
-        """Stop every run (at once: again, even those already told to stop)."""
+    def stop_all(self, outcome: Outcome, *, at_once: bool, signum: int = signal.SIGTERM) -> None:
+        """Stop every run with `signum` (at once: SIGKILL, even those already told to stop)."""
         for attempt in self.active.values():
             if at_once or not attempt.stop_requested:
-                self.stop(attempt, outcome, at_once=at_once)
+                self.stop(attempt, outcome, at_once=at_once, signum=signum)
 
     def cancel_prepared(self) -> None:
         """Stopping: runs prepared for a slot still to come do not start (their process says so)."""

@@ -12,6 +12,7 @@ import contextvars
 import functools
 import io
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -112,7 +113,7 @@ class ThreadRun:
             return [self._wake_r]
         return []
 
-    def stop(self, outcome: Outcome, now: float, *, at_once: bool = False) -> None:
+    def stop(self, outcome: Outcome, now: float, *, at_once: bool = False, signum: int = signal.SIGTERM) -> None:
         if self._result is None and self._forced is None:
             self._forced = Outcome(outcome.status, outcome.reason + " (a thread-isolated run cannot be killed)")
 

@@ -304,6 +304,38 @@ def test_ctrl_c_stops_a_foreground_run_at_once(deployment: Deployment, signum: s
     assert (run["status"], run["reason"]) == ("interrupted", f"stopped by {signum.name}")
 
 
+def test_the_job_stopped_by_ctrl_c_is_told_so_by_the_same_signal(deployment: Deployment) -> None:
+    deployment.write(
+        "slow",
+        """
+        import time
+        from jobhost import job, every
+
+        @job(every(1).hours)
+        def slow():
+            print("started", flush=True)
+            time.sleep(60)
+        """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "jobs.py"), "run", "slow"],
+        env=deployment.env,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=deployment.tmp,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line)["message"] == "started":
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = [json.loads(line) for line in proc.stdout]
+    assert proc.wait(15) == 1
+    [ended] = [r for r in rest if r.get("event") == "run_interrupted"]
+    assert ended["reason"] == "stopped by SIGINT"
+    assert "stopped by the host (SIGINT)" in ended["exc_info"] and "SIGTERM" not in ended["exc_info"]
+
+
 def test_a_resumed_job_catches_up_the_slots_it_skipped_while_paused(deployment: Deployment, host) -> None:
     deployment.write(
         "every_slot",
