@@ -181,11 +181,11 @@ def test_without_a_token_the_write_endpoints_are_off(deployment: Deployment, hos
 def test_the_job_page_says_whether_actions_are_on_and_shows_options_as_written(deployment: Deployment, host) -> None:
     process, url = _start(deployment, host)
     page = call(f"{url}/jobs/hangs").body.decode()
-    assert "timeout 1s ·" in page and "actions are off on this host" in page and "curl -X POST" not in page
+    assert "timeout 1s ·" in page and "actions are off on this host" in page and "JOBS_HTTP_TOKEN" in page
     assert process.stop() == 0
     _process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN)
     page = call(f"{url}/jobs/hangs").body.decode()
-    assert "curl -X POST" in page and "actions are off" not in page
+    assert "curl -X POST" in page and "actions are off" not in page  # the line answers: it is all that is said
 
 
 FIELDS_JOBS = """
