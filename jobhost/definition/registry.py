@@ -73,9 +73,11 @@ class Registry:
     _collecting: int = 0
     _dependencies: list[graph.Dependency] = field(default_factory=list)
 
-    def every(self, interval: int = 1) -> schedule_lib.Job:
+    def every(self, interval: int | None = None) -> schedule_lib.Job:
         """The `schedule` DSL (``every(10).minutes``), bound to this registry's scheduler."""
-        return CheckedJob(interval, self.scheduler)
+        job = CheckedJob(1 if interval is None else interval, self.scheduler)
+        job.written = "every()" if interval is None else f"every({interval!r})"
+        return job
 
     @contextmanager
     def collecting(self) -> Iterator[None]:
@@ -145,7 +147,7 @@ class Registry:
         errors: list[str] = []
         built = None
         if isinstance(schedule, CheckedJob) and schedule.error:
-            errors.append(f"every({schedule.interval}){schedule.error}")
+            errors.append(f"{schedule.written}: {schedule.error}")
         else:
             try:
                 built = build_schedule(schedule, self.default_zone)

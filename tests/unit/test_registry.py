@@ -322,6 +322,20 @@ def test_schedule_dsl_mistakes_are_reported_with_the_job_and_the_import_goes_on(
     assert list(registry.jobs) == ["fine"]
 
 
+def test_a_schedule_mistake_echoes_the_chain_as_it_was_written(registry):
+    with registry.collecting():
+
+        @registry.job(registry.every().day.at("25:00"))
+        def bad_hour(): ...
+
+        @registry.job(registry.every(3).day)
+        def three_day(): ...
+
+    problems = {p.job: p.problem for p in registry.problems}
+    assert problems["bad_hour"].startswith("every().day.at('25:00'): ")
+    assert problems["three_day"].startswith("every(3).day: ")  # the library's own .days is not shown
+
+
 def test_every_bad_option_of_a_job_is_reported_at_once(registry):
     with pytest.raises(JobDefinitionError) as info:
 
