@@ -273,20 +273,20 @@ def test_next_past_the_end_of_the_calendar_is_a_message(deployment: Deployment) 
     assert "fits the calendar" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "terminal-closed"])
-def test_ctrl_c_stops_a_foreground_run_at_once(deployment: Deployment, signum: signal.Signals) -> None:
-    deployment.write(
-        "slow",
-        """
-        import time
-        from jobhost import job, every
+SLOW = """
+import time
+from jobhost import job, every
 
-        @job(every(1).hours)
-        def slow():
-            print("started", flush=True)
-            time.sleep(60)
-        """,
-    )
+@job(every(1).hours)
+def slow():
+    print("started", flush=True)
+    time.sleep(60)
+"""
+
+
+def _stop_a_foreground_run(deployment: Deployment, signum: signal.Signals) -> tuple[int, list[dict]]:
+    """`jobs.py run slow`, sent `signum` once its job has started: its exit status, and its lines after."""
+    deployment.write("slow", SLOW)
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "jobs.py"), "run", "slow"],
         env=deployment.env,
@@ -299,38 +299,21 @@ def test_ctrl_c_stops_a_foreground_run_at_once(deployment: Deployment, signum: s
         if json.loads(line)["message"] == "started":
             break
     proc.send_signal(signum)
-    assert proc.wait(15) == 1
+    rest = [json.loads(line) for line in proc.stdout]
+    return proc.wait(15), rest
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "terminal-closed"])
+def test_ctrl_c_stops_a_foreground_run_at_once(deployment: Deployment, signum: signal.Signals) -> None:
+    status, _ = _stop_a_foreground_run(deployment, signum)
+    assert status == 1
     [run] = deployment.history("slow")
     assert (run["status"], run["reason"]) == ("interrupted", f"stopped by {signum.name}")
 
 
 def test_the_job_stopped_by_ctrl_c_is_told_so_by_the_same_signal(deployment: Deployment) -> None:
-    deployment.write(
-        "slow",
-        """
-        import time
-        from jobhost import job, every
-
-        @job(every(1).hours)
-        def slow():
-            print("started", flush=True)
-            time.sleep(60)
-        """,
-    )
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "jobs.py"), "run", "slow"],
-        env=deployment.env,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=deployment.tmp,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if json.loads(line)["message"] == "started":
-            break
-    proc.send_signal(signal.SIGINT)
-    rest = [json.loads(line) for line in proc.stdout]
-    assert proc.wait(15) == 1
+    status, rest = _stop_a_foreground_run(deployment, signal.SIGINT)
+    assert status == 1
     [ended] = [r for r in rest if r.get("event") == "run_interrupted"]
     assert ended["reason"] == "stopped by SIGINT"
     assert "stopped by the host (SIGINT)" in ended["exc_info"] and "SIGTERM" not in ended["exc_info"]
