@@ -2,8 +2,8 @@
 
 An attempt waits in one of the `Parked` states: ready for a worker; behind its job's run
 here or on another host; for its parents; stalled while the store is out of reach.
-"Every attempt not started" is `unstarted()`, whatever the state: what a lost claim
-removes, what the stop interrupts and what `/metrics` counts.
+An attempt knows where it waits (`parked`), so a lost claim removes it from there in one
+call (`unpark`); the stop drains the lot, and `/metrics` counts it.
 """
 
 from __future__ import annotations
@@ -90,15 +90,6 @@ class Backlog:
     def queued_for(self, job: str) -> bool:
         """Whether an attempt of the job waits for a worker (it is due: it counts as going)."""
         return any(attempt.job == job for attempt in self._ready)
-
-    def unstarted(self) -> Iterator[Attempt]:
-        """Every attempt not started, wherever it waits."""
-        yield from list(self._ready)
-        for queue in list(self._behind.values()):
-            yield from list(queue)
-        yield from list(self._behind_remote.values())
-        yield from list(self._parents)
-        yield from list(self._stalled)
 
     def counts(self) -> tuple[int, int]:
         """Attempts due but not started (for a worker, a run going, the store), and those waiting
