@@ -31,6 +31,10 @@ class RunRecord:
     # Skipped because its job was paused: the slot is not settled by it (catch-up runs it after the
     # resume). Kept as data, not read from the reason, which only tells the reader why.
     paused: bool = False
+    # The keyword arguments a person gave the run (`run --param`, the API), or None for the function's defaults.
+    params: dict[str, Any] | None = None
+    # Who asked for the run by hand (an OS user, an HTTP token's name); "" for a run of the schedule.
+    requested_by: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """The record as the `history --json` contract spells it (the reason says "paused")."""
@@ -98,6 +102,23 @@ class TakenOver:
     previous_host: str
     token: int
     abandoned: bool  # a run was going: it is now recorded abandoned; else the slot was never started
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing a person did to the host (run, cancel, pause, resume, freeze, thaw, backfill), as the
+    audit trail keeps it."""
+
+    at: dt.datetime
+    actor: str  # the OS user of a command, the name of the HTTP token
+    action: str
+    target: str  # a job, a run id, or "*" for every job
+    reason: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)  # the slot, the parameters, the until
+
+    def as_json(self) -> dict[str, Any]:
+        """The action as `audit --json` and /api/audit spell it."""
+        return {**asdict(self), "at": self.at.isoformat()}
 
 
 @dataclass

@@ -122,10 +122,60 @@ _ADDED = [
         END IF;
     END $$""",
 ]
-# Whether everything _ADDED makes is there (the trigger is made last, with the column).
+_ADDED += [
+    # Operators' actions: who asked for a run by hand and with what, why and until when a job is paused.
+    "ALTER TABLE jobhost_runs ADD COLUMN IF NOT EXISTS params TEXT",
+    "ALTER TABLE jobhost_runs ADD COLUMN IF NOT EXISTS requested_by TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE jobhost_job_state ADD COLUMN IF NOT EXISTS reason TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE jobhost_job_state ADD COLUMN IF NOT EXISTS paused_by TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE jobhost_job_state ADD COLUMN IF NOT EXISTS paused_at TIMESTAMPTZ",
+    "ALTER TABLE jobhost_job_state ADD COLUMN IF NOT EXISTS paused_until TIMESTAMPTZ",
+    """CREATE TABLE IF NOT EXISTS jobhost_freeze (
+        id        INTEGER PRIMARY KEY CHECK (id = 1),
+        reason    TEXT NOT NULL DEFAULT '',
+        frozen_by TEXT NOT NULL DEFAULT '',
+        frozen_at TIMESTAMPTZ NOT NULL,
+        until     TIMESTAMPTZ
+    )""",
+    """CREATE TABLE IF NOT EXISTS jobhost_audit (
+        seq    BIGSERIAL PRIMARY KEY,
+        at     TIMESTAMPTZ NOT NULL,
+        actor  TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT '{}'
+    )""",
+    "CREATE INDEX IF NOT EXISTS jobhost_audit_by_time ON jobhost_audit (at)",
+    """CREATE TABLE IF NOT EXISTS jobhost_cancels (
+        run_id   TEXT PRIMARY KEY,
+        job      TEXT NOT NULL,
+        asked_by TEXT NOT NULL,
+        asked_at TIMESTAMPTZ NOT NULL,
+        done_at  TIMESTAMPTZ
+    )""",
+    """CREATE TABLE IF NOT EXISTS jobhost_one_offs (
+        run_id       TEXT PRIMARY KEY,
+        job          TEXT NOT NULL,
+        slot         TEXT NOT NULL,
+        slot_epoch   DOUBLE PRECISION NOT NULL,
+        params       TEXT,
+        requested_by TEXT NOT NULL,
+        asked_at     TIMESTAMPTZ NOT NULL,
+        state        TEXT NOT NULL DEFAULT 'pending'
+    )""",
+    "CREATE INDEX IF NOT EXISTS jobhost_one_offs_pending ON jobhost_one_offs (slot_epoch) WHERE state = 'pending'",
+]
+# Whether everything _ADDED makes is there (each table, the paused trigger, the newest columns).
 _ADDED_THERE = (
-    "SELECT to_regclass('jobhost_run_lines') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_trigger "
-    "WHERE tgrelid = to_regclass('jobhost_runs') AND tgname = 'jobhost_runs_paused_by_reason')"
+    "SELECT to_regclass('jobhost_run_lines') IS NOT NULL AND to_regclass('jobhost_freeze') IS NOT NULL "
+    "AND to_regclass('jobhost_audit') IS NOT NULL AND to_regclass('jobhost_cancels') IS NOT NULL "
+    "AND to_regclass('jobhost_one_offs_pending') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_trigger "
+    "WHERE tgrelid = to_regclass('jobhost_runs') AND tgname = 'jobhost_runs_paused_by_reason') "
+    "AND (SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() AND "
+    "(table_name, column_name) IN (('jobhost_runs', 'params'), ('jobhost_runs', 'requested_by'), "
+    "('jobhost_job_state', 'reason'), ('jobhost_job_state', 'paused_by'), ('jobhost_job_state', 'paused_at'), "
+    "('jobhost_job_state', 'paused_until'))) = 6"
 )
 
 

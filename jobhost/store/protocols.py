@@ -8,11 +8,12 @@ its signature.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Any, Protocol
 
 from jobhost.outcomes import RunStatus
-from jobhost.store.model import Heartbeat, PendingRetry, RunRecord, Settlement, SlotState, StateDump, TakenOver
+from jobhost.store.model import Action, Heartbeat, PendingRetry, RunRecord, Settlement, SlotState, StateDump, TakenOver
 
 
 class History(Protocol):
@@ -61,7 +62,7 @@ class History(Protocol):
 
     def prune(self, before: dt.datetime, limit: int) -> int:
         """Delete up to `limit` ended runs recorded (ended, or started) before `before`, and up to `limit`
-        kept log lines older than it; return how many runs.
+        kept log lines and audit records older than it; return how many runs.
 
         Each job's newest run and newest settled run are kept, whatever their age, so
         that catch-up still knows where a rarely running job stands.
@@ -181,9 +182,22 @@ class RunLineStore(Protocol):
         """The log lines kept of a run and how many earlier ones were not, if any were kept."""
 
 
-class StateStore(History, Claims, JobState, Heartbeats, RunLineStore, Protocol):
+class AuditTrail(Protocol):
+    """What people did to the host, oldest first: kept with the runs, pruned with them."""
+
+    def add_action(self, action: Action) -> None:
+        """Keep one operator action."""
+
+    def actions(self, since: dt.datetime | None = None, limit: int = 100) -> list[Action]:
+        """The newest `limit` actions at or after `since` (all if None), newest first."""
+
+
+class StateStore(History, Claims, JobState, Heartbeats, RunLineStore, AuditTrail, Protocol):
     """Where runs and job state live: all of the above, and the store's own upkeep. One instance
     per process, not shared across threads."""
+
+    def atomic(self) -> contextlib.AbstractContextManager[None]:
+        """Everything written inside is written at once or not at all (an action with its audit record)."""
 
     def probe(self) -> None:
         """Write something that changes nothing: whether the store takes writes again after an

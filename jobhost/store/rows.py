@@ -9,7 +9,9 @@ naming it and what is wrong, and every query leaves it out.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+from typing import Any
 
 from jobhost.horizon import READABLE, readable
 from jobhost.outcomes import RunStatus
@@ -41,6 +43,23 @@ def slot_of(text: object) -> dt.datetime:
     if not readable(slot):
         raise Unreadable(f"slot {text!r} is outside the years {READABLE_RANGE}")
     return slot
+
+
+def params_of(text: object) -> dict[str, Any] | None:
+    """Stored keyword arguments of a run: NULL, or a JSON object."""
+    if text is None:
+        return None
+    try:
+        params = json.loads(str(text))
+    except ValueError:
+        raise Unreadable(f"params {shorten(str(text))!r} are not JSON") from None
+    if not isinstance(params, dict):
+        raise Unreadable(f"params {shorten(str(text))!r} are not a JSON object")
+    return params
+
+
+def shorten(text: str, most: int = 80) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 class SetAside:

@@ -20,6 +20,7 @@ thing releases before `runs.paused` know it by.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 from jobhost.outcomes import RunStatus
@@ -195,6 +196,9 @@ class SQLStore(SQLHistory):
         return dt.datetime.fromtimestamp(row[0], dt.UTC)  # type: ignore[index]
 
     # -- upkeep --------------------------------------------------------------
+
+    def atomic(self) -> contextlib.AbstractContextManager[None]:
+        return self._transaction()
 
     def probe(self) -> None:
         with self._transaction():  # changed and changed back: a page is written (an equal value is not)

@@ -16,11 +16,13 @@ from typing import Any
 from jobhost.horizon import READABLE_EPOCHS
 from jobhost.outcomes import RunStatus
 from jobhost.store.model import RunRecord
-from jobhost.store.rows import STATUSES, SetAside, Unreadable, slot_of, status_of
+from jobhost.store.rows import STATUSES, SetAside, Unreadable, params_of, slot_of, status_of
 
 # Outcomes that settle a slot (RunStatus.settles), for IN (...).
 SETTLED_SQL = ",".join(f"'{status}'" for status in sorted(status for status in RunStatus if status.settles))
-COLUMNS = "run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid, paused"
+COLUMNS = (
+    "run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid, paused, params, requested_by"
+)
 # A record that settles its slot: a settled outcome, and not a slot skipped while its job was paused
 # (catch-up runs that one after the resume).
 SETTLES = f"(status IN ({SETTLED_SQL}) AND NOT paused)"
@@ -99,7 +101,7 @@ class SQLBase:
 
     def _record(self, row: tuple[Any, ...]) -> RunRecord | None:
         """The run a row holds, or None (reported once) if the engine cannot interpret it."""
-        run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid, paused = row
+        run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid, paused, params, by = row
         try:
             return RunRecord(
                 run_id=run_id,
@@ -114,6 +116,8 @@ class SQLBase:
                 host=host,
                 pid=pid,
                 paused=bool(paused),
+                params=params_of(params),
+                requested_by=by,
             )
         except Unreadable as exc:
             self._set_aside.report("run", run_id, job, str(exc))

@@ -1,4 +1,5 @@
-"""What the SQL stores record and read back: the History, JobState, Heartbeats and RunLineStore queries.
+"""What the SQL stores record and read back: the History, JobState, Heartbeats, RunLineStore and AuditTrail
+queries.
 
 Written once for both backends over the seam in sql_base.py; the claims built on
 them are in sql.py.
@@ -11,7 +12,7 @@ import json
 from typing import Any
 
 from jobhost.outcomes import RunStatus
-from jobhost.store.model import Heartbeat, PendingRetry, RunRecord
+from jobhost.store.model import Action, Heartbeat, PendingRetry, RunRecord
 from jobhost.store.rows import Unreadable, slot_of, status_of
 from jobhost.store.sql_base import COLUMNS, OPEN, READABLE, SETTLED_SQL, SETTLES, SQLBase
 
@@ -26,7 +27,7 @@ class SQLHistory(SQLBase):
         self._do(
             self._q(
                 f"INSERT INTO {{t}}runs ({COLUMNS}, slot_epoch{', seq' if seq else ''}) "
-                f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?{', ' + seq if seq else ''})"
+                f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?{', ' + seq if seq else ''})"
             ),
             (
                 record.run_id,
@@ -41,6 +42,8 @@ class SQLHistory(SQLBase):
                 record.host,
                 record.pid,
                 record.paused,
+                None if record.params is None else json.dumps(record.params, ensure_ascii=False),
+                record.requested_by,
                 record.slot.timestamp(),
             ),
         )
@@ -149,6 +152,10 @@ class SQLHistory(SQLBase):
 
     def prune(self, before: dt.datetime, limit: int) -> int:
         self.prune_lines(before, limit)  # the status page's lines go no later than the runs
+        self._do(  # and the audit trail keeps as long as the history it explains
+            self._q("DELETE FROM {t}audit WHERE seq IN (SELECT seq FROM {t}audit WHERE at < ? ORDER BY seq LIMIT ?)"),
+            (self._time(before.astimezone(dt.UTC)), limit),
+        )
         # By when the run was recorded, not by its slot: a backfill of last year is recent history.
         return self._do(
             self._q(
@@ -259,3 +266,37 @@ class SQLHistory(SQLBase):
     def kept_lines(self, run_id: str) -> tuple[list[dict[str, Any]], int] | None:
         row = self._one(self._q("SELECT lines, dropped FROM {t}run_lines WHERE run_id = ?"), (run_id,))
         return None if row is None else (json.loads(row[0]), row[1])
+
+    # -- AuditTrail ----------------------------------------------------------
+
+    def add_action(self, action: Action) -> None:
+        self._do(
+            self._q("INSERT INTO {t}audit (at, actor, action, target, reason, detail) VALUES (?, ?, ?, ?, ?, ?)"),
+            (
+                self._time(action.at.astimezone(dt.UTC)),
+                action.actor,
+                action.action,
+                action.target,
+                action.reason,
+                json.dumps(action.detail, ensure_ascii=False, default=str),
+            ),
+        )
+
+    def actions(self, since: dt.datetime | None = None, limit: int = 100) -> list[Action]:
+        where, params = ("WHERE at >= ? ", (self._time(since.astimezone(dt.UTC)),)) if since is not None else ("", ())
+        rows = self._all(
+            self._q(
+                f"SELECT at, actor, action, target, reason, detail FROM {{t}}audit {where}ORDER BY seq DESC LIMIT ?"
+            ),
+            (*params, limit),
+        )
+        found = []
+        for at, actor, action, target, reason, detail in rows:
+            try:
+                when = self._stored_time("at", at)
+                kept = json.loads(detail)
+            except (Unreadable, ValueError) as exc:
+                self._set_aside.report("audit record", f"{action} {target} at {at}", target, str(exc))
+                continue
+            found.append(Action(when, actor, action, target, reason, kept if isinstance(kept, dict) else {}))  # type: ignore[arg-type]
+        return found

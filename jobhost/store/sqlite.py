@@ -23,7 +23,7 @@ from jobhost.errors import LoopRunning, StoreError, StoreFailing
 from jobhost.filelocks import LockHolders, flock_holders
 from jobhost.store.sql import SQLStore
 
-# 2: claims, resumes. What was added since (run_lines, runs.paused) needs no new version: a host of
+# 2: claims, resumes. What was added since (_ADDED_TABLES, _ADDED_COLUMNS) needs no new version: a host of
 # the release before ignores it, so a rollback keeps working (the rule: store/sql.py).
 SCHEMA_VERSION = 2
 
@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS runs (
     host        TEXT NOT NULL DEFAULT '',
     pid         INTEGER,
     paused      INTEGER NOT NULL DEFAULT 0, -- 1: skipped while the job was paused, settles nothing
+    params      TEXT,                   -- a JSON object of the keyword arguments given by hand, or NULL
+    requested_by TEXT NOT NULL DEFAULT '', -- who asked for the run by hand, '' for the schedule
     seq         INTEGER NOT NULL        -- insertion order, newest last
 );
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, seq);
@@ -65,7 +67,11 @@ CREATE TABLE IF NOT EXISTS retries (
 CREATE TABLE IF NOT EXISTS job_state (
     job     TEXT PRIMARY KEY,
     paused  INTEGER NOT NULL DEFAULT 0,
-    resumes INTEGER NOT NULL DEFAULT 0  -- times resumed, for hosts to notice a short pause
+    resumes INTEGER NOT NULL DEFAULT 0, -- times resumed, for hosts to notice a short pause
+    reason  TEXT NOT NULL DEFAULT '',   -- why it is paused
+    paused_by TEXT NOT NULL DEFAULT '',
+    paused_at TEXT,
+    paused_until TEXT                   -- when it resumes by itself, or NULL
 );
 CREATE TABLE IF NOT EXISTS claims (
     job         TEXT NOT NULL,
@@ -88,7 +94,55 @@ CREATE TABLE IF NOT EXISTS run_lines (
     lines   TEXT NOT NULL               -- a JSON array of the run's last log lines
 );
 CREATE INDEX IF NOT EXISTS run_lines_by_age ON run_lines (kept_at);
+CREATE TABLE IF NOT EXISTS freeze (
+    id           INTEGER PRIMARY KEY CHECK (id = 1), -- one row, while every job is paused
+    reason       TEXT NOT NULL DEFAULT '',
+    frozen_by    TEXT NOT NULL DEFAULT '',
+    frozen_at    TEXT NOT NULL,
+    until        TEXT                   -- when the freeze ends by itself, or NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      TEXT NOT NULL,
+    actor   TEXT NOT NULL,              -- the OS user of a command, the token's name over HTTP
+    action  TEXT NOT NULL,              -- run, cancel, pause, resume, freeze, thaw, backfill
+    target  TEXT NOT NULL,              -- a job, a run id, or '*' for every job
+    reason  TEXT NOT NULL DEFAULT '',
+    detail  TEXT NOT NULL DEFAULT '{}'  -- a JSON object: the slot, the parameters, the until
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at);
+CREATE TABLE IF NOT EXISTS cancels (
+    run_id    TEXT PRIMARY KEY,         -- the run (or one-off) to cancel
+    job       TEXT NOT NULL,
+    asked_by  TEXT NOT NULL,
+    asked_at  TEXT NOT NULL,
+    done_at   TEXT                      -- when the host running it acted on it
+);
+CREATE TABLE IF NOT EXISTS one_offs (
+    run_id       TEXT PRIMARY KEY,      -- the id its run will have
+    job          TEXT NOT NULL,
+    slot         TEXT NOT NULL,         -- the instant it runs at, ISO 8601
+    slot_epoch   REAL NOT NULL,
+    params       TEXT,                  -- a JSON object of keyword arguments, or NULL
+    requested_by TEXT NOT NULL,
+    asked_at     TEXT NOT NULL,
+    state        TEXT NOT NULL DEFAULT 'pending' -- pending, taken (a host claimed it), cancelled
+);
+CREATE INDEX IF NOT EXISTS one_offs_pending ON one_offs (slot_epoch) WHERE state = 'pending';
 """
+
+# Columns added to the tables of SCHEMA_VERSION since, each with a default an older release never
+# needs to fill (every query names its columns): (table, column, declaration).
+_ADDED_COLUMNS = [
+    ("runs", "paused", "INTEGER NOT NULL DEFAULT 0"),
+    ("runs", "params", "TEXT"),  # a JSON object of the keyword arguments given by hand, or NULL
+    ("runs", "requested_by", "TEXT NOT NULL DEFAULT ''"),  # who asked for it by hand; '' for the schedule
+    ("job_state", "reason", "TEXT NOT NULL DEFAULT ''"),  # why it is paused
+    ("job_state", "paused_by", "TEXT NOT NULL DEFAULT ''"),
+    ("job_state", "paused_at", "TEXT"),
+    ("job_state", "paused_until", "TEXT"),  # when it resumes by itself, or NULL
+]
+_ADDED_TABLES = ("run_lines", "freeze", "audit", "cancels", "one_offs")
 
 # A release before runs.paused writes a paused skip with the reason "paused" alone (and reads it so):
 # the file marks such a row paused itself, so what it writes after a rollback reads right here too.
@@ -195,13 +249,16 @@ class SQLiteStore(SQLStore):
                     f"the state file {str(self.path)!r} has schema version {row[0]}, newer than this "
                     f"jobhost's {SCHEMA_VERSION}; run a newer jobhost or point JOBS_STATE_URL elsewhere"
                 )
-            self._add_paused()
+            self._add_columns()
 
-    def _add_paused(self) -> None:
-        """Give runs their paused column, if the file is older, marking the paused skips recorded
-        before it by their reason (as every release before it read them)."""
-        if "paused" not in self._columns("runs"):
-            self._db.execute("ALTER TABLE runs ADD COLUMN paused INTEGER NOT NULL DEFAULT 0")
+    def _add_columns(self) -> None:
+        """Give the tables of an older file the columns added since, marking the paused skips recorded
+        before runs.paused by their reason (as every release before it read them)."""
+        had_paused = "paused" in self._columns("runs")
+        for table, column, declaration in _ADDED_COLUMNS:
+            if column not in self._columns(table):
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        if not had_paused:
             self._db.execute("UPDATE runs SET paused = 1 WHERE reason = 'paused'")
         self._db.execute(_PAUSED_BY_REASON)
 
@@ -215,10 +272,12 @@ class SQLiteStore(SQLStore):
             return False
         if row is None or row[0] != SCHEMA_VERSION:
             return False
-        found = self._db.execute(
-            "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('run_lines', 'runs_paused_by_reason')"
-        ).fetchone()
-        return found == (2,)  # the trigger is made with the paused column: both are there
+        names = (*_ADDED_TABLES, "runs_paused_by_reason")
+        marks = ", ".join("?" * len(names))
+        found = self._db.execute(f"SELECT COUNT(*) FROM sqlite_master WHERE name IN ({marks})", names).fetchone()
+        if found != (len(names),):
+            return False
+        return all(column in self._columns(table) for table, column, _ in _ADDED_COLUMNS)
 
     def verify(self, seconds: float = VERIFY_SECONDS) -> bool:
         """SQLite's own check of every page (PRAGMA quick_check), cut short after `seconds`: a damaged

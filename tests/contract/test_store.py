@@ -362,3 +362,36 @@ def test_two_processes_opening_a_new_state_file_at_once_both_get_it(tmp_path: Pa
         ]
         failures = [p.stderr.read().decode() for p in openers if p.wait(30) != 0]  # type: ignore[union-attr]
         assert not failures, failures[0]
+
+
+def test_a_run_asked_for_by_hand_keeps_who_asked_and_its_parameters(store: StateStore) -> None:
+    params = {"day": "2026-11-20", "limit": 3, "dry_run": True, "name": "naïve"}
+    store.add_run(_run("m1", params=params, requested_by="alice"))
+    store.add_run(_run("s1", minutes=1))
+    assert store.run("m1").params == params and store.run("m1").requested_by == "alice"
+    assert (store.run("s1").params, store.run("s1").requested_by) == (None, "")
+    assert store.run("m1").as_json()["params"] == params and store.run("s1").as_json()["requested_by"] == ""
+
+
+def test_the_audit_trail_keeps_each_action_newest_first_and_prunes_with_the_runs(store: StateStore) -> None:
+    from jobhost.store.model import Action
+
+    first = Action(T0, "alice", "pause", "nightly", "disk full on the target", {"until": "2026-11-23T08:00:00+00:00"})
+    second = Action(T0 + dt.timedelta(hours=2), "ops-bot", "run", "nightly", "", {"params": {"day": "x"}})
+    store.add_action(first)
+    store.add_action(second)
+    assert store.actions() == [second, first]
+    assert store.actions(since=T0 + dt.timedelta(hours=1)) == [second]
+    assert store.actions(limit=1) == [second]
+    store.prune(T0 + dt.timedelta(hours=1), limit=100)
+    assert store.actions() == [second]
+
+
+def test_what_is_written_atomically_is_all_kept_or_none_of_it(store: StateStore) -> None:
+    from jobhost.store.model import Action
+
+    with pytest.raises(RuntimeError), store.atomic():
+        store.set_paused("nightly", True)
+        store.add_action(Action(T0, "alice", "pause", "nightly"))
+        raise RuntimeError("the audit record could not be written")
+    assert store.paused_jobs() == set() and store.actions() == []
