@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from jobhost.definition.spec import JobSpec
@@ -17,6 +17,9 @@ from jobhost.errors import UnknownJobError
 from jobhost.horizon import OutsideHorizon, bounded
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, StateStore
+from jobhost.store.model import Action
+
+T = TypeVar("T")
 
 
 def catalog(jobs: Mapping[str, JobSpec], store: StateStore, now: dt.datetime) -> list[dict[str, Any]]:
@@ -123,6 +126,15 @@ def history(
     if name is not None:
         known_job(jobs, store, name)
     return store.runs(name, limit, status)
+
+
+def audited(store: StateStore, action: Action, change: Callable[[], T]) -> T:
+    """Make `change` and keep `action` in the audit trail, at once: no action without its record,
+    no record of an action that did not happen."""
+    with store.atomic():
+        result = change()
+        store.add_action(action)
+    return result
 
 
 def set_paused(jobs: Mapping[str, JobSpec], store: StateStore, name: str, paused: bool) -> None:
