@@ -105,6 +105,25 @@ class TakenOver:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """Why a job is paused, by whom, since and until when (None: until someone resumes it)."""
+
+    reason: str = ""
+    by: str = ""
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The pause as `list --json` and /api/jobs spell it."""
+        return {
+            "reason": self.reason,
+            "by": self.by,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
+
+
+@dataclass(frozen=True)
 class Action:
     """One thing a person did to the host (run, cancel, pause, resume, freeze, thaw, backfill), as the
     audit trail keeps it."""

@@ -13,7 +13,17 @@ import datetime as dt
 from typing import Any, Protocol
 
 from jobhost.outcomes import RunStatus
-from jobhost.store.model import Action, Heartbeat, PendingRetry, RunRecord, Settlement, SlotState, StateDump, TakenOver
+from jobhost.store.model import (
+    Action,
+    Heartbeat,
+    Pause,
+    PendingRetry,
+    RunRecord,
+    Settlement,
+    SlotState,
+    StateDump,
+    TakenOver,
+)
 
 
 class History(Protocol):
@@ -136,11 +146,15 @@ class Claims(Protocol):
 class JobState(Protocol):
     """What is kept of each job between its runs: paused or not, resumes, its pending retries."""
 
-    def set_paused(self, job: str, paused: bool) -> None:
-        """Pause or resume a job; a paused job's slots are recorded as skipped."""
+    def set_paused(self, job: str, paused: bool, pause: Pause | None = None) -> None:
+        """Pause (with why, by whom, since and until when) or resume a job; a paused job's slots are
+        recorded as skipped."""
 
     def paused_jobs(self) -> set[str]:
         """The names of the paused jobs."""
+
+    def pauses(self) -> dict[str, Pause]:
+        """Each paused job's pause."""
 
     def resumes(self) -> dict[str, int]:
         """How many times each job not paused now has been resumed (a resume since a look raises it)."""

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from jobhost.outcomes import RunStatus
-from jobhost.store.model import Action, Heartbeat, PendingRetry, RunRecord
+from jobhost.store.model import Action, Heartbeat, Pause, PendingRetry, RunRecord
 from jobhost.store.rows import Unreadable, slot_of, status_of
 from jobhost.store.sql_base import COLUMNS, OPEN, READABLE, SETTLED_SQL, SETTLES, SQLBase
 
@@ -185,19 +185,40 @@ class SQLHistory(SQLBase):
 
     # -- JobState ------------------------------------------------------------
 
-    def set_paused(self, job: str, paused: bool) -> None:
+    def set_paused(self, job: str, paused: bool, pause: Pause | None = None) -> None:
         resumed = 0 if paused else 1  # counted, so a pause and resume between two looks is still seen
+        pause = (pause or Pause()) if paused else Pause()
         self._do(
             self._q(
-                "INSERT INTO {t}job_state (job, paused, resumes) VALUES (?, ?, ?) "
+                "INSERT INTO {t}job_state (job, paused, resumes, reason, paused_by, paused_at, paused_until) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (job) DO UPDATE SET paused = excluded.paused, "
-                "resumes = {t}job_state.resumes + excluded.resumes"
+                "resumes = {t}job_state.resumes + excluded.resumes, reason = excluded.reason, "
+                "paused_by = excluded.paused_by, paused_at = excluded.paused_at, paused_until = excluded.paused_until"
             ),
-            (job, paused, resumed),
+            (job, paused, resumed, pause.reason, pause.by, self._utc(pause.since), self._utc(pause.until)),
         )
+
+    def _utc(self, value: dt.datetime | None) -> Any:
+        return self._time(value.astimezone(dt.UTC) if value is not None else None)
 
     def paused_jobs(self) -> set[str]:
         return {row[0] for row in self._all(self._q("SELECT job FROM {t}job_state WHERE paused"))}
+
+    def pauses(self) -> dict[str, Pause]:
+        rows = self._all(
+            self._q("SELECT job, reason, paused_by, paused_at, paused_until FROM {t}job_state WHERE paused")
+        )
+        found = {}
+        for job, reason, by, since, until in rows:
+            try:
+                found[job] = Pause(
+                    reason, by, self._stored_time("paused_at", since), self._stored_time("paused_until", until)
+                )
+            except Unreadable as exc:  # still paused: only the details are unknown
+                self._set_aside.report("pause", job, job, str(exc))
+                found[job] = Pause(reason, by)
+        return found
 
     def resumes(self) -> dict[str, int]:
         rows = self._all(self._q("SELECT job, resumes FROM {t}job_state WHERE NOT paused"))

@@ -395,3 +395,14 @@ def test_what_is_written_atomically_is_all_kept_or_none_of_it(store: StateStore)
         store.add_action(Action(T0, "alice", "pause", "nightly"))
         raise RuntimeError("the audit record could not be written")
     assert store.paused_jobs() == set() and store.actions() == []
+
+
+def test_a_pause_keeps_why_who_since_and_until_and_a_resume_forgets_them(store: StateStore) -> None:
+    from jobhost.store.model import Pause
+
+    pause = Pause("the warehouse is being migrated", "alice", T0, T0 + dt.timedelta(hours=2))
+    store.set_paused("nightly", True, pause)
+    store.set_paused("hourly", True)
+    assert store.pauses() == {"nightly": pause, "hourly": Pause()}
+    store.set_paused("nightly", False)
+    assert store.pauses() == {"hourly": Pause()} and store.paused_jobs() == {"hourly"}
