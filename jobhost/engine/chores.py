@@ -10,6 +10,7 @@ Work due very soon is done when the loop is awake anyway, not in a wakeup of its
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 
 from jobhost.clock import Clock
@@ -30,6 +31,9 @@ from jobhost.runs.runner import Runner
 
 COALESCE = 1.0  # seconds early (a tenth of its period at most) periodic work is done if the loop is awake
 LOST = "this host lost the run's lease to another host"
+
+
+logger = logging.getLogger("jobhost.host")
 
 
 def drop_lost(lost: list[Attempt], runner: Runner, backlog: Backlog | None = None) -> None:
@@ -90,7 +94,14 @@ class Chores:
         if self._nearly(self.next_beat, self.config.heartbeat_interval):
             self.beat()
             self.recorder.prune()
+            self.end_pauses()
             self.catch_up.resumed()
+
+    def end_pauses(self) -> None:
+        """Resume the jobs paused until now (on whichever host looks first); catch-up then runs
+        their missed slots by their policy, as after any resume."""
+        for name in self.calls(lambda: self.calls.store.end_pauses(self.clock()), []):
+            logger.info("%s resumed: its pause ended", name, extra={"event": "job_resumed", "job": name})
 
     def next_wait(self) -> float:
         now = self.monotonic()

@@ -156,6 +156,10 @@ class JobState(Protocol):
     def pauses(self) -> dict[str, Pause]:
         """Each paused job's pause."""
 
+    def end_pauses(self, now: dt.datetime) -> list[str]:
+        """Resume the jobs whose pause was to end by `now` (counted as resumes, so catch-up runs), and
+        keep a "resume" action for each; the jobs resumed, by this call alone on every host."""
+
     def resumes(self) -> dict[str, int]:
         """How many times each job not paused now has been resumed (a resume since a look raises it)."""
 

@@ -220,6 +220,26 @@ class SQLHistory(SQLBase):
                 found[job] = Pause(reason, by)
         return found
 
+    def end_pauses(self, now: dt.datetime) -> list[str]:
+        ended = "paused AND paused_until IS NOT NULL AND paused_until <= ?"
+        with self._transaction():
+            reasons = dict(
+                self._all(self._q(f"SELECT job, reason FROM {{t}}job_state WHERE {ended}"), (self._utc(now),))
+            )
+            rows = self._all(  # the update checks again: of hosts looking at once, one resumes each job
+                self._q(
+                    "UPDATE {t}job_state SET paused = ?, resumes = resumes + 1, reason = '', paused_by = '', "
+                    f"paused_at = NULL, paused_until = NULL WHERE {ended} RETURNING job"
+                ),
+                (False, self._utc(now)),
+            )
+            resumed = sorted(row[0] for row in rows)
+            for job in resumed:
+                reason = reasons.get(job)
+                why = f"the pause ended as set ({reason})" if reason else "the pause ended as set"
+                self.add_action(Action(now, "jobhost", "resume", job, why))
+        return resumed
+
     def resumes(self) -> dict[str, int]:
         rows = self._all(self._q("SELECT job, resumes FROM {t}job_state WHERE NOT paused"))
         return dict(rows)

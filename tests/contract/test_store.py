@@ -406,3 +406,18 @@ def test_a_pause_keeps_why_who_since_and_until_and_a_resume_forgets_them(store: 
     assert store.pauses() == {"nightly": pause, "hourly": Pause()}
     store.set_paused("nightly", False)
     assert store.pauses() == {"hourly": Pause()} and store.paused_jobs() == {"hourly"}
+
+
+def test_a_pause_that_has_ended_is_resumed_once_counted_and_audited(store: StateStore) -> None:
+    from jobhost.store.model import Pause
+
+    store.set_paused("nightly", True, Pause("deploy window", "alice", T0, T0 + dt.timedelta(hours=1)))
+    store.set_paused("hourly", True, Pause("incident", "bob", T0))  # until resumed by hand
+    before = store.resumes().get("nightly", 0)
+    assert store.end_pauses(T0 + dt.timedelta(minutes=59)) == []
+    assert store.end_pauses(T0 + dt.timedelta(hours=1)) == ["nightly"]
+    assert store.end_pauses(T0 + dt.timedelta(hours=2)) == []  # once, whoever looks next
+    assert store.paused_jobs() == {"hourly"} and store.resumes()["nightly"] == before + 1
+    [action] = store.actions()
+    assert (action.actor, action.action, action.target) == ("jobhost", "resume", "nightly")
+    assert "deploy window" in action.reason
