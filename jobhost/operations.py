@@ -11,24 +11,25 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from jobhost.definition.durations import parse_duration
 from jobhost.definition.spec import JobSpec
 from jobhost.definition.timezones import localize
 from jobhost.errors import UnknownJobError
 from jobhost.horizon import OutsideHorizon, bounded
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, StateStore
-from jobhost.store.model import Action
+from jobhost.store.model import Action, Pause
 
 T = TypeVar("T")
 
 
 def catalog(jobs: Mapping[str, JobSpec], store: StateStore, now: dt.datetime) -> list[dict[str, Any]]:
     """Every job as `list --json` gives it, by name."""
-    last, paused = store.last_statuses(), store.paused_jobs()
-    return [describe_job(spec, last.get(name), name in paused, now) for name, spec in sorted(jobs.items())]
+    last, pauses = store.last_statuses(), store.pauses()
+    return [describe_job(spec, last.get(name), pauses.get(name), now) for name, spec in sorted(jobs.items())]
 
 
-def describe_job(spec: JobSpec, last: RunStatus | None, paused: bool, now: dt.datetime) -> dict[str, Any]:
+def describe_job(spec: JobSpec, last: RunStatus | None, pause: Pause | None, now: dt.datetime) -> dict[str, Any]:
     """One job as `list --json` gives it: schedule in words, next slot, last status, options."""
     upcoming = spec.schedule.next_slot(now)
     return {
@@ -37,7 +38,8 @@ def describe_job(spec: JobSpec, last: RunStatus | None, paused: bool, now: dt.da
         "timezone": spec.schedule.zone.key,
         "next_slot": upcoming.isoformat() if upcoming else None,
         "last_status": str(last) if last is not None else None,
-        "paused": paused,
+        "paused": pause is not None,
+        "pause": pause.as_json() if pause is not None else None,
         **spec.options(),
         "file": spec.file,
         "line": spec.line,
@@ -137,8 +139,46 @@ def audited(store: StateStore, action: Action, change: Callable[[], T]) -> T:
     return result
 
 
-def set_paused(jobs: Mapping[str, JobSpec], store: StateStore, name: str, paused: bool) -> None:
-    """Pause (its slots are recorded as skipped) or resume a job, on every host sharing the store."""
+def pause_end(until: str | None, for_: str | None, zone: ZoneInfo, now: dt.datetime) -> dt.datetime | None:
+    """When a pause asked for with --until (an ISO 8601 instant) or --for (a duration such as 2h)
+    ends, or None for a pause until someone resumes; ValueError naming the field at fault."""
+    if until is not None and for_ is not None:
+        raise ValueError("until: give --until or --for, not both")
+    if for_ is not None:
+        try:
+            return now + dt.timedelta(seconds=parse_duration(for_, what="for"))
+        except ValueError as exc:
+            raise ValueError(f"for: {exc}") from None
+    if until is None:
+        return None
+    try:
+        end = instant(until, zone, now)
+    except ValueError as exc:
+        raise ValueError(f"until: {exc}") from None
+    if end <= now:
+        raise ValueError(f"until: {until} is not in the future (now is {now.isoformat(timespec='seconds')})")
+    return end
+
+
+def set_paused(
+    jobs: Mapping[str, JobSpec],
+    store: StateStore,
+    name: str,
+    paused: bool,
+    actor: str,
+    now: dt.datetime,
+    reason: str = "",
+    until: dt.datetime | None = None,
+) -> None:
+    """Pause (its slots are recorded as skipped) or resume a job, on every host sharing the store,
+    with its audit record."""
     if name not in jobs:
         raise UnknownJobError(name, list(jobs))
-    store.set_paused(name, paused)
+    detail = {"until": until.isoformat()} if until is not None else {}
+    action = Action(now, actor, "pause" if paused else "resume", name, reason, detail)
+    audited(store, action, lambda: store.set_paused(name, paused, Pause(reason, actor, now, until)))
+
+
+def audit_trail(store: StateStore, since: dt.datetime | None, limit: int) -> list[Action]:
+    """What people (and jobhost itself, ending a pause) did, newest first."""
+    return store.actions(since, limit)

@@ -32,6 +32,7 @@ for command in (
     commands_read.history,
     commands_read.next_slots,
     commands_read.health,
+    commands_read.audit,
     commands_act.check,
     commands_act.run,
     commands_act.backfill_command,

@@ -13,6 +13,7 @@ import sys
 import click
 
 from jobhost import operations
+from jobhost.actors import command_line_actor
 from jobhost.app.bootstrap import App, pass_app
 from jobhost.app.params import MAX_SLOTS, MAX_SLOTS_CEILING, UTF8, day_or_instant_param, slot_param
 from jobhost.clock import now as wall_now
@@ -94,25 +95,35 @@ def backfill_command(app: App, name: str, start: str, end: str | None, max_slots
 
 @click.command()
 @click.argument("name", type=UTF8)
+@click.option("--reason", default="", type=UTF8, help="Why, for the audit trail, `list` and the status page.")
+@click.option("--until", type=UTF8, help="Resume by itself at this instant (ISO 8601; no offset: the job's zone).")
+@click.option("--for", "for_", type=UTF8, help="Resume by itself after this long (e.g. 30m, 2h, 1d).")
 @pass_app
-def pause(app: App, name: str) -> None:
-    """Stop starting runs of NAME (its slots are recorded as skipped) until `resume`."""
-    _set_paused(app, name, True)
+def pause(app: App, name: str, reason: str, until: str | None, for_: str | None) -> None:
+    """Stop starting runs of NAME (its slots are recorded as skipped) until `resume`, or until the
+    end given; at the end it resumes by itself and catches up by its policy."""
+    app.load()
+    spec = app.job(name)
+    now = wall_now()
+    try:
+        end = operations.pause_end(until, for_, spec.schedule.zone, now)
+    except ValueError as exc:
+        field, _, message = str(exc).partition(": ")
+        raise click.BadParameter(message, param_hint=f"--{field}") from None
+    operations.set_paused(app.registry.jobs, app.store(), name, True, command_line_actor(), now, reason, end)
+    click.echo(f"{name}: paused" + (f" until {end.isoformat(timespec='seconds')}" if end else " until `resume`"))
 
 
 @click.command()
 @click.argument("name", type=UTF8)
+@click.option("--reason", default="", type=UTF8, help="Why, for the audit trail.")
 @pass_app
-def resume(app: App, name: str) -> None:
-    """Start running NAME on its schedule again."""
-    _set_paused(app, name, False)
-
-
-def _set_paused(app: App, name: str, paused: bool) -> None:
+def resume(app: App, name: str, reason: str) -> None:
+    """Start running NAME on its schedule again (catch-up runs what its pause skipped, by its policy)."""
     app.load()
     app.job(name)
-    operations.set_paused(app.registry.jobs, app.store(), name, paused)
-    click.echo(f"{name}: {'paused' if paused else 'resumed'}")
+    operations.set_paused(app.registry.jobs, app.store(), name, False, command_line_actor(), wall_now(), reason)
+    click.echo(f"{name}: resumed")
 
 
 @click.command("migrate-state")

@@ -1,4 +1,4 @@
-"""The commands that only read: `list`, `history`, `next` and `health`.
+"""The commands that only read: `list`, `history`, `next`, `health` and `audit`.
 
 They import the definition of jobs, the state store and the app's own modules, never the loop,
 the runners or the observers (tests/e2e/test_import_cost.py holds them to it): a monitor's `health`
@@ -7,11 +7,13 @@ every few seconds, or a script's `history --json`, costs an interpreter and litt
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -20,7 +22,7 @@ from jobhost.app.bootstrap import App, pass_app
 from jobhost.app.params import MAX_HEARTBEAT_AGE, MAX_HISTORY, UTF8, Seconds, instant_param
 from jobhost.app.table import print_table
 from jobhost.clock import now as wall_now
-from jobhost.definition.durations import format_duration
+from jobhost.definition.durations import format_duration, parse_duration
 from jobhost.errors import SettingError, StoreError, UnknownJobError
 from jobhost.health import Look, watch
 from jobhost.health import as_json as health_json
@@ -61,6 +63,47 @@ def list_jobs(app: App, as_json: bool) -> None:
             for r in rows
         ],
     )
+    for r in rows:
+        if r["pause"] is not None:
+            click.echo(f"{r['name']}: {pause_line(r['pause'])}")
+
+
+def pause_line(pause: dict[str, str | None]) -> str:
+    """A pause in words: by whom, since when, why, until when."""
+    since = f" since {pause['since']}" if pause["since"] else ""
+    why = f": {pause['reason']}" if pause["reason"] else ""
+    end = f"; resumes by itself at {pause['until']}" if pause["until"] else "; until `resume`"
+    return f"paused by {pause['by'] or 'someone'}{since}{why}{end}"
+
+
+@click.command()
+@click.option("--since", type=UTF8, help="Only actions from this instant (ISO 8601) or this long ago (e.g. 24h).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, MAX_HISTORY), help="Actions at most.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
+@pass_app
+def audit(app: App, since: str | None, limit: int, as_json: bool) -> None:
+    """What people did, newest first: runs asked for, pauses, resumes, backfills; who, when, why."""
+    app.load()
+    start = since_param(since, app.registry.default_zone) if since else None
+    actions = operations.audit_trail(app.store(), start, limit)
+    if as_json:
+        click.echo(json.dumps([a.as_json() for a in actions], indent=2, ensure_ascii=False))
+        return
+    print_table(
+        ["AT", "ACTOR", "ACTION", "TARGET", "REASON"],
+        [[a.at.isoformat(timespec="seconds"), a.actor, a.action, a.target, a.reason or "-"] for a in actions],
+    )
+
+
+def since_param(text: str, zone: ZoneInfo) -> dt.datetime:
+    """--since: an ISO 8601 instant, or a duration back from now."""
+    now = wall_now()
+    if text[:1].isdigit() and not text[:4].isdigit():  # 24h, 30m: not a year
+        try:
+            return now - dt.timedelta(seconds=parse_duration(text, what="--since"))
+        except ValueError:
+            pass
+    return instant_param(text, zone, "--since")
 
 
 RUN_ID_SHOWN = 12  # characters of a run id in the table: enough to tell runs apart, and to grep the log

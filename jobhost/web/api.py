@@ -12,6 +12,7 @@ import hmac
 import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 MAX_BODY = 64 * 1024  # bytes a POST body may have: the API takes a slot at most
 MAX_LIMIT = 10_000  # runs one request may ask for
+TOKEN_ACTOR = "http token"  # who an action over HTTP is recorded under: the holder of JOBS_HTTP_TOKEN
 LinesOf = Callable[[str], tuple[list[dict[str, Any]], int] | None]  # a run's kept log lines, if any
 
 
@@ -71,6 +73,18 @@ class Api:
         self.clock = clock
         self.lines_of = lines_of
 
+    def audit(self, request: Request) -> Response:
+        only(request, {"since", "limit"})
+        limit = whole(request, "limit", 100, MAX_LIMIT)
+        text = request.args.get("since")
+        since = None
+        if text:
+            try:
+                since = operations.instant(text, ZoneInfo("UTC"), self.clock())
+            except ValueError as exc:
+                raise ApiError(400, f"since: {exc}", param="since") from None
+        return json_answer([action.as_json() for action in operations.audit_trail(self.store(), since, limit)])
+
     def list_jobs(self, request: Request) -> Response:
         only(request, set())
         return json_answer(operations.catalog(self.jobs, self.store(), self.clock()))
@@ -79,7 +93,7 @@ class Api:
         only(request, set())
         spec = known_job(self.jobs, name)
         store = self.store()
-        row = operations.describe_job(spec, store.last_statuses().get(name), name in store.paused_jobs(), self.clock())
+        row = operations.describe_job(spec, store.last_statuses().get(name), store.pauses().get(name), self.clock())
         return json_answer(row)
 
     def next_slots(self, request: Request, name: str) -> Response:
@@ -131,16 +145,34 @@ class Api:
         return self._set_paused(request, name, False)
 
     def _set_paused(self, request: Request, name: str, paused: bool) -> Response:
-        authorized_body(request, self.config.token)
-        known_job(self.jobs, name)
-        operations.set_paused(self.jobs, self.store(), name, paused)
-        return json_answer({"name": name, "paused": paused})
+        body = authorized_body(request, self.config.token, {"reason", "until", "for"} if paused else {"reason"})
+        spec = known_job(self.jobs, name)
+        reason = text_field(body, "reason") or ""
+        now = self.clock()
+        try:
+            end = operations.pause_end(text_field(body, "until"), text_field(body, "for"), spec.schedule.zone, now)
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            raise ApiError(400, f"{field}: {message}", param=field) from None
+        operations.set_paused(self.jobs, self.store(), name, paused, TOKEN_ACTOR, now, reason, end)
+        pause = self.store().pauses().get(name)
+        return json_answer({"name": name, "paused": paused, "pause": pause.as_json() if pause else None})
 
 
 # -- checks ---------------------------------------------------------------
 
 
-def authorized_body(request: Request, token: str | None) -> dict[str, Any]:
+def text_field(body: dict[str, Any], name: str) -> str | None:
+    """A string field of a POST's body, if given; a JSON error naming it if it is not a string."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ApiError(400, f"{name}: expected a string", param=name)
+    return value
+
+
+def authorized_body(
+    request: Request, token: str | None, fields: frozenset[str] | set[str] = frozenset({"slot"})
+) -> dict[str, Any]:
     """The POST's JSON object (empty if no body), once the size and the bearer token are right."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, f"the request body is larger than {MAX_BODY} bytes")
@@ -165,9 +197,10 @@ def authorized_body(request: Request, token: str | None) -> dict[str, Any]:
         raise ApiError(400, 'body: expected a JSON object, such as {} or {"slot": "..."}', param="body") from None
     if not isinstance(body, dict):
         raise ApiError(400, 'body: expected a JSON object, such as {} or {"slot": "..."}', param="body")
-    unknown = sorted(set(body) - {"slot"})
+    unknown = sorted(set(body) - set(fields))
     if unknown:
-        raise ApiError(400, f"body: unknown field {unknown[0]!r}; the only one is 'slot'", param=unknown[0])
+        known = ", ".join(repr(name) for name in sorted(fields)) or "none"
+        raise ApiError(400, f"body: unknown field {unknown[0]!r}; this endpoint takes {known}", param=unknown[0])
     return body
 
 

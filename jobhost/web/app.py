@@ -49,6 +49,7 @@ ROUTES = Map(
         Rule("/api/jobs/<name>/pause", endpoint="api_pause", methods=["POST"]),
         Rule("/api/jobs/<name>/resume", endpoint="api_resume", methods=["POST"]),
         Rule("/api/runs", endpoint="api_runs", methods=["GET"]),
+        Rule("/api/audit", endpoint="api_audit", methods=["GET"]),
         Rule("/api/runs/<run_id>", endpoint="api_one_run", methods=["GET"]),
     ],
     strict_slashes=False,
@@ -93,6 +94,7 @@ class WebApp:
             "api_pause": api.pause,
             "api_resume": api.resume,
             "api_runs": api.runs,
+            "api_audit": api.audit,
             "api_one_run": api.one_run,
         }
 

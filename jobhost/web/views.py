@@ -70,9 +70,9 @@ class Views:
         store = self.store()
         # Each job's recent runs (one short query on its index) give its last status too.
         recent = {name: store.runs(name, pages.BAR_RUNS) for name in sorted(self.jobs)}
-        paused = store.paused_jobs()
+        pauses = store.pauses()
         jobs = [
-            operations.describe_job(spec, recent[name][0].status if recent[name] else None, name in paused, now)
+            operations.describe_job(spec, recent[name][0].status if recent[name] else None, pauses.get(name), now)
             for name, spec in sorted(self.jobs.items())
         ]
         in_flight, queued, waiting = self.host.counts()
@@ -97,7 +97,7 @@ class Views:
         spec = self.jobs.get(name)
         job, upcoming = None, []
         if spec is not None:  # else a job since removed, whose history is kept
-            job = operations.describe_job(spec, store.last_statuses().get(name), name in store.paused_jobs(), now)
+            job = operations.describe_job(spec, store.last_statuses().get(name), store.pauses().get(name), now)
             upcoming = operations.next_slots(spec, now, 5)
         return self._page(
             "job.html",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 import signal
 import subprocess
@@ -192,6 +193,49 @@ def test_pause_and_resume_show_in_list(deployment: Deployment) -> None:
     assert deployment.cli("pause", "nope").returncode == 2
 
 
+def test_a_pause_with_a_reason_and_an_end_shows_who_why_and_until_and_is_audited(deployment: Deployment) -> None:
+    deployment.write("good", GOOD)
+    paused = deployment.cli("pause", "pull_rates", "--reason", "rates API down", "--for", "2h")
+    assert paused.returncode == 0 and "paused until " in paused.stdout
+    [job] = [j for j in json.loads(deployment.cli("list", "--json").stdout) if j["name"] == "pull_rates"]
+    pause = job["pause"]
+    assert (job["paused"], pause["reason"], pause["by"]) == (True, "rates API down", getpass.getuser())
+    until, since = dt.datetime.fromisoformat(pause["until"]), dt.datetime.fromisoformat(pause["since"])
+    assert until - since == dt.timedelta(hours=2)
+    listed = deployment.cli("list").stdout
+    assert f"pull_rates: paused by {getpass.getuser()}" in listed and "rates API down" in listed
+    assert "resumes by itself at" in listed
+    assert deployment.cli("resume", "pull_rates", "--reason", "API back").returncode == 0
+    actions = json.loads(deployment.cli("audit", "--json").stdout)
+    assert [(a["action"], a["target"], a["reason"], a["actor"]) for a in actions] == [
+        ("resume", "pull_rates", "API back", getpass.getuser()),
+        ("pause", "pull_rates", "rates API down", getpass.getuser()),
+    ]
+    assert actions[1]["detail"] == {"until": pause["until"]}
+    assert "rates API down" in deployment.cli("audit", "--since", "1h").stdout
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    assert json.loads(deployment.cli("audit", "--json", "--since", tomorrow).stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--until", "2020-01-01T00:00"], "--until"),
+        (["--until", "tomorrow"], "--until"),
+        (["--for", "soon"], "--for"),
+        (["--for", "1h", "--until", "2099-01-01T00:00"], "--until"),
+    ],
+)
+def test_a_pause_with_a_bad_end_is_refused_naming_the_option_and_changes_nothing(
+    deployment: Deployment, args: list[str], named: str
+) -> None:
+    deployment.write("good", GOOD)
+    refused = deployment.cli("pause", "pull_rates", *args)
+    assert refused.returncode == 2 and named in refused.stderr
+    [job] = [j for j in json.loads(deployment.cli("list", "--json").stdout) if j["name"] == "pull_rates"]
+    assert job["paused"] is False and json.loads(deployment.cli("audit", "--json").stdout) == []
+
+
 def test_a_paused_job_is_skipped_by_the_loop(deployment: Deployment, host) -> None:
     deployment.write(
         "fast",
@@ -319,17 +363,17 @@ def test_the_job_stopped_by_ctrl_c_is_told_so_by_the_same_signal(deployment: Dep
     assert "stopped by the host (SIGINT)" in ended["exc_info"] and "SIGTERM" not in ended["exc_info"]
 
 
-def test_a_resumed_job_catches_up_the_slots_it_skipped_while_paused(deployment: Deployment, host) -> None:
-    deployment.write(
-        "every_slot",
-        """
-        from jobhost import job, every
+EVERY_SLOT = """
+from jobhost import job, every
 
-        @job(every(1).seconds, catchup="all")
-        def every_slot(slot):
-            pass
-        """,
-    )
+@job(every(1).seconds, catchup="all")
+def every_slot(slot):
+    pass
+"""
+
+
+def test_a_resumed_job_catches_up_the_slots_it_skipped_while_paused(deployment: Deployment, host) -> None:
+    deployment.write("every_slot", EVERY_SLOT)
     assert deployment.cli("run", "every_slot").returncode == 0  # the job now has a settled slot
     deployment.cli("pause", "every_slot")
     process = host(JOBS_HEARTBEAT_INTERVAL="1s")
@@ -341,6 +385,24 @@ def test_a_resumed_job_catches_up_the_slots_it_skipped_while_paused(deployment: 
         what="each paused slot to be caught up",
     )
     assert process.stop() == 0
+
+
+def test_a_pause_that_ends_resumes_the_job_by_itself_and_catches_up(deployment: Deployment, host) -> None:
+    deployment.write("every_slot", EVERY_SLOT)
+    assert deployment.cli("run", "every_slot").returncode == 0  # the job now has a settled slot
+    assert deployment.cli("pause", "every_slot", "--for", "3s", "--reason", "short window").returncode == 0
+    process = host(JOBS_HEARTBEAT_INTERVAL="1s")
+    records = process.wait_for(lambda rs: any(r.get("event") == "job_resumed" for r in rs), what="the pause to end")
+    paused_slots = {r["slot"] for r in events(records, "every_slot", "run_skipped")}
+    process.wait_for(
+        lambda rs: paused_slots <= {r["slot"] for r in events(rs, "every_slot", "run_succeeded")},
+        what="each paused slot to be caught up",
+    )
+    assert process.stop() == 0
+    [job] = json.loads(deployment.cli("list", "--json").stdout)
+    assert job["paused"] is False
+    resumed = json.loads(deployment.cli("audit", "--json").stdout)[0]
+    assert (resumed["actor"], resumed["action"]) == ("jobhost", "resume") and "short window" in resumed["reason"]
 
 
 def test_the_history_table_shows_each_runs_id_and_start(deployment: Deployment) -> None:

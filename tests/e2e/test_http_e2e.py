@@ -108,12 +108,30 @@ def test_a_run_for_a_named_slot_and_pause_resume(deployment: Deployment, host) -
     assert record["slot"].startswith("2026-01-05T03:00")
 
     answer = call(f"{url}/api/jobs/exports/pause", "POST", token=TOKEN)
-    assert (answer.status, answer.json()) == (200, {"name": "exports", "paused": True})
+    assert (answer.status, answer.json()["paused"], answer.json()["pause"]["by"]) == (200, True, "http token")
     listed = {j["name"]: j for j in json.loads(deployment.cli("list", "--json").stdout)}
     assert listed["exports"]["paused"] is True
     assert call(f"{url}/api/jobs/exports").json()["paused"] is True
     assert call(f"{url}/api/jobs/exports/resume", "POST", token=TOKEN).json()["paused"] is False
     assert call(f"{url}/api/jobs/exports").json()["paused"] is False
+
+    body = json.dumps({"reason": "partner migrating", "for": "90m"}).encode()
+    paused = call(f"{url}/api/jobs/exports/pause", "POST", token=TOKEN, body=body).json()["pause"]
+    assert paused["reason"] == "partner migrating"
+    since, until = dt.datetime.fromisoformat(paused["since"]), dt.datetime.fromisoformat(paused["until"])
+    assert until - since == dt.timedelta(minutes=90)
+    assert call(f"{url}/api/jobs/exports").json()["pause"] == paused
+    trail = call(f"{url}/api/audit").json()
+    assert [(a["action"], a["actor"], a["reason"]) for a in trail] == [
+        ("pause", "http token", "partner migrating"),
+        ("resume", "http token", ""),
+        ("pause", "http token", ""),
+    ]
+    for bad, field in [({"until": "2020-01-01T00:00"}, "until"), ({"for": 5}, "for"), ({"when": "now"}, "when")]:
+        refused = call(f"{url}/api/jobs/exports/pause", "POST", token=TOKEN, body=json.dumps(bad).encode())
+        assert (refused.status, refused.json()["param"]) == (400, field)
+    assert len(call(f"{url}/api/audit").json()) == 3  # nothing refused was recorded
+    assert call(f"{url}/api/audit?since=yesterday").status == 400
 
 
 def test_bad_requests_get_an_error_naming_what_is_wrong(deployment: Deployment, host) -> None:
