@@ -30,6 +30,7 @@ def configure(*, log_to_stdout: bool, loop: bool = False) -> HostSettings:
     apply_env_file()
     settings = load_settings()
     forget_variable("JOBS_HTTP_TOKEN")  # the host's alone: the jobs it forks inherit the environment
+    forget_variable("JOBS_HTTP_TOKENS")
     configure_logging(
         settings.log_level,
         settings.log_format,
@@ -55,7 +56,7 @@ def configure(*, log_to_stdout: bool, loop: bool = False) -> HostSettings:
             data_dir=settings.data_dir,
         ),
         reporters=lambda: start_sentry(settings),
-        http=HttpConfig(*settings.http_addr, settings.http_token, settings.http_hosts or ())
+        http=HttpConfig(*settings.http_addr, settings.http_token, settings.http_hosts or (), settings.http_tokens or ())
         if settings.http_addr
         else None,
         status_file=status_file(settings.state_url, settings.host_name, settings.host_dir),

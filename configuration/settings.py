@@ -105,6 +105,21 @@ def _http_token(text: str) -> str:
     return text
 
 
+def _http_tokens(text: str) -> tuple[tuple[str, str], ...]:
+    """name=token pairs, comma-separated: each name a word (letters, digits, . _ @ -), each token as
+    JOBS_HTTP_TOKEN's; no name or token twice."""
+    pairs = []
+    for pair in (part.strip() for part in text.split(",")):
+        name, sep, token = pair.partition("=")
+        if not sep or not name or not all(c.isalnum() or c in "._@-" for c in name) or not name.isascii():
+            raise ValueError
+        pairs.append((name, _http_token(token)))
+    names, tokens = [n for n, _ in pairs], [t for _, t in pairs]
+    if len(set(names)) != len(names) or len(set(tokens)) != len(tokens):
+        raise ValueError
+    return tuple(pairs)
+
+
 def _http_hosts(text: str) -> tuple[str, ...]:
     return tuple(host_name(name) for name in text.split(",") if name.strip())
 
@@ -313,6 +328,18 @@ SETTINGS = (
         secret=True,
     ),
     Setting(
+        "JOBS_HTTP_TOKENS",
+        None,
+        "`name=token` pairs, comma-separated, such as `alice=...,deploy-bot=...`: each name letters, digits "
+        "and `._@-`, each token as `JOBS_HTTP_TOKEN`'s, none twice",
+        "bearer tokens with a name each, so every action over HTTP is recorded under who did it; accepted "
+        "beside `JOBS_HTTP_TOKEN` (recorded as `http token`)",
+        _http_tokens,
+        field="http_tokens",
+        shown_default="unset: only `JOBS_HTTP_TOKEN`",
+        secret=True,
+    ),
+    Setting(
         "JOBS_HTTP_HOSTS",
         None,
         "host names or addresses, comma-separated, without a port, such as `jobs.example.com,jobhost-1`",
@@ -418,6 +445,7 @@ class Settings:
     history_days: int
     http_addr: tuple[str, int] | None
     http_token: str | None
+    http_tokens: tuple[tuple[str, str], ...] | None
     http_hosts: tuple[str, ...] | None
     timezone: ZoneInfo
     jobs_dir: Path

@@ -50,8 +50,21 @@ class HttpConfig:
 
     host: str
     port: int
-    token: str | None = None  # the POST endpoints' bearer token; without one they answer 403
+    token: str | None = None  # the POST endpoints' bearer token; without any token they answer 403
     names: tuple[str, ...] = ()  # what a request's Host may name besides the bound address
+    named_tokens: tuple[tuple[str, str], ...] = ()  # (name, token): each person's or tool's own
+
+    SINGLE_TOKEN_NAME = "http token"  # who an action with the single JOBS_HTTP_TOKEN is recorded under
+
+    def holders(self) -> tuple[tuple[str, str], ...]:
+        """Every accepted bearer token with the name its actions are recorded under."""
+        single = ((self.SINGLE_TOKEN_NAME, self.token),) if self.token is not None else ()
+        return (*self.named_tokens, *single)
+
+    @property
+    def actions(self) -> bool:
+        """Whether the POST endpoints act at all (a token is set)."""
+        return bool(self.holders())
 
 
 @dataclass(frozen=True)

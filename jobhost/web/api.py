@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -27,9 +28,10 @@ if TYPE_CHECKING:
     from jobhost.definition.spec import JobSpec
     from jobhost.engine.host import Host
 
+logger = logging.getLogger("jobhost.web")
+
 MAX_BODY = 64 * 1024  # bytes a POST body may have: the API takes a slot at most
 MAX_LIMIT = 10_000  # runs one request may ask for
-TOKEN_ACTOR = "http token"  # who an action over HTTP is recorded under: the holder of JOBS_HTTP_TOKEN
 LinesOf = Callable[[str], tuple[list[dict[str, Any]], int] | None]  # a run's kept log lines, if any
 
 
@@ -120,7 +122,7 @@ class Api:
         return json_answer(body)
 
     def request_run(self, request: Request, name: str) -> Response:
-        body = authorized_body(request, self.config.token)
+        _actor, body = authorized_body(request, self.config)
         spec = known_job(self.jobs, name)
         text = body.get("slot")
         if text is not None and not isinstance(text, str):
@@ -145,7 +147,7 @@ class Api:
         return self._set_paused(request, name, False)
 
     def _set_paused(self, request: Request, name: str, paused: bool) -> Response:
-        body = authorized_body(request, self.config.token, {"reason", "until", "for"} if paused else {"reason"})
+        actor, body = authorized_body(request, self.config, {"reason", "until", "for"} if paused else {"reason"})
         spec = known_job(self.jobs, name)
         reason = text_field(body, "reason") or ""
         now = self.clock()
@@ -154,7 +156,7 @@ class Api:
         except ValueError as exc:
             field, _, message = str(exc).partition(": ")
             raise ApiError(400, f"{field}: {message}", param=field) from None
-        operations.set_paused(self.jobs, self.store(), name, paused, TOKEN_ACTOR, now, reason, end)
+        operations.set_paused(self.jobs, self.store(), name, paused, actor, now, reason, end)
         pause = self.store().pauses().get(name)
         return json_answer({"name": name, "paused": paused, "pause": pause.as_json() if pause else None})
 
@@ -170,14 +172,27 @@ def text_field(body: dict[str, Any], name: str) -> str | None:
     return value
 
 
+def actor_of(given: str, config: HttpConfig) -> str | None:
+    """The name of the token `given` is, or None. Every token is compared, each in constant time, so
+    the answer's timing tells nothing of which one came close."""
+    found = None
+    for name, token in config.holders():
+        if hmac.compare_digest(given.encode(), token.encode()):
+            found = found or name
+    return found
+
+
 def authorized_body(
-    request: Request, token: str | None, fields: frozenset[str] | set[str] = frozenset({"slot"})
-) -> dict[str, Any]:
-    """The POST's JSON object (empty if no body), once the size and the bearer token are right."""
+    request: Request, config: HttpConfig, fields: frozenset[str] | set[str] = frozenset({"slot"})
+) -> tuple[str, dict[str, Any]]:
+    """Who is acting (the token's name) and the POST's JSON object (empty if no body), once the size
+    and the bearer token are right. A wrong token is logged, never its value."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, f"the request body is larger than {MAX_BODY} bytes")
-    if token is None:
-        raise ApiError(403, "the API's POST endpoints are off: set JOBS_HTTP_TOKEN on the host to turn them on")
+    if not config.actions:
+        raise ApiError(
+            403, "the API's POST endpoints are off: set JOBS_HTTP_TOKEN or JOBS_HTTP_TOKENS on the host to turn them on"
+        )
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         raise ApiError(
@@ -185,12 +200,19 @@ def authorized_body(
             "this endpoint needs the header 'Authorization: Bearer <JOBS_HTTP_TOKEN>'",
             headers={"WWW-Authenticate": 'Bearer realm="jobhost"'},
         )
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise ApiError(403, "the bearer token is not this host's JOBS_HTTP_TOKEN")
+    actor = actor_of(given.strip(), config)
+    if actor is None:
+        logger.warning(
+            "refused %s %s: the bearer token is none of this host's",
+            request.method,
+            request.path,
+            extra={"event": "http_token_refused", "path": request.path, "remote_addr": request.remote_addr},
+        )
+        raise ApiError(403, "the bearer token is not one of this host's (JOBS_HTTP_TOKEN, JOBS_HTTP_TOKENS)")
     only(request, set())
     raw = request.get_data(cache=False)
     if not raw.strip():
-        return {}
+        return actor, {}
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):  # (nested too deep to read: no body we take)
@@ -201,7 +223,7 @@ def authorized_body(
     if unknown:
         known = ", ".join(repr(name) for name in sorted(fields)) or "none"
         raise ApiError(400, f"body: unknown field {unknown[0]!r}; this endpoint takes {known}", param=unknown[0])
-    return body
+    return actor, body
 
 
 def known_job(jobs: Mapping[str, JobSpec], name: str) -> JobSpec:

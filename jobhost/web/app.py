@@ -76,9 +76,7 @@ class WebApp:
         self.lines = lines
         self.hosts = hosts
         self.clock = clock
-        self.views = Views(
-            jobs, store, host, hosts, clock, self._health, self._lines_of, actions=config.token is not None
-        )
+        self.views = Views(jobs, store, host, hosts, clock, self._health, self._lines_of, actions=config.actions)
         api = Api(jobs, store, host, config, clock, self._lines_of)
         self.endpoints: dict[str, Callable[..., Response]] = {
             "index": self.views.index,

@@ -163,7 +163,7 @@ class WebServer:
         logger.info(
             "serving the status page, health, metrics and API on http://%s/",
             shown,
-            extra={"event": "http_listening", "address": shown, "writes": self.config.token is not None},
+            extra={"event": "http_listening", "address": shown, "writes": self.config.actions},
         )
 
     def _in_child(self) -> None:

@@ -134,6 +134,22 @@ def test_a_run_for_a_named_slot_and_pause_resume(deployment: Deployment, host) -
     assert call(f"{url}/api/audit?since=yesterday").status == 400
 
 
+def test_each_named_token_acts_under_its_name_and_a_wrong_one_is_logged_without_its_value(
+    deployment: Deployment, host
+) -> None:
+    alice, bot = "alice-token-0123456789abcdef", "bot-token-0123456789abcdef"
+    process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN, JOBS_HTTP_TOKENS=f"alice={alice}, deploy-bot={bot}")
+    for token in (alice, bot, TOKEN):
+        assert call(f"{url}/api/jobs/exports/pause", "POST", token=token).status == 200
+    wrong = "alice-token-0123456789abcdeX"
+    assert call(f"{url}/api/jobs/exports/resume", "POST", token=wrong).status == 403
+    actors = [a["actor"] for a in call(f"{url}/api/audit").json()]
+    assert actors == ["http token", "deploy-bot", "alice"]
+    refused = process.wait_for(lambda rs: any(r.get("event") == "http_token_refused" for r in rs), what="the refusal")
+    assert not any(wrong in line or alice in line for line in process.lines)
+    assert [r["path"] for r in refused if r.get("event") == "http_token_refused"] == ["/api/jobs/exports/resume"]
+
+
 def test_bad_requests_get_an_error_naming_what_is_wrong(deployment: Deployment, host) -> None:
     _process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN)
 

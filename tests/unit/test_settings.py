@@ -127,6 +127,11 @@ def test_bad_value_names_the_variable_and_what_it_accepts(variable, value, accep
         ("SENTRY_DSN", "htps://secretkey@sentry/3", "a Sentry DSN"),
         ("JOBS_HTTP_TOKEN", "short-token", "16 or more characters"),
         ("JOBS_HTTP_TOKEN", "a token with spaces in it", "no spaces"),
+        ("JOBS_HTTP_TOKENS", "alice:0123456789abcdef01", "`name=token` pairs"),
+        ("JOBS_HTTP_TOKENS", "alice=short", "`name=token` pairs"),
+        ("JOBS_HTTP_TOKENS", "alice=0123456789abcdef01,alice=0123456789abcdef02", "none twice"),
+        ("JOBS_HTTP_TOKENS", "alice=0123456789abcdef01,bob=0123456789abcdef01", "none twice"),
+        ("JOBS_HTTP_TOKENS", "al ice=0123456789abcdef01", "`name=token` pairs"),
     ],
 )
 def test_a_bad_secret_is_named_but_never_repeated(variable, value, accepts):
@@ -197,3 +202,8 @@ def test_a_log_file_in_a_directory_this_user_cannot_write_is_refused_naming_it()
         f"JOBS_LOG_FILE='{locked / 'jobs.log'}' is not valid: its directory {locked} cannot be written by user nobody"
         in done.stderr
     )
+
+
+def test_named_tokens_are_read_as_name_token_pairs() -> None:
+    settings = load_settings({"JOBS_HTTP_TOKENS": "alice=0123456789abcdef01, deploy-bot=0123456789abcdef02"})
+    assert settings.http_tokens == (("alice", "0123456789abcdef01"), ("deploy-bot", "0123456789abcdef02"))
