@@ -179,6 +179,11 @@ def set_paused(
     audited(store, action, lambda: store.set_paused(name, paused, Pause(reason, actor, now, until)))
 
 
+def record_action(store: StateStore, action: Action) -> None:
+    """Keep an action whose change the engine makes later (a run asked for, a backfill started)."""
+    store.add_action(action)
+
+
 def audit_trail(store: StateStore, since: dt.datetime | None, limit: int) -> list[Action]:
     """What people (and jobhost itself, ending a pause) did, newest first."""
     return store.actions(since, limit)

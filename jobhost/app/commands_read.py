@@ -141,7 +141,7 @@ def history(app: App, name: str | None, limit: int, status: str | None, as_json:
                 r.started.isoformat(timespec="seconds") if r.started is not None else "-",
                 format_duration(r.duration_ms / 1000) if r.duration_ms is not None else "-",
                 r.host or "-",
-                r.reason,
+                "; ".join(part for part in (f"by hand: {r.requested_by}" if r.requested_by else "", r.reason) if part),
             ]
             for r in records
         ],

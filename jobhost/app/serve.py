@@ -13,7 +13,10 @@ from collections.abc import Iterator
 
 import click
 
+from jobhost import operations
+from jobhost.actors import command_line_actor
 from jobhost.app.bootstrap import App
+from jobhost.clock import now as wall_now
 from jobhost.config import HostSettings
 from jobhost.definition.schedules import count_slots, slots_between
 from jobhost.definition.spec import JobSpec
@@ -25,6 +28,7 @@ from jobhost.hoststatus import StatusFile, file_identity
 from jobhost.observe.events import Lifecycle, Reporter
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.store import StateStore, open_store
+from jobhost.store.model import Action
 
 
 def make_host(
@@ -91,9 +95,11 @@ def run_once(app: App, spec: JobSpec, slot: dt.datetime) -> RunStatus:
     """`run`: one run of `spec` for `slot`, now, in the foreground; how it ended."""
     assert app.settings is not None
     store = app.store()
+    actor = command_line_actor()
+    operations.record_action(store, Action(wall_now(), actor, "run", spec.name, "", {"slot": slot.isoformat()}))
     host = make_foreground(app.settings, app.registry.jobs, store)
     try:
-        return host.run(spec, slot).status
+        return host.run(spec, slot, requested_by=actor).status
     finally:
         host.close()
         store.close()
@@ -129,9 +135,12 @@ def backfill_range(app: App, spec: JobSpec, first: dt.datetime, last: dt.datetim
             reason = f": {outcome.reason}" if outcome.reason else ""
             progress.write(f"[{index}/{total}] {slot.isoformat()} {outcome.status}{reason}\n")
 
+        actor = command_line_actor()
+        detail = {"from": first.isoformat(), "to": last.isoformat(), "slots": total}
+        operations.record_action(store, Action(wall_now(), actor, "backfill", spec.name, "", detail))
         host = make_foreground(app.settings, app.registry.jobs, store)
         try:
-            status = backfill(host, spec, missing(), total, report)
+            status = backfill(host, spec, missing(), total, report, actor)
         finally:
             host.close()
     finally:

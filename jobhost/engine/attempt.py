@@ -40,6 +40,7 @@ class Attempt:
     token: int | None = None  #: of the claim this host holds for it; None: not claimed (yet, or by hand)
     manual: bool = False  #: asked for by hand: not claimed, not retried, whatever schedule and pause say
     catch_up: bool = False  #: a catch-up run: late by design, its lateness is not measured
+    requested_by: str = ""  #: who asked for it by hand (an OS user, a token's name); "" for the schedule
     release_at: dt.datetime | None = None  #: prepared ahead: the instant its job is called at
     lost: bool = False  #: another host took the claim over: nothing more of it is written here
     parked: Parked | None = None  #: where it waits while not started
@@ -76,7 +77,9 @@ class Attempt:
         """The same attempt under a new run id and the same claim: a waiting record is closed
         when its parents succeed, and the run that follows is a record of its own."""
         fresh = RunContext(self.job, uuid.uuid4().hex, self.slot, self.number)
-        return Attempt(fresh, token=self.token, manual=self.manual, catch_up=self.catch_up)
+        return Attempt(
+            fresh, token=self.token, manual=self.manual, catch_up=self.catch_up, requested_by=self.requested_by
+        )
 
     def record(
         self,
@@ -89,5 +92,15 @@ class Attempt:
         paused: bool = False,
     ) -> RunRecord:
         return RunRecord(
-            self.run_id, self.job, self.slot, self.number, status, reason, started, ended, host=host, paused=paused
+            self.run_id,
+            self.job,
+            self.slot,
+            self.number,
+            status,
+            reason,
+            started,
+            ended,
+            host=host,
+            paused=paused,
+            requested_by=self.requested_by,
         )

@@ -18,9 +18,11 @@ from jobhost.outcomes import Outcome, RunStatus
 Report = Callable[[int, int, dt.datetime, Outcome], None]
 
 
-def backfill(host: ForegroundRun, spec: JobSpec, slots: Iterable[dt.datetime], total: int, report: Report) -> RunStatus:
+def backfill(
+    host: ForegroundRun, spec: JobSpec, slots: Iterable[dt.datetime], total: int, report: Report, requested_by: str = ""
+) -> RunStatus:
     """Run `slots` (`total` of them) in order; SUCCEEDED if all did, FAILED if any did not,
-    INTERRUPTED on a signal."""
+    INTERRUPTED on a signal. Each run is kept as asked for by `requested_by`."""
     worst = RunStatus.SUCCEEDED
     for index, slot in enumerate(slots, 1):
         attempt = host.next_attempt(spec, slot)  # after any a loop or an earlier backfill made
@@ -31,7 +33,9 @@ def backfill(host: ForegroundRun, spec: JobSpec, slots: Iterable[dt.datetime], t
             continue
         first = attempt
         while True:
-            outcome = host.run(spec, slot, attempt, retry=True, claim=True, first_attempt=first)
+            outcome = host.run(
+                spec, slot, attempt, retry=True, claim=True, first_attempt=first, requested_by=requested_by
+            )
             if host.stopping:
                 report(index, total, slot, outcome)
                 return RunStatus.INTERRUPTED

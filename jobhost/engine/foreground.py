@@ -74,19 +74,21 @@ class ForegroundRun:
         retry: bool = False,
         claim: bool = False,
         first_attempt: int = 1,
+        requested_by: str = "",
     ) -> Outcome:
         """Run attempt `attempt` of `slot` now and wait for it; how it ended.
 
         With `retry`, a failed attempt that has attempts left sets `retry_at` (the caller
         waits and runs the next one), and is logged and reported as retried, not as final.
         With `claim` (backfill), the attempt is claimed first, so no loop runs it as well;
-        `first_attempt` is where the job's retries are counted from.
+        `first_attempt` is where the job's retries are counted from. `requested_by`: the person
+        running it, kept on its record.
         """
         if not self._prepared:
             prepare_process(self.config, self.runner)
             self._prepared = True
         self.retry_at = None
-        current = Attempt.new(spec, slot, attempt)
+        current = Attempt.new(spec, slot, attempt, requested_by=requested_by)
         if claim and not self.leases.claim(current):
             why = "the state store is unreachable" if not self.calls.up else "another host or backfill has claimed it"
             return Outcome(RunStatus.SKIPPED, f"attempt {attempt} of this slot was not run: {why}")

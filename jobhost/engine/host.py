@@ -278,9 +278,9 @@ class Host:
 
     # -- for other threads (the HTTP face) -------------------------------
 
-    def request_run(self, spec: JobSpec, slot: dt.datetime) -> RunContext:
-        """One run of `spec` for `slot` now, asked for by hand (see RunRequests.ask)."""
-        return self.requests.ask(spec, slot)
+    def request_run(self, spec: JobSpec, slot: dt.datetime, requested_by: str) -> RunContext:
+        """One run of `spec` for `slot` now, asked for by hand by `requested_by` (see RunRequests.ask)."""
+        return self.requests.ask(spec, slot, requested_by)
 
     def counts(self) -> tuple[int, int, int]:
         """Runs in flight (a prepared run once released), runs due but not started (waiting for a worker,

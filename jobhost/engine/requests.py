@@ -35,11 +35,11 @@ class RunRequests:
     def __len__(self) -> int:
         return len(self._asked)
 
-    def ask(self, spec: JobSpec, slot: dt.datetime) -> RunContext:
+    def ask(self, spec: JobSpec, slot: dt.datetime, requested_by: str) -> RunContext:
         """Ask the loop for one run of `spec` for `slot` now, as `run` makes one: not claimed, not
         retried, whatever the schedule, pause or overlap say. It waits for a free worker like any
         other run. Raises HostStopping once the host is stopping."""
-        attempt = Attempt.new(spec, slot, manual=True)
+        attempt = Attempt.new(spec, slot, manual=True, requested_by=requested_by)
         with self._open:
             if self.stop.requested or self.watcher.signals or self._closed:
                 raise HostStopping("the host is stopping; no new run starts")
@@ -54,11 +54,12 @@ class RunRequests:
             attempt = self._asked.popleft()
             yield attempt
             logger.info(
-                "run %s of %s for %s asked for by hand",
+                "run %s of %s for %s asked for by hand by %s",
                 attempt.run_id,
                 attempt.job,
                 attempt.slot.isoformat(),
-                extra={"event": "run_requested", **attempt.context.fields()},
+                attempt.requested_by,
+                extra={"event": "run_requested", "requested_by": attempt.requested_by, **attempt.context.fields()},
             )
 
     def close(self) -> Iterator[Attempt]:

@@ -23,6 +23,7 @@ from jobhost.config import HttpConfig
 from jobhost.errors import HostStopping, UnknownJobError
 from jobhost.outcomes import RunStatus
 from jobhost.store import StateStore
+from jobhost.store.model import Action
 
 if TYPE_CHECKING:
     from jobhost.definition.spec import JobSpec
@@ -122,7 +123,7 @@ class Api:
         return json_answer(body)
 
     def request_run(self, request: Request, name: str) -> Response:
-        _actor, body = authorized_body(request, self.config)
+        actor, body = authorized_body(request, self.config)
         spec = known_job(self.jobs, name)
         text = body.get("slot")
         if text is not None and not isinstance(text, str):
@@ -133,9 +134,11 @@ class Api:
         except ValueError as exc:
             raise ApiError(400, f"slot: {exc}", param="slot") from None
         try:
-            context = self.host.request_run(spec, slot)
+            context = self.host.request_run(spec, slot, actor)
         except HostStopping as exc:
             raise ApiError(503, str(exc)) from None
+        detail = {"slot": slot.isoformat(), "run_id": context.run_id}
+        operations.record_action(self.store(), Action(now, actor, "run", name, "", detail))
         url = f"/api/runs/{context.run_id}"
         answer = {**context.fields(), "status": "requested", "url": url, "page": f"/runs/{context.run_id}"}
         return json_answer(answer, 202, headers={"Location": url})

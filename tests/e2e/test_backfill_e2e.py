@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
+import json
 import signal
 import subprocess
 import sys
@@ -38,6 +40,13 @@ def test_backfill_runs_each_missing_slot_once_in_order_with_its_own_slot(deploym
     again = deployment.cli("backfill", "nightly", "--from", "2026-03-06", "--to", "2026-03-09")
     assert "1 slot(s) to run, 3 already succeeded" in again.stderr
     assert (deployment.jobs_dir / "slots.txt").read_text().split()[-1] == "2026-03-06T02:30:00-05:00"
+    # Each backfill is one audit record, and each of its runs names who ran it.
+    actions = json.loads(deployment.cli("audit", "--json").stdout)
+    assert [(a["action"], a["target"], a["detail"]["slots"]) for a in actions] == [
+        ("backfill", "nightly", 1),
+        ("backfill", "nightly", 3),
+    ]
+    assert {r["requested_by"] for r in deployment.history("nightly")} == {getpass.getuser()}
 
 
 def test_backfill_refuses_a_reversed_or_future_range(deployment: Deployment) -> None:

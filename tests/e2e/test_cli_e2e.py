@@ -405,6 +405,18 @@ def test_a_pause_that_ends_resumes_the_job_by_itself_and_catches_up(deployment: 
     assert (resumed["actor"], resumed["action"]) == ("jobhost", "resume") and "short window" in resumed["reason"]
 
 
+def test_a_run_by_hand_is_marked_with_who_ran_it_and_audited(deployment: Deployment) -> None:
+    deployment.write(
+        "quick", "from jobhost import job, every\n\n@job(every().day.at('03:00'))\ndef quick():\n    pass\n"
+    )
+    assert deployment.cli("run", "quick").returncode == 0
+    [run] = deployment.history("quick")
+    assert run["requested_by"] == getpass.getuser()
+    assert f"by hand: {getpass.getuser()}" in deployment.cli("history", "quick").stdout
+    [action] = json.loads(deployment.cli("audit", "--json").stdout)
+    assert (action["action"], action["target"], action["detail"]) == ("run", "quick", {"slot": run["slot"]})
+
+
 def test_the_history_table_shows_each_runs_id_and_start(deployment: Deployment) -> None:
     deployment.write(
         "quick", "from jobhost import job, every\n\n@job(every().day.at('03:00'))\ndef quick():\n    pass\n"

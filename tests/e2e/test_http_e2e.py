@@ -105,7 +105,8 @@ def test_a_run_for_a_named_slot_and_pause_resume(deployment: Deployment, host) -
     _process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN)
     run_id = _run(url, "exports", slot="2026-01-05T03:00")
     record = _ended(url, run_id)
-    assert record["slot"].startswith("2026-01-05T03:00")
+    assert record["slot"].startswith("2026-01-05T03:00") and record["requested_by"] == "http token"
+    assert "by hand: http token" in deployment.cli("history", "exports").stdout
 
     answer = call(f"{url}/api/jobs/exports/pause", "POST", token=TOKEN)
     assert (answer.status, answer.json()["paused"], answer.json()["pause"]["by"]) == (200, True, "http token")
@@ -126,11 +127,13 @@ def test_a_run_for_a_named_slot_and_pause_resume(deployment: Deployment, host) -
         ("pause", "http token", "partner migrating"),
         ("resume", "http token", ""),
         ("pause", "http token", ""),
+        ("run", "http token", ""),
     ]
+    assert trail[-1]["detail"] == {"slot": record["slot"], "run_id": run_id}
     for bad, field in [({"until": "2020-01-01T00:00"}, "until"), ({"for": 5}, "for"), ({"when": "now"}, "when")]:
         refused = call(f"{url}/api/jobs/exports/pause", "POST", token=TOKEN, body=json.dumps(bad).encode())
         assert (refused.status, refused.json()["param"]) == (400, field)
-    assert len(call(f"{url}/api/audit").json()) == 3  # nothing refused was recorded
+    assert len(call(f"{url}/api/audit").json()) == 4  # nothing refused was recorded
     assert call(f"{url}/api/audit?since=yesterday").status == 400
 
 

@@ -95,7 +95,7 @@ def _ends(host: Host, attempt: Attempt, outcome: Outcome | None = None) -> None:
 
 def _asked(host: Host, job: str, slot: dt.datetime) -> Attempt:
     """A run asked for by hand, taken by the loop."""
-    context = host.request_run(host.jobs[job], slot)
+    context = host.request_run(host.jobs[job], slot, "alice")
     [taken] = list(host.requests.take())
     assert taken.context == context
     host.backlog.park(taken, Parked.READY)
@@ -112,7 +112,7 @@ def test_a_run_by_hand_is_queued_for_the_loop_and_never_claimed(host: Host) -> N
 def test_a_run_asked_for_while_stopping_is_refused(host: Host) -> None:
     host.stop.signal = 15
     with pytest.raises(HostStopping):
-        host.request_run(host.jobs["build"], BUILD)
+        host.request_run(host.jobs["build"], BUILD, "alice")
 
 
 def test_a_failed_run_by_hand_does_not_block_what_waits_on_the_slot(host: Host) -> None:
