@@ -222,6 +222,10 @@ class SQLHistory(SQLBase):
 
     def end_pauses(self, now: dt.datetime) -> list[str]:
         ended = "paused AND paused_until IS NOT NULL AND paused_until <= ?"
+        # A read first, outside any transaction: the usual answer, none, takes no write lock (the
+        # heartbeat asks every few seconds, and SQLite has one writer).
+        if not self._all(self._q(f"SELECT job FROM {{t}}job_state WHERE {ended}"), (self._utc(now),)):
+            return []
         with self._transaction():
             reasons = dict(
                 self._all(self._q(f"SELECT job, reason FROM {{t}}job_state WHERE {ended}"), (self._utc(now),))
