@@ -224,12 +224,10 @@ class SQLHistory(SQLBase):
         ended = "paused AND paused_until IS NOT NULL AND paused_until <= ?"
         # A read first, outside any transaction: the usual answer, none, takes no write lock (the
         # heartbeat asks every few seconds, and SQLite has one writer).
-        if not self._all(self._q(f"SELECT job FROM {{t}}job_state WHERE {ended}"), (self._utc(now),)):
+        reasons = dict(self._all(self._q(f"SELECT job, reason FROM {{t}}job_state WHERE {ended}"), (self._utc(now),)))
+        if not reasons:
             return []
         with self._transaction():
-            reasons = dict(
-                self._all(self._q(f"SELECT job, reason FROM {{t}}job_state WHERE {ended}"), (self._utc(now),))
-            )
             rows = self._all(  # the update checks again: of hosts looking at once, one resumes each job
                 self._q(
                     "UPDATE {t}job_state SET paused = ?, resumes = resumes + 1, reason = '', paused_by = '', "
