@@ -70,6 +70,10 @@ class SQLBase:
         """A timestamp as the database keeps it."""
         return value
 
+    def _utc(self, value: dt.datetime | None) -> Any:
+        """A timestamp in UTC as the database keeps it: what is compared in SQL compares alike."""
+        return self._time(value.astimezone(dt.UTC) if value is not None else None)
+
     def _from_db(self, value: Any) -> dt.datetime | None:
         return value
 

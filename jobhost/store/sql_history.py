@@ -154,7 +154,7 @@ class SQLHistory(SQLBase):
         self.prune_lines(before, limit)  # the status page's lines go no later than the runs
         self._do(  # and the audit trail keeps as long as the history it explains
             self._q("DELETE FROM {t}audit WHERE seq IN (SELECT seq FROM {t}audit WHERE at < ? ORDER BY seq LIMIT ?)"),
-            (self._time(before.astimezone(dt.UTC)), limit),
+            (self._utc(before), limit),
         )
         # By when the run was recorded, not by its slot: a backfill of last year is recent history.
         return self._do(
@@ -165,7 +165,7 @@ class SQLHistory(SQLBase):
                 f"  AND seq NOT IN (SELECT MAX(seq) FROM {{t}}runs WHERE status IN ({SETTLED_SQL}) GROUP BY job)"
                 "  ORDER BY seq LIMIT ?)"
             ),
-            (self._time(before.astimezone(dt.UTC)), limit),
+            (self._utc(before), limit),
         )
 
     def report_unreadable(self, limit: int = 100) -> int:
@@ -198,9 +198,6 @@ class SQLHistory(SQLBase):
             ),
             (job, paused, resumed, pause.reason, pause.by, self._utc(pause.since), self._utc(pause.until)),
         )
-
-    def _utc(self, value: dt.datetime | None) -> Any:
-        return self._time(value.astimezone(dt.UTC) if value is not None else None)
 
     def paused_jobs(self) -> set[str]:
         return {row[0] for row in self._all(self._q("SELECT job FROM {t}job_state WHERE paused"))}
@@ -294,7 +291,7 @@ class SQLHistory(SQLBase):
                 "ON CONFLICT (run_id) DO UPDATE SET kept_at = excluded.kept_at, dropped = excluded.dropped, "
                 "lines = excluded.lines"
             ),
-            (run_id, job, self._time(at.astimezone(dt.UTC)), dropped, json.dumps(lines, ensure_ascii=False)),
+            (run_id, job, self._utc(at), dropped, json.dumps(lines, ensure_ascii=False)),
         )
 
     def prune_lines(self, before: dt.datetime, limit: int) -> int:
@@ -303,7 +300,7 @@ class SQLHistory(SQLBase):
                 "DELETE FROM {t}run_lines WHERE run_id IN "
                 "(SELECT run_id FROM {t}run_lines WHERE kept_at < ? ORDER BY kept_at LIMIT ?)"
             ),
-            (self._time(before.astimezone(dt.UTC)), limit),
+            (self._utc(before), limit),
         )
 
     def kept_lines(self, run_id: str) -> tuple[list[dict[str, Any]], int] | None:
@@ -316,7 +313,7 @@ class SQLHistory(SQLBase):
         self._do(
             self._q("INSERT INTO {t}audit (at, actor, action, target, reason, detail) VALUES (?, ?, ?, ?, ?, ?)"),
             (
-                self._time(action.at.astimezone(dt.UTC)),
+                self._utc(action.at),
                 action.actor,
                 action.action,
                 action.target,
@@ -326,7 +323,7 @@ class SQLHistory(SQLBase):
         )
 
     def actions(self, since: dt.datetime | None = None, limit: int = 100) -> list[Action]:
-        where, params = ("WHERE at >= ? ", (self._time(since.astimezone(dt.UTC)),)) if since is not None else ("", ())
+        where, params = ("WHERE at >= ? ", (self._utc(since),)) if since is not None else ("", ())
         rows = self._all(
             self._q(
                 f"SELECT at, actor, action, target, reason, detail FROM {{t}}audit {where}ORDER BY seq DESC LIMIT ?"
