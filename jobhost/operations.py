@@ -18,7 +18,7 @@ from jobhost.errors import UnknownJobError
 from jobhost.horizon import OutsideHorizon, bounded
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, StateStore
-from jobhost.store.model import Action, Pause
+from jobhost.store.model import EVERY_JOB, Action, Pause
 
 T = TypeVar("T")
 
@@ -26,20 +26,25 @@ T = TypeVar("T")
 def catalog(jobs: Mapping[str, JobSpec], store: StateStore, now: dt.datetime) -> list[dict[str, Any]]:
     """Every job as `list --json` gives it, by name."""
     last, pauses = store.last_statuses(), store.pauses()
-    return [describe_job(spec, last.get(name), pauses.get(name), now) for name, spec in sorted(jobs.items())]
+    return [describe_job(spec, last.get(name), pauses, now) for name, spec in sorted(jobs.items())]
 
 
-def describe_job(spec: JobSpec, last: RunStatus | None, pause: Pause | None, now: dt.datetime) -> dict[str, Any]:
-    """One job as `list --json` gives it: schedule in words, next slot, last status, options."""
+def describe_job(
+    spec: JobSpec, last: RunStatus | None, pauses: Mapping[str, Pause], now: dt.datetime
+) -> dict[str, Any]:
+    """One job as `list --json` gives it: schedule in words, next slot, last status, paused (by its
+    own `pause`, or by the `freeze` of every job), options."""
     upcoming = spec.schedule.next_slot(now)
+    pause, freeze = pauses.get(spec.name), pauses.get(EVERY_JOB)
     return {
         "name": spec.name,
         "schedule": spec.schedule.describe(),
         "timezone": spec.schedule.zone.key,
         "next_slot": upcoming.isoformat() if upcoming else None,
         "last_status": str(last) if last is not None else None,
-        "paused": pause is not None,
+        "paused": pause is not None or freeze is not None,
         "pause": pause.as_json() if pause is not None else None,
+        "freeze": freeze.as_json() if freeze is not None else None,
         **spec.options(),
         "file": spec.file,
         "line": spec.line,
@@ -160,6 +165,15 @@ def pause_end(until: str | None, for_: str | None, zone: ZoneInfo, now: dt.datet
     return end
 
 
+def freeze(store: StateStore) -> Pause | None:
+    """The freeze of every job (`pause --all`), if one holds."""
+    return store.pauses().get(EVERY_JOB)
+
+
+class NotPaused(Exception):
+    """A resume of a job that is not paused, or a thaw with no freeze: nothing to do, nothing changed."""
+
+
 def set_paused(
     jobs: Mapping[str, JobSpec],
     store: StateStore,
@@ -170,12 +184,17 @@ def set_paused(
     reason: str = "",
     until: dt.datetime | None = None,
 ) -> None:
-    """Pause (its slots are recorded as skipped) or resume a job, on every host sharing the store,
-    with its audit record."""
-    if name not in jobs:
+    """Pause (its slots are recorded as skipped) or resume a job, or with `name` EVERY_JOB freeze
+    or thaw every job (those added meanwhile too), on every host sharing the store, with its audit
+    record. A resume of what is not paused raises NotPaused and changes nothing: no record, and no
+    catch-up for hosts to look for."""
+    if name != EVERY_JOB and name not in jobs:
         raise UnknownJobError(name, list(jobs))
+    if not paused and name not in store.pauses():
+        raise NotPaused(name)
     detail = {"until": until.isoformat()} if until is not None else {}
-    action = Action(now, actor, "pause" if paused else "resume", name, reason, detail)
+    verb = ("freeze" if paused else "thaw") if name == EVERY_JOB else ("pause" if paused else "resume")
+    action = Action(now, actor, verb, name, reason, detail)
     audited(store, action, lambda: store.set_paused(name, paused, Pause(reason, actor, now, until)))
 
 

@@ -20,6 +20,7 @@ from jobhost.clock import now as wall_now
 from jobhost.errors import StoreError
 from jobhost.outcomes import RunStatus
 from jobhost.store import open_store
+from jobhost.store.model import EVERY_JOB
 
 
 @click.command()
@@ -93,37 +94,67 @@ def backfill_command(app: App, name: str, start: str, end: str | None, max_slots
     sys.exit(0 if backfill_range(app, spec, first, last, max_slots) == RunStatus.SUCCEEDED else 1)
 
 
+def job_or_all(app: App, name: str | None, every: bool) -> str:
+    """The target of `pause` or `resume`: NAME, or EVERY_JOB for --all; a usage error for neither or both."""
+    if every == (name is not None):
+        raise click.UsageError(f"give a job's NAME or --all (every job), not {'both' if every else 'neither'}")
+    if name is not None:
+        app.job(name)
+        return name
+    return EVERY_JOB
+
+
 @click.command()
-@click.argument("name", type=UTF8)
+@click.argument("name", type=UTF8, required=False)
+@click.option("--all", "every", is_flag=True, help="Every job, those added meanwhile too (a freeze), on every host.")
 @click.option("--reason", default="", type=UTF8, help="Why, for the audit trail, `list` and the status page.")
 @click.option("--until", type=UTF8, help="Resume by itself at this instant (ISO 8601; no offset: the job's zone).")
 @click.option("--for", "for_", type=UTF8, help="Resume by itself after this long (e.g. 30m, 2h, 1d).")
 @pass_app
-def pause(app: App, name: str, reason: str, until: str | None, for_: str | None) -> None:
-    """Stop starting runs of NAME (its slots are recorded as skipped) until `resume`, or until the
-    end given; at the end it resumes by itself and catches up by its policy."""
-    app.load()
-    spec = app.job(name)
+def pause(app: App, name: str | None, every: bool, reason: str, until: str | None, for_: str | None) -> None:
+    """Stop starting runs of NAME, or of every job with --all (its slots are recorded as skipped),
+    until `resume`, or until the end given; at the end it resumes by itself and catches up by its policy.
+
+    Times without an offset are in the job's zone, for --all in JOBS_TIMEZONE.
+    """
+    settings = app.load()
+    target = job_or_all(app, name, every)
+    zone = app.registry.jobs[target].schedule.zone if target != EVERY_JOB else settings.timezone
     now = wall_now()
     try:
-        end = operations.pause_end(until, for_, spec.schedule.zone, now)
+        end = operations.pause_end(until, for_, zone, now)
     except ValueError as exc:
         field, _, message = str(exc).partition(": ")
         raise click.BadParameter(message, param_hint=f"--{field}") from None
-    operations.set_paused(app.registry.jobs, app.store(), name, True, command_line_actor(), now, reason, end)
-    click.echo(f"{name}: paused" + (f" until {end.isoformat(timespec='seconds')}" if end else " until `resume`"))
+    operations.set_paused(app.registry.jobs, app.store(), target, True, command_line_actor(), now, reason, end)
+    what = "every job (a freeze)" if target == EVERY_JOB else target
+    click.echo(f"{what}: paused" + (f" until {end.isoformat(timespec='seconds')}" if end else " until `resume`"))
 
 
 @click.command()
-@click.argument("name", type=UTF8)
+@click.argument("name", type=UTF8, required=False)
+@click.option("--all", "every", is_flag=True, help="End the freeze of every job (`pause --all`).")
 @click.option("--reason", default="", type=UTF8, help="Why, for the audit trail.")
 @pass_app
-def resume(app: App, name: str, reason: str) -> None:
-    """Start running NAME on its schedule again (catch-up runs what its pause skipped, by its policy)."""
+def resume(app: App, name: str | None, every: bool, reason: str) -> None:
+    """Start running NAME on its schedule again, or end the freeze of every job with --all;
+    catch-up runs what the pause skipped, by each job's policy."""
     app.load()
-    app.job(name)
-    operations.set_paused(app.registry.jobs, app.store(), name, False, command_line_actor(), wall_now(), reason)
-    click.echo(f"{name}: resumed")
+    target = job_or_all(app, name, every)
+    store = app.store()
+    try:
+        operations.set_paused(app.registry.jobs, store, target, False, command_line_actor(), wall_now(), reason)
+    except operations.NotPaused:
+        click.echo("nothing is frozen" if target == EVERY_JOB else f"{target}: not paused")
+        return
+    if target == EVERY_JOB:
+        still = sorted(name for name in store.pauses() if name != EVERY_JOB)
+        click.echo("every job: resumed" + (f"; still paused on their own: {', '.join(still)}" if still else ""))
+    elif (freeze := operations.freeze(store)) is not None:
+        by = f" by {freeze.by}" if freeze.by else ""
+        click.echo(f"{target}: resumed, but every job is still frozen{by}: `resume --all` ends the freeze")
+    else:
+        click.echo(f"{target}: resumed")
 
 
 @click.command("migrate-state")

@@ -63,6 +63,9 @@ def list_jobs(app: App, as_json: bool) -> None:
             for r in rows
         ],
     )
+    freeze = operations.freeze(app.store())
+    if freeze is not None:
+        click.echo(f"every job (a freeze): {pause_line(freeze.as_json())}")
     for r in rows:
         if r["pause"] is not None:
             click.echo(f"{r['name']}: {pause_line(r['pause'])}")

@@ -78,7 +78,7 @@ def _serve(app: App, settings: HostSettings, store: StateStore) -> int:
         return make_host(settings, jobs, store, status=app.status).run_forever()
     from jobhost.web.server import WebServer  # only a host that serves HTTP loads the web stack
 
-    web = WebServer(settings.http, jobs, lambda: open_store(settings.state_url, settings.base_dir))
+    web = WebServer(settings.http, jobs, lambda: open_store(settings.state_url, settings.base_dir), settings.timezone)
     host = make_host(settings, jobs, store, *web.observers(), status=app.status)
     try:
         web.start(host)

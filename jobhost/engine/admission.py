@@ -18,7 +18,7 @@ from jobhost.engine.attempt import Attempt, Parked
 from jobhost.engine.retries import Retries, retry_after_takeover
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord
-from jobhost.store.model import LEASE_EXPIRED, PendingRetry, TakenOver
+from jobhost.store.model import EVERY_JOB, LEASE_EXPIRED, PendingRetry, TakenOver
 
 if TYPE_CHECKING:
     from jobhost.definition.spec import JobSpec
@@ -27,6 +27,13 @@ if TYPE_CHECKING:
     from jobhost.engine.leases import Leases
     from jobhost.engine.recorder import Recorder, StoreCalls
     from jobhost.runs.runner import Runner
+
+
+def is_paused(job: str, paused: set[str]) -> bool:
+    """Whether `job` is paused, by its own pause or a freeze of every job, among the names
+    `paused_jobs()` gave. Its skipped slots say "paused" either way: the one word releases before
+    `runs.paused` know a paused skip by (store/sql.py)."""
+    return job in paused or EVERY_JOB in paused
 
 
 class PausedJobs:
@@ -40,7 +47,7 @@ class PausedJobs:
     def __contains__(self, job: str) -> bool:
         if self._now is None:
             self._now = self.call(self.store.paused_jobs, set())
-        return job in self._now
+        return is_paused(job, self._now)
 
     def forget(self) -> None:
         """Read them again at the next question (a person may have paused or resumed one)."""

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 from jobhost.clock import Clock
 from jobhost.definition.durations import format_duration
 from jobhost.definition.schedules import Schedule
+from jobhost.engine.admission import is_paused
 from jobhost.engine.attempt import Attempt, Parked
 from jobhost.outcomes import RunStatus
+from jobhost.store.model import EVERY_JOB
 
 if TYPE_CHECKING:
     from jobhost.definition.spec import JobSpec
@@ -130,7 +132,7 @@ class CatchUp:
         for index, (attempt, reason) in enumerate(missed):
             extra = {"after_pause": True} if after_pause else {}
             self.recorder.unstarted(attempt, RunStatus.MISSED, reason, batch=(index, len(missed)), **extra)
-        if spec.name in self.call(self.store.paused_jobs, set()):
+        if is_paused(spec.name, self.call(self.store.paused_jobs, set())):
             for attempt in runs:
                 self.recorder.unstarted(attempt, RunStatus.SKIPPED, "paused", paused=True)
             return
@@ -196,6 +198,8 @@ class CatchUp:
         if seen is None:  # the first look: nothing to compare with
             return
         resumed = {name for name, count in resumes.items() if count > seen.get(name, 0)}
+        if EVERY_JOB in resumed:  # a freeze ended: every job, but those still paused on their own
+            resumed |= set(self.jobs) - self.call(self.store.paused_jobs, set(self.jobs))
         if resumed:
             self.admission.paused.forget()  # read before the resume, perhaps
             now, settled = self.clock(), self.call(self.store.settled_slots, {})

@@ -28,6 +28,7 @@ from jobhost.engine.stopping import Stop
 from jobhost.observe.events import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.runs.runner import Runner
+from jobhost.store.model import EVERY_JOB
 
 COALESCE = 1.0  # seconds early (a tenth of its period at most) periodic work is done if the loop is awake
 LOST = "this host lost the run's lease to another host"
@@ -101,7 +102,10 @@ class Chores:
         """Resume the jobs paused until now (on whichever host looks first); catch-up then runs
         their missed slots by their policy, as after any resume."""
         for name in self.calls(lambda: self.calls.store.end_pauses(self.clock()), []):
-            logger.info("%s resumed: its pause ended", name, extra={"event": "job_resumed", "job": name})
+            if name == EVERY_JOB:
+                logger.info("every job resumed: the freeze ended", extra={"event": "jobs_thawed"})
+            else:
+                logger.info("%s resumed: its pause ended", name, extra={"event": "job_resumed", "job": name})
 
     def next_wait(self) -> float:
         now = self.monotonic()

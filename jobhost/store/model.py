@@ -104,6 +104,11 @@ class TakenOver:
     abandoned: bool  # a run was going: it is now recorded abandoned; else the slot was never started
 
 
+# The name a freeze is kept under, beside the jobs' own pauses: a pause of every job, those added
+# while it holds too. No job can have it (a name is letters, digits, '_', '.' and '-').
+EVERY_JOB = "*"
+
+
 @dataclass(frozen=True)
 class Pause:
     """Why a job is paused, by whom, since and until when (None: until someone resumes it)."""

@@ -73,6 +73,7 @@ _SCHEMA = [
         due        TIMESTAMPTZ NOT NULL,
         PRIMARY KEY (job, slot_epoch)
     )""",
+    # A row per job, and the row '*' for the freeze: a pause of every job, made and ended as one.
     """CREATE TABLE IF NOT EXISTS jobhost_job_state (
         job    TEXT PRIMARY KEY,
         paused BOOLEAN NOT NULL DEFAULT FALSE
@@ -130,13 +131,6 @@ _ADDED += [
     "ALTER TABLE jobhost_job_state ADD COLUMN IF NOT EXISTS paused_by TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE jobhost_job_state ADD COLUMN IF NOT EXISTS paused_at TIMESTAMPTZ",
     "ALTER TABLE jobhost_job_state ADD COLUMN IF NOT EXISTS paused_until TIMESTAMPTZ",
-    """CREATE TABLE IF NOT EXISTS jobhost_freeze (
-        id        INTEGER PRIMARY KEY CHECK (id = 1),
-        reason    TEXT NOT NULL DEFAULT '',
-        frozen_by TEXT NOT NULL DEFAULT '',
-        frozen_at TIMESTAMPTZ NOT NULL,
-        until     TIMESTAMPTZ
-    )""",
     """CREATE TABLE IF NOT EXISTS jobhost_audit (
         seq    BIGSERIAL PRIMARY KEY,
         at     TIMESTAMPTZ NOT NULL,
@@ -168,7 +162,7 @@ _ADDED += [
 ]
 # Whether everything _ADDED makes is there (each table, the paused trigger, the newest columns).
 _ADDED_THERE = (
-    "SELECT to_regclass('jobhost_run_lines') IS NOT NULL AND to_regclass('jobhost_freeze') IS NOT NULL "
+    "SELECT to_regclass('jobhost_run_lines') IS NOT NULL "
     "AND to_regclass('jobhost_audit') IS NOT NULL AND to_regclass('jobhost_cancels') IS NOT NULL "
     "AND to_regclass('jobhost_one_offs_pending') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_trigger "
     "WHERE tgrelid = to_regclass('jobhost_runs') AND tgname = 'jobhost_runs_paused_by_reason') "

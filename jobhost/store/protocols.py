@@ -147,21 +147,23 @@ class JobState(Protocol):
     """What is kept of each job between its runs: paused or not, resumes, its pending retries."""
 
     def set_paused(self, job: str, paused: bool, pause: Pause | None = None) -> None:
-        """Pause (with why, by whom, since and until when) or resume a job; a paused job's slots are
-        recorded as skipped."""
+        """Pause (with why, by whom, since and until when) or resume a job, or every job as one (the
+        freeze, `job` EVERY_JOB); a paused job's slots are recorded as skipped."""
 
     def paused_jobs(self) -> set[str]:
-        """The names of the paused jobs."""
+        """The names of the paused jobs, with EVERY_JOB while a freeze holds."""
 
     def pauses(self) -> dict[str, Pause]:
-        """Each paused job's pause."""
+        """Each paused job's own pause, and the freeze under EVERY_JOB."""
 
     def end_pauses(self, now: dt.datetime) -> list[str]:
         """Resume the jobs whose pause was to end by `now` (counted as resumes, so catch-up runs), and
-        keep a "resume" action for each; the jobs resumed, by this call alone on every host."""
+        keep a "resume" action for each ("thaw" for a freeze); the jobs resumed, by this call alone on
+        every host."""
 
     def resumes(self) -> dict[str, int]:
-        """How many times each job not paused now has been resumed (a resume since a look raises it)."""
+        """How many times each job not paused now has been resumed (a resume since a look raises it),
+        and under EVERY_JOB how many times a freeze has ended."""
 
     def add_retry(self, retry: PendingRetry) -> None:
         """Keep a pending retry (one per job and slot; a newer one replaces it)."""

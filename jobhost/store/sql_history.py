@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from jobhost.outcomes import RunStatus
-from jobhost.store.model import Action, Heartbeat, Pause, PendingRetry, RunRecord
+from jobhost.store.model import EVERY_JOB, Action, Heartbeat, Pause, PendingRetry, RunRecord
 from jobhost.store.rows import Unreadable, slot_of, status_of
 from jobhost.store.sql_base import COLUMNS, OPEN, READABLE, SETTLED_SQL, SETTLES, SQLBase
 
@@ -235,8 +235,9 @@ class SQLHistory(SQLBase):
             resumed = sorted(row[0] for row in rows)
             for job in resumed:
                 reason = reasons.get(job)
-                why = f"the pause ended as set ({reason})" if reason else "the pause ended as set"
-                self.add_action(Action(now, "jobhost", "resume", job, why))
+                what = "freeze" if job == EVERY_JOB else "pause"
+                why = f"the {what} ended as set ({reason})" if reason else f"the {what} ended as set"
+                self.add_action(Action(now, "jobhost", "thaw" if job == EVERY_JOB else "resume", job, why))
         return resumed
 
     def resumes(self) -> dict[str, int]:

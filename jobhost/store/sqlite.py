@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS retries (
     PRIMARY KEY (job, slot_epoch)
 );
 CREATE TABLE IF NOT EXISTS job_state (
-    job     TEXT PRIMARY KEY,
+    job     TEXT PRIMARY KEY,           -- a job, or '*': the freeze, a pause of every job
     paused  INTEGER NOT NULL DEFAULT 0,
     resumes INTEGER NOT NULL DEFAULT 0, -- times resumed, for hosts to notice a short pause
     reason  TEXT NOT NULL DEFAULT '',   -- why it is paused
@@ -94,13 +94,6 @@ CREATE TABLE IF NOT EXISTS run_lines (
     lines   TEXT NOT NULL               -- a JSON array of the run's last log lines
 );
 CREATE INDEX IF NOT EXISTS run_lines_by_age ON run_lines (kept_at);
-CREATE TABLE IF NOT EXISTS freeze (
-    id           INTEGER PRIMARY KEY CHECK (id = 1), -- one row, while every job is paused
-    reason       TEXT NOT NULL DEFAULT '',
-    frozen_by    TEXT NOT NULL DEFAULT '',
-    frozen_at    TEXT NOT NULL,
-    until        TEXT                   -- when the freeze ends by itself, or NULL
-);
 CREATE TABLE IF NOT EXISTS audit (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
     at      TEXT NOT NULL,
@@ -142,7 +135,7 @@ _ADDED_COLUMNS = [
     ("job_state", "paused_at", "TEXT"),
     ("job_state", "paused_until", "TEXT"),  # when it resumes by itself, or NULL
 ]
-_ADDED_TABLES = ("run_lines", "freeze", "audit", "cancels", "one_offs")
+_ADDED_TABLES = ("run_lines", "audit", "cancels", "one_offs")
 
 # A release before runs.paused writes a paused skip with the reason "paused" alone (and reads it so):
 # the file marks such a row paused itself, so what it writes after a rollback reads right here too.

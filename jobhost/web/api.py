@@ -23,7 +23,7 @@ from jobhost.config import HttpConfig
 from jobhost.errors import HostStopping, UnknownJobError
 from jobhost.outcomes import RunStatus
 from jobhost.store import StateStore
-from jobhost.store.model import Action
+from jobhost.store.model import EVERY_JOB, Action
 
 if TYPE_CHECKING:
     from jobhost.definition.spec import JobSpec
@@ -58,7 +58,8 @@ class ApiError(HTTPException):
 
 
 class Api:
-    """The /api/ endpoints: jobs, their next slots, runs, and (with the token) run, pause, resume."""
+    """The /api/ endpoints: jobs, their next slots, runs, and (with the token) run, pause, resume,
+    freeze and thaw."""
 
     def __init__(
         self,
@@ -68,7 +69,9 @@ class Api:
         config: HttpConfig,
         clock: Callable[[], dt.datetime],
         lines_of: LinesOf,
+        zone: ZoneInfo,
     ):
+        self.zone = zone  # of a freeze's end without an offset, as on the command line (JOBS_TIMEZONE)
         self.jobs = jobs
         self.store = store
         self.host = host
@@ -96,7 +99,7 @@ class Api:
         only(request, set())
         spec = known_job(self.jobs, name)
         store = self.store()
-        row = operations.describe_job(spec, store.last_statuses().get(name), store.pauses().get(name), self.clock())
+        row = operations.describe_job(spec, store.last_statuses().get(name), store.pauses(), self.clock())
         return json_answer(row)
 
     def next_slots(self, request: Request, name: str) -> Response:
@@ -149,19 +152,32 @@ class Api:
     def resume(self, request: Request, name: str) -> Response:
         return self._set_paused(request, name, False)
 
+    def freeze(self, request: Request) -> Response:
+        return self._set_paused(request, EVERY_JOB, True)
+
+    def thaw(self, request: Request) -> Response:
+        return self._set_paused(request, EVERY_JOB, False)
+
     def _set_paused(self, request: Request, name: str, paused: bool) -> Response:
+        """Pause or resume a job, or freeze or thaw every job (`name` EVERY_JOB); a resume of what is
+        not paused changes nothing and says so (`changed`: false)."""
         actor, body = authorized_body(request, self.config, {"reason", "until", "for"} if paused else {"reason"})
-        spec = known_job(self.jobs, name)
+        zone = known_job(self.jobs, name).schedule.zone if name != EVERY_JOB else self.zone
         reason = text_field(body, "reason") or ""
         now = self.clock()
         try:
-            end = operations.pause_end(text_field(body, "until"), text_field(body, "for"), spec.schedule.zone, now)
+            end = operations.pause_end(text_field(body, "until"), text_field(body, "for"), zone, now)
         except ValueError as exc:
             field, _, message = str(exc).partition(": ")
             raise ApiError(400, f"{field}: {message}", param=field) from None
-        operations.set_paused(self.jobs, self.store(), name, paused, actor, now, reason, end)
+        changed = True
+        try:
+            operations.set_paused(self.jobs, self.store(), name, paused, actor, now, reason, end)
+        except operations.NotPaused:
+            changed = False
         pause = self.store().pauses().get(name)
-        return json_answer({"name": name, "paused": paused, "pause": pause.as_json() if pause else None})
+        answer = {"paused": paused, "pause": pause.as_json() if pause else None, "changed": changed}
+        return json_answer({"name": name, **answer} if name != EVERY_JOB else {"every_job": True, **answer})
 
 
 # -- checks ---------------------------------------------------------------

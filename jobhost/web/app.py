@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
@@ -48,6 +49,8 @@ ROUTES = Map(
         Rule("/api/jobs/<name>/run", endpoint="api_run", methods=["POST"]),
         Rule("/api/jobs/<name>/pause", endpoint="api_pause", methods=["POST"]),
         Rule("/api/jobs/<name>/resume", endpoint="api_resume", methods=["POST"]),
+        Rule("/api/freeze", endpoint="api_freeze", methods=["POST"]),
+        Rule("/api/thaw", endpoint="api_thaw", methods=["POST"]),
         Rule("/api/runs", endpoint="api_runs", methods=["GET"]),
         Rule("/api/audit", endpoint="api_audit", methods=["GET"]),
         Rule("/api/runs/<run_id>", endpoint="api_one_run", methods=["GET"]),
@@ -68,6 +71,7 @@ class WebApp:
         metrics: Metrics,
         lines: RunLines,
         hosts: AllowedHosts,
+        zone: ZoneInfo,
         clock: Callable[[], dt.datetime] = wall_now,
     ):
         self.store = store
@@ -77,7 +81,7 @@ class WebApp:
         self.hosts = hosts
         self.clock = clock
         self.views = Views(jobs, store, host, hosts, clock, self._health, self._lines_of, actions=config.actions)
-        api = Api(jobs, store, host, config, clock, self._lines_of)
+        api = Api(jobs, store, host, config, clock, self._lines_of, zone)
         self.endpoints: dict[str, Callable[..., Response]] = {
             "index": self.views.index,
             "job_page": self.views.job_page,
@@ -91,6 +95,8 @@ class WebApp:
             "api_run": api.request_run,
             "api_pause": api.pause,
             "api_resume": api.resume,
+            "api_freeze": api.freeze,
+            "api_thaw": api.thaw,
             "api_runs": api.runs,
             "api_audit": api.audit,
             "api_one_run": api.one_run,

@@ -17,6 +17,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
+from zoneinfo import ZoneInfo
 
 from jobhost.config import HttpConfig
 from jobhost.errors import StoreError
@@ -122,8 +123,15 @@ class ThreadStores:
 class WebServer:
     """The status page, `/healthz`, `/metrics` and the API of one host."""
 
-    def __init__(self, config: HttpConfig, jobs: Mapping[str, JobSpec], open_store: Callable[[], StateStore]):
+    def __init__(
+        self,
+        config: HttpConfig,
+        jobs: Mapping[str, JobSpec],
+        open_store: Callable[[], StateStore],
+        zone: ZoneInfo,
+    ):
         self.config = config
+        self.zone = zone  # JOBS_TIMEZONE: of times a request gives without an offset, not a job's
         self.jobs = jobs
         self.metrics = Metrics()
         self.gate = ForkGate()
@@ -144,7 +152,7 @@ class WebServer:
         sock = connections.listen(self.config.host, self.config.port)
         bound, port = sock.getsockname()[:2]
         hosts = AllowedHosts(self.config.host, port, self.config.names)
-        app = WebApp(self.jobs, self.stores, host, self.config, self.metrics, self.lines, hosts)
+        app = WebApp(self.jobs, self.stores, host, self.config, self.metrics, self.lines, hosts, self.zone)
         server = connections.bounded_server(
             app,
             sock,

@@ -72,7 +72,7 @@ class Views:
         recent = {name: store.runs(name, pages.BAR_RUNS) for name in sorted(self.jobs)}
         pauses = store.pauses()
         jobs = [
-            operations.describe_job(spec, recent[name][0].status if recent[name] else None, pauses.get(name), now)
+            operations.describe_job(spec, recent[name][0].status if recent[name] else None, pauses, now)
             for name, spec in sorted(self.jobs.items())
         ]
         in_flight, queued, waiting = self.host.counts()
@@ -97,7 +97,7 @@ class Views:
         spec = self.jobs.get(name)
         job, upcoming = None, []
         if spec is not None:  # else a job since removed, whose history is kept
-            job = operations.describe_job(spec, store.last_statuses().get(name), store.pauses().get(name), now)
+            job = operations.describe_job(spec, store.last_statuses().get(name), store.pauses(), now)
             upcoming = operations.next_slots(spec, now, 5)
         return self._page(
             "job.html",

@@ -101,3 +101,27 @@ def test_a_pause_shorter_than_a_heartbeat_is_still_caught_up(store_url: str, tmp
     host.catch_up.resumed()
     [caught] = host.backlog.ready()
     assert (caught.job, caught.slot, caught.number) == ("build", build, 2)  # the paused slot, run now
+
+
+def test_a_freeze_skips_every_job_and_a_thaw_catches_up_all_but_those_paused_on_their_own(
+    store_url: str, tmp_path: Path
+) -> None:
+    from jobhost.store.model import EVERY_JOB
+
+    host = _host(store_url, tmp_path, "a")
+    build, yesterday = NIGHT.replace(hour=2, minute=30), NIGHT - dt.timedelta(days=1)
+    for job, slot in (("build", build - dt.timedelta(days=1)), ("export", yesterday)):
+        host.store.add_run(RunRecord(f"y-{job}", job, slot, 1, RunStatus.SUCCEEDED, ended=slot, host="a"))
+    host.catch_up.resumed()  # the heartbeat before the freeze
+    host.store.set_paused(EVERY_JOB, True)
+    host.store.set_paused("export", True)  # and on its own, for something else
+    host.admission.dispatch(host.jobs["build"], build)
+    host.admission.dispatch(host.jobs["export"], NIGHT)
+    assert not host.backlog.ready()
+    assert [r.status for r in host.store.runs()[:2]] == [RunStatus.SKIPPED, RunStatus.SKIPPED]
+    assert all(r.paused and r.reason == "paused" for r in host.store.runs()[:2])
+    host.store.set_paused(EVERY_JOB, False)
+    host.catch_up.resumed()
+    [caught] = host.backlog.ready()  # build only: export is still paused on its own
+    assert (caught.job, caught.slot, caught.number) == ("build", build, 2)
+    assert len(host.store.runs("export")) == 2  # yesterday's and the skip: nothing recorded again

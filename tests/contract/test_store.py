@@ -421,3 +421,18 @@ def test_a_pause_that_has_ended_is_resumed_once_counted_and_audited(store: State
     [action] = store.actions()
     assert (action.actor, action.action, action.target) == ("jobhost", "resume", "nightly")
     assert "deploy window" in action.reason
+
+
+def test_a_freeze_is_a_pause_of_every_job_that_ends_as_a_thaw(store: StateStore) -> None:
+    from jobhost.store.model import EVERY_JOB, Pause
+
+    store.set_paused("hourly", True, Pause("incident", "bob", T0))
+    freeze = Pause("deploy window", "alice", T0, T0 + dt.timedelta(hours=1))
+    store.set_paused(EVERY_JOB, True, freeze)
+    assert store.paused_jobs() == {"hourly", EVERY_JOB} and store.pauses()[EVERY_JOB] == freeze
+    assert store.end_pauses(T0 + dt.timedelta(hours=1)) == [EVERY_JOB]
+    assert store.paused_jobs() == {"hourly"}  # its own pause outlives the freeze
+    assert store.resumes()[EVERY_JOB] == 1  # how hosts see a freeze end between two looks
+    [action] = store.actions()
+    assert (action.actor, action.action, action.target) == ("jobhost", "thaw", EVERY_JOB)
+    assert action.reason == "the freeze ended as set (deploy window)"

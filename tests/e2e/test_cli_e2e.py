@@ -405,6 +405,63 @@ def test_a_pause_that_ends_resumes_the_job_by_itself_and_catches_up(deployment: 
     assert (resumed["actor"], resumed["action"]) == ("jobhost", "resume") and "short window" in resumed["reason"]
 
 
+def test_a_freeze_pauses_every_job_even_one_added_during_it_and_ends_by_itself(deployment: Deployment, host) -> None:
+    deployment.write("every_slot", EVERY_SLOT)
+    assert deployment.cli("run", "every_slot").returncode == 0  # the job now has a settled slot
+    frozen = deployment.cli("pause", "--all", "--for", "4s", "--reason", "deploy window")
+    assert frozen.returncode == 0 and "every job (a freeze): paused until" in frozen.stdout
+    deployment.write("late_comer", EVERY_SLOT.replace("every_slot", "late_comer"))  # added during the freeze
+    listed = deployment.cli("list").stdout
+    assert f"every job (a freeze): paused by {getpass.getuser()}" in listed and "deploy window" in listed
+    jobs = json.loads(deployment.cli("list", "--json").stdout)
+    assert [(j["name"], j["paused"], j["pause"], j["freeze"]["reason"]) for j in jobs] == [
+        ("every_slot", True, None, "deploy window"),
+        ("late_comer", True, None, "deploy window"),
+    ]
+    process = host(JOBS_HEARTBEAT_INTERVAL="1s")
+    records = process.wait_for(lambda rs: any(r.get("event") == "jobs_thawed" for r in rs), what="the freeze to end")
+    assert events(records, "late_comer", "run_skipped")  # frozen too, though added after the freeze began
+    paused_slots = {r["slot"] for r in events(records, "every_slot", "run_skipped")}
+    process.wait_for(
+        lambda rs: paused_slots <= {r["slot"] for r in events(rs, "every_slot", "run_succeeded")},
+        what="each slot skipped in the freeze to be caught up",
+    )
+    assert process.stop() == 0
+    assert not any(j["paused"] for j in json.loads(deployment.cli("list", "--json").stdout))
+    actions = json.loads(deployment.cli("audit", "--json").stdout)
+    assert [(a["actor"], a["action"], a["target"]) for a in actions[:2]] == [
+        ("jobhost", "thaw", "*"),
+        (getpass.getuser(), "freeze", "*"),
+    ]
+
+
+def test_a_job_resumed_in_a_freeze_stays_frozen_and_a_thaw_keeps_its_own_pauses(deployment: Deployment) -> None:
+    deployment.write("good", GOOD)
+    assert deployment.cli("pause", "pull_rates", "--reason", "rates API down").returncode == 0
+    assert deployment.cli("pause", "--all", "--reason", "incident").returncode == 0
+    assert deployment.cli("resume", "pull_rates").stdout.strip() == (
+        f"pull_rates: resumed, but every job is still frozen by {getpass.getuser()}: `resume --all` ends the freeze"
+    )
+    assert deployment.cli("pause", "pull_rates").returncode == 0
+    thawed = deployment.cli("resume", "--all", "--reason", "over")
+    assert thawed.stdout.strip() == "every job: resumed; still paused on their own: pull_rates"
+    again = deployment.cli("resume", "--all")
+    assert (again.returncode, again.stdout.strip()) == (0, "nothing is frozen")
+    actions = json.loads(deployment.cli("audit", "--json").stdout)
+    assert [a["action"] for a in actions] == ["thaw", "pause", "resume", "freeze", "pause"]  # no record of a no-op
+    jobs = {j["name"]: j for j in json.loads(deployment.cli("list", "--json").stdout)}
+    assert jobs["pull_rates"]["paused"] and not any(j["paused"] for n, j in jobs.items() if n != "pull_rates")
+
+
+@pytest.mark.parametrize("args", [[], ["pull_rates", "--all"]])
+def test_pause_needs_a_job_or_all_but_not_both(deployment: Deployment, args: list[str]) -> None:
+    deployment.write("good", GOOD)
+    for command in ("pause", "resume"):
+        refused = deployment.cli(command, *args)
+        assert refused.returncode == 2 and "give a job's NAME or --all" in refused.stderr
+    assert json.loads(deployment.cli("audit", "--json").stdout) == []
+
+
 def test_a_run_by_hand_is_marked_with_who_ran_it_and_audited(deployment: Deployment) -> None:
     deployment.write(
         "quick", "from jobhost import job, every\n\n@job(every().day.at('03:00'))\ndef quick():\n    pass\n"

@@ -137,6 +137,23 @@ def test_a_run_for_a_named_slot_and_pause_resume(deployment: Deployment, host) -
     assert call(f"{url}/api/audit?since=yesterday").status == 400
 
 
+def test_a_freeze_over_http_pauses_every_job_and_a_thaw_ends_it(deployment: Deployment, host) -> None:
+    _process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN, JOBS_TIMEZONE="Europe/London")
+    assert call(f"{url}/api/freeze", "POST").status == 401  # no token, no freeze
+    body = json.dumps({"reason": "incident 42", "until": "2040-06-01T12:00"}).encode()
+    frozen = call(f"{url}/api/freeze", "POST", token=TOKEN, body=body)
+    assert frozen.status == 200 and frozen.json()["pause"]["until"] == "2040-06-01T11:00:00+00:00"  # London's BST
+    jobs = call(f"{url}/api/jobs").json()
+    assert all(j["paused"] and j["freeze"]["reason"] == "incident 42" and j["pause"] is None for j in jobs)
+    page = call(f"{url}/").body.decode()
+    assert 'id="freeze"' in page and "incident 42" in page
+    thawed = call(f"{url}/api/thaw", "POST", token=TOKEN).json()
+    assert (thawed["paused"], thawed["changed"]) == (False, True)
+    assert call(f"{url}/api/thaw", "POST", token=TOKEN).json()["changed"] is False  # nothing was frozen
+    assert not any(j["paused"] for j in call(f"{url}/api/jobs").json())
+    assert [a["action"] for a in call(f"{url}/api/audit").json()] == ["thaw", "freeze"]
+
+
 def test_each_named_token_acts_under_its_name_and_a_wrong_one_is_logged_without_its_value(
     deployment: Deployment, host
 ) -> None:
