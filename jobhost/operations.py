@@ -18,7 +18,7 @@ from jobhost.errors import UnknownJobError
 from jobhost.horizon import OutsideHorizon, bounded
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, StateStore
-from jobhost.store.model import EVERY_JOB, Action, Pause
+from jobhost.store.model import EVERY_JOB, Action, CancelRequest, Pause
 
 T = TypeVar("T")
 
@@ -196,6 +196,52 @@ def set_paused(
     verb = ("freeze" if paused else "thaw") if name == EVERY_JOB else ("pause" if paused else "resume")
     action = Action(now, actor, verb, name, reason, detail)
     audited(store, action, lambda: store.set_paused(name, paused, Pause(reason, actor, now, until)))
+
+
+class CannotCancel(ValueError):
+    """A cancel that changes nothing: no such run, one that has ended, or a job with no run going
+    (or several: which one is for the person to say). `code` is its HTTP status."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def run_to_cancel(jobs: Mapping[str, JobSpec], store: StateStore, target: str) -> RunRecord:
+    """The run `target` names: a run id, or a job whose one run is going; CannotCancel otherwise."""
+    record = store.run(target)
+    if record is None and target in jobs:
+        going = store.running_runs(target)
+        if not going:
+            raise CannotCancel(f"no run of {target} is going; nothing changed", 409)
+        if len(going) > 1:
+            ids = ", ".join(r.run_id for r in going)
+            raise CannotCancel(f"{target} has {len(going)} runs going ({ids}): cancel one by its run id", 409)
+        record = going[0]
+    if record is None:
+        raise CannotCancel(f"no run {target} in history (nor a job of that name); nothing changed", 404)
+    if record.status.ended:
+        when = record.ended.isoformat(timespec="seconds") if record.ended else "an unknown time"
+        raise CannotCancel(
+            f"run {record.run_id} of {record.job} ended at {when} as {record.status}; nothing changed", 409
+        )
+    return record
+
+
+def cancel(
+    jobs: Mapping[str, JobSpec], store: StateStore, target: str, actor: str, now: dt.datetime, reason: str = ""
+) -> tuple[RunRecord, CancelRequest]:
+    """Ask the host that has the run `target` names (its id, or a job whose one run is going) to
+    stop it: recorded `cancelled`, not retried, its slot settled. The request goes through the
+    store, so it reaches that host wherever it was made; the run and the request (the first one,
+    if it was asked before) are returned. CannotCancel, changing nothing, for a run that is not
+    going or waiting."""
+    record = run_to_cancel(jobs, store, target)
+    request = CancelRequest(record.run_id, record.job, actor, now, reason)
+    detail = {"job": record.job, "slot": record.slot.isoformat(), "host": record.host}
+    action = Action(now, actor, "cancel", record.run_id, reason, detail)
+    kept = audited(store, action, lambda: store.ask_cancel(request))
+    return record, kept
 
 
 def record_action(store: StateStore, action: Action) -> None:

@@ -21,6 +21,7 @@ class RunStatus(StrEnum):
     WAITING = "waiting"  #: held back until the jobs it comes `after` have succeeded
     INTERRUPTED = "interrupted"  #: stopped because the host was told to stop
     ABANDONED = "abandoned"  #: found running in history with no host left to finish it
+    CANCELLED = "cancelled"  #: stopped (or kept from starting) by a person; reason says who
 
     @property
     def event(self) -> str:
@@ -94,6 +95,9 @@ _KINDS = {  # event, settles, retryable, ends_run, level, failure, check_in, ton
     RunStatus.WAITING: _Kind("run_waiting", False, False, False, _I, None, None, "busy"),
     RunStatus.INTERRUPTED: _Kind("run_interrupted", False, False, True, _W, None, "error", "warn"),
     RunStatus.ABANDONED: _Kind("run_abandoned", False, False, True, _E, "was abandoned", "error", "bad"),
+    # A person's decision: it settles the slot (not caught up, not retried, a child is blocked), is
+    # no failure to report, and its check-in is ok: the monitor pages no one for what someone chose.
+    RunStatus.CANCELLED: _Kind("run_cancelled", True, False, True, _W, None, "ok", "warn"),
 }
 assert set(_KINDS) == set(RunStatus), "every status is classified"
 

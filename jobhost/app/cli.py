@@ -38,6 +38,7 @@ for command in (
     commands_act.backfill_command,
     commands_act.pause,
     commands_act.resume,
+    commands_act.cancel,
     commands_act.migrate_state,
 ):
     cli.add_command(command)

@@ -1,5 +1,5 @@
 """The commands that act: `check` a deployment, `run` a job or `backfill` a range, `pause` and
-`resume` a job, `migrate-state` to another store.
+`resume` a job (or every job), `cancel` a run, `migrate-state` to another store.
 
 `run` and `backfill` drive the engine: they import it (jobhost.app.serve) at their start, and
 no other command here does.
@@ -7,8 +7,11 @@ no other command here does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import time
+from pathlib import Path
 
 import click
 
@@ -18,8 +21,9 @@ from jobhost.app.bootstrap import App, pass_app
 from jobhost.app.params import MAX_SLOTS, MAX_SLOTS_CEILING, UTF8, day_or_instant_param, slot_param
 from jobhost.clock import now as wall_now
 from jobhost.errors import StoreError
+from jobhost.hoststatus import NUDGE_SIGNAL, read_status
 from jobhost.outcomes import RunStatus
-from jobhost.store import open_store
+from jobhost.store import RunRecord, StateStore, open_store
 from jobhost.store.model import EVERY_JOB
 
 
@@ -155,6 +159,65 @@ def resume(app: App, name: str | None, every: bool, reason: str) -> None:
         click.echo(f"{target}: resumed, but every job is still frozen{by}: `resume --all` ends the freeze")
     else:
         click.echo(f"{target}: resumed")
+
+
+@click.command()
+@click.argument("target", metavar="RUN_ID|NAME", type=UTF8)
+@click.option("--reason", default="", type=UTF8, help="Why, for the audit trail and the run's record.")
+@click.option(
+    "--wait",
+    "wait_for",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds to wait for the run to end (0: ask, and do not wait).",
+)
+@pass_app
+def cancel(app: App, target: str, reason: str, wait_for: float) -> None:
+    """Stop run RUN_ID, or the run of job NAME going now, wherever it runs: SIGTERM (raised in the job,
+    so its traceback shows where it was), SIGKILL after the grace. It is recorded `cancelled`, is not
+    retried, and settles its slot (a job that comes after it is blocked). Exit 0 once it has ended
+    cancelled, 1 if it ended otherwise or is still going after --wait, 2 if there is nothing to cancel."""
+    settings = app.load()
+    store = app.store()
+    actor = command_line_actor()
+    try:
+        record, request = operations.cancel(app.registry.jobs, store, target, actor, wall_now(), reason)
+    except operations.CannotCancel as exc:
+        click.echo(f"jobhost: {exc}", err=True)
+        sys.exit(2)
+    if settings.status_file is not None and record.host == settings.host.hostname:
+        nudge_loop(settings.status_file)
+    said = "" if request.asked_by == actor and request.reason == reason else f" (asked before, by {request.asked_by})"
+    click.echo(f"run {record.run_id} of {record.job}: cancel asked{said}; the host {record.host or '?'} stops it")
+    if wait_for == 0:
+        return
+    ended = wait_until_ended(store, record.run_id, wait_for)
+    if ended is None:
+        click.echo(f"run {record.run_id} is still going after {wait_for:g} s; its host stops it when it next looks")
+        sys.exit(1)
+    click.echo(f"run {record.run_id} of {record.job}: {ended.status}" + (f" ({ended.reason})" if ended.reason else ""))
+    sys.exit(0 if ended.status == RunStatus.CANCELLED else 1)
+
+
+def nudge_loop(status_file: Path) -> None:
+    """Have the loop on this machine look at the requests now, not at its next tick."""
+    status = read_status(status_file)
+    if status is not None and status.alive_loop:
+        with contextlib.suppress(OSError):  # gone meanwhile: the next loop looks at its start
+            os.kill(status.pid, NUDGE_SIGNAL)
+
+
+def wait_until_ended(store: StateStore, run_id: str, seconds: float) -> RunRecord | None:
+    """The run's record once it has ended, within `seconds`; None if it has not by then."""
+    deadline = time.monotonic() + seconds
+    while True:
+        record = store.run(run_id)
+        if record is not None and record.status.ended:
+            return record
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
 
 
 @click.command("migrate-state")

@@ -185,6 +185,11 @@ class Admission:
         attempt = Attempt(RunContext(taken.job, taken.run_id, taken.slot.astimezone(spec.schedule.zone), taken.attempt))
         self.leases.hold(attempt, taken.token)
         reason = LEASE_EXPIRED.format(previous=taken.previous_host, taker=self.config.hostname)
+        asked = [r for r in self.call(self.store.cancel_requests, []) if r.run_id == taken.run_id]
+        if asked:  # its host died before it could cancel it: cancelled, as the person asked, and not run again
+            self.recorder.settle_cancelled(attempt, f"{asked[0].outcome_reason()} ({reason})")
+            self.call(lambda: self.store.cancels_done([taken.run_id], now), None)
+            return
         retry = retry_after_takeover(spec, taken.attempt, attempt.slot, now)
         self.recorder.abandoned(attempt, reason, now, retry, previous_host=taken.previous_host)
         if retry is not None:

@@ -1,9 +1,9 @@
 """The loop's periodic work, done between its waits: the tick and the heartbeat.
 
 The tick (every lease / 3 on a shared store, once a heartbeat alone on one): renew this
-host's claims, recover from an outage, write what it held back, take over dead hosts'
-claims and pick up their retries, look again at slots waiting on other hosts, check the
-clock. The heartbeat: the loop's sign of life, a batch of pruning, resumed jobs caught up.
+host's claims, recover from an outage, write what it held back, stop the runs asked to be
+cancelled, take over dead hosts' claims and pick up their retries, look again at slots
+waiting on other hosts, check the clock. The heartbeat: the loop's sign of life, a batch of pruning, resumed jobs caught up.
 Work due very soon is done when the loop is awake anyway, not in a wakeup of its own.
 """
 
@@ -18,6 +18,7 @@ from jobhost.config import HostConfig
 from jobhost.engine.admission import Admission
 from jobhost.engine.attempt import Attempt
 from jobhost.engine.backlog import Backlog
+from jobhost.engine.cancels import Cancels
 from jobhost.engine.catchup import CatchUp
 from jobhost.engine.dependencies import Dependencies
 from jobhost.engine.leases import Leases
@@ -64,6 +65,7 @@ class Chores:
         dependencies: Dependencies,
         retries: Retries,
         catch_up: CatchUp,
+        cancels: Cancels,
         lifecycle: Lifecycle,
         clock: Clock,
         monotonic: Callable[[], float],
@@ -80,6 +82,7 @@ class Chores:
         self.dependencies = dependencies
         self.retries = retries
         self.catch_up = catch_up
+        self.cancels = cancels
         self.lifecycle = lifecycle
         self.clock = clock
         self.monotonic = monotonic
@@ -144,6 +147,7 @@ class Chores:
         if not self.calls.up:
             return
         self.recorder.flush()
+        self.cancels.look()  # requests made on other hosts (this one's nudge the loop at once)
         self.catch_up.pay(now)
         if self.leases.due_to_look():
             if not self.stop.requested:

@@ -16,6 +16,7 @@ from jobhost.clock import now as wall_now
 from jobhost.config import HostConfig
 from jobhost.definition.spec import JobSpec
 from jobhost.engine.attempt import Attempt
+from jobhost.engine.cancels import Cancels
 from jobhost.engine.chores import drop_lost
 from jobhost.engine.launch import Launched, Launcher, prepare_process
 from jobhost.engine.leases import Leases
@@ -29,6 +30,8 @@ from jobhost.outcomes import Outcome, RunStatus
 from jobhost.runs.runner import Runner
 from jobhost.runs.thread import RoutedStdout
 from jobhost.store import StateStore
+
+CANCEL_LOOK = 1.0  # seconds between two looks at the cancel requests while a run goes
 
 
 class ForegroundRun:
@@ -58,6 +61,9 @@ class ForegroundRun:
         self.runner = runner = Runner(config.max_workers, monotonic)
         self.stop = Stop(config, monotonic, foreground=True)
         self.launcher = Launcher(jobs, config, recorder, leases, runner, lifecycle, clock)
+        # A cancel asked for elsewhere: no loop's status file names this process, so it looks itself.
+        self.cancels = Cancels(calls, recorder, runner, None, clock)
+        self._next_cancel_look = 0.0
         self.retry_at: dt.datetime | None = None  # when the last run's next attempt is due, if it has one
         self._prepared = False
         self._next_renewal = 0.0
@@ -113,10 +119,13 @@ class ForegroundRun:
     def _turn(self, timeout: float) -> list[Attempt]:
         self.runner.wait(timeout)
         self.stop.act(self.runner)
+        if self.runner.active and self.monotonic() >= self._next_cancel_look:
+            self._next_cancel_look = self.monotonic() + CANCEL_LOOK
+            self.cancels.look()
         return list(self.runner.reap())
 
     def _wake_in(self) -> float:
-        limits = [self.config.heartbeat_interval]
+        limits = [self.config.heartbeat_interval, self._next_cancel_look - self.monotonic()]
         if self.leases.held:  # a backfill renews the claim of its run
             limits.append(self._next_renewal - self.monotonic())
         limits += [t for t in (self.runner.next_wait(), self.stop.next_wait()) if t is not None]

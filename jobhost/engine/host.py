@@ -4,7 +4,7 @@ the runs in flight, settle what finished, and do the chores.
 Each step is a part with one concept (see docs/design.md): `DueSlots` (what is due),
 `Admission` (claim; skip, wait, queue or ready), `Backlog` (every attempt not started),
 `Launcher` and `Runner` (starting and watching runs), `Recorder` (every store write and
-its event), `Leases`, `Retries`, `Dependencies`, `CatchUp`, `Stop` and `Chores`. This
+its event), `Leases`, `Retries`, `Dependencies`, `CatchUp`, `Cancels`, `Stop` and `Chores`. This
 module only composes them and keeps their order.
 
 Several hosts may share one state store. Each attempt of each slot is claimed in the
@@ -27,6 +27,7 @@ from jobhost.definition.spec import JobSpec
 from jobhost.engine.admission import Admission
 from jobhost.engine.attempt import Attempt, Parked
 from jobhost.engine.backlog import Backlog
+from jobhost.engine.cancels import Cancels
 from jobhost.engine.catchup import CatchUp
 from jobhost.engine.chores import Chores
 from jobhost.engine.dependencies import Dependencies
@@ -88,9 +89,10 @@ class Host:
         )
         self.catch_up = catch_up = CatchUp(jobs, calls, recorder, backlog, runner, admission, clock)
         self.launcher = Launcher(jobs, config, recorder, leases, runner, lifecycle, clock)
+        self.cancels = cancels = Cancels(calls, recorder, runner, backlog, clock)
         self.chores = Chores(
             config, calls, leases, recorder, backlog, runner, stop, admission, dependencies, retries, catch_up,
-            lifecycle, clock, monotonic, self._tell,
+            cancels, lifecycle, clock, monotonic, self._tell,
         )  # fmt: skip
         calls.on_down, calls.on_up, calls.on_failure = catch_up.owe, self.chores.tick_now, self._tell
         self.slots: DueSlots | None = None  # made at the start, from the clock then
@@ -121,6 +123,7 @@ class Host:
             self.admission.paused.forget()  # read again after the wait, if a run ending in it asks
             self.runner.wait(self._wake_in(slots))  # pipes, pidfds, the signal pipe: the only blocking call
             self.stop.act(self.runner)  # new signals, the grace deadline
+            self.cancels.look_if_nudged()  # a cancel asked for on this machine
             for attempt in self.runner.reap():
                 self.on_finished(attempt)
             self.admission.paused.forget()

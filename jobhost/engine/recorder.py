@@ -160,6 +160,12 @@ class Recorder:
         self.settle_unstarted(attempt, RunStatus.WAITING, reason)
         self.lifecycle.emit(RunEvent(RunStatus.WAITING, attempt.context, reason, extra={"blocked": True}))
 
+    def settle_cancelled(self, attempt: Attempt, reason: str) -> None:
+        """An attempt a person cancelled that no run of this host ends: one waiting for its parents, or
+        one taken over from a host that died before it could stop it. Settled so, and said."""
+        self.settle_unstarted(attempt, RunStatus.CANCELLED, reason)
+        self.lifecycle.emit(RunEvent(RunStatus.CANCELLED, attempt.context, reason))
+
     def settle_unstarted(self, attempt: Attempt, status: RunStatus, reason: str) -> None:
         settlement = Settlement(attempt.run_id, attempt.job, attempt.slot, attempt.number, status, reason, self.clock())
         self.settle(settlement, attempt)

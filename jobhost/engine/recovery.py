@@ -3,7 +3,7 @@
 A run recorded as running by this host whose process is gone was cut short when
 the host died: it is recorded from the outcome its process left behind, if it
 got that far, and as abandoned otherwise (then caught up, as its slot is not
-settled). A run whose process is still alive belongs to someone else (`jobs.py
+settled), or as cancelled if a person had asked for that and the host did not get to it. A run whose process is still alive belongs to someone else (`jobs.py
 run` in a terminal) and is left alone.
 """
 
@@ -23,6 +23,7 @@ from jobhost.runs.child import read_result
 from jobhost.runs.processes import kill_leftovers, run_process_alive
 from jobhost.runs.results import outcome_of
 from jobhost.store import StateStore
+from jobhost.store.model import CancelRequest
 
 logger = logging.getLogger("jobhost.host")
 
@@ -60,12 +61,25 @@ def recover(
     records = call(lambda: store.running(hostname), _FAILED)
     if records is _FAILED:
         return False
+    asked = {request.run_id: request for request in call(store.cancel_requests, [])}
+
+    def cancelled(context: RunContext, request: CancelRequest, why: str) -> None:
+        """A run asked to be cancelled that the host did not get to: cancelled, as the person asked."""
+        reason = f"{request.outcome_reason()} ({why})"
+        if write(partial(store.finish_run, context.run_id, RunStatus.CANCELLED, reason, now, None)):
+            write(partial(store.cancels_done, [context.run_id], now))
+            lifecycle.emit(RunEvent(RunStatus.CANCELLED, context, reason))
+
     for record in records:
         context = RunContext(record.job, record.run_id, record.slot, record.attempt)
         if record.run_id in mine:
             continue
+        request = asked.get(record.run_id)
         if record.status == RunStatus.WAITING:
-            write(partial(store.finish_run, context.run_id, RunStatus.WAITING, WAITED, now, None))
+            if request is not None:
+                cancelled(context, request, "the host had stopped while it waited")
+            else:
+                write(partial(store.finish_run, context.run_id, RunStatus.WAITING, WAITED, now, None))
             continue
         if record.pid is not None and run_process_alive(record.pid):
             continue
@@ -93,6 +107,8 @@ def recover(
                 )
                 path.unlink(missing_ok=True)
             continue
-        if write(partial(store.finish_run, context.run_id, RunStatus.ABANDONED, DIED, now, None)):
+        if request is not None:
+            cancelled(context, request, DIED)
+        elif write(partial(store.finish_run, context.run_id, RunStatus.ABANDONED, DIED, now, None)):
             lifecycle.emit(RunEvent(RunStatus.ABANDONED, context, DIED, extra={"pid": record.pid}))
     return whole

@@ -160,6 +160,7 @@ def _prepare(
     for signum in _STOP_SIGNALS:
         signal.signal(signum, _terminate)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # the host's nudge is not the job's
     _die_with_parent()
     _set_process_name(f"job:{name}")
     if os.getppid() != host_pid:  # the host died before the line above took effect

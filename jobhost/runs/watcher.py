@@ -1,7 +1,7 @@
 """The loop's one place to wait: runs' pipes and pidfds, and signals.
 
-Signal handlers only append the signal to `signals`; the wake-up pipe makes the
-wait return at once. Descriptors a run is done with are taken out of the
+Signal handlers only append the signal to `signals` (or set the nudge flag); the
+wake-up pipe makes the wait return at once. Descriptors a run is done with are taken out of the
 selector *before* they are closed: closed first, a descriptor still shared with
 a child would stay in epoll and be reported for ever.
 """
@@ -13,6 +13,7 @@ import os
 import selectors
 import signal
 
+from jobhost.hoststatus import NUDGE_SIGNAL
 from jobhost.runs.stray import StrayOutput
 
 
@@ -23,6 +24,9 @@ class Watcher:
         self._selector = selectors.DefaultSelector()
         self._owner: dict[int, str] = {}
         self.signals: list[int] = []
+        # Set by a nudge, cleared by the look that follows. A plain flag, as a signal handler may set
+        # it: a request is in the store before its nudge, so a look that clears a nudge sees it.
+        self._nudged = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -31,15 +35,32 @@ class Watcher:
 
     def install_signals(self, signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)) -> None:
         """The signals that stop the host. SIGHUP is one: a terminal closing sends it (supervisord
-        never does), and the person expects the host to end, cleanly, not to die mid-run."""
+        never does), and the person expects the host to end, cleanly, not to die mid-run. And
+        NUDGE_SIGNAL, which only wakes the loop to look at the store's requests (a cancel)."""
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for signum in signums:
             signal.signal(signum, lambda signum, frame: self.signals.append(signum))
+        signal.signal(NUDGE_SIGNAL, lambda signum, frame: self._nudge())
 
     def wake(self) -> None:
         """Make the wait return at once (from another thread)."""
         with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
             os.write(self._wake_w, b"\0")
+
+    def nudge(self) -> None:
+        """Wake the wait and have the loop look at the store's requests (from any thread)."""
+        self._nudge()
+        self.wake()
+
+    def _nudge(self) -> None:
+        self._nudged = True
+
+    def take_nudge(self) -> bool:
+        """Whether a nudge came since the last look (and forget it)."""
+        if not self._nudged:
+            return False
+        self._nudged = False
+        return True
 
     def capture_stray_output(self) -> None:
         if self.stray is None:

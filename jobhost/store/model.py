@@ -129,6 +129,22 @@ class Pause:
 
 
 @dataclass(frozen=True)
+class CancelRequest:
+    """A person's request to cancel a run: kept in the store until the host running it acts on it,
+    so a request made on any host, by the command line or the API, reaches the one that has it."""
+
+    run_id: str
+    job: str
+    asked_by: str
+    asked_at: dt.datetime
+    reason: str = ""
+
+    def outcome_reason(self) -> str:
+        """The reason the cancelled run is recorded with: who, and why if they said."""
+        return f"cancelled by {self.asked_by}" + (f": {self.reason}" if self.reason else "")
+
+
+@dataclass(frozen=True)
 class Action:
     """One thing a person did to the host (run, cancel, pause, resume, freeze, thaw, backfill), as the
     audit trail keeps it."""

@@ -148,6 +148,7 @@ _ADDED += [
         asked_at TIMESTAMPTZ NOT NULL,
         done_at  TIMESTAMPTZ
     )""",
+    "ALTER TABLE jobhost_cancels ADD COLUMN IF NOT EXISTS reason TEXT NOT NULL DEFAULT ''",
     """CREATE TABLE IF NOT EXISTS jobhost_one_offs (
         run_id       TEXT PRIMARY KEY,
         job          TEXT NOT NULL,
@@ -169,7 +170,7 @@ _ADDED_THERE = (
     "AND (SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() AND "
     "(table_name, column_name) IN (('jobhost_runs', 'params'), ('jobhost_runs', 'requested_by'), "
     "('jobhost_job_state', 'reason'), ('jobhost_job_state', 'paused_by'), ('jobhost_job_state', 'paused_at'), "
-    "('jobhost_job_state', 'paused_until'))) = 6"
+    "('jobhost_job_state', 'paused_until'), ('jobhost_cancels', 'reason'))) = 7"
 )
 
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from jobhost.outcomes import RunStatus
 from jobhost.store.model import (
     Action,
+    CancelRequest,
     Heartbeat,
     Pause,
     PendingRetry,
@@ -212,7 +213,20 @@ class AuditTrail(Protocol):
         """The newest `limit` actions at or after `since` (all if None), newest first."""
 
 
-class StateStore(History, Claims, JobState, Heartbeats, RunLineStore, AuditTrail, Protocol):
+class CancelRequests(Protocol):
+    """Runs a person asked to cancel, until the host that has each one acts on it."""
+
+    def ask_cancel(self, request: CancelRequest) -> CancelRequest:
+        """Keep the request; if the run was asked to be cancelled before, the first request, unchanged."""
+
+    def cancel_requests(self) -> list[CancelRequest]:
+        """The requests no host has acted on yet, oldest first."""
+
+    def cancels_done(self, run_ids: list[str], at: dt.datetime) -> None:
+        """The host that had these runs has stopped them (or kept them from starting)."""
+
+
+class StateStore(History, Claims, JobState, Heartbeats, RunLineStore, AuditTrail, CancelRequests, Protocol):
     """Where runs and job state live: all of the above, and the store's own upkeep. One instance
     per process, not shared across threads."""
 

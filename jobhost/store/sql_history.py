@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from jobhost.outcomes import RunStatus
-from jobhost.store.model import EVERY_JOB, Action, Heartbeat, Pause, PendingRetry, RunRecord
+from jobhost.store.model import EVERY_JOB, Action, CancelRequest, Heartbeat, Pause, PendingRetry, RunRecord
 from jobhost.store.rows import Unreadable, slot_of, status_of
 from jobhost.store.sql_base import COLUMNS, OPEN, READABLE, SETTLED_SQL, SETTLES, SQLBase
 
@@ -154,6 +154,12 @@ class SQLHistory(SQLBase):
         self.prune_lines(before, limit)  # the status page's lines go no later than the runs
         self._do(  # and the audit trail keeps as long as the history it explains
             self._q("DELETE FROM {t}audit WHERE seq IN (SELECT seq FROM {t}audit WHERE at < ? ORDER BY seq LIMIT ?)"),
+            (self._utc(before), limit),
+        )
+        self._do(  # a request no host acted on (its run had ended) goes with the rest
+            self._q(
+                "DELETE FROM {t}cancels WHERE run_id IN (SELECT run_id FROM {t}cancels WHERE asked_at < ? LIMIT ?)"
+            ),
             (self._utc(before), limit),
         )
         # By when the run was recorded, not by its slot: a backfill of last year is recent history.
@@ -341,3 +347,40 @@ class SQLHistory(SQLBase):
                 continue
             found.append(Action(when, actor, action, target, reason, kept if isinstance(kept, dict) else {}))  # type: ignore[arg-type]
         return found
+
+    # -- CancelRequests ------------------------------------------------------
+
+    def ask_cancel(self, request: CancelRequest) -> CancelRequest:
+        self._do(
+            self._q(
+                "INSERT INTO {t}cancels (run_id, job, asked_by, asked_at, reason) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id) DO NOTHING"
+            ),
+            (request.run_id, request.job, request.asked_by, self._utc(request.asked_at), request.reason),
+        )
+        row = self._one(
+            self._q("SELECT run_id, job, asked_by, asked_at, reason FROM {t}cancels WHERE run_id = ?"),
+            (request.run_id,),
+        )
+        return self._cancel_request(row) if row is not None else request
+
+    def cancel_requests(self) -> list[CancelRequest]:
+        rows = self._all(
+            self._q(
+                "SELECT run_id, job, asked_by, asked_at, reason FROM {t}cancels WHERE done_at IS NULL ORDER BY asked_at"
+            )
+        )
+        return [self._cancel_request(row) for row in rows]
+
+    def cancels_done(self, run_ids: list[str], at: dt.datetime) -> None:
+        for run_id in run_ids:
+            self._do(self._q("UPDATE {t}cancels SET done_at = ? WHERE run_id = ?"), (self._utc(at), run_id))
+
+    def _cancel_request(self, row: tuple[Any, ...]) -> CancelRequest:
+        run_id, job, by, at, reason = row
+        try:
+            when = self._stored_time("asked_at", at)
+        except Unreadable:
+            when = None
+        # Still a request if its time cannot be read: only the time is unknown then.
+        return CancelRequest(run_id, job, by, when or dt.datetime.fromtimestamp(0, dt.UTC), reason)

@@ -109,7 +109,8 @@ CREATE TABLE IF NOT EXISTS cancels (
     job       TEXT NOT NULL,
     asked_by  TEXT NOT NULL,
     asked_at  TEXT NOT NULL,
-    done_at   TEXT                      -- when the host running it acted on it
+    done_at   TEXT,                     -- when the host running it acted on it
+    reason    TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS one_offs (
     run_id       TEXT PRIMARY KEY,      -- the id its run will have
@@ -134,6 +135,7 @@ _ADDED_COLUMNS = [
     ("job_state", "paused_by", "TEXT NOT NULL DEFAULT ''"),
     ("job_state", "paused_at", "TEXT"),
     ("job_state", "paused_until", "TEXT"),  # when it resumes by itself, or NULL
+    ("cancels", "reason", "TEXT NOT NULL DEFAULT ''"),  # why, as the person gave it
 ]
 _ADDED_TABLES = ("run_lines", "audit", "cancels", "one_offs")
 

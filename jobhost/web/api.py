@@ -146,6 +146,29 @@ class Api:
         answer = {**context.fields(), "status": "requested", "url": url, "page": f"/runs/{context.run_id}"}
         return json_answer(answer, 202, headers={"Location": url})
 
+    def cancel(self, request: Request, run_id: str) -> Response:
+        """Ask for the run to be stopped (by whichever host has it): 202 with the request, 404 for
+        an unknown run, 409 for one that has ended; nothing changes but the request."""
+        actor, body = authorized_body(request, self.config, {"reason"})
+        reason = text_field(body, "reason") or ""
+        try:
+            record, asked = operations.cancel(self.jobs, self.store(), run_id, actor, self.clock(), reason)
+        except operations.CannotCancel as exc:
+            raise ApiError(exc.code, str(exc)) from None
+        if record.host == self.host.config.hostname:
+            self.host.cancels.nudge()  # this host's loop: at once; another host's: at its next tick
+        url = f"/api/runs/{record.run_id}"
+        answer = {
+            "run_id": record.run_id,
+            "job": record.job,
+            "host": record.host,
+            "status": "cancelling",
+            "asked_by": asked.asked_by,
+            "asked_at": asked.asked_at.isoformat(),
+            "url": url,
+        }
+        return json_answer(answer, 202, headers={"Location": url})
+
     def pause(self, request: Request, name: str) -> Response:
         return self._set_paused(request, name, True)
 

@@ -54,6 +54,7 @@ ROUTES = Map(
         Rule("/api/runs", endpoint="api_runs", methods=["GET"]),
         Rule("/api/audit", endpoint="api_audit", methods=["GET"]),
         Rule("/api/runs/<run_id>", endpoint="api_one_run", methods=["GET"]),
+        Rule("/api/runs/<run_id>/cancel", endpoint="api_cancel", methods=["POST"]),
     ],
     strict_slashes=False,
 )
@@ -100,6 +101,7 @@ class WebApp:
             "api_runs": api.runs,
             "api_audit": api.audit,
             "api_one_run": api.one_run,
+            "api_cancel": api.cancel,
         }
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

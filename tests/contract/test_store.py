@@ -436,3 +436,18 @@ def test_a_freeze_is_a_pause_of_every_job_that_ends_as_a_thaw(store: StateStore)
     [action] = store.actions()
     assert (action.actor, action.action, action.target) == ("jobhost", "thaw", EVERY_JOB)
     assert action.reason == "the freeze ended as set (deploy window)"
+
+
+def test_a_cancel_request_is_kept_once_until_the_host_acts_on_it(store: StateStore) -> None:
+    from jobhost.store.model import CancelRequest
+
+    first = CancelRequest("r1", "nightly", "alice", T0, "wrong input file")
+    assert store.ask_cancel(first) == first
+    assert store.ask_cancel(CancelRequest("r1", "nightly", "bob", T0 + dt.timedelta(minutes=1))) == first
+    store.ask_cancel(CancelRequest("r2", "hourly", "bob", T0 + dt.timedelta(minutes=2)))
+    assert [r.run_id for r in store.cancel_requests()] == ["r1", "r2"]
+    store.cancels_done(["r1"], T0 + dt.timedelta(minutes=3))
+    assert [r.run_id for r in store.cancel_requests()] == ["r2"]
+    assert first.outcome_reason() == "cancelled by alice: wrong input file"
+    store.prune(T0 + dt.timedelta(hours=1), limit=100)  # one no host acted on goes with the history
+    assert store.cancel_requests() == []

@@ -154,6 +154,26 @@ def test_a_freeze_over_http_pauses_every_job_and_a_thaw_ends_it(deployment: Depl
     assert [a["action"] for a in call(f"{url}/api/audit").json()] == ["thaw", "freeze"]
 
 
+def test_a_run_cancelled_over_http_ends_cancelled_and_a_second_cancel_changes_nothing(
+    deployment: Deployment, host
+) -> None:
+    process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN)
+    run_id = _run(url, "sleeper")
+    process.wait_for(lambda rs: any(r.get("run_id") == run_id and r.get("event") == "run_started" for r in rs))
+    assert call(f"{url}/api/runs/{run_id}/cancel", "POST").status == 401
+    body = json.dumps({"reason": "wrong day"}).encode()
+    asked = call(f"{url}/api/runs/{run_id}/cancel", "POST", token=TOKEN, body=body)
+    assert asked.status == 202 and asked.json()["status"] == "cancelling" and asked.json()["asked_by"] == "http token"
+    record = _ended(url, run_id)
+    assert (record["status"], record["reason"]) == ("cancelled", "cancelled by http token: wrong day")
+    again = call(f"{url}/api/runs/{run_id}/cancel", "POST", token=TOKEN)
+    assert again.status == 409 and "as cancelled; nothing changed" in again.json()["error"]
+    assert call(f"{url}/api/runs/nope/cancel", "POST", token=TOKEN).status == 404
+    refused = call(f"{url}/api/runs/{run_id}/cancel", "POST", token=TOKEN, body=json.dumps({"why": 1}).encode())
+    assert (refused.status, refused.json()["param"]) == (400, "why")
+    assert [(a["action"], a["target"]) for a in call(f"{url}/api/audit").json()][:1] == [("cancel", run_id)]
+
+
 def test_each_named_token_acts_under_its_name_and_a_wrong_one_is_logged_without_its_value(
     deployment: Deployment, host
 ) -> None:

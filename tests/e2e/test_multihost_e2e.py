@@ -217,6 +217,28 @@ def test_a_killed_hosts_run_is_taken_over_when_its_lease_runs_out(deployment: De
     ]
 
 
+def test_a_run_cancelled_from_another_machine_is_stopped_by_the_host_that_runs_it(
+    deployment: Deployment, postgres, host
+) -> None:
+    deployment.write("long", LONG_JOB.format(seconds=120))
+    url = postgres.new_database()
+    fleet = _fleet(host, url, ["h1", "h2"], lease="3s")
+    started = _first_start(fleet, "long_job")
+    [run] = [r for r in _history(deployment, url) if r["job"] == "long_job" and r["status"] == "running"]
+    # From a machine of its own: no loop there to nudge, so the request reaches the run's host
+    # through the database, at that host's next tick (a lease / 3).
+    cancelled = deployment.cli("cancel", run["run_id"], JOBS_STATE_URL=url, JOBS_HOST_NAME="ops-laptop")
+    assert cancelled.returncode == 0, (cancelled.stdout, cancelled.stderr)
+    started.wait_for(
+        lambda rs: any(r.get("run_id") == run["run_id"] for r in events(rs, "long_job", "run_cancelling")),
+        what="the host that runs it to act on the request",
+    )
+    for process in fleet:
+        assert process.stop() == 0
+    slot = [r for r in _history(deployment, url) if r["slot"] == run["slot"] and r["job"] == "long_job"]
+    assert [(r["attempt"], r["status"], r["host"]) for r in slot] == [(1, "cancelled", run["host"])]  # not retried
+
+
 def test_a_database_outage_runs_nothing_twice_and_is_reported_once(deployment: Deployment, cluster, host) -> None:
     deployment.write("fleet", FLEET_JOBS)
     url = cluster.new_database()
