@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+# A run's parameters as it keeps them: plain JSON by name (jobhost.definition.parameters).
+Params = Mapping[str, "str | int | float | bool | None"]
+
 
 @dataclass(frozen=True)
 class RunContext:
-    """Who a log line belongs to: the contract's `job`, `run_id`, `slot`, `attempt`."""
+    """Who a log line belongs to: the contract's `job`, `run_id`, `slot`, `attempt`; and the
+    parameters a person gave the run, if any (None: the function's defaults)."""
 
     job: str
     run_id: str
     slot: dt.datetime
     attempt: int = 1
+    params: Params | None = None
 
     def fields(self) -> dict[str, Any]:
-        return {"job": self.job, "run_id": self.run_id, "slot": self.slot.isoformat(), "attempt": self.attempt}
+        found = {"job": self.job, "run_id": self.run_id, "slot": self.slot.isoformat(), "attempt": self.attempt}
+        if self.params is not None:
+            found["params"] = dict(self.params)
+        return found
 
     def apply(self, record: logging.LogRecord) -> None:
         """Put the run's fields on `record`; a job's own `extra` of the same name is kept as extra_<name>."""

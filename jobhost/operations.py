@@ -7,11 +7,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
+import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from jobhost.definition.durations import parse_duration
+from jobhost.definition.parameters import JSONValue, parameters, run_arguments, stored
 from jobhost.definition.spec import JobSpec
 from jobhost.definition.timezones import localize
 from jobhost.errors import UnknownJobError
@@ -46,6 +48,7 @@ def describe_job(
         "pause": pause.as_json() if pause is not None else None,
         "freeze": freeze.as_json() if freeze is not None else None,
         **spec.options(),
+        "parameters": job_parameters(spec),
         "file": spec.file,
         "line": spec.line,
     }
@@ -118,6 +121,25 @@ def next_slots(spec: JobSpec, after: dt.datetime, count: int) -> list[dt.datetim
     with contextlib.suppress(PastTheCalendar):  # the slots up to the calendar's end are kept
         slots.extend(itertools.islice(upcoming(spec, after), count))
     return slots
+
+
+MAX_PARAMS_CHARS = 8_000  # of a run's parameters in all, as JSON: they go on each of its log lines
+
+
+def run_params(spec: JobSpec, given: Mapping[str, object]) -> dict[str, JSONValue]:
+    """The parameters a person gives a run of `spec` (text from `run --param`, or the API's JSON
+    values), checked against the function's signature and kept in their stored form; ValueError
+    "name: what is wrong" naming the parameter at fault."""
+    arguments = stored(run_arguments(spec.func, given))
+    if len(json.dumps(arguments)) > MAX_PARAMS_CHARS:
+        raise ValueError(f"params: more than {MAX_PARAMS_CHARS:,} characters in all, as JSON")
+    return arguments
+
+
+def job_parameters(spec: JobSpec) -> list[dict[str, JSONValue]]:
+    """The parameters a run of `spec` may be given by hand: name, type and default (for a form)."""
+    known, _ = parameters(spec.func)
+    return [parameter.as_json() for parameter in known.values() if parameter.unconvertible is None]
 
 
 def known_job(jobs: Mapping[str, JobSpec], store: StateStore, name: str) -> None:

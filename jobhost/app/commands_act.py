@@ -20,6 +20,7 @@ from jobhost.actors import command_line_actor
 from jobhost.app.bootstrap import App, pass_app
 from jobhost.app.params import MAX_SLOTS, MAX_SLOTS_CEILING, UTF8, day_or_instant_param, slot_param
 from jobhost.clock import now as wall_now
+from jobhost.definition.parameters import parse_pairs
 from jobhost.errors import StoreError
 from jobhost.hoststatus import NUDGE_SIGNAL, read_status
 from jobhost.outcomes import RunStatus
@@ -48,16 +49,29 @@ def check(app: App) -> None:
     type=UTF8,
     help="The slot to run for (ISO 8601; no offset means the job's zone). Default: the latest slot.",
 )
+@click.option(
+    "--param",
+    "pairs",
+    multiple=True,
+    type=UTF8,
+    metavar="KEY=VALUE",
+    help="A keyword argument for the job function, made as its parameter's type (int, float, bool, "
+    "Decimal, date, datetime, Path, str); again for each. Without, the function's defaults.",
+)
 @pass_app
-def run(app: App, name: str, slot: str | None) -> None:
+def run(app: App, name: str, slot: str | None, pairs: tuple[str, ...]) -> None:
     """Run job NAME once now, in the foreground, isolated and logged; exit 0 if it succeeded."""
     from jobhost.app.serve import run_once  # the engine and its runners: only the commands that run jobs
 
     app.load(log_to_stdout=True)
     spec = app.job(name)
+    try:
+        params = operations.run_params(spec, parse_pairs(pairs)) if pairs else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--param") from None
     when = slot_param(spec, slot) if slot else operations.default_slot(spec, wall_now())
     app.usable_data_dir()
-    sys.exit(0 if run_once(app, spec, when) == RunStatus.SUCCEEDED else 1)
+    sys.exit(0 if run_once(app, spec, when, params) == RunStatus.SUCCEEDED else 1)
 
 
 @click.command("backfill")

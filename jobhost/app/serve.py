@@ -18,6 +18,7 @@ from jobhost.actors import command_line_actor
 from jobhost.app.bootstrap import App
 from jobhost.clock import now as wall_now
 from jobhost.config import HostSettings
+from jobhost.context import Params
 from jobhost.definition.schedules import count_slots, slots_between
 from jobhost.definition.spec import JobSpec
 from jobhost.engine.backfill import backfill
@@ -91,15 +92,19 @@ def _serve(app: App, settings: HostSettings, store: StateStore) -> int:
         web.stop()
 
 
-def run_once(app: App, spec: JobSpec, slot: dt.datetime) -> RunStatus:
-    """`run`: one run of `spec` for `slot`, now, in the foreground; how it ended."""
+def run_once(app: App, spec: JobSpec, slot: dt.datetime, params: Params | None = None) -> RunStatus:
+    """`run`: one run of `spec` for `slot`, now, in the foreground, with the `params` a person gave
+    it (checked); how it ended."""
     assert app.settings is not None
     store = app.store()
     actor = command_line_actor()
-    operations.record_action(store, Action(wall_now(), actor, "run", spec.name, "", {"slot": slot.isoformat()}))
+    detail: dict[str, object] = {"slot": slot.isoformat()}
+    if params is not None:
+        detail["params"] = dict(params)
+    operations.record_action(store, Action(wall_now(), actor, "run", spec.name, "", detail))
     host = make_foreground(app.settings, app.registry.jobs, store)
     try:
-        return host.run(spec, slot, requested_by=actor).status
+        return host.run(spec, slot, requested_by=actor, params=params).status
     finally:
         host.close()
         store.close()

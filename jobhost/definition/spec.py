@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,9 +55,14 @@ class JobSpec:
     file: str = "?"
     line: int = 0
 
-    def call(self, slot: dt.datetime, data_dir: Path | None = None) -> object:
-        """Call the function, with `slot` and `data_dir` (the host's JOBS_DATA_DIR) if it asks for them."""
-        given: dict[str, object] = {"slot": slot} if self.wants_slot else {}
+    def call(
+        self, slot: dt.datetime, data_dir: Path | None = None, arguments: Mapping[str, object] | None = None
+    ) -> object:
+        """Call the function, with `slot` and `data_dir` (the host's JOBS_DATA_DIR) if it asks for
+        them, and the `arguments` a person gave the run (jobhost.definition.parameters)."""
+        given: dict[str, object] = dict(arguments or {})
+        if self.wants_slot:
+            given["slot"] = slot
         if self.wants_data_dir:
             if data_dir is None:
                 raise RuntimeError(f"job {self.name!r} takes `data_dir`, but this host was given no data directory")

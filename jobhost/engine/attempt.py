@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from jobhost.context import RunContext
+from jobhost.context import Params, RunContext
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord
 
@@ -51,9 +51,12 @@ class Attempt:
     watch_at: float | None = None  #: a prepared run: when the loop starts watching its pipes
 
     @classmethod
-    def new(cls, spec: JobSpec, slot: dt.datetime, number: int = 1, **fields: object) -> Attempt:
-        """A fresh attempt of `slot`, with a run id of its own, its slot in the job's zone."""
-        context = RunContext(spec.name, uuid.uuid4().hex, slot.astimezone(spec.schedule.zone), number)
+    def new(
+        cls, spec: JobSpec, slot: dt.datetime, number: int = 1, params: Params | None = None, **fields: object
+    ) -> Attempt:
+        """A fresh attempt of `slot`, with a run id of its own, its slot in the job's zone, and the
+        parameters a person gave it (checked, in their stored form), if any."""
+        context = RunContext(spec.name, uuid.uuid4().hex, slot.astimezone(spec.schedule.zone), number, params)
         return cls(context, **fields)  # type: ignore[arg-type]
 
     @property
@@ -76,7 +79,7 @@ class Attempt:
     def reissue(self) -> Attempt:
         """The same attempt under a new run id and the same claim: a waiting record is closed
         when its parents succeed, and the run that follows is a record of its own."""
-        fresh = RunContext(self.job, uuid.uuid4().hex, self.slot, self.number)
+        fresh = RunContext(self.job, uuid.uuid4().hex, self.slot, self.number, self.context.params)
         return Attempt(
             fresh, token=self.token, manual=self.manual, catch_up=self.catch_up, requested_by=self.requested_by
         )
@@ -102,5 +105,6 @@ class Attempt:
             ended,
             host=host,
             paused=paused,
+            params=dict(self.context.params) if self.context.params is not None else None,
             requested_by=self.requested_by,
         )

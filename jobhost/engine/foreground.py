@@ -14,6 +14,7 @@ from collections.abc import Callable
 from jobhost.clock import Clock
 from jobhost.clock import now as wall_now
 from jobhost.config import HostConfig
+from jobhost.context import Params
 from jobhost.definition.spec import JobSpec
 from jobhost.engine.attempt import Attempt
 from jobhost.engine.cancels import Cancels
@@ -81,6 +82,7 @@ class ForegroundRun:
         claim: bool = False,
         first_attempt: int = 1,
         requested_by: str = "",
+        params: Params | None = None,
     ) -> Outcome:
         """Run attempt `attempt` of `slot` now and wait for it; how it ended.
 
@@ -88,13 +90,13 @@ class ForegroundRun:
         waits and runs the next one), and is logged and reported as retried, not as final.
         With `claim` (backfill), the attempt is claimed first, so no loop runs it as well;
         `first_attempt` is where the job's retries are counted from. `requested_by`: the person
-        running it, kept on its record.
+        running it, kept on its record; `params`: the parameters they gave it (checked).
         """
         if not self._prepared:
             prepare_process(self.config, self.runner)
             self._prepared = True
         self.retry_at = None
-        current = Attempt.new(spec, slot, attempt, requested_by=requested_by)
+        current = Attempt.new(spec, slot, attempt, params, requested_by=requested_by)
         if claim and not self.leases.claim(current):
             why = "the state store is unreachable" if not self.calls.up else "another host or backfill has claimed it"
             return Outcome(RunStatus.SKIPPED, f"attempt {attempt} of this slot was not run: {why}")

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from jobhost.clock import Clock
 from jobhost.clock import now as wall_now
 from jobhost.config import HostConfig
-from jobhost.context import RunContext
+from jobhost.context import Params, RunContext
 from jobhost.definition.spec import JobSpec
 from jobhost.engine.admission import Admission
 from jobhost.engine.attempt import Attempt, Parked
@@ -281,9 +281,12 @@ class Host:
 
     # -- for other threads (the HTTP face) -------------------------------
 
-    def request_run(self, spec: JobSpec, slot: dt.datetime, requested_by: str) -> RunContext:
-        """One run of `spec` for `slot` now, asked for by hand by `requested_by` (see RunRequests.ask)."""
-        return self.requests.ask(spec, slot, requested_by)
+    def request_run(
+        self, spec: JobSpec, slot: dt.datetime, requested_by: str, params: Params | None = None
+    ) -> RunContext:
+        """One run of `spec` for `slot` now, asked for by hand by `requested_by`, with `params`
+        (see RunRequests.ask)."""
+        return self.requests.ask(spec, slot, requested_by, params)
 
     def counts(self) -> tuple[int, int, int]:
         """Runs in flight (a prepared run once released), runs due but not started (waiting for a worker,

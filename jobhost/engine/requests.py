@@ -12,7 +12,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 
-from jobhost.context import RunContext
+from jobhost.context import Params, RunContext
 from jobhost.definition.spec import JobSpec
 from jobhost.engine.attempt import Attempt
 from jobhost.engine.stopping import Stop
@@ -35,11 +35,11 @@ class RunRequests:
     def __len__(self) -> int:
         return len(self._asked)
 
-    def ask(self, spec: JobSpec, slot: dt.datetime, requested_by: str) -> RunContext:
+    def ask(self, spec: JobSpec, slot: dt.datetime, requested_by: str, params: Params | None = None) -> RunContext:
         """Ask the loop for one run of `spec` for `slot` now, as `run` makes one: not claimed, not
-        retried, whatever the schedule, pause or overlap say. It waits for a free worker like any
-        other run. Raises HostStopping once the host is stopping."""
-        attempt = Attempt.new(spec, slot, manual=True, requested_by=requested_by)
+        retried, whatever the schedule, pause or overlap say, with the `params` given (checked). It
+        waits for a free worker like any other run. Raises HostStopping once the host is stopping."""
+        attempt = Attempt.new(spec, slot, params=params, manual=True, requested_by=requested_by)
         with self._open:
             if self.stop.requested or self.watcher.signals or self._closed:
                 raise HostStopping("the host is stopping; no new run starts")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jobhost.context import RunContext, current_run
+from jobhost.definition.parameters import run_arguments
 from jobhost.definition.spec import JobSpec
 from jobhost.descriptors import keep_only
 from jobhost.observe.events import Lifecycle
@@ -138,7 +139,7 @@ def _execute(
     """Call the job and report its result; return the exit code."""
     # A second stop signal must not interrupt the report of the first.
     outcome = call_job(
-        lambda: spec.call(context.slot, data_dir),
+        lambda: spec.call(context.slot, data_dir, run_arguments(spec.func, context.params) if context.params else None),
         after=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS),
         detail=lifecycle.describe_exception,
     )

@@ -20,6 +20,7 @@ from typing import TextIO
 
 from jobhost.context import RunContext, current_run
 from jobhost.definition.durations import format_duration
+from jobhost.definition.parameters import run_arguments
 from jobhost.definition.spec import JobSpec
 from jobhost.observe.events import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus
@@ -74,7 +75,12 @@ class ThreadRun:
         try:
             with self.lifecycle.job_scope(self.context, forked=False):
                 result = call_job(
-                    lambda: self.spec.call(self.context.slot, self.data_dir), detail=self.lifecycle.describe_exception
+                    lambda: self.spec.call(
+                        self.context.slot,
+                        self.data_dir,
+                        run_arguments(self.spec.func, self.context.params) if self.context.params else None,
+                    ),
+                    detail=self.lifecycle.describe_exception,
                 )
             self._result = outcome_of(result)
         finally:

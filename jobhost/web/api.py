@@ -126,8 +126,16 @@ class Api:
         return json_answer(body)
 
     def request_run(self, request: Request, name: str) -> Response:
-        actor, body = authorized_body(request, self.config)
+        actor, body = authorized_body(request, self.config, {"slot", "params"})
         spec = known_job(self.jobs, name)
+        given = body.get("params")
+        if given is not None and not isinstance(given, dict):
+            raise ApiError(400, "params: expected an object of the job's keyword arguments", param="params")
+        try:
+            params = operations.run_params(spec, given) if given else None
+        except ValueError as exc:
+            field = str(exc).partition(":")[0]
+            raise ApiError(400, str(exc), param=field if field == "params" else f"params.{field}") from None
         text = body.get("slot")
         if text is not None and not isinstance(text, str):
             raise ApiError(400, "slot: expected an ISO 8601 string such as 2026-11-23T06:00", param="slot")
@@ -137,10 +145,12 @@ class Api:
         except ValueError as exc:
             raise ApiError(400, f"slot: {exc}", param="slot") from None
         try:
-            context = self.host.request_run(spec, slot, actor)
+            context = self.host.request_run(spec, slot, actor, params)
         except HostStopping as exc:
             raise ApiError(503, str(exc)) from None
-        detail = {"slot": slot.isoformat(), "run_id": context.run_id}
+        detail: dict[str, object] = {"slot": slot.isoformat(), "run_id": context.run_id}
+        if params is not None:
+            detail["params"] = params
         operations.record_action(self.store(), Action(now, actor, "run", name, "", detail))
         url = f"/api/runs/{context.run_id}"
         answer = {**context.fields(), "status": "requested", "url": url, "page": f"/runs/{context.run_id}"}

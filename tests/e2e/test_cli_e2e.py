@@ -474,6 +474,79 @@ def test_a_run_by_hand_is_marked_with_who_ran_it_and_audited(deployment: Deploym
     assert (action["action"], action["target"], action["detail"]) == ("run", "quick", {"slot": run["slot"]})
 
 
+PARAMETRIZED = """
+import datetime as dt, decimal, json, pathlib
+from jobhost import job, every
+
+@job(every().day.at("03:00"))
+def export(
+    day: dt.date = dt.date(2026, 1, 1),
+    at: dt.datetime | None = None,
+    limit: int = 100,
+    ratio: float = 0.5,
+    dry_run: bool = False,
+    amount: decimal.Decimal = decimal.Decimal("0"),
+    target: pathlib.Path = pathlib.Path("/tmp"),
+    label: str = "daily",
+):
+    got = dict(day=day, at=at, limit=limit, ratio=ratio, dry_run=dry_run, amount=amount, target=target, label=label)
+    print(json.dumps({k: [type(v).__name__, str(v)] for k, v in got.items()}))
+"""
+
+
+def test_a_run_with_parameters_gets_each_as_its_type_and_keeps_them(deployment: Deployment) -> None:
+    deployment.write("export", PARAMETRIZED)
+    given = {
+        "day": "2026-11-30",
+        "at": "2026-11-30T06:00+01:00",
+        "limit": "42",
+        "ratio": "0.25",
+        "dry_run": "yes",
+        "amount": "12.50",
+        "target": "/srv/out",
+        "label": "by hand",
+    }
+    done = deployment.cli("run", "export", *(f"--param={k}={v}" for k, v in given.items()))
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    [printed] = [json.loads(r["message"]) for r in lines if r.get("stream") == "stdout"]
+    assert printed == {
+        "day": ["date", "2026-11-30"],
+        "at": ["datetime", "2026-11-30 06:00:00+01:00"],
+        "limit": ["int", "42"],
+        "ratio": ["float", "0.25"],
+        "dry_run": ["bool", "True"],
+        "amount": ["Decimal", "12.50"],
+        "target": ["PosixPath", "/srv/out"],
+        "label": ["str", "by hand"],
+    }
+    stored = {**given, "at": "2026-11-30T06:00:00+01:00", "limit": 42, "ratio": 0.25, "dry_run": True}
+    assert all(r["params"] == stored for r in lines if r.get("run_id"))  # on each of the run's lines
+    [record] = deployment.history("export")
+    assert record["params"] == stored
+    [action] = json.loads(deployment.cli("audit", "--json").stdout)
+    assert action["detail"]["params"] == stored
+    plain = deployment.cli("run", "export")  # without: the function's defaults, and no params kept
+    assert plain.returncode == 0 and deployment.history("export")[0]["params"] is None
+
+
+@pytest.mark.parametrize(
+    ("pair", "named"),
+    [
+        ("limit=ten", "limit: 'ten' is not a whole number"),
+        ("day=30/11/2026", "day: '30/11/2026' is not a date"),
+        ("dry_run=perhaps", "dry_run: 'perhaps' is not true or false"),
+        ("colour=red", "colour: the job takes no such parameter; its parameters: day, at, limit"),
+        ("limit", "'limit' is not key=value"),
+    ],
+)
+def test_a_parameter_that_does_not_convert_is_refused_naming_it(deployment: Deployment, pair: str, named: str) -> None:
+    deployment.write("export", PARAMETRIZED)
+    refused = deployment.cli("run", "export", "--param", pair)
+    assert refused.returncode == 2 and named in refused.stderr and "--param" in refused.stderr
+    assert deployment.history("export") == [] and json.loads(deployment.cli("audit", "--json").stdout) == []
+
+
 def test_the_history_table_shows_each_runs_id_and_start(deployment: Deployment) -> None:
     deployment.write(
         "quick", "from jobhost import job, every\n\n@job(every().day.at('03:00'))\ndef quick():\n    pass\n"

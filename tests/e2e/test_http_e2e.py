@@ -44,6 +44,10 @@ def hangs():
 @job(every().day.at("06:00"))
 def sleeper():
     time.sleep(60)
+
+@job(every().day.at("07:00"))
+def sized(rows: int = 10, region: str = "eu"):
+    print(f"{rows} rows for {region}")
 """
 
 
@@ -172,6 +176,26 @@ def test_a_run_cancelled_over_http_ends_cancelled_and_a_second_cancel_changes_no
     refused = call(f"{url}/api/runs/{run_id}/cancel", "POST", token=TOKEN, body=json.dumps({"why": 1}).encode())
     assert (refused.status, refused.json()["param"]) == (400, "why")
     assert [(a["action"], a["target"]) for a in call(f"{url}/api/audit").json()][:1] == [("cancel", run_id)]
+
+
+def test_a_run_with_params_over_http_is_checked_kept_and_shown_on_its_page(deployment: Deployment, host) -> None:
+    _process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN)
+    assert call(f"{url}/api/jobs/sized").json()["parameters"] == [
+        {"name": "rows", "type": "int", "default": 10},
+        {"name": "region", "type": "str", "default": "eu"},
+    ]
+    for bad, field in [({"rows": "many"}, "params.rows"), ({"colour": "red"}, "params.colour"), ([1], "params")]:
+        body = json.dumps({"params": bad}).encode()
+        refused = call(f"{url}/api/jobs/sized/run", "POST", token=TOKEN, body=body)
+        assert (refused.status, refused.json()["param"]) == (400, field), refused.json()
+    asked = call(f"{url}/api/jobs/sized/run", "POST", token=TOKEN, body=json.dumps({"params": {"rows": "25"}}).encode())
+    assert asked.status == 202
+    record = _ended(url, asked.json()["run_id"])
+    assert (record["status"], record["params"], record["requested_by"]) == ("succeeded", {"rows": 25}, "http token")
+    page = call(f"{url}/runs/{record['run_id']}").body.decode()
+    assert "<code>rows=25</code>" in page and "by hand, by http token" in page
+    [action] = call(f"{url}/api/audit").json()  # the refused ones are not in the trail
+    assert action["detail"]["params"] == {"rows": 25}
 
 
 def test_each_named_token_acts_under_its_name_and_a_wrong_one_is_logged_without_its_value(

@@ -88,6 +88,8 @@ class SentryReporter(Reporter):
         with sentry_sdk.isolation_scope() as scope:
             for key, value in run_tags(context, self.hostname).items():
                 scope.set_tag(key, value)
+            if context.params is not None:  # what a person gave the run, beside what the job raises
+                scope.set_context("params", dict(context.params))
             try:
                 yield
             finally:
