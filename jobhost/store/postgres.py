@@ -342,7 +342,11 @@ class PostgresStore(SQLStore):
     def close(self) -> None:
         if self._loop_conn is not None:
             forget(self._loop_conn.fileno())
-            self._loop_conn.close()  # releases the loop lock
+            # Released here, not by the server as it notices the session gone (a moment later): a loop
+            # started right after this one stopped must find the lock free.
+            with contextlib.suppress(psycopg.Error):
+                self._loop_conn.execute("SELECT pg_advisory_unlock_all()")
+            self._loop_conn.close()
             self._loop_conn = None
         self._close_pool()
 
