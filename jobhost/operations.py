@@ -8,7 +8,8 @@ import contextlib
 import datetime as dt
 import itertools
 import json
-from collections.abc import Callable, Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -20,22 +21,28 @@ from jobhost.errors import UnknownJobError
 from jobhost.horizon import OutsideHorizon, bounded
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, StateStore
-from jobhost.store.model import EVERY_JOB, Action, CancelRequest, Pause
+from jobhost.store.model import EVERY_JOB, Action, CancelRequest, OneOff, Pause
 
 T = TypeVar("T")
 
 
 def catalog(jobs: Mapping[str, JobSpec], store: StateStore, now: dt.datetime) -> list[dict[str, Any]]:
     """Every job as `list --json` gives it, by name."""
-    last, pauses = store.last_statuses(), store.pauses()
-    return [describe_job(spec, last.get(name), pauses, now) for name, spec in sorted(jobs.items())]
+    last, pauses, planned = store.last_statuses(), store.pauses(), pending_one_offs(store)
+    return [
+        describe_job(spec, last.get(name), pauses, now, planned.get(name, ())) for name, spec in sorted(jobs.items())
+    ]
 
 
 def describe_job(
-    spec: JobSpec, last: RunStatus | None, pauses: Mapping[str, Pause], now: dt.datetime
+    spec: JobSpec,
+    last: RunStatus | None,
+    pauses: Mapping[str, Pause],
+    now: dt.datetime,
+    one_offs: Sequence[OneOff] = (),
 ) -> dict[str, Any]:
     """One job as `list --json` gives it: schedule in words, next slot, last status, paused (by its
-    own `pause`, or by the `freeze` of every job), options."""
+    own `pause`, or by the `freeze` of every job), the one-off runs to come, options."""
     upcoming = spec.schedule.next_slot(now)
     pause, freeze = pauses.get(spec.name), pauses.get(EVERY_JOB)
     return {
@@ -47,6 +54,7 @@ def describe_job(
         "paused": pause is not None or freeze is not None,
         "pause": pause.as_json() if pause is not None else None,
         "freeze": freeze.as_json() if freeze is not None else None,
+        "one_offs": [planned.as_json() for planned in one_offs],
         **spec.options(),
         "parameters": job_parameters(spec),
         "file": spec.file,
@@ -229,6 +237,46 @@ class CannotCancel(ValueError):
         self.code = code
 
 
+def one_off(
+    spec: JobSpec,
+    store: StateStore,
+    text: str,
+    actor: str,
+    now: dt.datetime,
+    params: Mapping[str, JSONValue] | None = None,
+) -> OneOff:
+    """Keep a run of `spec` at the instant `text` names (ISO 8601; no offset: the job's zone), to run
+    once, on whichever host takes it then, with its audit record. ValueError "at: ..." for an instant
+    not in the future, or one that is a slot of the job's schedule (which runs then anyway, under
+    that slot's claim)."""
+    try:
+        at = instant(text, spec.schedule.zone, now)
+    except ValueError as exc:
+        raise ValueError(f"at: {exc}") from None
+    if at <= now:
+        raise ValueError(
+            f"at: {text} is not in the future (now is {now.isoformat(timespec='seconds')}); to run it now, leave --at out"
+        )
+    if spec.schedule.latest_slot(at) == at:
+        raise ValueError(f"at: {text} is a slot of {spec.name}'s schedule, which runs it then anyway")
+    planned = OneOff(
+        uuid.uuid4().hex, spec.name, at.astimezone(spec.schedule.zone), actor, now, dict(params) if params else None
+    )
+    detail: dict[str, object] = {"at": planned.at.isoformat(), "run_id": planned.run_id}
+    if params:
+        detail["params"] = dict(params)
+    audited(store, Action(now, actor, "run", spec.name, "", detail), lambda: store.add_one_off(planned))
+    return planned
+
+
+def pending_one_offs(store: StateStore) -> dict[str, list[OneOff]]:
+    """The one-off runs still to come, by job, soonest first."""
+    found: dict[str, list[OneOff]] = {}
+    for pending in store.pending_one_offs():
+        found.setdefault(pending.job, []).append(pending)
+    return found
+
+
 def run_to_cancel(jobs: Mapping[str, JobSpec], store: StateStore, target: str) -> RunRecord:
     """The run `target` names: a run id, or a job whose one run is going; CannotCancel otherwise."""
     record = store.run(target)
@@ -252,18 +300,39 @@ def run_to_cancel(jobs: Mapping[str, JobSpec], store: StateStore, target: str) -
 
 def cancel(
     jobs: Mapping[str, JobSpec], store: StateStore, target: str, actor: str, now: dt.datetime, reason: str = ""
-) -> tuple[RunRecord, CancelRequest]:
+) -> tuple[RunRecord | OneOff, CancelRequest]:
     """Ask the host that has the run `target` names (its id, or a job whose one run is going) to
     stop it: recorded `cancelled`, not retried, its slot settled. The request goes through the
     store, so it reaches that host wherever it was made; the run and the request (the first one,
-    if it was asked before) are returned. CannotCancel, changing nothing, for a run that is not
-    going or waiting."""
+    if it was asked before) are returned. A one-off run not started yet is cancelled at once: it
+    never starts (the OneOff is returned). CannotCancel, changing nothing, for a run that is not
+    going or waiting, and a one-off that has started or was cancelled."""
+    planned = store.one_off(target) if store.run(target) is None else None
+    if planned is not None:
+        return _cancel_one_off(store, planned, actor, now, reason), CancelRequest(
+            target, planned.job, actor, now, reason
+        )
     record = run_to_cancel(jobs, store, target)
     request = CancelRequest(record.run_id, record.job, actor, now, reason)
     detail = {"job": record.job, "slot": record.slot.isoformat(), "host": record.host}
     action = Action(now, actor, "cancel", record.run_id, reason, detail)
     kept = audited(store, action, lambda: store.ask_cancel(request))
     return record, kept
+
+
+def _cancel_one_off(store: StateStore, planned: OneOff, actor: str, now: dt.datetime, reason: str) -> OneOff:
+    """A one-off run not started is cancelled, with its audit record; CannotCancel if a host has
+    taken it meanwhile (or it was cancelled before), and then nothing is recorded."""
+
+    def change() -> None:
+        if not store.cancel_one_off(planned.run_id):
+            found = store.one_off(planned.run_id)
+            state = found.state if found is not None else "gone"
+            raise CannotCancel(f"the one-off run {planned.run_id} of {planned.job} is {state}; nothing changed", 409)
+
+    detail = {"job": planned.job, "at": planned.at.isoformat()}
+    audited(store, Action(now, actor, "cancel", planned.run_id, reason, detail), change)
+    return planned
 
 
 def record_action(store: StateStore, action: Action) -> None:

@@ -25,7 +25,7 @@ from jobhost.errors import StoreError
 from jobhost.hoststatus import NUDGE_SIGNAL, read_status
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, StateStore, open_store
-from jobhost.store.model import EVERY_JOB
+from jobhost.store.model import EVERY_JOB, OneOff
 
 
 @click.command()
@@ -58,17 +58,35 @@ def check(app: App) -> None:
     help="A keyword argument for the job function, made as its parameter's type (int, float, bool, "
     "Decimal, date, datetime, Path, str); again for each. Without, the function's defaults.",
 )
+@click.option(
+    "--at",
+    type=UTF8,
+    help="Not now: once, at this later instant (ISO 8601; no offset: the job's zone), by the loop of "
+    "whichever host takes it then. It survives restarts and can be cancelled by its run id until it starts.",
+)
 @pass_app
-def run(app: App, name: str, slot: str | None, pairs: tuple[str, ...]) -> None:
-    """Run job NAME once now, in the foreground, isolated and logged; exit 0 if it succeeded."""
+def run(app: App, name: str, slot: str | None, pairs: tuple[str, ...], at: str | None) -> None:
+    """Run job NAME once now, in the foreground, isolated and logged; exit 0 if it succeeded.
+    With --at, record a run for a later instant instead, and exit 0."""
     from jobhost.app.serve import run_once  # the engine and its runners: only the commands that run jobs
 
-    app.load(log_to_stdout=True)
+    settings = app.load(log_to_stdout=at is None)
     spec = app.job(name)
     try:
         params = operations.run_params(spec, parse_pairs(pairs)) if pairs else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--param") from None
+    if at is not None:
+        if slot is not None:
+            raise click.UsageError("give --at (a run at a later instant) or --slot (a slot run now), not both")
+        try:
+            planned = operations.one_off(spec, app.store(), at, command_line_actor(), wall_now(), params)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc).partition(": ")[2], param_hint="--at") from None
+        if settings.status_file is not None:
+            nudge_loop(settings.status_file)
+        click.echo(f"one-off run {planned.run_id} of {name} at {planned.at.isoformat()}: recorded")
+        return
     when = slot_param(spec, slot) if slot else operations.default_slot(spec, wall_now())
     app.usable_data_dir()
     sys.exit(0 if run_once(app, spec, when, params) == RunStatus.SUCCEEDED else 1)
@@ -200,6 +218,11 @@ def cancel(app: App, target: str, reason: str, wait_for: float) -> None:
     except operations.CannotCancel as exc:
         click.echo(f"jobhost: {exc}", err=True)
         sys.exit(2)
+    if isinstance(record, OneOff):
+        click.echo(
+            f"one-off run {record.run_id} of {record.job} at {record.at.isoformat()}: cancelled; it never starts"
+        )
+        return
     if settings.status_file is not None and record.host == settings.host.hostname:
         nudge_loop(settings.status_file)
     said = "" if request.asked_by == actor and request.reason == reason else f" (asked before, by {request.asked_by})"

@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
@@ -69,6 +70,14 @@ def list_jobs(app: App, as_json: bool) -> None:
     for r in rows:
         if r["pause"] is not None:
             click.echo(f"{r['name']}: {pause_line(r['pause'])}")
+    for r in rows:
+        for planned in r["one_offs"]:
+            click.echo(f"{r['name']}: {one_off_line(planned)}")
+
+
+def one_off_line(planned: dict[str, Any]) -> str:
+    """A one-off run to come, in words."""
+    return f"one-off run at {planned['at']}, asked for by {planned['requested_by']} (run {planned['run_id']})"
 
 
 def pause_line(pause: dict[str, str | None]) -> str:
@@ -171,6 +180,10 @@ def next_slots(app: App, name: str, count: int, start: str | None) -> None:
             click.echo(slot.isoformat())
     except operations.PastTheCalendar as exc:
         raise click.ClickException(str(exc)) from None
+    # Not slots of the schedule, and stdout stays one instant a line for scripts: said beside it.
+    for planned in operations.pending_one_offs(app.store()).get(name, []):
+        if planned.at > when:
+            click.echo(f"and a {one_off_line(planned.as_json())}", err=True)
 
 
 @click.command()

@@ -41,6 +41,7 @@ class Attempt:
     manual: bool = False  #: asked for by hand: not claimed, not retried, whatever schedule and pause say
     catch_up: bool = False  #: a catch-up run: late by design, its lateness is not measured
     requested_by: str = ""  #: who asked for it by hand (an OS user, a token's name); "" for the schedule
+    one_off: bool = False  #: asked for at an instant a person chose (`run --at`): settles no slot
     release_at: dt.datetime | None = None  #: prepared ahead: the instant its job is called at
     lost: bool = False  #: another host took the claim over: nothing more of it is written here
     parked: Parked | None = None  #: where it waits while not started
@@ -107,4 +108,5 @@ class Attempt:
             paused=paused,
             params=dict(self.context.params) if self.context.params is not None else None,
             requested_by=self.requested_by,
+            one_off=self.one_off,
         )

@@ -37,14 +37,6 @@ class Cancels:
         self.backlog = backlog  # None in the foreground: nothing waits there
         self.clock = clock
 
-    def nudge(self) -> None:
-        """Look at the requests at the loop's next turn, not the next tick (from any thread)."""
-        self.runner.watcher.nudge()
-
-    def look_if_nudged(self) -> None:
-        if self.runner.watcher.take_nudge():
-            self.look()
-
     def look(self) -> None:
         """Stop each run of this host a request names; tell the store which were acted on."""
         requests = self.calls(self.store.cancel_requests, [])

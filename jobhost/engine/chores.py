@@ -22,6 +22,7 @@ from jobhost.engine.cancels import Cancels
 from jobhost.engine.catchup import CatchUp
 from jobhost.engine.dependencies import Dependencies
 from jobhost.engine.leases import Leases
+from jobhost.engine.oneoffs import OneOffs
 from jobhost.engine.recorder import Recorder, StoreCalls
 from jobhost.engine.recovery import recover
 from jobhost.engine.retries import Retries
@@ -66,6 +67,7 @@ class Chores:
         retries: Retries,
         catch_up: CatchUp,
         cancels: Cancels,
+        one_offs: OneOffs,
         lifecycle: Lifecycle,
         clock: Clock,
         monotonic: Callable[[], float],
@@ -83,6 +85,7 @@ class Chores:
         self.retries = retries
         self.catch_up = catch_up
         self.cancels = cancels
+        self.one_offs = one_offs
         self.lifecycle = lifecycle
         self.clock = clock
         self.monotonic = monotonic
@@ -148,6 +151,7 @@ class Chores:
             return
         self.recorder.flush()
         self.cancels.look()  # requests made on other hosts (this one's nudge the loop at once)
+        self.one_offs.refresh()
         self.catch_up.pay(now)
         if self.leases.due_to_look():
             if not self.stop.requested:

@@ -4,7 +4,8 @@ the runs in flight, settle what finished, and do the chores.
 Each step is a part with one concept (see docs/design.md): `DueSlots` (what is due),
 `Admission` (claim; skip, wait, queue or ready), `Backlog` (every attempt not started),
 `Launcher` and `Runner` (starting and watching runs), `Recorder` (every store write and
-its event), `Leases`, `Retries`, `Dependencies`, `CatchUp`, `Cancels`, `Stop` and `Chores`. This
+its event), `Leases`, `Retries`, `Dependencies`, `CatchUp`, `Cancels`, `OneOffs`, `Stop` and
+`Chores`. This
 module only composes them and keeps their order.
 
 Several hosts may share one state store. Each attempt of each slot is claimed in the
@@ -34,6 +35,7 @@ from jobhost.engine.dependencies import Dependencies
 from jobhost.engine.launch import Launched, Launcher, prepare_process
 from jobhost.engine.leases import Leases
 from jobhost.engine.memory import settle_after_start
+from jobhost.engine.oneoffs import OneOffs
 from jobhost.engine.recorder import Recorder, StoreCalls
 from jobhost.engine.recovery import WAITED
 from jobhost.engine.requests import RunRequests
@@ -90,9 +92,10 @@ class Host:
         self.catch_up = catch_up = CatchUp(jobs, calls, recorder, backlog, runner, admission, clock)
         self.launcher = Launcher(jobs, config, recorder, leases, runner, lifecycle, clock)
         self.cancels = cancels = Cancels(calls, recorder, runner, backlog, clock)
+        self.one_offs = one_offs = OneOffs(jobs, calls, recorder, backlog, clock)
         self.chores = Chores(
             config, calls, leases, recorder, backlog, runner, stop, admission, dependencies, retries, catch_up,
-            cancels, lifecycle, clock, monotonic, self._tell,
+            cancels, one_offs, lifecycle, clock, monotonic, self._tell,
         )  # fmt: skip
         calls.on_down, calls.on_up, calls.on_failure = catch_up.owe, self.chores.tick_now, self._tell
         self.slots: DueSlots | None = None  # made at the start, from the clock then
@@ -115,6 +118,7 @@ class Host:
                     self._prepare(due)
                 for retry in self.retries.pop_due(now):
                     self.admission.retry(retry)
+                self.one_offs.admit_due(now)
                 for attempt in self.requests.take():
                     self.backlog.park(attempt, Parked.READY)
                 self.start_ready()
@@ -123,7 +127,9 @@ class Host:
             self.admission.paused.forget()  # read again after the wait, if a run ending in it asks
             self.runner.wait(self._wake_in(slots))  # pipes, pidfds, the signal pipe: the only blocking call
             self.stop.act(self.runner)  # new signals, the grace deadline
-            self.cancels.look_if_nudged()  # a cancel asked for on this machine
+            if self.runner.watcher.take_nudge():  # a cancel or a one-off asked for on this machine
+                self.cancels.look()
+                self.one_offs.refresh()
             for attempt in self.runner.reap():
                 self.on_finished(attempt)
             self.admission.paused.forget()
@@ -146,6 +152,7 @@ class Host:
         for taken in self.leases.take_over(own=True):
             self.admission.took_over(taken, now)
         self.catch_up.at_start(now)
+        self.one_offs.refresh()
         self.leases.check_clock()
         settle_after_start()
         logger.info(
@@ -183,6 +190,8 @@ class Host:
             self._start(self.backlog.pop_ready())
 
     def _start(self, attempt: Attempt) -> None:
+        if attempt.one_off and not self.one_offs.take(attempt):  # taken from the store as it starts: once
+            return
         if not attempt.manual and not self.leases.claim(attempt):  # a backlog slot: claimed as it starts
             if not self.calls.up:
                 self.backlog.park(attempt, Parked.STALLED)
@@ -198,7 +207,8 @@ class Host:
         """Seconds the loop may sleep: until the earliest thing any part has to do."""
         limits = [self.chores.next_wait()]
         if not self.stop.requested:  # while stopping, only the runs going on matter
-            upcoming = [t for t in (slots.next_wakeup(), self.retries.next_wakeup()) if t is not None]
+            wakeups = (slots.next_wakeup(), self.retries.next_wakeup(), self.one_offs.next_wakeup())
+            upcoming = [t for t in wakeups if t is not None]
             if upcoming:
                 limits.append((min(upcoming) - self.clock()).total_seconds())
             if self.backlog.has_ready and self.runner.free > 0:
@@ -250,7 +260,9 @@ class Host:
             self.backlog.park(attempt, Parked.READY)
         for attempt in self.backlog.drain_ready():
             reason = "the host stopped before a worker was free"
-            if attempt.manual:  # not claimed: recorded as `run` records one
+            if attempt.one_off:  # still pending in the store: the next start runs it
+                self.one_offs.leave(attempt)
+            elif attempt.manual:  # not claimed: recorded as `run` records one
                 self.recorder.unclaimed(attempt, RunStatus.INTERRUPTED, reason)
             else:
                 self.recorder.unstarted(attempt, RunStatus.INTERRUPTED, reason)
@@ -287,6 +299,11 @@ class Host:
         """One run of `spec` for `slot` now, asked for by hand by `requested_by`, with `params`
         (see RunRequests.ask)."""
         return self.requests.ask(spec, slot, requested_by, params)
+
+    def nudge(self) -> None:
+        """Have the loop look at the store's requests (cancels, one-off runs) at its next turn, not its
+        next tick (from any thread: the HTTP API's, after it wrote one)."""
+        self.runner.watcher.nudge()
 
     def counts(self) -> tuple[int, int, int]:
         """Runs in flight (a prepared run once released), runs due but not started (waiting for a worker,

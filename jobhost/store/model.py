@@ -35,6 +35,8 @@ class RunRecord:
     params: dict[str, Any] | None = None
     # Who asked for the run by hand (an OS user, an HTTP token's name); "" for a run of the schedule.
     requested_by: str = ""
+    # A run at an instant a person chose (`run --at`), not a slot of the schedule: it settles no slot.
+    one_off: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The record as the `history --json` contract spells it (the reason says "paused")."""
@@ -125,6 +127,31 @@ class Pause:
             "by": self.by,
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
+        }
+
+
+@dataclass(frozen=True)
+class OneOff:
+    """A run a person asked for at a later instant (`run --at`): kept until a host takes it (once,
+    across hosts) or someone cancels it first; its run gets `run_id`."""
+
+    run_id: str
+    job: str
+    at: dt.datetime
+    requested_by: str
+    asked_at: dt.datetime
+    params: dict[str, Any] | None = None
+    state: str = "pending"  # pending, taken (a host has started it), cancelled
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "job": self.job,
+            "at": self.at.isoformat(),
+            "requested_by": self.requested_by,
+            "asked_at": self.asked_at.isoformat(),
+            "params": self.params,
+            "state": self.state,
         }
 
 

@@ -127,6 +127,8 @@ _ADDED += [
     # Operators' actions: who asked for a run by hand and with what, why and until when a job is paused.
     "ALTER TABLE jobhost_runs ADD COLUMN IF NOT EXISTS params TEXT",
     "ALTER TABLE jobhost_runs ADD COLUMN IF NOT EXISTS requested_by TEXT NOT NULL DEFAULT ''",
+    # A run at an instant a person chose (`run --at`): no slot of the schedule, so it settles none.
+    "ALTER TABLE jobhost_runs ADD COLUMN IF NOT EXISTS one_off BOOLEAN NOT NULL DEFAULT FALSE",
     "ALTER TABLE jobhost_job_state ADD COLUMN IF NOT EXISTS reason TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE jobhost_job_state ADD COLUMN IF NOT EXISTS paused_by TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE jobhost_job_state ADD COLUMN IF NOT EXISTS paused_at TIMESTAMPTZ",
@@ -170,7 +172,7 @@ _ADDED_THERE = (
     "AND (SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() AND "
     "(table_name, column_name) IN (('jobhost_runs', 'params'), ('jobhost_runs', 'requested_by'), "
     "('jobhost_job_state', 'reason'), ('jobhost_job_state', 'paused_by'), ('jobhost_job_state', 'paused_at'), "
-    "('jobhost_job_state', 'paused_until'), ('jobhost_cancels', 'reason'))) = 7"
+    "('jobhost_job_state', 'paused_until'), ('jobhost_cancels', 'reason'), ('jobhost_runs', 'one_off'))) = 8"
 )
 
 

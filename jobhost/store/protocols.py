@@ -17,6 +17,7 @@ from jobhost.store.model import (
     Action,
     CancelRequest,
     Heartbeat,
+    OneOff,
     Pause,
     PendingRetry,
     RunRecord,
@@ -226,7 +227,26 @@ class CancelRequests(Protocol):
         """The host that had these runs has stopped them (or kept them from starting)."""
 
 
-class StateStore(History, Claims, JobState, Heartbeats, RunLineStore, AuditTrail, CancelRequests, Protocol):
+class OneOffRuns(Protocol):
+    """Runs a person asked for at a later instant, until a host takes each or someone cancels it."""
+
+    def add_one_off(self, one_off: OneOff) -> None:
+        """Keep a one-off run, pending."""
+
+    def pending_one_offs(self) -> list[OneOff]:
+        """The one-off runs no host has taken and no one has cancelled, soonest first."""
+
+    def one_off(self, run_id: str) -> OneOff | None:
+        """The one-off run of that id, in whatever state."""
+
+    def take_one_off(self, run_id: str) -> bool:
+        """Take a pending one-off run to start it: True for the one host (or call) that does."""
+
+    def cancel_one_off(self, run_id: str) -> bool:
+        """Cancel a pending one-off run: True if it was pending (and is now cancelled)."""
+
+
+class StateStore(History, Claims, JobState, Heartbeats, RunLineStore, AuditTrail, CancelRequests, OneOffRuns, Protocol):
     """Where runs and job state live: all of the above, and the store's own upkeep. One instance
     per process, not shared across threads."""
 

@@ -21,11 +21,13 @@ from jobhost.store.rows import STATUSES, SetAside, Unreadable, params_of, slot_o
 # Outcomes that settle a slot (RunStatus.settles), for IN (...).
 SETTLED_SQL = ",".join(f"'{status}'" for status in sorted(status for status in RunStatus if status.settles))
 COLUMNS = (
-    "run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid, paused, params, requested_by"
+    "run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid, paused, params, "
+    "requested_by, one_off"
 )
 # A record that settles its slot: a settled outcome, and not a slot skipped while its job was paused
-# (catch-up runs that one after the resume).
-SETTLES = f"(status IN ({SETTLED_SQL}) AND NOT paused)"
+# (catch-up runs that one after the resume), nor a run at an instant a person chose (no slot of the
+# schedule: it leaves catch-up where it was).
+SETTLES = f"(status IN ({SETTLED_SQL}) AND NOT paused AND NOT one_off)"
 # A run or a waiting slot still open: what a dead host leaves behind.
 OPEN = "(status = 'running' OR (status = 'waiting' AND ended IS NULL))"
 # A record the engine can interpret, as far as SQL can tell (the rest is checked as rows are read).
@@ -105,7 +107,9 @@ class SQLBase:
 
     def _record(self, row: tuple[Any, ...]) -> RunRecord | None:
         """The run a row holds, or None (reported once) if the engine cannot interpret it."""
-        run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid, paused, params, by = row
+        run_id, job, slot, attempt, status, reason, started, ended, duration_ms, host, pid, paused, params, by, one = (
+            row
+        )
         try:
             return RunRecord(
                 run_id=run_id,
@@ -122,6 +126,7 @@ class SQLBase:
                 paused=bool(paused),
                 params=params_of(params),
                 requested_by=by,
+                one_off=bool(one),
             )
         except Unreadable as exc:
             self._set_aside.report("run", run_id, job, str(exc))

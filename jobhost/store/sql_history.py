@@ -12,8 +12,8 @@ import json
 from typing import Any
 
 from jobhost.outcomes import RunStatus
-from jobhost.store.model import EVERY_JOB, Action, CancelRequest, Heartbeat, Pause, PendingRetry, RunRecord
-from jobhost.store.rows import Unreadable, slot_of, status_of
+from jobhost.store.model import EVERY_JOB, Action, CancelRequest, Heartbeat, OneOff, Pause, PendingRetry, RunRecord
+from jobhost.store.rows import Unreadable, params_of, slot_of, status_of
 from jobhost.store.sql_base import COLUMNS, OPEN, READABLE, SETTLED_SQL, SETTLES, SQLBase
 
 
@@ -27,7 +27,7 @@ class SQLHistory(SQLBase):
         self._do(
             self._q(
                 f"INSERT INTO {{t}}runs ({COLUMNS}, slot_epoch{', seq' if seq else ''}) "
-                f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?{', ' + seq if seq else ''})"
+                f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?{', ' + seq if seq else ''})"
             ),
             (
                 record.run_id,
@@ -44,6 +44,7 @@ class SQLHistory(SQLBase):
                 record.paused,
                 None if record.params is None else json.dumps(record.params, ensure_ascii=False),
                 record.requested_by,
+                record.one_off,
                 record.slot.timestamp(),
             ),
         )
@@ -109,7 +110,7 @@ class SQLHistory(SQLBase):
     def unsettled_slots(self, job: str, since: dt.datetime, before: dt.datetime) -> list[dt.datetime]:
         rows = self._all(
             self._q(
-                f"SELECT MIN(slot), slot_epoch FROM {{t}}runs WHERE job = ? AND {READABLE} "
+                f"SELECT MIN(slot), slot_epoch FROM {{t}}runs WHERE job = ? AND {READABLE} AND NOT one_off "
                 "AND slot_epoch >= ? AND slot_epoch < ? "
                 "AND slot_epoch NOT IN (SELECT slot_epoch FROM {t}claims WHERE job = ? AND lease_until IS NOT NULL) "
                 "GROUP BY slot_epoch "
@@ -140,7 +141,7 @@ class SQLHistory(SQLBase):
         rows = self._all(
             self._q(
                 f"SELECT job, MAX(CASE WHEN {SETTLES} THEN slot_epoch END), "
-                f"MIN(slot_epoch) FROM {{t}}runs WHERE {READABLE} GROUP BY job"
+                f"MIN(slot_epoch) FROM {{t}}runs WHERE {READABLE} AND NOT one_off GROUP BY job"
             )
         )
         bases = {}
@@ -154,6 +155,13 @@ class SQLHistory(SQLBase):
         self.prune_lines(before, limit)  # the status page's lines go no later than the runs
         self._do(  # and the audit trail keeps as long as the history it explains
             self._q("DELETE FROM {t}audit WHERE seq IN (SELECT seq FROM {t}audit WHERE at < ? ORDER BY seq LIMIT ?)"),
+            (self._utc(before), limit),
+        )
+        self._do(  # one-off runs taken or cancelled long ago: their runs' records tell the rest
+            self._q(
+                "DELETE FROM {t}one_offs WHERE run_id IN (SELECT run_id FROM {t}one_offs "
+                "WHERE state != 'pending' AND asked_at < ? LIMIT ?)"
+            ),
             (self._utc(before), limit),
         )
         self._do(  # a request no host acted on (its run had ended) goes with the rest
@@ -384,3 +392,60 @@ class SQLHistory(SQLBase):
             when = None
         # Still a request if its time cannot be read: only the time is unknown then.
         return CancelRequest(run_id, job, by, when or dt.datetime.fromtimestamp(0, dt.UTC), reason)
+
+    # -- OneOffRuns ----------------------------------------------------------
+
+    _ONE_OFF = "run_id, job, slot, requested_by, asked_at, params, state"
+
+    def add_one_off(self, one_off: OneOff) -> None:
+        self._do(
+            self._q(
+                "INSERT INTO {t}one_offs (run_id, job, slot, slot_epoch, params, requested_by, asked_at, state) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            (
+                one_off.run_id,
+                one_off.job,
+                one_off.at.isoformat(),
+                one_off.at.timestamp(),
+                None if one_off.params is None else json.dumps(one_off.params, ensure_ascii=False),
+                one_off.requested_by,
+                self._utc(one_off.asked_at),
+                one_off.state,
+            ),
+        )
+
+    def pending_one_offs(self) -> list[OneOff]:
+        rows = self._all(
+            self._q(f"SELECT {self._ONE_OFF} FROM {{t}}one_offs WHERE state = 'pending' ORDER BY slot_epoch")
+        )
+        return [one for one in map(self._one_off, rows) if one is not None]
+
+    def one_off(self, run_id: str) -> OneOff | None:
+        row = self._one(self._q(f"SELECT {self._ONE_OFF} FROM {{t}}one_offs WHERE run_id = ?"), (run_id,))
+        return None if row is None else self._one_off(row)
+
+    def take_one_off(self, run_id: str) -> bool:
+        return self._changed_one_off(run_id, "taken")
+
+    def cancel_one_off(self, run_id: str) -> bool:
+        return self._changed_one_off(run_id, "cancelled")
+
+    def _changed_one_off(self, run_id: str, state: str) -> bool:
+        """Move a pending one-off run to `state`: the UPDATE checks, so of hosts trying at once one does."""
+        rows = self._all(
+            self._q("UPDATE {t}one_offs SET state = ? WHERE run_id = ? AND state = 'pending' RETURNING run_id"),
+            (state, run_id),
+        )
+        return bool(rows)
+
+    def _one_off(self, row: tuple[Any, ...]) -> OneOff | None:
+        run_id, job, slot, by, asked_at, params, state = row
+        try:
+            asked = self._stored_time("asked_at", asked_at)
+            if asked is None:
+                raise Unreadable("asked_at is missing")
+            return OneOff(run_id, job, slot_of(slot), by, asked, params_of(params), state)
+        except Unreadable as exc:
+            self._set_aside.report("one-off run", run_id, job, str(exc))
+            return None

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS runs (
     paused      INTEGER NOT NULL DEFAULT 0, -- 1: skipped while the job was paused, settles nothing
     params      TEXT,                   -- a JSON object of the keyword arguments given by hand, or NULL
     requested_by TEXT NOT NULL DEFAULT '', -- who asked for the run by hand, '' for the schedule
+    one_off     INTEGER NOT NULL DEFAULT 0, -- 1: a run at an instant a person chose, settles no slot
     seq         INTEGER NOT NULL        -- insertion order, newest last
 );
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, seq);
@@ -136,6 +137,7 @@ _ADDED_COLUMNS = [
     ("job_state", "paused_at", "TEXT"),
     ("job_state", "paused_until", "TEXT"),  # when it resumes by itself, or NULL
     ("cancels", "reason", "TEXT NOT NULL DEFAULT ''"),  # why, as the person gave it
+    ("runs", "one_off", "INTEGER NOT NULL DEFAULT 0"),  # a run at an instant a person chose: settles no slot
 ]
 _ADDED_TABLES = ("run_lines", "audit", "cancels", "one_offs")
 

@@ -20,10 +20,11 @@ from werkzeug.wrappers import Request, Response
 
 from jobhost import operations
 from jobhost.config import HttpConfig
+from jobhost.context import Params
 from jobhost.errors import HostStopping, UnknownJobError
 from jobhost.outcomes import RunStatus
 from jobhost.store import StateStore
-from jobhost.store.model import EVERY_JOB, Action
+from jobhost.store.model import EVERY_JOB, Action, OneOff
 
 if TYPE_CHECKING:
     from jobhost.definition.spec import JobSpec
@@ -99,7 +100,8 @@ class Api:
         only(request, set())
         spec = known_job(self.jobs, name)
         store = self.store()
-        row = operations.describe_job(spec, store.last_statuses().get(name), store.pauses(), self.clock())
+        planned = operations.pending_one_offs(store).get(name, [])
+        row = operations.describe_job(spec, store.last_statuses().get(name), store.pauses(), self.clock(), planned)
         return json_answer(row)
 
     def next_slots(self, request: Request, name: str) -> Response:
@@ -118,6 +120,10 @@ class Api:
     def one_run(self, request: Request, run_id: str) -> Response:
         only(request, set())
         record = self.store().run(run_id)
+        if record is None and (planned := self.store().one_off(run_id)) is not None:  # a one-off not started yet
+            return json_answer(
+                {**planned.as_json(), "status": "scheduled" if planned.state == "pending" else planned.state}
+            )
         if record is None:
             raise ApiError(404, f"no run {run_id} in history (pruned after JOBS_HISTORY_DAYS, or never made)")
         kept = self.lines_of(run_id)
@@ -126,7 +132,7 @@ class Api:
         return json_answer(body)
 
     def request_run(self, request: Request, name: str) -> Response:
-        actor, body = authorized_body(request, self.config, {"slot", "params"})
+        actor, body = authorized_body(request, self.config, {"slot", "params", "at"})
         spec = known_job(self.jobs, name)
         given = body.get("params")
         if given is not None and not isinstance(given, dict):
@@ -136,6 +142,9 @@ class Api:
         except ValueError as exc:
             field = str(exc).partition(":")[0]
             raise ApiError(400, str(exc), param=field if field == "params" else f"params.{field}") from None
+        at = text_field(body, "at")
+        if at is not None:
+            return self._one_off(spec, actor, at, params, body)
         text = body.get("slot")
         if text is not None and not isinstance(text, str):
             raise ApiError(400, "slot: expected an ISO 8601 string such as 2026-11-23T06:00", param="slot")
@@ -156,6 +165,20 @@ class Api:
         answer = {**context.fields(), "status": "requested", "url": url, "page": f"/runs/{context.run_id}"}
         return json_answer(answer, 202, headers={"Location": url})
 
+    def _one_off(self, spec: JobSpec, actor: str, at: str, params: Params | None, body: dict[str, Any]) -> Response:
+        """A run at a later instant: 201 with it; 400 naming `at` for one not to come, or a slot."""
+        if body.get("slot") is not None:
+            raise ApiError(
+                400, "slot: give at (a run at a later instant) or slot (a slot run now), not both", param="slot"
+            )
+        try:
+            planned = operations.one_off(spec, self.store(), at, actor, self.clock(), params)
+        except ValueError as exc:
+            raise ApiError(400, str(exc), param="at") from None
+        self.host.nudge()
+        url = f"/api/runs/{planned.run_id}"
+        return json_answer({**planned.as_json(), "url": url}, 201, headers={"Location": url})
+
     def cancel(self, request: Request, run_id: str) -> Response:
         """Ask for the run to be stopped (by whichever host has it): 202 with the request, 404 for
         an unknown run, 409 for one that has ended; nothing changes but the request."""
@@ -165,8 +188,10 @@ class Api:
             record, asked = operations.cancel(self.jobs, self.store(), run_id, actor, self.clock(), reason)
         except operations.CannotCancel as exc:
             raise ApiError(exc.code, str(exc)) from None
+        if isinstance(record, OneOff):  # not started: it never starts
+            return json_answer({**record.as_json(), "state": "cancelled", "asked_by": asked.asked_by})
         if record.host == self.host.config.hostname:
-            self.host.cancels.nudge()  # this host's loop: at once; another host's: at its next tick
+            self.host.nudge()  # this host's loop: at once; another host's: at its next tick
         url = f"/api/runs/{record.run_id}"
         answer = {
             "run_id": record.run_id,

@@ -97,7 +97,8 @@ class Views:
         spec = self.jobs.get(name)
         job, upcoming = None, []
         if spec is not None:  # else a job since removed, whose history is kept
-            job = operations.describe_job(spec, store.last_statuses().get(name), store.pauses(), now)
+            planned = operations.pending_one_offs(store).get(name, [])
+            job = operations.describe_job(spec, store.last_statuses().get(name), store.pauses(), now, planned)
             upcoming = operations.next_slots(spec, now, 5)
         return self._page(
             "job.html",

@@ -451,3 +451,23 @@ def test_a_cancel_request_is_kept_once_until_the_host_acts_on_it(store: StateSto
     assert first.outcome_reason() == "cancelled by alice: wrong input file"
     store.prune(T0 + dt.timedelta(hours=1), limit=100)  # one no host acted on goes with the history
     assert store.cancel_requests() == []
+
+
+def test_a_one_off_run_is_taken_once_or_cancelled_before_and_settles_no_slot(store: StateStore) -> None:
+    from jobhost.store.model import OneOff
+
+    later = OneOff("o1", "nightly", T0 + dt.timedelta(hours=2), "alice", T0, {"limit": 5})
+    sooner = OneOff("o2", "nightly", T0 + dt.timedelta(hours=1), "bob", T0)
+    store.add_one_off(later)
+    store.add_one_off(sooner)
+    assert store.pending_one_offs() == [sooner, later]
+    assert store.take_one_off("o2") and not store.take_one_off("o2")  # one host takes it
+    assert not store.cancel_one_off("o2")  # too late: it has been taken
+    assert store.cancel_one_off("o1") and not store.take_one_off("o1")
+    assert store.pending_one_offs() == [] and store.one_off("o1").state == "cancelled"  # type: ignore[union-attr]
+    store.add_run(_run("settled", minutes=0, status=RunStatus.SUCCEEDED))
+    store.add_run(_run("o2", minutes=60, status=RunStatus.SUCCEEDED, one_off=True))
+    assert store.settled_slots()["nightly"] == T0  # catch-up goes on from the schedule's slot, not the one-off
+    store.add_run(_run("o3", minutes=90, status=RunStatus.INTERRUPTED, one_off=True))
+    assert store.unsettled_slots("nightly", T0 - dt.timedelta(days=1), T0 + dt.timedelta(days=1)) == []
+    assert store.run("o2").one_off  # type: ignore[union-attr]

@@ -557,3 +557,67 @@ def test_the_history_table_shows_each_runs_id_and_start(deployment: Deployment) 
     header, row = shown.stdout.splitlines()[:2]
     assert header.split()[:6] == ["SLOT", "JOB", "RUN", "TRY", "STATUS", "STARTED"]
     assert row.split()[2] == record["run_id"][:12] and row.split()[5].startswith(record["started"][:19])
+
+
+QUICK = "from jobhost import job, every\n\n@job(every().day.at('03:00'))\ndef quick(label: str = 'daily'):\n    print(label)\n"
+
+
+def _soon(seconds: float) -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)).isoformat()
+
+
+def test_a_run_at_a_later_time_survives_a_restart_and_runs_once_then(deployment: Deployment, host) -> None:
+    deployment.write("quick", QUICK)
+    first = host()
+    first.wait_for(lambda rs: any(r.get("event") == "host_started" for r in rs), what="the host to start")
+    asked = deployment.cli("run", "quick", "--at", _soon(6), "--param", "label=one-off")
+    assert asked.returncode == 0, asked.stderr
+    run_id = asked.stdout.split()[2]
+    assert "quick: one-off run at " in deployment.cli("list").stdout
+    [job] = json.loads(deployment.cli("list", "--json").stdout)
+    assert [(o["run_id"], o["params"]) for o in job["one_offs"]] == [(run_id, {"label": "one-off"})]
+    assert "and a one-off run at" in deployment.cli("next", "quick").stderr
+    assert first.stop() == 0  # before its instant
+    second = host()
+    records = second.wait_for(
+        lambda rs: any(r.get("run_id") == run_id and r.get("event") == "run_succeeded" for r in rs),
+        what="the one-off run to run at its instant, on the next host",
+    )
+    assert [r["message"] for r in records if r.get("run_id") == run_id and r.get("stream") == "stdout"] == ["one-off"]
+    assert second.stop() == 0
+    [record] = [r for r in deployment.history("quick") if r["run_id"] == run_id]
+    assert (record["status"], record["one_off"], record["requested_by"]) == ("succeeded", True, getpass.getuser())
+    assert dt.datetime.fromisoformat(record["started"]) >= dt.datetime.fromisoformat(record["slot"])
+    assert json.loads(deployment.cli("list", "--json").stdout)[0]["one_offs"] == []
+
+
+def test_a_run_at_a_later_time_cancelled_before_it_starts_never_runs(deployment: Deployment) -> None:
+    deployment.write("quick", QUICK)
+    run_id = deployment.cli("run", "quick", "--at", _soon(3600)).stdout.split()[2]
+    cancelled = deployment.cli("cancel", run_id, "--reason", "not needed")
+    assert cancelled.returncode == 0 and "cancelled; it never starts" in cancelled.stdout
+    assert json.loads(deployment.cli("list", "--json").stdout)[0]["one_offs"] == []
+    again = deployment.cli("cancel", run_id)
+    assert again.returncode == 2 and "is cancelled; nothing changed" in again.stderr
+    actions = json.loads(deployment.cli("audit", "--json").stdout)
+    assert [(a["action"], a["target"]) for a in actions] == [("cancel", run_id), ("run", "quick")]
+    assert actions[1]["detail"]["run_id"] == run_id
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--at", "2020-01-01T00:00"], "is not in the future"),
+        (["--at", "2030-01-01T03:00"], "is a slot of quick's schedule"),
+        (["--at", "soon"], "is not ISO 8601"),
+        (["--at", "2030-01-01T04:00", "--slot", "2026-01-01T03:00"], "not both"),
+    ],
+)
+def test_a_run_at_a_bad_time_is_refused_and_nothing_is_kept(
+    deployment: Deployment, args: list[str], named: str
+) -> None:
+    deployment.write("quick", QUICK)
+    refused = deployment.cli("run", "quick", *args)
+    assert refused.returncode == 2 and named in refused.stderr
+    assert json.loads(deployment.cli("list", "--json").stdout)[0]["one_offs"] == []
+    assert json.loads(deployment.cli("audit", "--json").stdout) == []

@@ -198,6 +198,24 @@ def test_a_run_with_params_over_http_is_checked_kept_and_shown_on_its_page(deplo
     assert action["detail"]["params"] == {"rows": 25}
 
 
+def test_a_run_at_a_later_time_over_http_is_kept_shown_and_cancelled(deployment: Deployment, host) -> None:
+    _process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN)
+    at = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    body = json.dumps({"at": at, "params": {"rows": 3}}).encode()
+    asked = call(f"{url}/api/jobs/sized/run", "POST", token=TOKEN, body=body)
+    assert asked.status == 201 and asked.json()["params"] == {"rows": 3}
+    run_id = asked.json()["run_id"]
+    assert call(f"{url}{asked.headers['location']}").json()["status"] == "scheduled"
+    assert [o["run_id"] for o in call(f"{url}/api/jobs/sized").json()["one_offs"]] == [run_id]
+    assert 'id="one-offs"' in call(f"{url}/jobs/sized").body.decode()
+    past = call(f"{url}/api/jobs/sized/run", "POST", token=TOKEN, body=json.dumps({"at": "2020-01-01T00:00"}).encode())
+    assert (past.status, past.json()["param"]) == (400, "at")
+    cancelled = call(f"{url}/api/runs/{run_id}/cancel", "POST", token=TOKEN)
+    assert cancelled.status == 200 and cancelled.json()["state"] == "cancelled"
+    assert call(f"{url}/api/runs/{run_id}").json()["status"] == "cancelled"
+    assert call(f"{url}/api/jobs/sized").json()["one_offs"] == []
+
+
 def test_each_named_token_acts_under_its_name_and_a_wrong_one_is_logged_without_its_value(
     deployment: Deployment, host
 ) -> None:

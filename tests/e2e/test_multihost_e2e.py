@@ -239,6 +239,26 @@ def test_a_run_cancelled_from_another_machine_is_stopped_by_the_host_that_runs_i
     assert [(r["attempt"], r["status"], r["host"]) for r in slot] == [(1, "cancelled", run["host"])]  # not retried
 
 
+def test_a_run_at_a_later_time_runs_once_across_hosts(deployment: Deployment, postgres, host) -> None:
+    deployment.write(
+        "quick", "from jobhost import job, every\n\n@job(every().day.at('03:00'))\ndef quick():\n    pass\n"
+    )
+    url = postgres.new_database()
+    fleet = _fleet(host, url, ["h1", "h2"], lease="3s")
+    at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4)).isoformat()
+    asked = deployment.cli("run", "quick", "--at", at, JOBS_STATE_URL=url, JOBS_HOST_NAME="ops-laptop")
+    assert asked.returncode == 0, asked.stderr
+    run_id = asked.stdout.split()[2]
+    deadline = time.monotonic() + 30
+    while not any(events(p.records(), "quick", "run_succeeded") for p in fleet) and time.monotonic() < deadline:
+        time.sleep(0.1)  # a bounded poll over both hosts' logs
+    for process in fleet:
+        assert process.stop() == 0
+    runs = [r for r in _history(deployment, url) if r["job"] == "quick"]
+    assert [(r["run_id"], r["status"], r["one_off"]) for r in runs] == [(run_id, "succeeded", True)]
+    assert sum(bool(events(p.records(), "quick", "run_started")) for p in fleet) == 1
+
+
 def test_a_database_outage_runs_nothing_twice_and_is_reported_once(deployment: Deployment, cluster, host) -> None:
     deployment.write("fleet", FLEET_JOBS)
     url = cluster.new_database()
