@@ -89,7 +89,10 @@ def run(app: App, name: str, slot: str | None, pairs: tuple[str, ...], at: str |
         return
     when = slot_param(spec, slot) if slot else operations.default_slot(spec, wall_now())
     app.usable_data_dir()
-    sys.exit(0 if run_once(app, spec, when, params) == RunStatus.SUCCEEDED else 1)
+    succeeded = run_once(app, spec, when, params) == RunStatus.SUCCEEDED
+    if succeeded and settings.status_file is not None:  # jobs blocked on this slot run now, not at the next tick
+        nudge_loop(settings.status_file)
+    sys.exit(0 if succeeded else 1)
 
 
 @click.command("backfill")

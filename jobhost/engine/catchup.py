@@ -8,6 +8,7 @@ was busy or suspended), after the store was out of reach, and after a job is res
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from jobhost.engine.backlog import Backlog
     from jobhost.engine.recorder import Recorder, StoreCalls
     from jobhost.runs.runner import Runner
+
+logger = logging.getLogger("jobhost.host")
 
 MAX_RECORDED = 1000  # missed slots recorded one by one, per job and reason; beyond that, one summary
 
@@ -136,9 +139,27 @@ class CatchUp:
             for attempt in runs:
                 self.recorder.unstarted(attempt, RunStatus.SKIPPED, "paused", paused=True)
             return
+        self._run(spec, runs)
+
+    def unblocked(self, owed: dict[str, list[dt.datetime]]) -> None:
+        """Child slots blocked by a parent that has succeeded since (a person fixed it): run now, each
+        as its next attempt, whatever the job's catch-up policy (it is what the person fixed it for)."""
+        for name, slots in owed.items():
+            runs = self._next_attempts(self.jobs[name], slots)
+            for attempt in runs:
+                logger.info(
+                    "slot %s of %s runs now: the parent slot that blocked it has succeeded",
+                    attempt.slot.isoformat(),
+                    name,
+                    extra={"event": "run_unblocked", **attempt.context.fields()},
+                )
+            self._run(self.jobs[name], runs)
+
+    def _run(self, spec: JobSpec, runs: list[Attempt]) -> None:
+        """Catch-up runs of `spec`: the first dispatched now, the rest behind it, each claimed as it
+        starts; the backlog runs after the run going on, not skipped for it."""
         for attempt in runs:
             attempt.catch_up = True
-        # The backlog runs after the run going on, not skipped for it; each is claimed as it starts.
         if runs and (
             spec.overlap == "allow" or not (self.runner.going(spec.name) or self.backlog.queued_for(spec.name))
         ):

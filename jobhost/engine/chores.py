@@ -160,6 +160,7 @@ class Chores:
             self.retries.merge()
         for attempt in self.dependencies.look_again():
             self.admission.admit(attempt)
+        self.catch_up.unblocked(self.dependencies.unblocked(now))  # a parent fixed by hand on any host
         self.admission.look_behind_remote()
         if self.monotonic() >= self.leases.next_skew_check:
             self.leases.check_clock()

@@ -131,6 +131,20 @@ class Dependencies:
                 self._block(attempt, f"blocked: {failed}")
         return released
 
+    def unblocked(self, now: dt.datetime, parent: str | None = None) -> dict[str, list[dt.datetime]]:
+        """Child slots blocked by a parent that had failed for good, whose parents have all succeeded
+        since (a person ran the parent's slot again, here or on any host): owed a run now, by child job.
+        Only the children of `parent`, if given; only slots within each child's catch-up window."""
+        owed: dict[str, list[dt.datetime]] = {}
+        for spec in self.jobs.values():
+            if not spec.after or (parent is not None and parent not in spec.after):
+                continue
+            since = now - dt.timedelta(seconds=spec.catchup_window)
+            for slot in self.call(partial(self.store.blocked_slots, spec.name, since), []):
+                if self.call(partial(unmet, spec, slot, self.jobs, self.store), None) == []:
+                    owed.setdefault(spec.name, []).append(slot)
+        return owed
+
     def _release(self, attempt: Attempt) -> Attempt:
         """The parents succeeded: the waiting record is closed, and the slot goes on under the
         same claim as a run of its own."""

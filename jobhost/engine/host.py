@@ -127,9 +127,10 @@ class Host:
             self.admission.paused.forget()  # read again after the wait, if a run ending in it asks
             self.runner.wait(self._wake_in(slots))  # pipes, pidfds, the signal pipe: the only blocking call
             self.stop.act(self.runner)  # new signals, the grace deadline
-            if self.runner.watcher.take_nudge():  # a cancel or a one-off asked for on this machine
+            if self.runner.watcher.take_nudge():  # a cancel, a one-off or a fixed parent, on this machine
                 self.cancels.look()
                 self.one_offs.refresh()
+                self.catch_up.unblocked(self.dependencies.unblocked(self.clock()))
             for attempt in self.runner.reap():
                 self.on_finished(attempt)
             self.admission.paused.forget()
@@ -247,6 +248,8 @@ class Host:
         final = retry_at is None and not attempt.manual
         for released in self.dependencies.parent_ended(attempt, outcome, final=final):
             self.admission.admit(released)
+        if attempt.manual and outcome.status == RunStatus.SUCCEEDED:  # a person fixed a slot: its children run
+            self.catch_up.unblocked(self.dependencies.unblocked(self.clock(), parent=attempt.job))
 
     # -- stopping --------------------------------------------------------
 

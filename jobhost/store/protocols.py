@@ -64,6 +64,10 @@ class History(Protocol):
         """Slots of `job` in [since, before) that have records but none settled and none running
         (interrupted, abandoned, skipped while paused, waiting) and none claimed by a host now, oldest first."""
 
+    def blocked_slots(self, job: str, since: dt.datetime) -> list[dt.datetime]:
+        """The unsettled slots of `job` from `since` on (as `unsettled_slots` has them) that were
+        blocked by a parent that had failed for good: owed a run once that parent's slot succeeds."""
+
     def final_status(self, job: str, slot: dt.datetime) -> RunStatus | None:
         """The newest settled outcome of that slot of `job`, if it has one."""
 

@@ -108,6 +108,16 @@ class SQLHistory(SQLBase):
         return {row[0] for row in rows}
 
     def unsettled_slots(self, job: str, since: dt.datetime, before: dt.datetime) -> list[dt.datetime]:
+        return self._unsettled(job, since.timestamp(), before.timestamp())
+
+    def blocked_slots(self, job: str, since: dt.datetime) -> list[dt.datetime]:
+        # Blocked: a closed waiting record whose reason says so (Dependencies words it "blocked: ...").
+        blocked = "status = 'waiting' AND ended IS NOT NULL AND substr(reason, 1, 8) = 'blocked:'"
+        return self._unsettled(
+            job, since.timestamp(), float("inf"), f"AND SUM(CASE WHEN {blocked} THEN 1 ELSE 0 END) > 0 "
+        )
+
+    def _unsettled(self, job: str, since: float, before: float, having: str = "") -> list[dt.datetime]:
         rows = self._all(
             self._q(
                 f"SELECT MIN(slot), slot_epoch FROM {{t}}runs WHERE job = ? AND {READABLE} AND NOT one_off "
@@ -115,10 +125,10 @@ class SQLHistory(SQLBase):
                 "AND slot_epoch NOT IN (SELECT slot_epoch FROM {t}claims WHERE job = ? AND lease_until IS NOT NULL) "
                 "GROUP BY slot_epoch "
                 f"HAVING SUM(CASE WHEN {SETTLES} THEN 1 ELSE 0 END) = 0 "
-                f"AND SUM(CASE WHEN {OPEN} THEN 1 ELSE 0 END) = 0 "
+                f"AND SUM(CASE WHEN {OPEN} THEN 1 ELSE 0 END) = 0 {having}"
                 "ORDER BY slot_epoch"
             ),
-            (job, since.timestamp(), before.timestamp(), job),
+            (job, since, before, job),
         )
         slots = []
         for slot, _ in rows:

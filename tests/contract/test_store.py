@@ -471,3 +471,14 @@ def test_a_one_off_run_is_taken_once_or_cancelled_before_and_settles_no_slot(sto
     store.add_run(_run("o3", minutes=90, status=RunStatus.INTERRUPTED, one_off=True))
     assert store.unsettled_slots("nightly", T0 - dt.timedelta(days=1), T0 + dt.timedelta(days=1)) == []
     assert store.run("o2").one_off  # type: ignore[union-attr]
+
+
+def test_the_slots_blocked_by_a_failed_parent_are_found_until_one_settles(store: StateStore) -> None:
+    waiting, ended = RunStatus.WAITING, T0 + dt.timedelta(hours=1)
+    store.add_run(_run("b1", "export", 0, status=waiting, reason="blocked: build failed for slot ...", ended=ended))
+    store.add_run(_run("b2", "export", 60, status=waiting, reason="blocked: build failed for slot ...", ended=ended))
+    store.add_run(_run("w3", "export", 120, status=waiting, reason="waiting for build (slot ...) to succeed"))
+    store.add_run(_run("i4", "export", 180, status=RunStatus.INTERRUPTED, ended=ended))
+    store.add_run(_run("s2", "export", 60, attempt=2, status=RunStatus.SUCCEEDED, ended=ended))  # run since
+    assert store.blocked_slots("export", T0 - dt.timedelta(days=1)) == [T0]
+    assert store.blocked_slots("export", T0 + dt.timedelta(minutes=1)) == []
