@@ -56,7 +56,13 @@ def configure(*, log_to_stdout: bool, loop: bool = False) -> HostSettings:
             data_dir=settings.data_dir,
         ),
         reporters=lambda: start_sentry(settings),
-        http=HttpConfig(*settings.http_addr, settings.http_token, settings.http_hosts or (), settings.http_tokens or ())
+        http=HttpConfig(
+            *settings.http_addr,
+            settings.http_token,
+            settings.http_hosts or (),
+            settings.http_tokens or (),
+            settings.sentry_issues_url if settings.sentry_dsn else None,
+        )
         if settings.http_addr
         else None,
         status_file=status_file(settings.state_url, settings.host_name, settings.host_dir),

@@ -171,6 +171,17 @@ def _size(text: str) -> int:
     return size
 
 
+def _issues_url(text: str) -> str:
+    """An http(s) address with `{run_id}` in it, the run's id put there (and nothing else to fill)."""
+    if not text.startswith(("https://", "http://")) or "{run_id}" not in text or " " in text:
+        raise ValueError
+    try:
+        text.format(run_id="x")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError from None
+    return text
+
+
 def _dsn(text: str) -> str:
     from sentry_sdk.utils import BadDsn, Dsn  # the SDK loads only when a DSN is set
 
@@ -408,6 +419,17 @@ SETTINGS = (
         secret=True,
     ),
     Setting(
+        "SENTRY_ISSUES_URL",
+        None,
+        "an `https://` address with `{run_id}` in it, such as "
+        "`https://sentry.example.com/organizations/acme/issues/?query=run_id:{run_id}`",
+        "where the run page of a failed, timed-out, crashed or abandoned run links to, to find its Sentry "
+        "issue (each event carries the tag `run_id`)",
+        _issues_url,
+        field="sentry_issues_url",
+        shown_default="unset: the run page has no Sentry link",
+    ),
+    Setting(
         "SENTRY_ENVIRONMENT",
         "production",
         "a name such as `production`, `staging`",
@@ -453,6 +475,7 @@ class Settings:
     host_dir: Path
     import_timeout: float
     sentry_dsn: str | None
+    sentry_issues_url: str | None
     sentry_environment: str
     sentry_release: str | None
 

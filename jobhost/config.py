@@ -53,6 +53,7 @@ class HttpConfig:
     token: str | None = None  # the POST endpoints' bearer token; without any token they answer 403
     names: tuple[str, ...] = ()  # what a request's Host may name besides the bound address
     named_tokens: tuple[tuple[str, str], ...] = ()  # (name, token): each person's or tool's own
+    sentry_issues: str | None = None  # where a failed run's page links to, `{run_id}` filled in (Sentry on)
 
     SINGLE_TOKEN_NAME = "http token"  # who an action with the single JOBS_HTTP_TOKEN is recorded under
 

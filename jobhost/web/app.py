@@ -40,7 +40,8 @@ ROUTES = Map(
         Rule("/", endpoint="index", methods=["GET"]),
         Rule("/jobs/<name>", endpoint="job_page", methods=["GET"]),
         Rule("/runs/<run_id>", endpoint="run_page", methods=["GET"]),
-        Rule("/static/<any(style.css, refresh.js):asset>", endpoint="asset", methods=["GET"]),
+        Rule("/audit", endpoint="audit_page", methods=["GET"]),
+        Rule("/static/<any(style.css, refresh.js, actions.js):asset>", endpoint="asset", methods=["GET"]),
         Rule("/healthz", endpoint="healthz", methods=["GET"]),
         Rule("/metrics", endpoint="prometheus", methods=["GET"]),
         Rule("/api/jobs", endpoint="api_jobs", methods=["GET"]),
@@ -81,12 +82,23 @@ class WebApp:
         self.lines = lines
         self.hosts = hosts
         self.clock = clock
-        self.views = Views(jobs, store, host, hosts, clock, self._health, self._lines_of, actions=config.actions)
+        self.views = Views(
+            jobs,
+            store,
+            host,
+            hosts,
+            clock,
+            self._health,
+            self._lines_of,
+            actions=config.actions,
+            sentry=config.sentry_issues,
+        )
         api = Api(jobs, store, host, config, clock, self._lines_of, zone)
         self.endpoints: dict[str, Callable[..., Response]] = {
             "index": self.views.index,
             "job_page": self.views.job_page,
             "run_page": self.views.run_page,
+            "audit_page": self.views.audit_page,
             "asset": self.views.asset,
             "healthz": self.healthz,
             "prometheus": self.prometheus,

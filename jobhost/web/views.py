@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from werkzeug.wrappers import Request, Response
@@ -19,7 +20,8 @@ from jobhost import operations
 from jobhost.health import Health
 from jobhost.outcomes import RunStatus
 from jobhost.store import StateStore
-from jobhost.web import pages
+from jobhost.store.model import EVERY_JOB
+from jobhost.web import charts, pages
 from jobhost.web.api import MAX_LIMIT, ApiError, LinesOf, only, run_status, whole
 from jobhost.web.hosts import AllowedHosts
 
@@ -50,7 +52,9 @@ class Views:
         lines_of: LinesOf,
         *,
         actions: bool = False,
+        sentry: str | None = None,
     ):
+        self.sentry = sentry  # the Sentry issues address of a run, `{run_id}` to fill in; None: no link
         self.jobs = jobs
         self.actions = actions  # a token is set: the write endpoints answer
         self.store = store
@@ -77,6 +81,8 @@ class Views:
         ]
         in_flight, queued, waiting = self.host.counts()
         verdict = self.health(now)
+        day = store.runs(None, charts.TIMELINE_RUNS)
+        left_out = len(day) == charts.TIMELINE_RUNS and (day[-1].started or day[-1].slot) > now - charts.SPAN
         return self._page(
             "index.html",
             request,
@@ -85,6 +91,15 @@ class Views:
             recent=recent,
             health=verdict,
             load={"in_flight": in_flight, "queued": queued, "waiting": waiting},
+            timeline=charts.timeline(self.jobs, day, now, left_out),
+            frozen=pauses.get(EVERY_JOB),
+        )
+
+    def audit_page(self, request: Request) -> Response:
+        only(request, {"limit", "refresh"})
+        limit = whole(request, "limit", 200, MAX_LIMIT)
+        return self._page(
+            "audit.html", request, now=self.clock(), trail=operations.audit_trail(self.store(), None, limit)
         )
 
     def job_page(self, request: Request, name: str) -> Response:
@@ -94,6 +109,7 @@ class Views:
         limit = whole(request, "limit", 100, MAX_LIMIT)
         only(request, {"status", "limit", "refresh"})
         records = operations.history(self.jobs, store, name, limit, status)
+        recent = store.runs(name, charts.DURATION_RUNS)
         spec = self.jobs.get(name)
         job, upcoming = None, []
         if spec is not None:  # else a job since removed, whose history is kept
@@ -112,13 +128,19 @@ class Views:
             statuses=[str(s) for s in RunStatus],
             base=self.hosts.base_url(),
             actions=self.actions,
+            durations=charts.durations(recent),
+            longest=max((r.duration_ms or 0 for r in recent if r.started is not None), default=0),
+            chart_height=charts.CHART_HEIGHT,
         )
 
     def run_page(self, request: Request, run_id: str) -> Response:
         record = self.store().run(run_id)
         if record is None:
             raise ApiError(404, f"no run {run_id} in history (pruned after JOBS_HISTORY_DAYS, or never made)")
-        return self._page("run.html", request, now=self.clock(), run=record, kept=self.lines_of(run_id))
+        link = None
+        if self.sentry is not None and record.status.failure is not None:  # reported to Sentry
+            link = self.sentry.format(run_id=quote(run_id, safe=""))
+        return self._page("run.html", request, now=self.clock(), run=record, kept=self.lines_of(run_id), sentry=link)
 
     def asset(self, request: Request, asset: str) -> Response:
         kind = "text/css" if asset.endswith(".css") else "text/javascript"
@@ -134,6 +156,15 @@ class Views:
         return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
 
     def _header(self) -> dict[str, Any]:
-        """What every page's header shows: the host, the release its loop runs, and since when."""
+        """What every page's header shows: the host, the release its loop runs and since when, how many
+        jobs are failing (their last run ended badly), and whether actions are on (a token box)."""
         status = self.host.status
-        return {"hostname": self.host.config.hostname, "release": status.release, "started_at": status.started_at}
+        last = self.store().last_statuses()
+        failing = sorted(name for name, s in last.items() if name in self.jobs and s.tone == "bad")
+        return {
+            "hostname": self.host.config.hostname,
+            "release": status.release,
+            "started_at": status.started_at,
+            "failing": failing,
+            "acting": self.actions,
+        }

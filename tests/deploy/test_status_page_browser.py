@@ -172,3 +172,171 @@ def _status_of(browser: object, job: str) -> str | None:
         return row.get_attribute("data-last-status")
     except StaleElementReferenceException:  # swapped by the refresh meanwhile: ask again
         return None
+
+
+ACTING_JOBS = """
+import subprocess, time
+from jobhost import job, every
+
+@job(every().day.at("03:00"))
+def nightly_export(rows: int = 10, region: str = "eu"):
+    print(f"exported {{rows}} rows for {{region}}")
+
+@job(every().day.at("04:00"))
+def load_partner_feed():
+    raise ConnectionError("partner feed unreachable after 3 tries")
+
+@job(every().day.at("05:00"))
+def slow_rollup():
+    helper = subprocess.Popen(["sleep", "300"])
+    with open({pidfile!r}, "w") as pids:
+        pids.write(str(helper.pid))
+    time.sleep(300)
+"""
+
+
+def _fill(form: object, values: dict[str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    for name, value in values.items():
+        field = form.find_element(By.NAME, name)  # type: ignore[attr-defined]
+        field.clear()
+        field.send_keys(value)
+
+
+def test_the_pages_act_with_a_token_and_not_without(deployment: Deployment, host, browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    pidfile = tmp_path / "helper.pid"
+    deployment.write("feeds", ACTING_JOBS.format(pidfile=str(pidfile)))
+    seeded = _seed_a_day(deployment, tmp_path)
+    process = host(JOBS_HTTP_ADDR="127.0.0.1:0", JOBS_HTTP_TOKEN=TOKEN)
+    url = base_url(process)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    wait = WebDriverWait(browser, WAIT)
+    _run(url, "load_partner_feed")
+    process.wait_for(lambda rs: events(rs, "load_partner_feed", "run_failed"), WAIT, "the failure")
+
+    # Without the token: the buttons are off, and nothing was asked of the host.
+    browser.get(f"{url}/jobs/nightly_export")
+    form = browser.find_element(By.CSS_SELECTOR, "#job-actions form[data-post$='/run']")
+    assert not form.find_element(By.CSS_SELECTOR, "button[type=submit]").is_enabled()
+    assert browser.find_element(By.ID, "failing").text == "1 failing"
+    assert json.loads(deployment.cli("audit", "--json").stdout) == [
+        a for a in json.loads(deployment.cli("audit", "--json").stdout) if a["target"] == "load_partner_feed"
+    ]
+
+    # A wrong token is refused and forgotten; the right one is used.
+    _fill(browser.find_element(By.CSS_SELECTOR, "form.token-set"), {"token": "not-the-token-0123456789"})
+    browser.find_element(By.CSS_SELECTOR, "form.token-set button").click()
+    form = browser.find_element(By.CSS_SELECTOR, "#job-actions form[data-post$='/run']")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda b: "token" in form.find_element(By.TAG_NAME, "output").text)
+    assert not form.find_element(By.CSS_SELECTOR, "button[type=submit]").is_enabled()  # forgotten
+    assert {r["run_id"] for r in deployment.history("nightly_export")} <= seeded  # nothing was run
+    assert browser.find_element(By.ID, "token-state").text.startswith("no token")
+    _fill(browser.find_element(By.CSS_SELECTOR, "form.token-set"), {"token": TOKEN})
+    browser.find_element(By.CSS_SELECTOR, "form.token-set button").click()
+    assert browser.find_element(By.ID, "token-state").text == "token set for this tab"
+    assert "token" not in browser.current_url and browser.get_cookies() == []
+
+    # Run now with parameters from the form made of the signature.
+    form = browser.find_element(By.CSS_SELECTOR, "#job-actions form[data-post$='/run']")
+    _fill(form, {"param.rows": "25", "param.region": "us"})
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda b: "run asked for: run " in form.find_element(By.TAG_NAME, "output").text)
+    process.wait_for(lambda rs: events(rs, "nightly_export", "run_succeeded"), WAIT, "the run with parameters")
+    [record] = [r for r in deployment.history("nightly_export") if r["run_id"] not in seeded]
+    assert (record["params"], record["requested_by"]) == ({"rows": 25, "region": "us"}, "http token")
+
+    # Cancel a long run (and the helper it started) from its page.
+    run_id = _run(url, "slow_rollup")
+    helper = int(wait.until(lambda b: pidfile.exists() and pidfile.read_text().strip()))
+    browser.get(f"{url}/runs/{run_id}")
+    browser.find_element(By.ID, "cancel").click()
+    wait.until(lambda b: _text(b, "status") == "cancelled")  # the page follows the run to its end
+    wait.until(lambda b: not _alive(helper))
+    browser.save_screenshot(str(ARTIFACTS / "run-cancelled.png"))
+
+    # Pause with a reason and an end, from the job's page.
+    browser.get(f"{url}/jobs/load_partner_feed")
+    form = browser.find_element(By.CSS_SELECTOR, "#job-actions form[data-post$='/pause']")
+    _fill(form, {"reason": "partner migrating", "for": "2h"})
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda b: "Paused by http token" in (_text(b, "main") or ""))
+    assert "partner migrating" in (_text(browser, "main") or "")
+
+    # Freeze every job from the status page, and resume.
+    browser.get(f"{url}/")
+    form = browser.find_element(By.CSS_SELECTOR, "#host-actions form[data-post='/api/freeze']")
+    _fill(form, {"reason": "deploy window"})
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda b: b.find_elements(By.ID, "freeze"))
+    browser.find_element(By.CSS_SELECTOR, "#host-actions form[data-post='/api/thaw'] button").click()
+    wait.until(lambda b: not b.find_elements(By.ID, "freeze"))
+
+    # The timeline shows the runs that happened, each a bar with its outcome.
+    bars = {bar.get_attribute("data-run"): bar for bar in browser.find_elements(By.CSS_SELECTOR, "#timeline rect.run")}
+    history = {r["run_id"]: r for r in json.loads(deployment.cli("history", "--json", "--limit", "1000").stdout)}
+    assert set(bars) == {r for r, h in history.items() if h["started"]} and seeded <= set(bars)
+    assert "bad" in bars[next(r for r, h in history.items() if h["status"] == "failed")].get_attribute("class")
+    assert "warn" in bars[run_id].get_attribute("class")  # cancelled
+    assert all(float(bar.get_attribute("width")) >= 2 for bar in bars.values())
+    browser.save_screenshot(str(ARTIFACTS / "timeline.png"))
+    browser.get(f"{url}/jobs/nightly_export")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#durations rect.run")) == 1 + 8  # today's and the seeded
+    browser.save_screenshot(str(ARTIFACTS / "durations.png"))
+
+    actions = [(a["action"], a["actor"]) for a in json.loads(deployment.cli("audit", "--json").stdout)]
+    assert actions[:5] == [("thaw", "http token"), ("freeze", "http token"), ("pause", "http token"),
+                           ("cancel", "http token"), ("run", "http token")]  # fmt: skip
+    browser.get(f"{url}/audit")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "table.audit tr.action")) == len(actions)
+    complaints = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert complaints == []
+
+
+def _seed_a_day(deployment: Deployment, tmp_path: Path) -> set[str]:
+    """The runs of the last 24 hours a real host would have left (every 3 hours, some failing), so
+    the timeline has a day to draw; their ids."""
+    import datetime as dt
+
+    from jobhost.outcomes import RunStatus
+    from jobhost.store import RunRecord, open_store
+
+    store = open_store(deployment.env["JOBS_STATE_URL"], tmp_path)
+    now = dt.datetime.now(dt.UTC)
+    seeded = set()
+    for hours in range(3, 25, 3):
+        for job, took, status in (
+            ("nightly_export", 40, RunStatus.SUCCEEDED),
+            ("load_partner_feed", 5, RunStatus.FAILED if hours % 2 else RunStatus.SUCCEEDED),
+            ("slow_rollup", 70, RunStatus.SUCCEEDED if hours != 9 else RunStatus.TIMED_OUT),
+        ):
+            started = now - dt.timedelta(hours=hours)
+            ended = started + dt.timedelta(minutes=took)
+            run_id = f"seed-{job}-{hours}"
+            store.add_run(RunRecord(run_id, job, started, 1, status, "", started, ended, took * 60_000, "vm"))
+            seeded.add(run_id)
+    store.close()
+    return seeded
+
+
+def _text(browser: object, element_id: str) -> str | None:
+    """The text of an element of the page's main part, which the refresh swaps now and then."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return browser.find_element(By.ID, element_id).text  # type: ignore[attr-defined]
+    except (StaleElementReferenceException, NoSuchElementException):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().split(") ", 1)[1][0] != "Z"  # a zombie is gone for our purpose
+    except OSError:
+        return False

@@ -63,6 +63,12 @@ def _run(url: str, job: str, **body: str) -> str:
     return run_id
 
 
+def _run_and_end(deployment: Deployment, job: str) -> str:
+    """Run `job` by hand with the CLI (it needs no token), to its end; its run id."""
+    assert deployment.cli("run", job).returncode in (0, 1)
+    return deployment.history(job)[0]["run_id"]
+
+
 def _ended(url: str, run_id: str) -> dict:
     def ended() -> dict | None:
         answer = call(f"{url}/api/runs/{run_id}")
@@ -314,6 +320,16 @@ log = logging.getLogger(__name__)
 def measures():
     log.info("disk checked", extra={"free_percent": 63, "mount": "/srv"})
 """
+
+
+def test_a_failed_runs_page_links_to_its_sentry_issue_when_sentry_is_on(deployment: Deployment, host) -> None:
+    issues = "https://sentry.example.com/organizations/acme/issues/?query=run_id:{run_id}"
+    # A DSN whose server refuses at once: the events are lost, the page is what is looked at here.
+    _process, url = _start(deployment, host, SENTRY_DSN="http://key@127.0.0.1:9/1", SENTRY_ISSUES_URL=issues)
+    failed, ok = _run_and_end(deployment, "broken"), _run_and_end(deployment, "exports")
+    page = call(f"{url}/runs/{failed}").body.decode()
+    assert f'href="https://sentry.example.com/organizations/acme/issues/?query=run_id:{failed}"' in page
+    assert 'id="sentry"' not in call(f"{url}/runs/{ok}").body.decode()  # a success was never reported
 
 
 def test_the_run_page_shows_the_fields_a_job_logged(deployment: Deployment, host) -> None:

@@ -68,6 +68,12 @@ def test_blank_values_mean_the_default():
         ("JOBS_LOG_MAX_BYTES", "1000", "log_max_bytes", 1000),
         ("JOBS_LOG_MAX_BYTES", "0", "log_max_bytes", 0),
         ("JOBS_LOG_BACKUPS", "0", "log_backups", 0),
+        (
+            "SENTRY_ISSUES_URL",
+            "https://s.example/issues/?query=run_id:{run_id}",
+            "sentry_issues_url",
+            "https://s.example/issues/?query=run_id:{run_id}",
+        ),
     ],
 )
 def test_accepted_values(variable, value, field, expected):
@@ -78,6 +84,9 @@ def test_accepted_values(variable, value, field, expected):
     ("variable", "value", "accepts"),
     [
         ("JOBS_MAX_WORKERS", "abc", "a whole number from 1 to 256"),
+        ("SENTRY_ISSUES_URL", "https://s.example/issues/", "with `{run_id}` in it"),
+        ("SENTRY_ISSUES_URL", "ftp://s.example/{run_id}", "an `https://` address"),
+        ("SENTRY_ISSUES_URL", "https://s.example/{run_id}/{job}", "with `{run_id}` in it"),
         ("JOBS_MAX_WORKERS", "0", "a whole number from 1 to 256"),
         ("JOBS_MAX_WORKERS", "100000", "a whole number from 1 to 256"),
         ("JOBS_MAX_WORKERS", "9" * 5000, "a whole number from 1 to 256"),

@@ -10,7 +10,10 @@
   });
   var seconds = Number(document.body.dataset.refresh);
   if (!(seconds > 0)) { return; }
-  function again() { setTimeout(refresh, seconds * 1000); }
+  var timer = null;
+  function again() { clearTimeout(timer); timer = setTimeout(refresh, seconds * 1000); }
+  // An action done on the page (actions.js) shows its effect now, not at the next refresh.
+  document.addEventListener("jobhost:refresh", function () { clearTimeout(timer); refresh(); });
   function refresh() {
     if (document.hidden) { return again(); }
     fetch(location.href, {cache: "no-store"}).then(function (answer) {
