@@ -165,6 +165,21 @@ def history(
     return store.runs(name, limit, status)
 
 
+def tries(records: Sequence[RunRecord]) -> dict[str, int | None]:
+    """Which try of its slot each record is, as a person counts: a slot skipped while its job was
+    paused was no try (None), so the run that catches it up after the resume is its first, though
+    its attempt (the claim's number) is 2. Counted among `records` (a page of history)."""
+    skipped: dict[tuple[str, float], list[int]] = {}
+    for record in records:
+        if record.paused:
+            skipped.setdefault((record.job, record.slot.timestamp()), []).append(record.attempt)
+    counted: dict[str, int | None] = {}
+    for record in records:
+        before = skipped.get((record.job, record.slot.timestamp()), [])
+        counted[record.run_id] = None if record.paused else record.attempt - sum(a < record.attempt for a in before)
+    return counted
+
+
 def audited(store: StateStore, action: Action, change: Callable[[], T]) -> T:
     """Make `change` and keep `action` in the audit trail, at once: no action without its record,
     no record of an action that did not happen."""

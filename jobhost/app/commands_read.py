@@ -141,6 +141,7 @@ def history(app: App, name: str | None, limit: int, status: str | None, as_json:
     if as_json:
         click.echo(json.dumps([r.as_json() for r in records], indent=2))
         return
+    counted = operations.tries(records)
     print_table(
         ["SLOT", "JOB", "RUN", "TRY", "STATUS", "STARTED", "TOOK", "HOST", "REASON"],
         [
@@ -148,7 +149,7 @@ def history(app: App, name: str | None, limit: int, status: str | None, as_json:
                 r.slot.isoformat(),
                 r.job,
                 r.run_id[:RUN_ID_SHOWN],
-                str(r.attempt),
+                str(counted[r.run_id] or "-"),
                 str(r.status),
                 r.started.isoformat(timespec="seconds") if r.started is not None else "-",
                 format_duration(r.duration_ms / 1000) if r.duration_ms is not None else "-",

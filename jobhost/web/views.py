@@ -128,6 +128,7 @@ class Views:
             statuses=[str(s) for s in RunStatus],
             base=self.hosts.base_url(),
             actions=self.actions,
+            tries=operations.tries(records),
             durations=charts.durations(recent),
             longest=max((r.duration_ms or 0 for r in recent if r.started is not None), default=0),
             chart_height=charts.CHART_HEIGHT,

@@ -385,6 +385,12 @@ def test_a_resumed_job_catches_up_the_slots_it_skipped_while_paused(deployment: 
         what="each paused slot to be caught up",
     )
     assert process.stop() == 0
+    # The table counts tries as a person does: the skip was none, the run that caught it up the first.
+    slot = min(paused_slots)
+    rows = [line.split() for line in deployment.cli("history", "every_slot", "--limit", "1000").stdout.splitlines()[1:]]
+    assert sorted((row[3], row[4]) for row in rows if row[0] == slot) == [("-", "skipped"), ("1", "succeeded")]
+    attempts = sorted(r["attempt"] for r in deployment.history("every_slot", limit=1000) if r["slot"] == slot)
+    assert attempts == [1, 2]  # the record keeps the claim's number
 
 
 def test_a_pause_that_ends_resumes_the_job_by_itself_and_catches_up(deployment: Deployment, host) -> None:
