@@ -10,6 +10,7 @@ the lead may be prepared: decided on now, its run forked, its job called at the 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from jobhost.config import HostConfig
@@ -18,7 +19,7 @@ from jobhost.engine.attempt import Attempt, Parked
 from jobhost.engine.retries import Retries, retry_after_takeover
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord
-from jobhost.store.model import EVERY_JOB, LEASE_EXPIRED, PendingRetry, TakenOver
+from jobhost.store.model import EVERY_JOB, LEASE_EXPIRED, Pause, PendingRetry, TakenOver
 
 if TYPE_CHECKING:
     from jobhost.definition.spec import JobSpec
@@ -29,11 +30,15 @@ if TYPE_CHECKING:
     from jobhost.runs.runner import Runner
 
 
-def is_paused(job: str, paused: set[str]) -> bool:
-    """Whether `job` is paused, by its own pause or a freeze of every job, among the names
-    `paused_jobs()` gave. Its skipped slots say "paused" either way: the one word releases before
-    `runs.paused` know a paused skip by (store/sql.py)."""
-    return job in paused or EVERY_JOB in paused
+def is_paused(job: str, pauses: Mapping[str, Pause], now: dt.datetime) -> bool:
+    """Whether `job` is paused at `now`, by its own pause or a freeze of every job, among what
+    `pauses()` gave: a pause whose end has come no longer holds, though the heartbeat that records
+    its end may be seconds away. Its skipped slots say "paused" either way: the one word releases
+    before `runs.paused` know a paused skip by (store/sql.py)."""
+    return any(
+        (pause := pauses.get(name)) is not None and (pause.until is None or pause.until > now)
+        for name in (job, EVERY_JOB)
+    )
 
 
 class PausedJobs:
@@ -42,12 +47,13 @@ class PausedJobs:
     def __init__(self, call: StoreCalls, recorder: Recorder):
         self.call = call
         self.store = recorder.store
-        self._now: set[str] | None = None
+        self.clock = recorder.clock
+        self._now: dict[str, Pause] | None = None
 
     def __contains__(self, job: str) -> bool:
         if self._now is None:
-            self._now = self.call(self.store.paused_jobs, set())
-        return is_paused(job, self._now)
+            self._now = self.call(self.store.pauses, {})
+        return is_paused(job, self._now, self.clock())
 
     def forget(self) -> None:
         """Read them again at the next question (a person may have paused or resumed one)."""

@@ -135,7 +135,7 @@ class CatchUp:
         for index, (attempt, reason) in enumerate(missed):
             extra = {"after_pause": True} if after_pause else {}
             self.recorder.unstarted(attempt, RunStatus.MISSED, reason, batch=(index, len(missed)), **extra)
-        if is_paused(spec.name, self.call(self.store.paused_jobs, set())):
+        if is_paused(spec.name, self.call(self.store.pauses, {}), now):
             for attempt in runs:
                 self.recorder.unstarted(attempt, RunStatus.SKIPPED, "paused", paused=True)
             return

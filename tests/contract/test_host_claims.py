@@ -125,3 +125,20 @@ def test_a_freeze_skips_every_job_and_a_thaw_catches_up_all_but_those_paused_on_
     [caught] = host.backlog.ready()  # build only: export is still paused on its own
     assert (caught.job, caught.slot, caught.number) == ("build", build, 2)
     assert len(host.store.runs("export")) == 2  # yesterday's and the skip: nothing recorded again
+
+
+def test_a_pause_whose_end_has_come_skips_nothing_though_no_heartbeat_has_resumed_it(
+    store_url: str, tmp_path: Path
+) -> None:
+    from jobhost.store.model import EVERY_JOB, Pause
+
+    host = _host(store_url, tmp_path, "a")
+    host.store.set_paused("build", True, Pause("window", "alice", NIGHT - dt.timedelta(hours=1), NIGHT))
+    host.store.set_paused(EVERY_JOB, True, Pause("deploy", "bob", NIGHT - dt.timedelta(hours=1), NIGHT))
+    host.admission.dispatch(host.jobs["build"], NIGHT)  # due at the very end of both
+    [ready] = host.backlog.ready()
+    assert (ready.job, ready.slot) == ("build", NIGHT)
+    host.store.set_paused("export", True, Pause("still", "carol", NIGHT, NIGHT + dt.timedelta(minutes=1)))
+    host.admission.paused.forget()
+    host.admission.dispatch(host.jobs["export"], NIGHT)
+    assert [r.reason for r in host.store.runs("export")] == ["paused"]  # a pause not yet ended still holds
