@@ -139,7 +139,7 @@ def run_params(spec: JobSpec, given: Mapping[str, object]) -> dict[str, JSONValu
     values), checked against the function's signature and kept in their stored form; ValueError
     "name: what is wrong" naming the parameter at fault."""
     arguments = stored(run_arguments(spec.func, given))
-    if len(json.dumps(arguments)) > MAX_PARAMS_CHARS:
+    if len(json.dumps(arguments, ensure_ascii=False)) > MAX_PARAMS_CHARS:
         raise ValueError(f"params: more than {MAX_PARAMS_CHARS:,} characters in all, as JSON")
     return arguments
 

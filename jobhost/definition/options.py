@@ -68,7 +68,7 @@ def given_parameters(func: Callable[..., Any]) -> frozenset[str] | str:
         )
         if required and parameter.name not in GIVEN:
             return (
-                f"the function's parameter {parameter.name!r} has no value to be given; a job takes no arguments, "
-                "or `slot`, `data_dir`"
+                f"the function's parameter {parameter.name!r} has no default: a scheduled run could give it no "
+                "value. Give it one (a run by hand may set another: `run --param`), or name it `slot` or `data_dir`"
             )
     return frozenset(GIVEN) & set(parameters)

@@ -12,6 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import inspect
+import json
+import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -36,26 +39,27 @@ def _to_bool(value: object) -> bool:
     raise ValueError("true or false (also yes/no, on/off, 1/0)")
 
 
+_WHOLE = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() would take "١٢٣" and "1_000" too
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
 def _to_int(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
+    if isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
+        return int(value.strip())
     raise ValueError("a whole number, such as 42")
 
 
 def _to_float(value: object) -> float:
+    found: float | None = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            pass
-    raise ValueError("a number, such as 0.5")
+        found = float(value)
+    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        found = float(value.strip())
+    if found is None or not math.isfinite(found):  # NaN and infinity are no JSON: no record could keep them
+        raise ValueError("a finite number, such as 0.5")
+    return found
 
 
 def _to_decimal(value: object) -> decimal.Decimal:
@@ -97,7 +101,7 @@ def _to_str(value: object) -> str:
 
 
 def _to_path(value: object) -> Path:
-    if isinstance(value, str) and value.strip():
+    if isinstance(value, str) and value.strip() and "\0" not in value:
         return Path(value)
     raise ValueError("a path")
 
@@ -141,9 +145,10 @@ class Parameter:
         if value is None or (self.optional and isinstance(value, str) and value.strip().lower() in ("none", "null")):
             if self.optional:
                 return None
-            raise ValueError(f"a value ({self.type_name}), not none")
+            article = "an" if self.type_name[0] in "aeiou" else "a"
+            raise ValueError(f"{article} {self.type_name} (this parameter takes no none)")
         if isinstance(value, (list, dict)):
-            raise ValueError(f"one {self.type_name} value, not a list or an object")
+            raise ValueError(f"one {self.type_name}, not a list or an object")
         if isinstance(value, str) and len(value) > MAX_TEXT:
             raise ValueError(f"at most {MAX_TEXT} characters")
         if self.kind is None:
@@ -216,7 +221,8 @@ def run_arguments(func: Callable[..., Any], given: Mapping[str, object]) -> dict
         takes = ", ".join(known) or "none"
         given_by_host = [name for name in unknown if name in GIVEN]
         if given_by_host:
-            raise ValueError(f"{given_by_host[0]}: the host gives it (the slot: --slot); the job's parameters: {takes}")
+            how = "the slot of the run: --slot" if given_by_host[0] == "slot" else "JOBS_DATA_DIR"
+            raise ValueError(f"{given_by_host[0]}: the host gives it ({how}); the job's parameters: {takes}")
         raise ValueError(f"{unknown[0]}: the job takes no such parameter; its parameters: {takes}")
     arguments = {}
     for name, value in given.items():
@@ -226,7 +232,8 @@ def run_arguments(func: Callable[..., Any], given: Mapping[str, object]) -> dict
         except ValueError as exc:
             if parameter.unconvertible is not None:
                 raise ValueError(f"{name}: {exc}") from None
-            raise ValueError(f"{name}: {value!r} is not {exc}") from None
+            shown = repr(value) if isinstance(value, str) else json.dumps(value)  # as the person wrote it
+            raise ValueError(f"{name}: {shown} is not {exc}") from None
     return arguments
 
 

@@ -200,7 +200,9 @@ def test_bad_name_is_refused(registry, name):
 def test_function_with_a_parameter_it_cannot_be_given_is_refused(registry):
     def export(path): ...
 
-    with pytest.raises(JobDefinitionError, match="parameter 'path' has no value to be given"):
+    with pytest.raises(
+        JobDefinitionError, match="parameter 'path' has no default: a scheduled run could give it no value"
+    ):
         registry.job(registry.every().hour)(export)
 
 
