@@ -292,11 +292,25 @@ def pending_one_offs(store: StateStore) -> dict[str, list[OneOff]]:
     return found
 
 
+RELEASED = "released:"  # the reason of a waiting record whose slot went on as a run of its own
+
+
+def cancellable(record: RunRecord) -> bool:
+    """Whether a cancel of `record` does something: a run going, a slot waiting for its parents, or
+    one left waiting (blocked, or its host stopped), whose cancel settles it so nothing runs it later."""
+    if record.status == RunStatus.RUNNING:
+        return True
+    return record.status == RunStatus.WAITING and not record.reason.startswith(RELEASED)
+
+
 def run_to_cancel(jobs: Mapping[str, JobSpec], store: StateStore, target: str) -> RunRecord:
-    """The run `target` names: a run id, or a job whose one run is going; CannotCancel otherwise."""
+    """The run `target` names: a run id, or a job whose one run is going (or one slot waiting);
+    CannotCancel otherwise."""
     record = store.run(target)
     if record is None and target in jobs:
-        going = store.running_runs(target)
+        going = store.running_runs(target) or [
+            r for r in store.runs(target, 100) if r.status == RunStatus.WAITING and r.ended is None
+        ]
         if not going:
             raise CannotCancel(f"no run of {target} is going; nothing changed", 409)
         if len(going) > 1:
@@ -305,11 +319,10 @@ def run_to_cancel(jobs: Mapping[str, JobSpec], store: StateStore, target: str) -
         record = going[0]
     if record is None:
         raise CannotCancel(f"no run {target} in history (nor a job of that name); nothing changed", 404)
-    if record.status.ended:
+    if not cancellable(record):
         when = record.ended.isoformat(timespec="seconds") if record.ended else "an unknown time"
-        raise CannotCancel(
-            f"run {record.run_id} of {record.job} ended at {when} as {record.status}; nothing changed", 409
-        )
+        how = f"{record.status} ({record.reason})" if record.status == RunStatus.WAITING else str(record.status)
+        raise CannotCancel(f"run {record.run_id} of {record.job} ended at {when} as {how}; nothing changed", 409)
     return record
 
 
@@ -331,6 +344,10 @@ def cancel(
     request = CancelRequest(record.run_id, record.job, actor, now, reason)
     detail = {"job": record.job, "slot": record.slot.isoformat(), "host": record.host}
     action = Action(now, actor, "cancel", record.run_id, reason, detail)
+    if record.status == RunStatus.WAITING and record.ended is not None:  # no host holds it: settled here
+        why = f"{request.outcome_reason()} (it was {record.reason})"
+        audited(store, action, lambda: store.finish_run(record.run_id, RunStatus.CANCELLED, why, now, None))
+        return record, request
     kept = audited(store, action, lambda: store.ask_cancel(request))
     return record, kept
 

@@ -141,7 +141,15 @@ class Views:
         link = None
         if self.sentry is not None and record.status.failure is not None:  # reported to Sentry
             link = self.sentry.format(run_id=quote(run_id, safe=""))
-        return self._page("run.html", request, now=self.clock(), run=record, kept=self.lines_of(run_id), sentry=link)
+        return self._page(
+            "run.html",
+            request,
+            now=self.clock(),
+            run=record,
+            kept=self.lines_of(run_id),
+            sentry=link,
+            cancellable=operations.cancellable(record),
+        )
 
     def asset(self, request: Request, asset: str) -> Response:
         kind = "text/css" if asset.endswith(".css") else "text/javascript"

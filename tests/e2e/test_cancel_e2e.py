@@ -131,3 +131,49 @@ def test_a_cancel_its_host_died_before_acting_on_is_done_by_the_next_start(deplo
     [record] = [r for r in deployment.history("long_export") if r["run_id"] == run_id]
     assert record["status"] == "cancelled" and record["reason"].startswith(f"cancelled by {getpass.getuser()} (")
     assert not [r for r in deployment.history("long_export") if r["slot"] == record["slot"] and r["attempt"] > 1]
+
+
+CHAIN = """
+import os, time
+from jobhost import job, every
+
+@job(every(5).seconds, catchup="none")
+def parent():
+    if "UPSTREAM_FIXED" in os.environ:  # the person's run by hand, once the upstream is fixed
+        return
+    time.sleep(30)
+
+@job(every(5).seconds, after="parent", catchup="none")
+def child():
+    pass
+"""
+
+
+def test_a_waiting_child_is_cancelled_by_name_and_a_blocked_one_stays_cancelled_after_a_fix(
+    deployment: Deployment, host
+) -> None:
+    deployment.write("chain", CHAIN)
+    # A child of a skipped parent slot is blocked at the next tick: a heartbeat of 2 s makes it soon.
+    process = host(JOBS_STOP_GRACE="1s", JOBS_HEARTBEAT_INTERVAL="2s")
+    records = process.wait_for(lambda rs: events(rs, "child", "run_waiting"), what="the child to wait")
+    waiting = events(records, "child", "run_waiting")[0]
+    assert deployment.cli("cancel", "child", "--reason", "not today").returncode == 0  # found by its name
+    [record] = [r for r in deployment.history("child") if r["run_id"] == waiting["run_id"]]
+    assert (record["status"], record["reason"]) == ("cancelled", f"cancelled by {getpass.getuser()}: not today")
+    # The next slots of the parent are skipped while it runs: their children are blocked, and stay
+    # so until someone fixes the parent's slot. One cancelled is settled: the fix runs nothing of it.
+    blocked = process.wait_for(
+        lambda rs: any(r.get("blocked") for r in events(rs, "child", "run_waiting")), what="a blocked child"
+    )
+    line = next(r for r in events(blocked, "child", "run_waiting") if r.get("blocked"))
+    assert deployment.cli("cancel", line["run_id"]).returncode == 0
+    [settled] = [r for r in deployment.history("child") if r["run_id"] == line["run_id"]]
+    assert settled["status"] == "cancelled" and "(it was blocked: parent" in settled["reason"]
+    fixed = deployment.cli("run", "parent", "--slot", line["slot"], UPSTREAM_FIXED="1")
+    assert fixed.returncode == 0
+    later = process.wait_for(  # the nudged loop has looked for children to release by then
+        lambda rs: any(r["slot"] > line["slot"] for r in events(rs, "child", "run_waiting")), what="a later slot"
+    )
+    assert not [r for r in later if r.get("event") == "run_unblocked"]
+    assert [r["status"] for r in deployment.history("child") if r["slot"] == line["slot"]] == ["cancelled"]
+    assert process.stop() == 0
