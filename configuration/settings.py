@@ -113,6 +113,8 @@ def _http_tokens(text: str) -> tuple[tuple[str, str], ...]:
         name, sep, token = pair.partition("=")
         if not sep or not name or not all(c.isalnum() or c in "._@-" for c in name) or not name.isascii():
             raise ValueError
+        if name.lower() in ("jobhost", "http token"):  # the host's own actions, and JOBS_HTTP_TOKEN's
+            raise ValueError
         pairs.append((name, _http_token(token)))
     names, tokens = [n for n, _ in pairs], [t for _, t in pairs]
     if len(set(names)) != len(names) or len(set(tokens)) != len(tokens):
@@ -342,7 +344,8 @@ SETTINGS = (
         "JOBS_HTTP_TOKENS",
         None,
         "`name=token` pairs, comma-separated, such as `alice=...,deploy-bot=...`: each name letters, digits "
-        "and `._@-`, each token as `JOBS_HTTP_TOKEN`'s, none twice",
+        "and `._@-` (not `jobhost`, whose own actions the audit trail records under that name), each token "
+        "as `JOBS_HTTP_TOKEN`'s, none twice",
         "bearer tokens with a name each, so every action over HTTP is recorded under who did it; accepted "
         "beside `JOBS_HTTP_TOKEN` (recorded as `http token`)",
         _http_tokens,

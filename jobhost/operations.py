@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import itertools
 import json
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -180,6 +181,19 @@ def tries(records: Sequence[RunRecord]) -> dict[str, int | None]:
     return counted
 
 
+MAX_REASON = 1000  # characters of a reason a person gives
+
+
+def reason_of(text: str) -> str:
+    """A reason as it is kept: one line of text (a newline would forge lines in `list` and `audit`),
+    stripped; ValueError "reason: ..." otherwise."""
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        raise ValueError("reason: one line of text, without a newline or another control character")
+    if len(text) > MAX_REASON:
+        raise ValueError(f"reason: at most {MAX_REASON} characters, not {len(text)}")
+    return text.strip()
+
+
 def audited(store: StateStore, action: Action, change: Callable[[], T]) -> T:
     """Make `change` and keep `action` in the audit trail, at once: no action without its record,
     no record of an action that did not happen."""
@@ -235,6 +249,7 @@ def set_paused(
     catch-up for hosts to look for."""
     if name != EVERY_JOB and name not in jobs:
         raise UnknownJobError(name, list(jobs))
+    reason = reason_of(reason)
     if not paused and name not in store.pauses():
         raise NotPaused(name)
     detail = {"until": until.isoformat()} if until is not None else {}
@@ -335,6 +350,7 @@ def cancel(
     if it was asked before) are returned. A one-off run not started yet is cancelled at once: it
     never starts (the OneOff is returned). CannotCancel, changing nothing, for a run that is not
     going or waiting, and a one-off that has started or was cancelled."""
+    reason = reason_of(reason)
     planned = store.one_off(target) if store.run(target) is None else None
     if planned is not None:
         return _cancel_one_off(store, planned, actor, now, reason), CancelRequest(

@@ -18,7 +18,7 @@ import click
 from jobhost import operations
 from jobhost.actors import command_line_actor
 from jobhost.app.bootstrap import App, pass_app
-from jobhost.app.params import MAX_SLOTS, MAX_SLOTS_CEILING, UTF8, day_or_instant_param, slot_param
+from jobhost.app.params import MAX_SLOTS, MAX_SLOTS_CEILING, UTF8, Seconds, day_or_instant_param, slot_param
 from jobhost.clock import now as wall_now
 from jobhost.definition.parameters import parse_pairs
 from jobhost.errors import StoreError
@@ -87,6 +87,8 @@ def run(app: App, name: str, slot: str | None, pairs: tuple[str, ...], at: str |
             nudge_loop(settings.status_file)
         click.echo(f"one-off run {planned.run_id} of {name} at {planned.at.isoformat()}: recorded")
         return
+    if slot is not None and not slot.strip():
+        raise click.BadParameter("is empty: give a slot, or leave --slot out for the latest", param_hint="--slot")
     when = slot_param(spec, slot) if slot else operations.default_slot(spec, wall_now())
     app.usable_data_dir()
     succeeded = run_once(app, spec, when, params) == RunStatus.SUCCEEDED
@@ -165,7 +167,10 @@ def pause(app: App, name: str | None, every: bool, reason: str, until: str | Non
     except ValueError as exc:
         field, _, message = str(exc).partition(": ")
         raise click.BadParameter(message, param_hint=f"--{field}") from None
-    operations.set_paused(app.registry.jobs, app.store(), target, True, command_line_actor(), now, reason, end)
+    try:
+        operations.set_paused(app.registry.jobs, app.store(), target, True, command_line_actor(), now, reason, end)
+    except ValueError as exc:  # the reason
+        raise click.BadParameter(str(exc).partition(": ")[2], param_hint="--reason") from None
     what = "every job (a freeze)" if target == EVERY_JOB else target
     click.echo(f"{what}: paused" + (f" until {end.isoformat(timespec='seconds')}" if end else " until `resume`"))
 
@@ -184,8 +189,17 @@ def resume(app: App, name: str | None, every: bool, reason: str) -> None:
     try:
         operations.set_paused(app.registry.jobs, store, target, False, command_line_actor(), wall_now(), reason)
     except operations.NotPaused:
-        click.echo("nothing is frozen" if target == EVERY_JOB else f"{target}: not paused")
+        freeze = operations.freeze(store)
+        if target == EVERY_JOB:
+            click.echo("nothing is frozen")
+        elif freeze is not None:  # it does not run all the same: say why, and what ends it
+            by = f" by {freeze.by}" if freeze.by else ""
+            click.echo(f"{target}: not paused on its own, but every job is frozen{by}: `resume --all` ends the freeze")
+        else:
+            click.echo(f"{target}: not paused")
         return
+    except ValueError as exc:  # the reason
+        raise click.BadParameter(str(exc).partition(": ")[2], param_hint="--reason") from None
     if target == EVERY_JOB:
         still = sorted(name for name in store.pauses() if name != EVERY_JOB)
         click.echo("every job: resumed" + (f"; still paused on their own: {', '.join(still)}" if still else ""))
@@ -204,7 +218,7 @@ def resume(app: App, name: str | None, every: bool, reason: str) -> None:
     "wait_for",
     default=30.0,
     show_default=True,
-    type=click.FloatRange(0, 3600),
+    type=Seconds(0, 3600),
     help="Seconds to wait for the run to end (0: ask, and do not wait).",
 )
 @pass_app
@@ -221,6 +235,8 @@ def cancel(app: App, target: str, reason: str, wait_for: float) -> None:
     except operations.CannotCancel as exc:
         click.echo(f"jobhost: {exc}", err=True)
         sys.exit(2)
+    except ValueError as exc:  # the reason
+        raise click.BadParameter(str(exc).partition(": ")[2], param_hint="--reason") from None
     if isinstance(record, OneOff):
         click.echo(
             f"one-off run {record.run_id} of {record.job} at {record.at.isoformat()}: cancelled; it never starts"

@@ -115,7 +115,12 @@ def since_param(text: str, zone: ZoneInfo) -> dt.datetime:
             return now - dt.timedelta(seconds=parse_duration(text, what="--since"))
         except ValueError:
             pass
-    return instant_param(text, zone, "--since")
+    try:
+        return operations.instant(text, zone, now)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{exc}; or a duration back from now, such as 24h or 30m", param_hint="--since"
+        ) from None
 
 
 RUN_ID_SHOWN = 12  # characters of a run id in the table: enough to tell runs apart, and to grep the log

@@ -146,7 +146,7 @@ class Api:
         if at is not None:
             return self._one_off(spec, actor, at, params, body)
         text = body.get("slot")
-        if text is not None and not isinstance(text, str):
+        if text is not None and (not isinstance(text, str) or not text.strip()):
             raise ApiError(400, "slot: expected an ISO 8601 string such as 2026-11-23T06:00", param="slot")
         try:
             now = self.clock()
@@ -188,6 +188,8 @@ class Api:
             record, asked = operations.cancel(self.jobs, self.store(), run_id, actor, self.clock(), reason)
         except operations.CannotCancel as exc:
             raise ApiError(exc.code, str(exc)) from None
+        except ValueError as exc:  # the reason
+            raise ApiError(400, str(exc), param="reason") from None
         if isinstance(record, OneOff):  # not started: it never starts
             return json_answer({**record.as_json(), "state": "cancelled", "asked_by": asked.asked_by})
         if record.host == self.host.config.hostname:
@@ -211,15 +213,16 @@ class Api:
         return self._set_paused(request, name, False)
 
     def freeze(self, request: Request) -> Response:
-        return self._set_paused(request, EVERY_JOB, True)
+        return self._set_paused(request, None, True)
 
     def thaw(self, request: Request) -> Response:
-        return self._set_paused(request, EVERY_JOB, False)
+        return self._set_paused(request, None, False)
 
-    def _set_paused(self, request: Request, name: str, paused: bool) -> Response:
-        """Pause or resume a job, or freeze or thaw every job (`name` EVERY_JOB); a resume of what is
-        not paused changes nothing and says so (`changed`: false)."""
+    def _set_paused(self, request: Request, job: str | None, paused: bool) -> Response:
+        """Pause or resume a job, or freeze or thaw every job (`job` None); a resume of what is not
+        paused changes nothing and says so (`changed`: false)."""
         actor, body = authorized_body(request, self.config, {"reason", "until", "for"} if paused else {"reason"})
+        name = EVERY_JOB if job is None else known_job(self.jobs, job).name  # "*" in the address is no job
         zone = known_job(self.jobs, name).schedule.zone if name != EVERY_JOB else self.zone
         reason = text_field(body, "reason") or ""
         now = self.clock()
@@ -233,8 +236,16 @@ class Api:
             operations.set_paused(self.jobs, self.store(), name, paused, actor, now, reason, end)
         except operations.NotPaused:
             changed = False
+        except ValueError as exc:  # the reason
+            raise ApiError(400, str(exc), param="reason") from None
         pause = self.store().pauses().get(name)
-        answer = {"paused": paused, "pause": pause.as_json() if pause else None, "changed": changed}
+        freeze = operations.freeze(self.store())
+        answer = {
+            "paused": paused,
+            "pause": pause.as_json() if pause else None,
+            "changed": changed,
+            "frozen": freeze is not None,  # a job resumed (or not paused) runs no slot while every job is
+        }
         return json_answer({"name": name, **answer} if name != EVERY_JOB else {"every_job": True, **answer})
 
 
@@ -291,9 +302,13 @@ def authorized_body(
     if not raw.strip():
         return actor, {}
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, object_pairs_hook=_no_key_twice, parse_constant=_no_constant)
+    except _RefusedJson as exc:
+        raise ApiError(400, str(exc), param=exc.field) from None
     except (ValueError, UnicodeDecodeError, RecursionError):  # (nested too deep to read: no body we take)
         raise ApiError(400, 'body: expected a JSON object, such as {} or {"slot": "..."}', param="body") from None
+    if (field := _not_text(body)) is not None:  # a lone surrogate: no store, log or job could keep it
+        raise ApiError(400, f"{field}: not valid text (a lone UTF-16 surrogate)", param=field)
     if not isinstance(body, dict):
         raise ApiError(400, 'body: expected a JSON object, such as {} or {"slot": "..."}', param="body")
     unknown = sorted(set(body) - set(fields))
@@ -301,6 +316,47 @@ def authorized_body(
         known = ", ".join(repr(name) for name in sorted(fields)) or "none"
         raise ApiError(400, f"body: unknown field {unknown[0]!r}; this endpoint takes {known}", param=unknown[0])
     return actor, body
+
+
+class _RefusedJson(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _no_key_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (which one would count is the reader's guess)."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _RefusedJson(key, "given twice")
+        found[key] = value
+    return found
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON: refused, as no strict reader of the run's record could read them."""
+    raise _RefusedJson("body", f"{name} is not a JSON number")
+
+
+def _not_text(value: Any, where: str = "") -> str | None:
+    """The field (dotted) of the first string in `value` that is no valid text, if any."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "body"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _not_text(key, where or "body") or _not_text(item, f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for item in value:
+            if (found := _not_text(item, where)) is not None:
+                return found
+    return None
 
 
 def known_job(jobs: Mapping[str, JobSpec], name: str) -> JobSpec:

@@ -459,6 +459,32 @@ def test_a_job_resumed_in_a_freeze_stays_frozen_and_a_thaw_keeps_its_own_pauses(
     assert jobs["pull_rates"]["paused"] and not any(j["paused"] for n, j in jobs.items() if n != "pull_rates")
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["pause", "pull_rates", "--reason", "x\npull_rates  succeeded"], "--reason"),
+        (["cancel", "pull_rates", "--wait", "nan"], "--wait"),
+        (["run", "pull_rates", "--slot", ""], "--slot"),
+        (["audit", "--since", "garbage"], "or a duration back from now, such as 24h"),
+    ],
+)
+def test_input_a_record_could_not_keep_honestly_is_refused(deployment: Deployment, args: list[str], named: str) -> None:
+    deployment.write("good", GOOD)
+    refused = deployment.cli(*args)
+    assert refused.returncode == 2 and named in refused.stderr
+    assert json.loads(deployment.cli("audit", "--json").stdout) == [] and deployment.history() == []
+
+
+def test_a_frozen_job_resumed_on_its_own_says_what_keeps_it(deployment: Deployment) -> None:
+    deployment.write("good", GOOD)
+    assert deployment.cli("pause", "--all").returncode == 0
+    said = deployment.cli("resume", "pull_rates").stdout.strip()
+    assert (
+        said
+        == f"pull_rates: not paused on its own, but every job is frozen by {getpass.getuser()}: `resume --all` ends the freeze"
+    )
+
+
 @pytest.mark.parametrize("args", [[], ["pull_rates", "--all"]])
 def test_pause_needs_a_job_or_all_but_not_both(deployment: Deployment, args: list[str]) -> None:
     deployment.write("good", GOOD)

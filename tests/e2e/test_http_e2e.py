@@ -222,6 +222,30 @@ def test_a_run_at_a_later_time_over_http_is_kept_shown_and_cancelled(deployment:
     assert call(f"{url}/api/jobs/sized").json()["one_offs"] == []
 
 
+@pytest.mark.parametrize(
+    ("path", "raw", "code", "field"),
+    [
+        ("/api/jobs/sized/run", b'{"params": {"region": "\\ud800"}}', 400, "params.region"),  # no text
+        ("/api/jobs/sized/run", b'{"params": {"rows": 1}, "params": {"rows": 2}}', 400, "params"),
+        ("/api/jobs/sized/run", b'{"params": {"rows": NaN}}', 400, "body"),
+        ("/api/jobs/sized/run", b'{"slot": ""}', 400, "slot"),
+        ("/api/jobs/exports/pause", b'{"reason": "x\\nexports  succeeded"}', 400, "reason"),
+        ("/api/jobs/%2A/pause", b"", 404, None),  # "*" in the address is no job: no freeze by the back door
+        ("/api/jobs/%2A/resume", b"", 404, None),
+    ],
+)
+def test_a_request_no_record_could_keep_is_refused_naming_the_field_and_nothing_happens(
+    deployment: Deployment, host, path: str, raw: bytes, code: int, field: str | None
+) -> None:
+    process, url = _start(deployment, host, JOBS_HTTP_TOKEN=TOKEN)
+    refused = call(f"{url}{path}", "POST", token=TOKEN, body=raw)
+    assert refused.status == code, refused.body
+    assert refused.json().get("param") == field
+    assert call(f"{url}/api/audit").json() == [] and call(f"{url}/api/runs").json() == []
+    assert not any(j["paused"] for j in call(f"{url}/api/jobs").json())
+    assert not [r for r in process.records() if r.get("event") == "run_requested"]
+
+
 def test_each_named_token_acts_under_its_name_and_a_wrong_one_is_logged_without_its_value(
     deployment: Deployment, host
 ) -> None:
