@@ -250,6 +250,17 @@ def test_the_pages_act_with_a_token_and_not_without(deployment: Deployment, host
     [record] = [r for r in deployment.history("nightly_export") if r["run_id"] not in seeded]
     assert (record["params"], record["requested_by"]) == ({"rows": 25, "region": "us"}, "http token")
 
+    # A past slot run again from the form: the slot field.
+    form = browser.find_element(By.CSS_SELECTOR, "#job-actions form[data-post$='/run']")
+    _fill(form, {"param.rows": "", "param.region": "", "slot": "2026-11-30T03:00"})
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda b: "run asked for: run " in form.find_element(By.TAG_NAME, "output").text)
+    process.wait_for(
+        lambda rs: any(r["slot"].startswith("2026-11-30T03:00") for r in events(rs, "nightly_export", "run_succeeded")),
+        WAIT,
+        "the run of the slot named in the form",
+    )
+
     # Cancel a long run (and the helper it started) from its page.
     run_id = _run(url, "slow_rollup")
     helper = int(wait.until(lambda b: pidfile.exists() and pidfile.read_text().strip()))
@@ -285,7 +296,7 @@ def test_the_pages_act_with_a_token_and_not_without(deployment: Deployment, host
     assert all(float(bar.get_attribute("width")) >= 2 for bar in bars.values())
     browser.save_screenshot(str(ARTIFACTS / "timeline.png"))
     browser.get(f"{url}/jobs/nightly_export")
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#durations rect.run")) == 1 + 8  # today's and the seeded
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#durations rect.run")) == 2 + 8  # today's two and the seeded
     browser.save_screenshot(str(ARTIFACTS / "durations.png"))
 
     actions = [(a["action"], a["actor"]) for a in json.loads(deployment.cli("audit", "--json").stdout)]
