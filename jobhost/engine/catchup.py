@@ -47,6 +47,19 @@ class Plan:
             self.missed.append((last, f"{reason}; so were all slots up to this one (not recorded one by one)"))
 
 
+def start_plan(spec: JobSpec, after: dt.datetime, now: dt.datetime, orphans: list[dt.datetime]) -> Plan:
+    """What catch-up does for `spec` at a start at `now`: its slots after `after` (its newest settled
+    one) by its policy, and the `orphans` before it that never settled (a later slot did): run with
+    catchup="all", else given up. What the loop does, and what `plan` says it will do."""
+    plan = plan_catchup(spec.schedule, after, now, spec.catchup, spec.catchup_window)
+    if orphans and spec.catchup == "all":
+        plan.run = orphans + plan.run
+    elif orphans:
+        why = "superseded: a later slot has run" if spec.catchup == "latest" else 'the job has catchup="none"'
+        plan.missed.extend((slot, why) for slot in orphans)
+    return plan
+
+
 def plan_catchup(schedule: Schedule, after: dt.datetime, now: dt.datetime, policy: str, window: float) -> Plan:
     """Slots strictly after `after` and at or before `now`, under `policy` ("latest", "all", "none").
 
@@ -120,18 +133,13 @@ class CatchUp:
 
     def one(self, spec: JobSpec, after: dt.datetime, now: dt.datetime, *, after_pause: bool = False) -> None:
         """Slots after `after` up to `now`, by the job's policy. `after_pause`: the job was paused, on purpose."""
-        plan = plan_catchup(spec.schedule, after, now, spec.catchup, spec.catchup_window)
         # Slots before `after` that never settled (a later slot did): interrupted, paused, ...
         since = now - dt.timedelta(seconds=spec.catchup_window)
         orphans = self.call(lambda: self.store.unsettled_slots(spec.name, since, after), [])
+        plan = start_plan(spec, after, now, orphans)
         reasons = dict(plan.missed)
         missed = [(a, reasons[a.slot]) for a in self._next_attempts(spec, [slot for slot, _ in plan.missed])]
         runs = self._next_attempts(spec, plan.run)
-        if orphans and spec.catchup == "all":
-            runs = self._next_attempts(spec, orphans) + runs
-        elif orphans:
-            why = "superseded: a later slot has run" if spec.catchup == "latest" else 'the job has catchup="none"'
-            missed.extend((attempt, why) for attempt in self._next_attempts(spec, orphans))
         for index, (attempt, reason) in enumerate(missed):
             extra = {"after_pause": True} if after_pause else {}
             self.recorder.unstarted(attempt, RunStatus.MISSED, reason, batch=(index, len(missed)), **extra)
