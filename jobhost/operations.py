@@ -56,7 +56,9 @@ def describe_job(
         "pause": pause.as_json() if pause is not None else None,
         "freeze": freeze.as_json() if freeze is not None else None,
         "one_offs": [planned.as_json() for planned in one_offs],
+        "next_slots": [slot.isoformat() for slot in next_slots(spec, now, 3)],
         **spec.options(),
+        "function": function_of(spec),
         "parameters": job_parameters(spec),
         "file": spec.file,
         "line": spec.line,
@@ -143,6 +145,11 @@ def run_params(spec: JobSpec, given: Mapping[str, object]) -> dict[str, JSONValu
     if len(json.dumps(arguments, ensure_ascii=False)) > MAX_PARAMS_CHARS:
         raise ValueError(f"params: more than {MAX_PARAMS_CHARS:,} characters in all, as JSON")
     return arguments
+
+
+def function_of(spec: JobSpec) -> str:
+    """The job's function as `module.qualname`: what it is, whatever its name (a rename keeps it)."""
+    return f"{getattr(spec.func, '__module__', '?')}.{getattr(spec.func, '__qualname__', '?')}"
 
 
 def job_parameters(spec: JobSpec) -> list[dict[str, JSONValue]]:

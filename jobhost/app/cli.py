@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import click
 
-from jobhost.app import commands_act, commands_read
+from jobhost.app import commands_act, commands_plan, commands_read
 from jobhost.app.bootstrap import App
 from jobhost.config import Configure, StartWitnesses
 from jobhost.errors import JobhostError
@@ -34,6 +34,7 @@ for command in (
     commands_read.health,
     commands_read.audit,
     commands_act.check,
+    commands_plan.plan,
     commands_act.run,
     commands_act.backfill_command,
     commands_act.pause,

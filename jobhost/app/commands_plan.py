@@ -1,0 +1,71 @@
+"""`plan`: what a deploy of this checkout changes, said before it does (jobhost.planning).
+
+What runs now is read from the code that runs it: `--against DIR` names a release (a directory
+with its own `jobs.py`, as the Ansible role keeps under releases/) or a jobs directory, and its
+`list --json`, made by that code, says its jobs. Without it, the state store's history alone tells
+which jobs there were.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from jobhost.app.bootstrap import App, pass_app
+from jobhost.app.params import UTF8
+from jobhost.clock import now as wall_now
+
+LIST_TIMEOUT = 120  # seconds the other code may take to import its jobs and list them
+
+
+def running_jobs(against: Path) -> list[dict[str, Any]]:
+    """The jobs of the release or jobs directory `against`, as its own `list --json` says them."""
+    env = {**os.environ}
+    if (against / "jobs.py").is_file():  # a release: its own code, its own jobs/
+        python = against / ".venv" / "bin" / "python"
+        command = [str(python if python.exists() else sys.executable), str(against / "jobs.py"), "list", "--json"]
+        env.pop("JOBS_DIR", None)
+    elif against.is_dir():  # a jobs directory, read by this code
+        command = [sys.executable, str(Path(sys.argv[0]).resolve()), "list", "--json"]
+        env["JOBS_DIR"] = str(against)
+    else:
+        raise click.BadParameter(
+            f"{against} is neither a release (with a jobs.py) nor a jobs directory", param_hint="--against"
+        )
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=LIST_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise click.ClickException(f"listing the jobs of {against} took more than {LIST_TIMEOUT} s") from None
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise click.ClickException(f"the jobs of {against} could not be listed (exit {done.returncode}): {said}")
+    return json.loads(done.stdout)
+
+
+@click.command()
+@click.option("--against", type=click.Path(path_type=Path), help="The release (or jobs directory) that runs now.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, a job an item, for scripts.")
+@click.option("--job", "only", type=UTF8, help="Only this job.")
+@pass_app
+def plan(app: App, against: Path | None, as_json: bool, only: str | None) -> None:
+    """What a deploy of this checkout changes: jobs added, removed, renamed (the same function, a new
+    name) or rescheduled, with their next slots before and after; what catch-up does at the next
+    start (the slots it runs and those it gives up); the Sentry monitors made, changed or left."""
+    from jobhost import planning  # the catch-up decision is the engine's: only this command loads it
+
+    app.load()
+    running = running_jobs(against.resolve()) if against is not None else None
+    plans = planning.plan(app.registry.jobs, app.store(), running, wall_now())
+    if only is not None:
+        plans = [p for p in plans if only in (p.name, p.was)]
+    if as_json:
+        click.echo(json.dumps([p.as_json() for p in plans], indent=2))
+        return
+    for line in planning.describe(plans, known=running is not None):
+        click.echo(line)

@@ -1,0 +1,96 @@
+"""`plan` on both backends: what it says a deploy does, against a store with history and the jobs
+of the release running now; its catch-up is the loop's own decision at a start (start_plan)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from jobhost.definition.registry import Registry
+from jobhost.operations import function_of
+from jobhost.outcomes import RunStatus
+from jobhost.planning import plan
+from jobhost.store import RunRecord, StateStore
+
+LONDON = ZoneInfo("Europe/London")
+NOW = dt.datetime(2026, 10, 24, 12, 0, tzinfo=LONDON)  # the day before the clocks go back
+
+
+def _new_jobs() -> dict:
+    registry = Registry(default_zone=LONDON)
+
+    @registry.job(registry.every().day.at("01:30"))
+    def nightly(): ...
+
+    @registry.job(registry.every(1).hours, catchup="all")
+    def hourly(): ...
+
+    def renamed(): ...
+
+    registry.job(registry.every().day.at("05:00"), name="new_name")(renamed)
+
+    @registry.job(registry.every().monday.at("09:00"))
+    def fresh(): ...
+
+    registry.validate()
+    return registry.jobs
+
+
+def _running(jobs: dict) -> list[dict]:
+    """What the running release's `list --json` says: nightly at 00:30, the old name, and a job since removed."""
+    return [
+        {"name": "nightly", "schedule": "every day at 00:30 (Europe/London)", "timezone": "Europe/London",
+         "next_slots": ["2026-10-25T00:30:00+01:00"], "monitor": "nightly", "file": "/old/jobs/a.py",
+         "function": "jobs.a.nightly"},
+        {"name": "hourly", "schedule": "every hour", "timezone": "Europe/London", "next_slots": [],
+         "monitor": "hourly", "file": "/old/jobs/a.py", "function": "jobs.a.hourly"},
+        {"name": "old_name", "schedule": "every day at 05:00 (Europe/London)", "timezone": "Europe/London",
+         "monitor": "old_name", "file": "/old/jobs/a.py", "function": "old_jobs_package." + function_of(jobs["new_name"]).partition(".")[2]},  # the same function
+        {"name": "gone", "schedule": "every 10 minutes", "timezone": "Europe/London", "monitor": "gone",
+         "file": "/old/jobs/b.py", "function": "jobs.b.gone"},
+    ]  # fmt: skip
+
+
+def _settled(store: StateStore, job: str, slot: dt.datetime) -> None:
+    store.add_run(RunRecord(f"{job}-{slot.isoformat()}", job, slot, 1, RunStatus.SUCCEEDED, ended=slot, host="h"))
+
+
+def test_a_plan_says_what_is_added_removed_renamed_and_rescheduled_across_dst(store: StateStore) -> None:
+    jobs = _new_jobs()
+    _settled(store, "hourly", NOW - dt.timedelta(hours=3))
+    _settled(store, "nightly", NOW.replace(hour=1, minute=30))
+    plans = {p.name: p for p in plan(jobs, store, _running(jobs), NOW)}
+    assert {name: p.change for name, p in plans.items()} == {
+        "nightly": "rescheduled",
+        "hourly": "unchanged",
+        "new_name": "renamed",
+        "fresh": "added",
+        "gone": "removed",
+    }
+    assert plans["new_name"].was == "old_name"
+    # Across the change back to GMT: 01:30 is the first of the two 01:30s (BST), then GMT.
+    assert plans["nightly"].next_slots == [
+        "2026-10-25T01:30:00+01:00",
+        "2026-10-26T01:30:00+00:00",
+        "2026-10-27T01:30:00+00:00",
+    ]
+    assert plans["nightly"].old_next_slots == ["2026-10-25T00:30:00+01:00"]
+    # catchup="all": the three hours since its last run, each; what the loop's start runs.
+    assert plans["hourly"].runs == [(NOW - dt.timedelta(hours=h)).isoformat() for h in (2, 1, 0)]
+    assert plans["nightly"].runs == [] and plans["fresh"].runs == []
+    assert plans["gone"].monitor == "left behind" and plans["fresh"].monitor == "created"
+    assert "'old_name', its old one, is left behind" in (plans["new_name"].monitor or "")
+
+
+def test_without_the_running_release_the_history_says_which_jobs_there_were(store: StateStore) -> None:
+    jobs = _new_jobs()
+    _settled(store, "gone", NOW - dt.timedelta(days=1))
+    _settled(store, "hourly", NOW - dt.timedelta(hours=1))
+    plans = {p.name: p.change for p in plan(jobs, store, None, NOW)}
+    assert plans == {
+        "nightly": "added",
+        "hourly": "unchanged",
+        "new_name": "added",
+        "fresh": "added",
+        "gone": "removed",
+    }
