@@ -13,13 +13,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import PurePath
 from typing import Any
 
 from jobhost.definition.spec import JobSpec
 from jobhost.engine.catchup import start_plan
-from jobhost.operations import function_of, next_slots
+from jobhost.operations import audited, function_of, next_slots
 from jobhost.store import StateStore
+from jobhost.store.model import Action, Hold
 
 NEXT = 3  # slots shown before and after a change of schedule
 SHOWN = 5  # slots of catch-up shown per job (the counts are whole)
@@ -85,7 +87,7 @@ def plan(
         if len(match) == 1:
             renamed[name] = match[0]
             removed.remove(match[0])
-    settled = store.settled_slots()
+    settled, holds = store.settled_slots(), store.catchup_holds()
     plans = []
     for name, spec in sorted(jobs.items()):
         was = renamed.get(name)
@@ -109,7 +111,7 @@ def plan(
         if name in settled:  # (a renamed job's history stays under its old name: it starts afresh)
             since = now - dt.timedelta(seconds=spec.catchup_window)
             orphans = store.unsettled_slots(name, since, settled[name])
-            start = start_plan(spec, settled[name], now, orphans)
+            start = start_plan(spec, settled[name], now, orphans, holds.get(name))
             entry.runs = [slot.isoformat() for slot in start.run]
             entry.missed = [(slot.isoformat(), reason) for slot, reason in start.missed]
         plans.append(entry)
@@ -119,6 +121,16 @@ def plan(
         entry.monitor = "left behind" if before is not None and before.get("monitor") else None
         plans.append(entry)
     return plans
+
+
+def hold(store: StateStore, plans: Sequence[JobPlan], actor: str, now: dt.datetime) -> list[JobPlan]:
+    """Keep a person's decision that the next start gives up the catch-up runs of `plans` (recorded
+    missed, "held at deploy by ..."), each with its audit record; the plans whose runs are held."""
+    held = [p for p in plans if p.runs]
+    for planned in held:
+        action = Action(now, actor, "hold", planned.name, "", {"runs": len(planned.runs), "until": now.isoformat()})
+        audited(store, action, partial(store.hold_catchup, Hold(planned.name, actor, now)))
+    return held
 
 
 def _as_said(row: Mapping[str, Any]) -> dict[str, Any]:

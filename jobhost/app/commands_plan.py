@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from jobhost.actors import command_line_actor
 from jobhost.app.bootstrap import App, pass_app
 from jobhost.app.params import UTF8
 from jobhost.clock import now as wall_now
@@ -52,8 +53,14 @@ def running_jobs(against: Path) -> list[dict[str, Any]]:
 @click.option("--against", type=click.Path(path_type=Path), help="The release (or jobs directory) that runs now.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array, a job an item, for scripts.")
 @click.option("--job", "only", type=UTF8, help="Only this job.")
+@click.option(
+    "--hold-catchup",
+    is_flag=True,
+    help="Decide now that the next start gives the catch-up runs listed to a person (recorded missed, "
+    '"held at deploy by ..."), instead of running them.',
+)
 @pass_app
-def plan(app: App, against: Path | None, as_json: bool, only: str | None) -> None:
+def plan(app: App, against: Path | None, as_json: bool, only: str | None, hold_catchup: bool) -> None:
     """What a deploy of this checkout changes: jobs added, removed, renamed (the same function, a new
     name) or rescheduled, with their next slots before and after; what catch-up does at the next
     start (the slots it runs and those it gives up); the Sentry monitors made, changed or left."""
@@ -64,6 +71,13 @@ def plan(app: App, against: Path | None, as_json: bool, only: str | None) -> Non
     plans = planning.plan(app.registry.jobs, app.store(), running, wall_now())
     if only is not None:
         plans = [p for p in plans if only in (p.name, p.was)]
+    if hold_catchup:
+        store, now = app.store(), wall_now()
+        for held in planning.hold(store, plans, command_line_actor(), now):
+            click.echo(f"held: the next start gives up the {len(held.runs)} catch-up run(s) of {held.name}", err=True)
+        plans = planning.plan(app.registry.jobs, store, running, now)  # as the start will now do it
+        if only is not None:
+            plans = [p for p in plans if only in (p.name, p.was)]
     if as_json:
         click.echo(json.dumps([p.as_json() for p in plans], indent=2))
         return

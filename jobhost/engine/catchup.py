@@ -19,7 +19,7 @@ from jobhost.definition.schedules import Schedule
 from jobhost.engine.admission import is_paused
 from jobhost.engine.attempt import Attempt, Parked
 from jobhost.outcomes import RunStatus
-from jobhost.store.model import EVERY_JOB
+from jobhost.store.model import EVERY_JOB, Hold
 
 if TYPE_CHECKING:
     from jobhost.definition.spec import JobSpec
@@ -47,16 +47,23 @@ class Plan:
             self.missed.append((last, f"{reason}; so were all slots up to this one (not recorded one by one)"))
 
 
-def start_plan(spec: JobSpec, after: dt.datetime, now: dt.datetime, orphans: list[dt.datetime]) -> Plan:
+def start_plan(
+    spec: JobSpec, after: dt.datetime, now: dt.datetime, orphans: list[dt.datetime], hold: Hold | None = None
+) -> Plan:
     """What catch-up does for `spec` at a start at `now`: its slots after `after` (its newest settled
     one) by its policy, and the `orphans` before it that never settled (a later slot did): run with
-    catchup="all", else given up. What the loop does, and what `plan` says it will do."""
+    catchup="all", else given up. A person's `hold` gives up the runs of slots up to its instant.
+    What the loop does, and what `plan` says it will do."""
     plan = plan_catchup(spec.schedule, after, now, spec.catchup, spec.catchup_window)
     if orphans and spec.catchup == "all":
         plan.run = orphans + plan.run
     elif orphans:
         why = "superseded: a later slot has run" if spec.catchup == "latest" else 'the job has catchup="none"'
         plan.missed.extend((slot, why) for slot in orphans)
+    if hold is not None:
+        held = [slot for slot in plan.run if slot <= hold.at]
+        plan.run = [slot for slot in plan.run if slot > hold.at]
+        plan.missed.extend((slot, hold.reason()) for slot in held)
     return plan
 
 
@@ -122,21 +129,30 @@ class CatchUp:
         self._owed_since: dt.datetime | None = None
         self._resumes: dict[str, int] | None = None  # how often each job was resumed, at the last look
 
-    def all(self, now: dt.datetime, since: dt.datetime | None = None) -> None:
+    def all(self, now: dt.datetime, since: dt.datetime | None = None, holds: dict[str, Hold] | None = None) -> None:
         """Every job seen before: what did it miss while the host was down, or (`since`) while the
-        store was out of reach? Slots settled or claimed meanwhile are left alone."""
+        store was out of reach? Slots settled or claimed meanwhile are left alone. `holds`: the runs
+        a person held before a deploy, given up instead."""
         settled = self.call(self.store.settled_slots, None)
         for name, spec in self.jobs.items():
             if settled is not None and name in settled:
                 after = settled[name] if since is None else min(settled[name], since)
-                self.one(spec, after, now)
+                self.one(spec, after, now, hold=(holds or {}).get(name))
 
-    def one(self, spec: JobSpec, after: dt.datetime, now: dt.datetime, *, after_pause: bool = False) -> None:
+    def one(
+        self,
+        spec: JobSpec,
+        after: dt.datetime,
+        now: dt.datetime,
+        *,
+        after_pause: bool = False,
+        hold: Hold | None = None,
+    ) -> None:
         """Slots after `after` up to `now`, by the job's policy. `after_pause`: the job was paused, on purpose."""
         # Slots before `after` that never settled (a later slot did): interrupted, paused, ...
         since = now - dt.timedelta(seconds=spec.catchup_window)
         orphans = self.call(lambda: self.store.unsettled_slots(spec.name, since, after), [])
-        plan = start_plan(spec, after, now, orphans)
+        plan = start_plan(spec, after, now, orphans, hold)
         reasons = dict(plan.missed)
         missed = [(a, reasons[a.slot]) for a in self._next_attempts(spec, [slot for slot, _ in plan.missed])]
         runs = self._next_attempts(spec, plan.run)
@@ -210,9 +226,12 @@ class CatchUp:
     def at_start(self, now: dt.datetime) -> None:
         """What every job missed while no host ran; all of it again once the store works, if it failed."""
         misses = self.call.link.misses
-        self.all(now)
+        holds = self.call(self.store.catchup_holds, {})
+        self.all(now, holds=holds)
         if self.call.link.misses != misses:  # the store failed on the way
             self.owe(None)
+        elif holds:  # given up by this start (recorded missed, so no later start runs them): done
+            self.call(lambda: self.store.drop_catchup_holds(list(holds)), None)
         self._resumes = self.call(self.store.resumes, None)  # resumes from here on are caught up
 
     # -- after a pause ---------------------------------------------------

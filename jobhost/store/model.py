@@ -131,6 +131,19 @@ class Pause:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """A person's decision before a deploy (`plan --hold-catchup`): the next start gives the job's
+    catch-up runs of slots up to `at` to them (recorded missed), instead of running them."""
+
+    job: str
+    by: str
+    at: dt.datetime
+
+    def reason(self) -> str:
+        return f"held at deploy by {self.by} ({self.at.isoformat(timespec='seconds')}): not run by catch-up"
+
+
+@dataclass(frozen=True)
 class OneOff:
     """A run a person asked for at a later instant (`run --at`): kept until a host takes it (once,
     across hosts) or someone cancels it first; its run gets `run_id`."""

@@ -162,12 +162,17 @@ _ADDED += [
         state        TEXT NOT NULL DEFAULT 'pending'
     )""",
     "CREATE INDEX IF NOT EXISTS jobhost_one_offs_pending ON jobhost_one_offs (slot_epoch) WHERE state = 'pending'",
+    """CREATE TABLE IF NOT EXISTS jobhost_catchup_holds (
+        job     TEXT PRIMARY KEY,
+        held_by TEXT NOT NULL,
+        held_at TIMESTAMPTZ NOT NULL
+    )""",
 ]
 # Whether everything _ADDED makes is there (each table, the paused trigger, the newest columns).
 _ADDED_THERE = (
     "SELECT to_regclass('jobhost_run_lines') IS NOT NULL "
     "AND to_regclass('jobhost_audit') IS NOT NULL AND to_regclass('jobhost_cancels') IS NOT NULL "
-    "AND to_regclass('jobhost_one_offs_pending') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_trigger "
+    "AND to_regclass('jobhost_one_offs_pending') IS NOT NULL AND to_regclass('jobhost_catchup_holds') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_trigger "
     "WHERE tgrelid = to_regclass('jobhost_runs') AND tgname = 'jobhost_runs_paused_by_reason') "
     "AND (SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() AND "
     "(table_name, column_name) IN (('jobhost_runs', 'params'), ('jobhost_runs', 'requested_by'), "

@@ -17,6 +17,7 @@ from jobhost.store.model import (
     Action,
     CancelRequest,
     Heartbeat,
+    Hold,
     OneOff,
     Pause,
     PendingRetry,
@@ -231,6 +232,19 @@ class CancelRequests(Protocol):
         """The host that had these runs has stopped them (or kept them from starting)."""
 
 
+class CatchUpHolds(Protocol):
+    """Catch-up runs a person held before a deploy, until the next start has given them up."""
+
+    def hold_catchup(self, hold: Hold) -> None:
+        """Keep the hold of a job (a newer one replaces it)."""
+
+    def catchup_holds(self) -> dict[str, Hold]:
+        """The holds not yet consumed, by job."""
+
+    def drop_catchup_holds(self, jobs: list[str]) -> None:
+        """A start has given these jobs' held runs up: the holds are done."""
+
+
 class OneOffRuns(Protocol):
     """Runs a person asked for at a later instant, until a host takes each or someone cancels it."""
 
@@ -250,7 +264,9 @@ class OneOffRuns(Protocol):
         """Cancel a pending one-off run: True if it was pending (and is now cancelled)."""
 
 
-class StateStore(History, Claims, JobState, Heartbeats, RunLineStore, AuditTrail, CancelRequests, OneOffRuns, Protocol):
+class StateStore(
+    History, Claims, JobState, Heartbeats, RunLineStore, AuditTrail, CancelRequests, OneOffRuns, CatchUpHolds, Protocol
+):
     """Where runs and job state live: all of the above, and the store's own upkeep. One instance
     per process, not shared across threads."""
 

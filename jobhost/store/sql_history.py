@@ -12,7 +12,17 @@ import json
 from typing import Any
 
 from jobhost.outcomes import RunStatus
-from jobhost.store.model import EVERY_JOB, Action, CancelRequest, Heartbeat, OneOff, Pause, PendingRetry, RunRecord
+from jobhost.store.model import (
+    EVERY_JOB,
+    Action,
+    CancelRequest,
+    Heartbeat,
+    Hold,
+    OneOff,
+    Pause,
+    PendingRetry,
+    RunRecord,
+)
 from jobhost.store.rows import Unreadable, params_of, slot_of, status_of
 from jobhost.store.sql_base import COLUMNS, OPEN, READABLE, SETTLED_SQL, SETTLES, SQLBase
 
@@ -459,3 +469,30 @@ class SQLHistory(SQLBase):
         except Unreadable as exc:
             self._set_aside.report("one-off run", run_id, job, str(exc))
             return None
+
+    # -- CatchUpHolds --------------------------------------------------------
+
+    def hold_catchup(self, hold: Hold) -> None:
+        self._do(
+            self._q(
+                "INSERT INTO {t}catchup_holds (job, held_by, held_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (job) DO UPDATE SET held_by = excluded.held_by, held_at = excluded.held_at"
+            ),
+            (hold.job, hold.by, self._utc(hold.at)),
+        )
+
+    def catchup_holds(self) -> dict[str, Hold]:
+        found = {}
+        for job, by, at in self._all(self._q("SELECT job, held_by, held_at FROM {t}catchup_holds")):
+            try:
+                when = self._stored_time("held_at", at)
+            except Unreadable as exc:
+                self._set_aside.report("catch-up hold", job, job, str(exc))
+                continue
+            if when is not None:
+                found[job] = Hold(job, by, when)
+        return found
+
+    def drop_catchup_holds(self, jobs: list[str]) -> None:
+        for job in jobs:
+            self._do(self._q("DELETE FROM {t}catchup_holds WHERE job = ?"), (job,))

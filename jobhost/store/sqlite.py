@@ -113,6 +113,11 @@ CREATE TABLE IF NOT EXISTS cancels (
     done_at   TEXT,                     -- when the host running it acted on it
     reason    TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS catchup_holds (
+    job      TEXT PRIMARY KEY,          -- its catch-up runs at the next start are given up
+    held_by  TEXT NOT NULL,
+    held_at  TEXT NOT NULL              -- slots up to this instant
+);
 CREATE TABLE IF NOT EXISTS one_offs (
     run_id       TEXT PRIMARY KEY,      -- the id its run will have
     job          TEXT NOT NULL,
@@ -139,7 +144,7 @@ _ADDED_COLUMNS = [
     ("cancels", "reason", "TEXT NOT NULL DEFAULT ''"),  # why, as the person gave it
     ("runs", "one_off", "INTEGER NOT NULL DEFAULT 0"),  # a run at an instant a person chose: settles no slot
 ]
-_ADDED_TABLES = ("run_lines", "audit", "cancels", "one_offs")
+_ADDED_TABLES = ("run_lines", "audit", "cancels", "one_offs", "catchup_holds")
 
 # A release before runs.paused writes a paused skip with the reason "paused" alone (and reads it so):
 # the file marks such a row paused itself, so what it writes after a rollback reads right here too.

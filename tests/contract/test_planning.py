@@ -94,3 +94,21 @@ def test_without_the_running_release_the_history_says_which_jobs_there_were(stor
         "fresh": "added",
         "gone": "removed",
     }
+
+
+def test_catch_up_held_at_a_deploy_is_given_up_by_the_next_start_and_the_plan_says_so(store: StateStore) -> None:
+    from jobhost.planning import hold
+
+    jobs = _new_jobs()
+    _settled(store, "hourly", NOW - dt.timedelta(hours=3))
+    [held] = hold(store, plan(jobs, store, _running(jobs), NOW), "alice", NOW)
+    assert held.name == "hourly" and len(held.runs) == 3
+    after = {p.name: p for p in plan(jobs, store, _running(jobs), NOW + dt.timedelta(minutes=30))}["hourly"]
+    assert (
+        after.runs == []
+        and [reason for _, reason in after.missed]
+        == ["held at deploy by alice (2026-10-24T11:00:00+00:00): not run by catch-up"] * 3
+    )
+    assert [(a.action, a.target, a.actor) for a in store.actions()] == [("hold", "hourly", "alice")]
+    store.drop_catchup_holds(["hourly"])
+    assert store.catchup_holds() == {}

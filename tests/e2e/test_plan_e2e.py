@@ -61,3 +61,19 @@ def test_the_plan_says_what_the_next_start_catches_up_and_it_does(deployment: De
     started = sorted(dt.datetime.fromisoformat(r["slot"]) for r in events(records, "hourly", "run_started"))
     # The same slots (an hour that began between the plan and the start would add one after them).
     assert started[: len(runs)] == [dt.datetime.fromisoformat(s) for s in runs]
+
+
+def test_catch_up_held_at_a_deploy_is_recorded_missed_by_the_next_start_not_run(deployment: Deployment, host) -> None:
+    deployment.write("work", NEW)
+    three_hours_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    assert deployment.cli("run", "hourly", "--slot", three_hours_ago.isoformat()).returncode == 0
+    held = deployment.cli("plan", "--hold-catchup", "--job", "hourly", "--json")
+    assert held.returncode == 0 and "held: the next start gives up the 3 catch-up run(s) of hourly" in held.stderr
+    [after] = json.loads(held.stdout)
+    assert after["catch_up"]["runs"] == [] and len(after["catch_up"]["missed"]) == 3
+    process = host()
+    records = process.wait_for(lambda rs: len(events(rs, "hourly", "run_missed")) >= 3, what="the held slots")
+    assert process.stop() == 0
+    assert not [r for r in events(records, "hourly", "run_started") if r.get("catch_up")]
+    assert all("held at deploy by" in r["reason"] for r in events(records, "hourly", "run_missed"))
+    assert json.loads(deployment.cli("plan", "--job", "hourly", "--json").stdout)[0]["catch_up"]["missed"] == []
