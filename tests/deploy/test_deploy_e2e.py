@@ -216,6 +216,27 @@ def test_a_release_deploy_starts_our_program_once_and_leaves_other_programs_alon
     assert sorted(p.name for p in (host.dir / "etc/supervisor/conf.d").iterdir()) == ["jobs.conf", "other.conf"]
 
 
+def test_the_play_shows_the_plan_and_stops_for_a_person_when_it_would_remove_a_job(site):
+    host, controller, _ = site
+    job = controller.dir / "jobs" / "for_a_while.py"
+    job.write_text("from jobhost import job, every\n\n\n@job(every().day.at('04:00'))\ndef for_a_while():\n    pass\n")
+    controller.commit("a job for a while")
+    added = controller.deploy()
+    assert added.returncode == 0, added.stdout[-4000:]
+    assert "plan: 1 added" in added.stdout and "+ for_a_while: added: every day at 04:00" in added.stdout
+    running = current(host)
+    job.unlink()
+    revision = controller.commit("the job goes")
+    stopped = controller.deploy("-e", "jobhost_plan_confirm_above=0")
+    assert stopped.returncode != 0
+    assert re.search(rf"The plan of {revision} runs \d+ catch-up run\(s\) at the next start", stopped.stdout)
+    assert "and removes for_a_while; nothing was changed on the host" in stopped.stdout
+    assert current(host) == running
+    confirmed = controller.deploy("-e", "jobhost_plan_confirm_above=0", "-e", "jobhost_plan_confirmed=true")
+    assert confirmed.returncode == 0, confirmed.stdout[-4000:]
+    assert current(host) == revision and "- for_a_while: removed" in confirmed.stdout
+
+
 def test_a_release_that_does_not_come_up_is_rolled_back(site):
     host, controller, _ = site
     running = current(host)
