@@ -8,6 +8,7 @@ which jobs there were.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -21,31 +22,50 @@ from jobhost.actors import command_line_actor
 from jobhost.app.bootstrap import App, pass_app
 from jobhost.app.params import UTF8
 from jobhost.clock import now as wall_now
+from jobhost.outcomes import RunStatus
+from jobhost.store import StateStore
 
 LIST_TIMEOUT = 120  # seconds the other code may take to import its jobs and list them
 
 
+def dead_runs(store: StateStore, hostname: str) -> dict[str, list[dt.datetime]]:
+    """The slots of this host's runs recorded running whose process is gone (killed with the host):
+    the next start records them abandoned and catches them up."""
+    from jobhost.runs.processes import run_process_alive
+
+    dead: dict[str, list[dt.datetime]] = {}
+    for record in store.running(hostname):
+        if record.status == RunStatus.RUNNING and (record.pid is None or not run_process_alive(record.pid)):
+            dead.setdefault(record.job, []).append(record.slot)
+    return dead
+
+
 def running_jobs(against: Path) -> list[dict[str, Any]]:
-    """The jobs of the release or jobs directory `against`, as its own `list --json` says them."""
+    """The jobs of the release or jobs directory `against`, as its own `list --json` says them, once
+    its own `check` passed (a module that does not import would be a job it seems to have lost)."""
     env = {**os.environ}
     if (against / "jobs.py").is_file():  # a release: its own code, its own jobs/
         python = against / ".venv" / "bin" / "python"
-        command = [str(python if python.exists() else sys.executable), str(against / "jobs.py"), "list", "--json"]
+        command = [str(python if python.exists() else sys.executable), str(against / "jobs.py")]
         env.pop("JOBS_DIR", None)
-    elif against.is_dir():  # a jobs directory, read by this code
-        command = [sys.executable, str(Path(sys.argv[0]).resolve()), "list", "--json"]
+    elif (against / "__init__.py").is_file():  # a jobs directory (a package), read by this code
+        command = [sys.executable, str(Path(sys.argv[0]).resolve())]
         env["JOBS_DIR"] = str(against)
     else:
         raise click.BadParameter(
-            f"{against} is neither a release (with a jobs.py) nor a jobs directory", param_hint="--against"
+            f"{against} is neither a release (with a jobs.py) nor a jobs directory (a package, with __init__.py)",
+            param_hint="--against",
         )
-    try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=LIST_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired:
-        raise click.ClickException(f"listing the jobs of {against} took more than {LIST_TIMEOUT} s") from None
-    if done.returncode != 0:
-        said = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise click.ClickException(f"the jobs of {against} could not be listed (exit {done.returncode}): {said}")
+    for args in (["check"], ["list", "--json"]):
+        try:
+            done = subprocess.run(
+                [*command, *args], env=env, capture_output=True, text=True, timeout=LIST_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise click.ClickException(f"the jobs of {against} took more than {LIST_TIMEOUT} s to {args[0]}") from None
+        if done.returncode != 0:
+            said = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["no message"])[-1]
+            raise click.ClickException(f"the jobs of {against} do not {args[0]} (exit {done.returncode}): {said}")
     return json.loads(done.stdout)
 
 
@@ -66,16 +86,23 @@ def plan(app: App, against: Path | None, as_json: bool, only: str | None, hold_c
     start (the slots it runs and those it gives up); the Sentry monitors made, changed or left."""
     from jobhost import planning  # the catch-up decision is the engine's: only this command loads it
 
-    app.load()
+    settings = app.load(strict=True)  # a checkout with a bad job is no plan: `check` says what is wrong
     running = running_jobs(against.resolve()) if against is not None else None
-    plans = planning.plan(app.registry.jobs, app.store(), running, wall_now())
+    store = app.store()
+    dead = dead_runs(store, settings.host.hostname)
+    try:
+        plans = planning.plan(app.registry.jobs, store, running, wall_now(), dead)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     if only is not None:
         plans = [p for p in plans if only in (p.name, p.was)]
+        if not plans:
+            raise click.UsageError(f"no job named {only!r} in this checkout, the running code or the history")
     if hold_catchup:
         store, now = app.store(), wall_now()
         for held in planning.hold(store, plans, command_line_actor(), now):
             click.echo(f"held: the next start gives up the {len(held.runs)} catch-up run(s) of {held.name}", err=True)
-        plans = planning.plan(app.registry.jobs, store, running, now)  # as the start will now do it
+        plans = planning.plan(app.registry.jobs, store, running, now, dead)  # as the start will now do it
         if only is not None:
             plans = [p for p in plans if only in (p.name, p.was)]
     if as_json:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("jobhost.host")
 
+SUPERSEDED = "superseded: catch-up ran the latest slot"
 MAX_RECORDED = 1000  # missed slots recorded one by one, per job and reason; beyond that, one summary
 
 
@@ -63,6 +64,8 @@ def start_plan(
     if hold is not None:
         held = [slot for slot in plan.run if slot <= hold.at]
         plan.run = [slot for slot in plan.run if slot > hold.at]
+        if held:  # no slot was run in their place: the ones "superseded" by a held run are held too
+            plan.missed = [(s, hold.reason() if r.startswith(SUPERSEDED) else r) for s, r in plan.missed]
         plan.missed.extend((slot, hold.reason()) for slot in held)
     return plan
 
@@ -92,7 +95,7 @@ def plan_catchup(schedule: Schedule, after: dt.datetime, now: dt.datetime, polic
         plan.run = due
     elif policy == "latest" and due:
         plan.run = [due[-1]]
-        plan.miss(due[:-1], f"superseded: catch-up ran the latest slot, {due[-1].isoformat()}")
+        plan.miss(due[:-1], f"{SUPERSEDED}, {due[-1].isoformat()}")
     elif due:
         plan.miss(due, 'missed, and the job has catchup="none"')
     return plan

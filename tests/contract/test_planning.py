@@ -36,16 +36,21 @@ def _new_jobs() -> dict:
     return registry.jobs
 
 
+def _old(jobs: dict, name: str) -> str:
+    """The job's function as the running release names it: the same module within another package."""
+    return "old_jobs_package." + function_of(jobs[name]).partition(".")[2]
+
+
 def _running(jobs: dict) -> list[dict]:
     """What the running release's `list --json` says: nightly at 00:30, the old name, and a job since removed."""
     return [
         {"name": "nightly", "schedule": "every day at 00:30 (Europe/London)", "timezone": "Europe/London",
          "next_slots": ["2026-10-25T00:30:00+01:00"], "monitor": "nightly", "file": "/old/jobs/a.py",
-         "function": "jobs.a.nightly"},
-        {"name": "hourly", "schedule": "every hour", "timezone": "Europe/London", "next_slots": [],
-         "monitor": "hourly", "file": "/old/jobs/a.py", "function": "jobs.a.hourly"},
+         "function": _old(jobs, "nightly")},
+        {"name": "hourly", "schedule": "every hour", "timezone": "Europe/London", "next_slots": [(NOW + dt.timedelta(hours=h)).isoformat() for h in (1, 2, 3)],
+         "monitor": "hourly", "file": "/old/jobs/a.py", "function": _old(jobs, "hourly")},
         {"name": "old_name", "schedule": "every day at 05:00 (Europe/London)", "timezone": "Europe/London",
-         "monitor": "old_name", "file": "/old/jobs/a.py", "function": "old_jobs_package." + function_of(jobs["new_name"]).partition(".")[2]},  # the same function
+         "monitor": "old_name", "file": "/old/jobs/a.py", "function": _old(jobs, "new_name")},  # the same function
         {"name": "gone", "schedule": "every 10 minutes", "timezone": "Europe/London", "monitor": "gone",
          "file": "/old/jobs/b.py", "function": "jobs.b.gone"},
     ]  # fmt: skip
@@ -112,3 +117,24 @@ def test_catch_up_held_at_a_deploy_is_given_up_by_the_next_start_and_the_plan_sa
     assert [(a.action, a.target, a.actor) for a in store.actions()] == [("hold", "hourly", "alice")]
     store.drop_catchup_holds(["hourly"])
     assert store.catchup_holds() == {}
+
+
+def test_a_paused_job_dead_runs_and_a_function_under_an_old_name_are_what_the_start_will_meet(
+    store: StateStore,
+) -> None:
+    from jobhost.planning import PAUSED
+    from jobhost.store.model import Pause
+
+    jobs = _new_jobs()
+    running = _running(jobs)
+    running[0] = {**running[0], "function": "old_jobs_package.other.nightly"}  # "nightly" was another function
+    _settled(store, "hourly", NOW - dt.timedelta(hours=2))
+    store.set_paused("hourly", True, Pause("migration", "bob", NOW))
+    killed = NOW - dt.timedelta(hours=4)  # a run recorded running whose process is gone: caught up after the start
+    plans = {p.name: p for p in plan(jobs, store, running, NOW, dead={"hourly": [killed]})}
+    assert plans["nightly"].change == "replaced" and plans["nightly"].rescheduled
+    hourly = plans["hourly"]
+    assert hourly.runs == [] and [slot for slot, why in hourly.missed if why == PAUSED] == [
+        killed.isoformat(),
+        *((NOW - dt.timedelta(hours=h)).isoformat() for h in (1, 0)),
+    ]
