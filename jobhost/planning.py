@@ -85,7 +85,7 @@ def plan(
     then catches up as any slot left unsettled."""
     old = {row["name"]: row for row in running} if running is not None else {}
     known = set(old) | set(store.settled_slots()) | set(store.pauses()) - {"*"}
-    new_rows = {name: _row(spec, now) for name, spec in jobs.items()}
+    new_rows = {name: _row(spec) for name, spec in jobs.items()}
     added = [name for name in jobs if name not in known]
     removed = [name for name in known if name not in jobs]
     renamed: dict[str, str] = {}  # new name -> old name
@@ -172,7 +172,8 @@ def _as_said(row: Mapping[str, Any]) -> dict[str, Any]:
     return {} if row.get("function") else {"function": None}
 
 
-def _row(spec: JobSpec, now: dt.datetime) -> dict[str, Any]:
+def _row(spec: JobSpec) -> dict[str, Any]:
+    """A job of this checkout as `list --json` says one: what identifies it across a rename."""
     return {"file": spec.file, "function": function_of(spec), "schedule": spec.schedule.describe()}
 
 
