@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import inspect
 import json
 import math
@@ -178,9 +179,11 @@ def _kind(annotation: object, default: object) -> tuple[type | None, bool]:
     return annotation, optional
 
 
-def parameters(func: Callable[..., Any]) -> tuple[dict[str, Parameter], bool]:
+@functools.cache
+def parameters(func: Callable[..., Any]) -> tuple[Mapping[str, Parameter], bool]:
     """The parameters a person may give `func` by name (those the host gives left out), and whether
-    it takes any other name too (`**kwargs`: kept as given)."""
+    it takes any other name too (`**kwargs`: kept as given). Read once a function: `list` and the
+    status page describe every job's parameters at each look, and a signature does not change."""
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):
