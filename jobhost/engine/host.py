@@ -92,7 +92,7 @@ class Host:
         self.catch_up = catch_up = CatchUp(jobs, calls, recorder, backlog, runner, admission, clock)
         self.launcher = Launcher(jobs, config, recorder, leases, runner, lifecycle, clock)
         self.cancels = cancels = Cancels(calls, recorder, runner, backlog, clock)
-        self.one_offs = one_offs = OneOffs(jobs, calls, recorder, backlog, clock)
+        self.one_offs = one_offs = OneOffs(jobs, calls, recorder, backlog)
         self.chores = Chores(
             config, calls, leases, recorder, backlog, runner, stop, admission, dependencies, retries, catch_up,
             cancels, one_offs, lifecycle, clock, monotonic, self._tell,

@@ -16,7 +16,6 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING
 
-from jobhost.clock import Clock
 from jobhost.context import RunContext
 from jobhost.definition.durations import format_duration
 from jobhost.engine.attempt import Attempt, Parked
@@ -34,13 +33,12 @@ logger = logging.getLogger("jobhost.host")
 class OneOffs:
     """The pending one-off runs of this host's jobs, by instant; and those due, waiting for a worker."""
 
-    def __init__(self, jobs: dict[str, JobSpec], calls: StoreCalls, recorder: Recorder, backlog: Backlog, clock: Clock):
+    def __init__(self, jobs: dict[str, JobSpec], calls: StoreCalls, recorder: Recorder, backlog: Backlog):
         self.jobs = jobs
         self.calls = calls
         self.store = calls.store
         self.recorder = recorder
         self.backlog = backlog
-        self.clock = clock
         self._pending: dict[str, OneOff] = {}
         self._queued: set[str] = set()  # due and in the backlog: not taken from the store yet
 
