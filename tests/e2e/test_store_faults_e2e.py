@@ -323,7 +323,7 @@ from jobhost import job, every
 def tick():
     pass
 
-@job(every(1).seconds, catchup="all")
+@job(every(1).seconds, catchup="all", overlap="allow")  # a slot due while a late one runs is not skipped
 def each():
     pass
 """
