@@ -36,6 +36,16 @@ class LineSplitter:
         self._pending += self._decoder.decode(data)
         return self._take_lines()
 
+    def held(self) -> tuple[str, bytes]:
+        """What is held of a line not ended yet: its text and the bytes of a character cut in two
+        (for another process to `resume` reading the same stream where this one stopped)."""
+        return self._pending, self._decoder.getstate()[0]
+
+    def resume(self, text: str, undecoded: bytes) -> None:
+        """Go on from what another splitter of the same stream `held`."""
+        self._pending = text
+        self._decoder.setstate((undecoded, 0))
+
     def finish(self) -> list[str]:
         """Flush what is left when the stream has ended."""
         self._pending += self._decoder.decode(b"", final=True)
