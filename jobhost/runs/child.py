@@ -60,6 +60,8 @@ def run_child(
     lifecycle: Lifecycle,
     release: Release | None = None,
     data_dir: Path | None = None,
+    *,
+    own_group: bool = True,
 ) -> NoReturn:
     """Execute the job in this (forked) process and exit; never returns, whatever happens.
 
@@ -68,11 +70,13 @@ def run_child(
     a host killed between reaping the run and recording it can still record it.
     The `lifecycle`'s reporters wrap the call (an error tracker's scope, for one).
     With a `release`, the child is made ready before its slot and calls the job at
-    the release instant, unless the host cancels it first.
+    the release instant, unless the host cancels it first. Without `own_group`, the child
+    stays in its parent's process group: a keeper's (`host_pid` is then the keeper's).
     """
     code = HARNESS_FAILED
     try:
-        control = _prepare(*fds, context, host_pid, spec.name, keep=() if release is None else (release.fd,))
+        keep = () if release is None else (release.fd,)
+        control = _prepare(*fds, context, host_pid, spec.name, keep=keep, own_group=own_group)
         with lifecycle.job_scope(context, forked=True):
             if release is not None and not release.wait():
                 control.send({"t": "not_released"})
@@ -154,16 +158,24 @@ def _execute(
 
 
 def _prepare(
-    out_fd: int, err_fd: int, ctl_fd: int, context: RunContext, host_pid: int, name: str, keep: tuple[int, ...]
+    out_fd: int,
+    err_fd: int,
+    ctl_fd: int,
+    context: RunContext,
+    host_pid: int,
+    name: str,
+    keep: tuple[int, ...],
+    own_group: bool,
 ) -> _Control:
-    os.setpgid(0, 0)
+    if own_group:
+        os.setpgid(0, 0)
     signal.set_wakeup_fd(-1)
     for signum in _STOP_SIGNALS:
         signal.signal(signum, _terminate)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # the host's nudge is not the job's
     _die_with_parent()
-    _set_process_name(f"job:{name}")
+    set_process_name(f"job:{name}")
     if os.getppid() != host_pid:  # the host died before the line above took effect
         os._exit(HARNESS_FAILED)
     null = os.open(os.devnull, os.O_RDONLY)
@@ -203,7 +215,7 @@ def read_result(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _set_process_name(name: str) -> None:
+def set_process_name(name: str) -> None:
     """Name the process (as `ps -o comm`, `top` and `pgrep` show it) so runs stand apart from the host."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
