@@ -1,0 +1,151 @@
+"""The few store calls a run's keeper makes, served by a fresh process over a pipe.
+
+A keeper is a fork of the host. SQLite keeps what it knows of an open file for the whole
+process (its locks, the mapping of the write-ahead log's index), so a connection opened in a
+fork of a process that had the file open shares that stale state: it reads the file as it was
+(a new host's heartbeat never shows) and could corrupt it with a write. A process started from
+scratch has none of it; the keeper asks one (``python -m jobhost.store.piped URL BASE_DIR``),
+on any store, so that there is one way it reaches the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from jobhost.errors import StoreError
+from jobhost.outcomes import RunStatus
+from jobhost.store.model import Heartbeat, PendingRetry, Settlement
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the directory jobhost is imported from
+
+
+class PipedStore:
+    """heartbeat, renew and settle, each answered by a store opened in a process of its own."""
+
+    def __init__(self, url: str, base_dir: Path):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "jobhost.store.piped", url, str(base_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            text=True,
+        )
+
+    def heartbeat(self, host: str) -> Heartbeat | None:
+        beat = self._ask({"call": "heartbeat", "host": host})
+        if beat is None:
+            return None
+        return Heartbeat(host, beat["pid"], dt.datetime.fromisoformat(beat["at"]), beat["stopped"])
+
+    def renew(self, tokens: list[int], lease: float) -> set[int]:
+        return set(self._ask({"call": "renew", "tokens": tokens, "lease": lease}))
+
+    def settle(self, settlement: Settlement, token: int | None) -> bool:
+        return bool(self._ask({"call": "settle", "settlement": _settlement_json(settlement), "token": token}))
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+
+    def _ask(self, request: dict[str, Any]) -> Any:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        try:
+            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.flush()
+            answer = self._process.stdout.readline()
+        except OSError as exc:
+            raise StoreError(f"the store's process is gone: {exc}") from exc
+        if not answer:
+            raise StoreError(f"the store's process ended (exit status {self._process.poll()})")
+        reply = json.loads(answer)
+        if "error" in reply:
+            raise StoreError(reply["error"])
+        return reply["ok"]
+
+
+def _settlement_json(s: Settlement) -> dict[str, Any]:
+    retry = s.retry
+    return {
+        "run_id": s.run_id,
+        "job": s.job,
+        "slot": s.slot.isoformat(),
+        "attempt": s.attempt,
+        "status": str(s.status),
+        "reason": s.reason,
+        "ended": s.ended.isoformat(),
+        "duration_ms": s.duration_ms,
+        "retry": None
+        if retry is None
+        else {"due": retry.due.isoformat(), "slot": retry.slot.isoformat(), "attempt": retry.attempt},
+    }
+
+
+def _settlement(data: dict[str, Any]) -> Settlement:
+    retry = data["retry"]
+    return Settlement(
+        data["run_id"],
+        data["job"],
+        dt.datetime.fromisoformat(data["slot"]),
+        data["attempt"],
+        RunStatus(data["status"]),
+        data["reason"],
+        dt.datetime.fromisoformat(data["ended"]),
+        data["duration_ms"],
+        None
+        if retry is None
+        else PendingRetry(
+            dt.datetime.fromisoformat(retry["due"]),
+            data["job"],
+            dt.datetime.fromisoformat(retry["slot"]),
+            retry["attempt"],
+        ),
+    )
+
+
+def serve(url: str, base_dir: Path) -> None:
+    """Answer the keeper's calls, one JSON line each, until its end of the pipe closes."""
+    from jobhost.store import open_store
+
+    store = open_store(url, base_dir)
+    try:
+        for line in sys.stdin:
+            request = json.loads(line)
+            try:
+                answer = _answer(store, request)
+            except Exception as exc:  # noqa: BLE001 - said to the keeper, which tries again or gives up
+                reply: dict[str, Any] = {"error": f"{type(exc).__name__}: {exc}"}
+            else:
+                reply = {"ok": answer}
+            sys.stdout.write(json.dumps(reply) + "\n")
+            sys.stdout.flush()
+    finally:
+        store.close()
+
+
+def _answer(store: Any, request: dict[str, Any]) -> Any:
+    call = request["call"]
+    if call == "heartbeat":
+        beat = store.heartbeat(request["host"])
+        return None if beat is None else {"pid": beat.pid, "at": beat.at.isoformat(), "stopped": beat.stopped}
+    if call == "renew":
+        return sorted(store.renew(request["tokens"], request["lease"]))
+    if call == "settle":
+        return store.settle(_settlement(request["settlement"]), request["token"])
+    raise ValueError(f"unknown call {call!r}")
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], Path(sys.argv[2]))
