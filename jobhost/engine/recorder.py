@@ -40,6 +40,39 @@ def _nothing(*_: object) -> None:
     return None
 
 
+def settlement_of(
+    attempt: Attempt, outcome: Outcome, ended: dt.datetime, duration_ms: int, retry: PendingRetry | None
+) -> Settlement:
+    """The store's record of how an attempt that ran ended."""
+    return Settlement(
+        attempt.run_id,
+        attempt.job,
+        attempt.slot,
+        attempt.number,
+        outcome.status,
+        outcome.reason,
+        ended,
+        duration_ms,
+        retry,
+    )
+
+
+def ended_event(
+    attempt: Attempt, outcome: Outcome, duration_ms: int, retry_at: dt.datetime | None, *, scheduled: bool
+) -> RunEvent:
+    """What the reporters hear when an attempt that ran has ended."""
+    return RunEvent(
+        outcome.status,
+        attempt.context,
+        outcome.reason,
+        duration_ms,
+        outcome.traceback,
+        retry_at=retry_at,
+        exception=outcome.exception,
+        scheduled=scheduled,
+    )
+
+
 class StoreCalls:
     """Calls the store through the link; the loop is told when an outage begins (`on_down`, with
     the instant from which what fell due is owed), ends (`on_up`), or its failure changes."""
@@ -246,30 +279,8 @@ class Recorder:
         scheduled: bool,
     ) -> None:
         """How an attempt that ran ended: written (with the retry it leaves, if any), then announced."""
-        settlement = Settlement(
-            attempt.run_id,
-            attempt.job,
-            attempt.slot,
-            attempt.number,
-            outcome.status,
-            outcome.reason,
-            self.clock(),
-            duration_ms,
-            retry,
-        )
-        self.settle(settlement, attempt)
-        self.lifecycle.emit(
-            RunEvent(
-                outcome.status,
-                attempt.context,
-                outcome.reason,
-                duration_ms,
-                outcome.traceback,
-                retry_at=retry_at,
-                exception=outcome.exception,
-                scheduled=scheduled,
-            )
-        )
+        self.settle(settlement_of(attempt, outcome, self.clock(), duration_ms, retry), attempt)
+        self.lifecycle.emit(ended_event(attempt, outcome, duration_ms, retry_at, scheduled=scheduled))
 
     # -- the writes ------------------------------------------------------
 
