@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,26 @@ def configure(*, log_to_stdout: bool, loop: bool = False) -> HostSettings:
         status_file=status_file(settings.state_url, settings.host_name, settings.host_dir),
         import_timeout=settings.import_timeout,
         release=lambda: deployed_revision(ROOT),
+        log_alone=_log_alone(settings) if loop and log_to_stdout and settings.log_file is not None else None,
     )
+
+
+def _log_alone(settings: Settings) -> Callable[[], None]:
+    """Logging in a process that outlives the loop (a run's keeper): the log file, written by a
+    thread of its own and never rotated by it (the loop that follows rotates it; the keeper
+    follows the path at its next line)."""
+
+    def log_alone() -> None:
+        assert settings.log_file is not None
+        configure_logging(
+            settings.log_level,
+            settings.log_format,
+            None,
+            settings.host_name,
+            LogFile(settings.log_file, 0, settings.log_backups),
+        )
+
+    return log_alone
 
 
 def _log_file(settings: Settings) -> LogFile | None:

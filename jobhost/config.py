@@ -84,6 +84,9 @@ class HostSettings:
     import_timeout: float | None = None  # seconds one job module may take to import (None: no bound)
     # The release (commit) of this code, found only by the commands that show it (it may run git).
     release: Callable[[], str | None] = lambda: None
+    # Points logging at the log file alone, in a process forked from the loop (a run's keeper, which
+    # outlives the loop): None where there is no log file, and runs then end with the loop.
+    log_alone: Callable[[], None] | None = None
 
 
 class Configure(Protocol):

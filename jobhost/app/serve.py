@@ -23,6 +23,7 @@ from jobhost.definition.schedules import count_slots, slots_between
 from jobhost.definition.spec import JobSpec
 from jobhost.engine.backfill import backfill
 from jobhost.engine.foreground import ForegroundRun
+from jobhost.engine.handover import KeeperSetup
 from jobhost.engine.host import Host
 from jobhost.errors import LoopRunning, StoreError
 from jobhost.hoststatus import StatusFile, file_identity
@@ -30,6 +31,7 @@ from jobhost.observe.events import Lifecycle, Reporter
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.store import StateStore, open_store
 from jobhost.store.model import Action
+from jobhost.store.piped import PipedStore
 
 
 def make_host(
@@ -39,8 +41,13 @@ def make_host(
     *observers: Reporter,
     status: StatusFile | None = None,
 ) -> Host:
-    """The engine's loop for these jobs, observed by the deployment's reporters and `observers`."""
-    return Host(jobs, store, settings.host, Lifecycle([*settings.reporters(), *observers]), status=status)
+    """The engine's loop for these jobs, observed by the deployment's reporters and `observers`;
+    with a log file, its runs outlive a restart (each has a keeper that can carry it on)."""
+    keeper = None
+    if settings.log_alone is not None:
+        keeper = KeeperSetup(lambda: PipedStore(settings.state_url, settings.base_dir), settings.log_alone)
+    lifecycle = Lifecycle([*settings.reporters(), *observers])
+    return Host(jobs, store, settings.host, lifecycle, status=status, keeper=keeper)
 
 
 def make_foreground(settings: HostSettings, jobs: dict[str, JobSpec], store: StateStore) -> ForegroundRun:

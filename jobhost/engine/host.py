@@ -32,6 +32,7 @@ from jobhost.engine.cancels import Cancels
 from jobhost.engine.catchup import CatchUp
 from jobhost.engine.chores import Chores
 from jobhost.engine.dependencies import Dependencies
+from jobhost.engine.handover import KeeperSetup
 from jobhost.engine.launch import Launched, Launcher, prepare_process
 from jobhost.engine.leases import Leases
 from jobhost.engine.memory import settle_after_start
@@ -67,6 +68,7 @@ class Host:
         clock: Clock = wall_now,
         monotonic: Callable[[], float] = time.monotonic,
         status: StatusFile | None = None,
+        keeper: KeeperSetup | None = None,
     ):
         self.jobs = jobs
         self.store = store
@@ -82,7 +84,7 @@ class Host:
         self.recorder = recorder = Recorder(calls, leases, lifecycle, config, clock, monotonic)
         self.backlog = backlog = Backlog()
         self.runner = runner = Runner(config.max_workers, monotonic)
-        self.stop = stop = Stop(config, monotonic, on_stopping=self._tell)
+        self.stop = stop = Stop(config, monotonic, on_stopping=self._tell, on_handed=self._handed)
         self.requests = RunRequests(runner.watcher, stop)
         self.retries = retries = Retries(store, calls, jobs)
         self.dependencies = dependencies = Dependencies(jobs, calls, recorder, leases, backlog)
@@ -90,7 +92,7 @@ class Host:
             jobs, config, calls, recorder, leases, backlog, runner, dependencies, retries
         )
         self.catch_up = catch_up = CatchUp(jobs, calls, recorder, backlog, runner, admission, clock)
-        self.launcher = Launcher(jobs, config, recorder, leases, runner, lifecycle, clock)
+        self.launcher = Launcher(jobs, config, recorder, leases, runner, lifecycle, clock, keeper)
         self.cancels = cancels = Cancels(calls, recorder, runner, backlog, clock)
         self.one_offs = one_offs = OneOffs(jobs, calls, recorder, backlog)
         self.chores = Chores(
@@ -127,9 +129,12 @@ class Host:
             self.admission.paused.forget()  # read again after the wait, if a run ending in it asks
             self.runner.wait(self._wake_in(slots))  # pipes, pidfds, the signal pipe: the only blocking call
             self.stop.act(self.runner)  # new signals, the grace deadline
-            if self.runner.watcher.take_nudge():  # a cancel, a one-off or a fixed parent, on this machine
+            if self.runner.watcher.take_nudge():  # a cancel, a one-off, a fixed parent, a kept run's end
                 self.cancels.look()
                 self.one_offs.refresh()
+                self.retries.merge()
+                for attempt in self.dependencies.look_again():  # a parent that ended under its keeper
+                    self.admission.admit(attempt)
                 self.catch_up.unblocked(self.dependencies.unblocked(self.clock()))
             for attempt in self.runner.reap():
                 self.on_finished(attempt)
@@ -252,6 +257,17 @@ class Host:
             self.catch_up.unblocked(self.dependencies.unblocked(self.clock(), parent=attempt.job))
 
     # -- stopping --------------------------------------------------------
+
+    def _handed(self, attempts: list[Attempt]) -> None:
+        """Runs their keepers carry on: their claims and their ends are the keepers' now."""
+        for attempt in attempts:
+            self.leases.let_go(attempt)
+            logger.info(
+                "run %s of %s is handed over to its keeper: it goes on to its end, and records it",
+                attempt.run_id,
+                attempt.job,
+                extra={"event": "run_handed_over", **attempt.context.fields()},
+            )
 
     def _shut_down(self) -> None:
         """Record what did not start as interrupted, close waiting slots, write what is unsent, last beat."""

@@ -17,6 +17,7 @@ from jobhost.clock import Clock
 from jobhost.config import HostConfig
 from jobhost.definition.spec import JobSpec
 from jobhost.engine.attempt import Attempt
+from jobhost.engine.handover import Carried, KeeperSetup
 from jobhost.engine.leases import Leases
 from jobhost.engine.recorder import Recorder
 from jobhost.observe.events import Lifecycle
@@ -59,8 +60,10 @@ class Launcher:
         runner: Runner,
         lifecycle: Lifecycle,
         clock: Clock,
+        keeper: KeeperSetup | None = None,
     ):
         self.jobs = jobs
+        self.keeper = keeper  # runs outlive a restart of the host (None: they end with it)
         self.config = config
         self.recorder = recorder
         self.leases = leases
@@ -117,13 +120,28 @@ class Launcher:
     def _make_run(self, spec: JobSpec, attempt: Attempt, *, scheduled: bool) -> Run:
         if spec.isolation == "thread":
             return ThreadRun(spec, attempt.context, log_output, log_record, self.lifecycle, self.config.data_dir)
+        result_file = self.recorder.result_file(attempt.context)
+        aftercare = None
+        if self.keeper is not None:
+            aftercare = Carried(
+                attempt,
+                spec,
+                self.config,
+                self.lifecycle,
+                self.clock,
+                self.keeper,
+                shared=self.leases.shared,
+                scheduled=scheduled,
+                result_file=result_file,
+            )
         return ProcessRun(
             spec,
             attempt.context,
             log_output,
             log_record,
-            self.recorder.result_file(attempt.context),
+            result_file,
             self.lifecycle,
             on_started=lambda at: self.recorder.started(attempt, at, scheduled=scheduled, isolation=spec.isolation),
             data_dir=self.config.data_dir,
+            aftercare=aftercare,
         )

@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from jobhost.config import HostConfig
 from jobhost.definition.durations import format_duration
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.runs.exits import signal_name
 from jobhost.runs.runner import Runner
+
+if TYPE_CHECKING:
+    from jobhost.engine.attempt import Attempt
 
 logger = logging.getLogger("jobhost.host")
 
@@ -34,11 +38,13 @@ class Stop:
         *,
         foreground: bool = False,
         on_stopping: Callable[[], None] = _nothing,
+        on_handed: Callable[[list[Attempt]], None] = lambda attempts: None,
     ):
         self.config = config
         self.monotonic = monotonic
         self.foreground = foreground
         self.on_stopping = on_stopping  # told once, as the stop begins (the status file says so)
+        self.on_handed = on_handed  # the runs their keepers carry on (their claims are the keepers')
         self.signal: int | None = None
         self.deadline: float | None = None
 
@@ -64,14 +70,23 @@ class Stop:
                 self.signal, self.deadline = signum, self.monotonic() + self.config.stop_grace
                 self.on_stopping()
                 runner.cancel_prepared()
+                handed = runner.hand_over()
                 in_flight = len(runner.active)
+                kept = f"{len(handed)} runs go on to their end under their keepers; " if handed else ""
                 logger.info(
-                    "%s: starting nothing new; %d runs in flight get %s to finish",
+                    "%s: starting nothing new; %s%d runs in flight get %s to finish",
                     signal_name(signum),
+                    kept,
                     in_flight,
                     format_duration(self.config.stop_grace),
-                    extra={"event": "host_stopping", "signal": signal_name(signum), "runs_in_flight": in_flight},
+                    extra={
+                        "event": "host_stopping",
+                        "signal": signal_name(signum),
+                        "runs_in_flight": in_flight,
+                        "runs_handed_over": len(handed),
+                    },
                 )
+                self.on_handed(handed)
             else:
                 logger.warning("second %s: stopping now", signal_name(signum), extra={"event": "host_stopping_now"})
                 self.stop_runs(runner, at_once=True)

@@ -11,11 +11,13 @@ import errno
 import json
 import mmap
 import os
+import select
 import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from jobhost.context import RunContext
 from jobhost.definition.durations import format_duration
@@ -25,6 +27,7 @@ from jobhost.outcomes import Outcome, RunStatus
 from jobhost.output import READ_SIZE, LineSplitter
 from jobhost.runs.child import Release, read_result, run_child, started_at
 from jobhost.runs.exits import RETURNED_UNREPORTED, UNREPORTED, describe_wait_status
+from jobhost.runs.keeper import ANSWER_WAIT, Aftercare, HandOver, KeeperPipes, keep
 from jobhost.runs.results import outcome_of
 
 TERM_GRACE = 5.0  # seconds between SIGTERM and SIGKILL for a run being stopped
@@ -51,8 +54,12 @@ class ProcessRun:
         lifecycle: Lifecycle | None = None,
         on_started: StartSink | None = None,
         data_dir: Path | None = None,
+        aftercare: Aftercare | None = None,
     ):
         self.spec = spec
+        # With an aftercare, the run has a keeper (runs/keeper.py): a parent of its own that can
+        # carry it to its end once the host has gone. `pid` is then the keeper's.
+        self.aftercare = aftercare
         self.data_dir = data_dir  # JOBS_DATA_DIR, for a job that takes `data_dir`
         self.on_started = on_started
         self.lifecycle = lifecycle or Lifecycle()
@@ -74,7 +81,13 @@ class ProcessRun:
         self._look_again: float | None = None  # when to look whether a prepared child was released
         self._go: int | None = None  # the host's end of a prepared child's release pipe
         self.released: bool | None = None  # None: started at once; False: waiting for its instant
+        self.release: Release | None = None
         self.cancelled = False
+        self._orders: int | None = None  # the host's end of a keeper's orders pipe
+        self._report = b""
+        self.job_status: int | None = None  # the job's wait status, as its keeper read it
+        self.handed = False  # its keeper carries it now: the host has let go
+        self._alone = False  # this is the keeper's copy, carrying the run without the host
 
     # -- starting --------------------------------------------------------
 
@@ -109,7 +122,7 @@ class ProcessRun:
 
     def held_fds(self) -> list[int]:
         """Descriptors the loop keeps for this run but does not wait on."""
-        return [self._go] if self._go is not None else []
+        return [fd for fd in (self._go, self._orders) if fd is not None]
 
     def cancel(self) -> list[int]:
         """Tell a child still waiting for its instant not to call the job (it says which it did);
@@ -119,28 +132,63 @@ class ProcessRun:
 
     def _fork(self, now: float, release: Release | None) -> None:
         pipes = {name: os.pipe() for name in ("stdout", "stderr", "control")}
+        kept = self.aftercare is not None
+        orders, reports = (os.pipe(), os.pipe()) if kept else ((-1, -1), (-1, -1))
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         host_pid = os.getpid()
-        pid = os.fork()
+        write_ends = (pipes["stdout"][1], pipes["stderr"][1], pipes["control"][1])
+        self.release = release
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (*(fd for pair in pipes.values() for fd in pair), *orders, *reports):
+                if fd >= 0:
+                    os.close(fd)
+            raise
+        if pid == 0 and kept:  # the keeper, which forks the job
+            read_ends = {read_end: name for name, (read_end, _) in pipes.items()}
+            keep(self, KeeperPipes(write_ends, read_ends, orders[0], reports[1]), host_pid, self._job(write_ends))
         if pid == 0:  # the child: it lets go of every other descriptor of the host itself
-            write_ends = (pipes["stdout"][1], pipes["stderr"][1], pipes["control"][1])
-            run_child(
-                self.spec, self.context, host_pid, write_ends, self.result_file, self.lifecycle, release, self.data_dir
-            )
+            self._job(write_ends)(host_pid)
         self.pid = pid
         for name, (read_end, write_end) in pipes.items():
             os.close(write_end)
             os.set_blocking(read_end, False)
             self._streams[read_end] = (name, None if name == "control" else LineSplitter())
-        with contextlib.suppress(OSError):  # the child does it too; whichever runs first wins the race
-            os.setpgid(pid, pid)
+        if kept:
+            os.close(orders[0])
+            os.close(reports[1])
+            self._orders = orders[1]
+            os.set_blocking(reports[0], False)
+            self._streams[reports[0]] = ("report", None)
+        else:
+            with contextlib.suppress(OSError):  # the child does it too; whichever runs first wins the race
+                os.setpgid(pid, pid)
         try:
             self.pidfd = os.pidfd_open(pid)
         except (AttributeError, OSError):
             self.pidfd = None
         if self.spec.timeout is not None:
             self.deadline = now + self.spec.timeout
+
+    def _job(self, write_ends: tuple[int, int, int]) -> Callable[[int], NoReturn]:
+        """What becomes the job in a forked process whose parent is `parent` (the host, or the keeper)."""
+
+        def become_job(parent: int) -> NoReturn:
+            run_child(
+                self.spec,
+                self.context,
+                parent,
+                write_ends,
+                self.result_file,
+                self.lifecycle,
+                self.release,
+                self.data_dir,
+                own_group=self.aftercare is None,
+            )
+
+        return become_job
 
     # -- what the loop watches -------------------------------------------
 
@@ -180,7 +228,9 @@ class ProcessRun:
             data = b""
         name, splitter = self._streams[fd]
         self._check_released(now)  # "run started" comes before the job's first line or record
-        if splitter is None:
+        if name == "report":
+            self._read_report(data)
+        elif splitter is None:
             self._read_control(data)
         else:
             for line in splitter.feed(data) if data else splitter.finish():
@@ -240,7 +290,8 @@ class ProcessRun:
             return Outcome(self.forced.status, self.forced.reason, trace, result.get("exception"))
         if result:
             return outcome_of(result)
-        assert self.wait_status is not None
+        status = self.job_status if self.job_status is not None else self.wait_status
+        assert status is not None
         # The job ended and its process could not say so (it had closed the pipe, or died just
         # after): what it left in its outcome file is the truth.
         left = read_result(self.result_file) if self.result_file is not None else None
@@ -248,12 +299,70 @@ class ProcessRun:
             ended = outcome_of(left)
             reason = f"{ended.reason} ({LEFT_IN_FILE})" if ended.reason else LEFT_IN_FILE
             return Outcome(ended.status, reason, ended.traceback, ended.exception)
-        code = os.waitstatus_to_exitcode(self.wait_status)
+        code = os.waitstatus_to_exitcode(status)
         if code in UNREPORTED:
             return Outcome(RunStatus.SUCCEEDED if code == RETURNED_UNREPORTED else RunStatus.FAILED, UNREPORTED[code])
-        if os.WIFEXITED(self.wait_status) and os.WEXITSTATUS(self.wait_status) == 0:
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
             return Outcome(RunStatus.SUCCEEDED, "the process exited with code 0 before the function returned")
-        return Outcome(RunStatus.CRASHED, describe_wait_status(self.wait_status) + " before the job finished")
+        return Outcome(RunStatus.CRASHED, describe_wait_status(status) + " before the job finished")
+
+    # -- a keeper's hand-over ----------------------------------------------
+
+    def hand_over(self, now: float, running_for: float) -> bool:
+        """Have the keeper carry the run to its end without the host; True once it has said it does.
+        A run without a keeper, not started yet, or ended already stays the host's."""
+        self._check_released(now)
+        if self._orders is None or self.prepared or self.wait_status is not None or self.job_status is not None:
+            return False
+        report = next((fd for fd, (name, _) in self._streams.items() if name == "report"), None)
+        if report is None:
+            return False
+        order = HandOver(
+            {name: splitter.held() for name, splitter in self._streams.values() if splitter is not None},
+            self._control,
+            self.result,
+            running_for,
+            None if self.forced is not None or self.deadline is None else self.deadline - now,
+            None if self.kill_at is None else self.kill_at - now,
+            self.forced,
+        )
+        try:
+            os.write(self._orders, order.encode())
+        except OSError:  # the keeper is gone: the host watches the run end, as any other
+            return False
+        waiting = select.poll()
+        waiting.register(report, select.POLLIN)
+        answer_by = time.monotonic() + ANSWER_WAIT
+        while not self.handed and self.job_status is None and (left := answer_by - time.monotonic()) > 0:
+            if not waiting.poll(left * 1000):
+                break
+            try:
+                data = os.read(report, READ_SIZE)
+            except BlockingIOError:
+                continue
+            if not data:  # the keeper exited; what it said before is read, the end of file again later
+                break
+            self._read_report(data)
+        return self.handed
+
+    def go_on_alone(
+        self, job: int, pidfd: int | None, status: int | None, read_ends: dict[int, str], order: HandOver, now: float
+    ) -> None:
+        """In the keeper: take the run over from where the host let go (`order`), the job being `job`."""
+        self._alone = True
+        self.pid, self.pidfd, self.wait_status = job, pidfd, status
+        self._streams = {}
+        for fd, name in read_ends.items():
+            os.set_blocking(fd, False)
+            splitter = None if name == "control" else LineSplitter()
+            if splitter is not None and name in order.held:
+                splitter.resume(*order.held[name])
+            self._streams[fd] = (name, splitter)
+        self._control, self.result, self.forced = order.control, order.result, order.forced
+        self.deadline = None if order.deadline_in is None else now + order.deadline_in
+        self.kill_at = None if order.kill_in is None else now + order.kill_in
+        self.drain_until = None if status is None else now + DRAIN_GRACE
+        self.released, self._look_again, self._go, self._orders, self.on_started = None, None, None, None, None
 
     # -- internals -------------------------------------------------------
 
@@ -267,18 +376,37 @@ class ProcessRun:
             return
         self.wait_status = status
         self.kill_at = None
-        # Whatever the job started and left behind dies with the run.
-        self._signal_group(signal.SIGKILL)
+        if not self._alone:  # the keeper kills its group once the outcome is recorded
+            # Whatever the job started and left behind dies with the run.
+            self._signal_group(signal.SIGKILL)
         self.drain_until = now + DRAIN_GRACE
 
     def _signal_group(self, signum: int) -> None:
         if self.pid is None:
             return
         try:
-            os.killpg(self.pid, signum)
+            if self._alone:  # the keeper is in the group: it signals its job
+                os.kill(self.pid, signum)
+            else:
+                os.killpg(self.pid, signum)
         except OSError as exc:
             if exc.errno not in (errno.ESRCH, errno.EPERM):
                 raise
+            if exc.errno == errno.ESRCH and signum == signal.SIGKILL and self.wait_status is None:
+                with contextlib.suppress(OSError):  # a keeper not in its own group yet: it, and its job with it
+                    os.kill(self.pid, signum)
+
+    def _read_report(self, data: bytes) -> None:
+        """What a keeper says: it carries the run now, or how the job ended (only it could read that)."""
+        self._report += data
+        *messages, self._report = self._report.split(b"\n")
+        for raw in messages:
+            with contextlib.suppress(ValueError):
+                message = json.loads(raw)
+                if message.get("t") == "carrying":
+                    self.handed = True
+                elif message.get("t") == "exited":
+                    self.job_status = int(message["status"])
 
     def _read_control(self, data: bytes) -> None:
         self._control += data

@@ -139,6 +139,20 @@ class Runner:
             if at_once or not attempt.stop_requested:
                 self.stop(attempt, outcome, at_once=at_once, signum=signum)
 
+    def hand_over(self) -> list[Attempt]:
+        """Stopping: each run with a keeper goes on to its end without the host; the attempts let go."""
+        now = self.monotonic()
+        handed = []
+        for run_id, attempt in list(self.active.items()):
+            run = attempt.run
+            if run is not None and run.hand_over(now, now - attempt.started_mono):
+                del self.active[run_id]
+                attempt.watch_at = None
+                self.watcher.release(run.fds())
+                self.watcher.release(run.held_fds())
+                handed.append(attempt)
+        return handed
+
     def cancel_prepared(self) -> None:
         """Stopping: runs prepared for a slot still to come do not start (their process says so)."""
         for attempt in self.active.values():

@@ -54,6 +54,10 @@ class ThreadRun:
 
     cancelled = False  # a thread is never prepared ahead, so never cancelled before its instant
     prepared = False
+    handed = False  # a thread lives in the host's process: it ends with it, never handed over
+
+    def hand_over(self, now: float, running_for: float) -> bool:
+        return False
 
     def start(self, now: float, release_at: float | None = None) -> None:
         """Start the job now: a thread has no process to wait for its instant in (`release_at` is None)."""
