@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from jobhost.config import HostConfig
 from jobhost.context import RunContext
 from jobhost.engine.attempt import Attempt, Parked
+from jobhost.engine.recovery import KeptRuns
 from jobhost.engine.retries import Retries, retry_after_takeover
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord
@@ -86,6 +87,7 @@ class Admission:
         self.dependencies = dependencies
         self.retries = retries
         self.paused = PausedJobs(call, recorder)
+        self.kept = KeptRuns()  # runs of this host's name going on under their keepers after a restart
 
     def dispatch(
         self,
@@ -206,12 +208,17 @@ class Admission:
             self.dispatch(spec, attempt.slot, taken.attempt + 1)
 
     def _running_elsewhere(self, spec: JobSpec) -> RunRecord | None:
-        """A run of the job going on another host (for overlap), if any; alone on its store (SQLite)
-        a host has no other host to ask about, and saves the query on every slot."""
-        if not self.leases.shared:
+        """A run of the job going on another host, or kept on after a restart (for overlap), if any;
+        alone on its store (SQLite) with no kept run, a host has nobody to ask about, and saves the
+        query on every slot."""
+        kept = self.kept.of(spec.name)
+        if not self.leases.shared and not kept:
             return None
-        runs = self.call(lambda: self.store.running_runs(spec.name), [])
-        return next((r for r in runs if r.host != self.config.hostname), None)
+        runs = self.call(lambda: self.store.running_runs(spec.name), None)
+        if runs is None:
+            return None
+        self.kept.ended(kept - {r.run_id for r in runs})
+        return next((r for r in runs if r.host != self.config.hostname or r.run_id in kept), None)
 
     def look_behind_remote(self) -> None:
         """overlap="queue" slots behind another host's run: start those whose run has ended."""

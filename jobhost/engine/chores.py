@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from jobhost.clock import Clock
 from jobhost.config import HostConfig
@@ -126,15 +126,30 @@ class Chores:
 
     def recover(self, now: dt.datetime) -> None:
         """Settle the runs the previous host left running; again after an outage, if it failed."""
-        self.recovered = recover(
+        mine = {*self.runner.active, *(settlement.run_id for settlement, _ in self.recorder.unsent)}
+        self.recovered = self._recover(now, mine=mine)
+
+    def _recover(self, now: dt.datetime, *, mine: Collection[str] = (), only: Collection[str] | None = None) -> bool:
+        return recover(
             self.calls.store,
             self.lifecycle,
             self.config.hostname,
             self.recorder.result_file,
             now,
             call=self.calls,
-            mine={*self.runner.active, *(settlement.run_id for settlement, _ in self.recorder.unsent)},
+            mine=mine,
+            kept=self.admission.kept,
+            only=only,
         )
+
+    def look_at_kept(self, now: dt.datetime) -> None:
+        """Runs kept on after the last restart: those whose keeper died unrecorded (killed, out of
+        memory) are settled as the start settles them; those that recorded their end are forgotten."""
+        kept = self.admission.kept
+        if kept.runs:
+            self._recover(now, only=set(kept.runs))
+            open_now = {r.run_id for r in self.calls(lambda: self.calls.store.running(self.config.hostname), [])}
+            kept.ended([run_id for run_id in list(kept.runs) if run_id not in open_now])
 
     def tick(self) -> None:
         """Every lease / 3: renew this host's claims, take over dead hosts' runs, pick up what
@@ -150,6 +165,7 @@ class Chores:
         if not self.calls.up:
             return
         self.recorder.flush()
+        self.look_at_kept(now)
         self.cancels.look()  # requests made on other hosts (this one's nudge the loop at once)
         self.one_offs.refresh()
         self.catch_up.pay(now)

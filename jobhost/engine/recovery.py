@@ -3,8 +3,9 @@
 A run recorded as running by this host whose process is gone was cut short when
 the host died: it is recorded from the outcome its process left behind, if it
 got that far, and as abandoned otherwise (then caught up, as its slot is not
-settled), or as cancelled if a person had asked for that and the host did not get to it. A run whose process is still alive belongs to someone else (`jobs.py
-run` in a terminal) and is left alone.
+settled), or as cancelled if a person had asked for that and the host did not get to it. A run whose process is still alive is left alone: its keeper carries
+it on after a restart (and records it), or it is `jobs.py run` in a terminal; the loop counts it
+as going (`KeptRuns`) and looks again until it has ended.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from jobhost.outcomes import RunStatus
 from jobhost.runs.child import read_result
 from jobhost.runs.processes import kill_leftovers, run_process_alive
 from jobhost.runs.results import outcome_of
-from jobhost.store import StateStore
+from jobhost.store import RunRecord, StateStore
 from jobhost.store.model import CancelRequest
 
 logger = logging.getLogger("jobhost.host")
@@ -35,6 +36,23 @@ LEFT = "recorded at the next start: the host died before it could"
 _FAILED = object()  # what a store call gives back when the store failed
 
 
+class KeptRuns:
+    """Runs recorded under this host's name whose process outlived the loop that started them (a
+    keeper carrying its run on after a restart): going, though not this loop's, so counted for
+    `overlap`, and looked at again until they have ended."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RunRecord] = {}
+
+    def of(self, job: str) -> set[str]:
+        """The run ids of the job's kept runs."""
+        return {run_id for run_id, record in self.runs.items() if record.job == job}
+
+    def ended(self, run_ids: Collection[str]) -> None:
+        for run_id in run_ids:
+            self.runs.pop(run_id, None)
+
+
 def recover(
     store: StateStore,
     lifecycle: Lifecycle,
@@ -43,12 +61,15 @@ def recover(
     now: dt.datetime,
     call: Callable[[Callable[[], Any], Any], Any],
     mine: Collection[str] = (),
+    kept: KeptRuns | None = None,
+    only: Collection[str] | None = None,
 ) -> bool:
     """Settle what the previous host of this machine left running or waiting; False if the store
     failed on the way (the caller tries again once it works: what is left stays as it was).
 
     `call(fn, fallback)` makes each store call (the loop's link to the store: a failure is logged once);
-    `mine`: runs of this host's own, going on, left alone when it tries again."""
+    `mine`: runs of this host's own, going on, left alone when it tries again; `kept` is told
+    which runs are alive; with `only`, no other run is looked at (the kept ones, again)."""
     whole = True
 
     def write(fn: Callable[[], Any]) -> bool:
@@ -72,7 +93,7 @@ def recover(
 
     for record in records:
         context = RunContext(record.job, record.run_id, record.slot, record.attempt)
-        if record.run_id in mine:
+        if record.run_id in mine or (only is not None and record.run_id not in only):
             continue
         request = asked.get(record.run_id)
         if record.status == RunStatus.WAITING:
@@ -82,7 +103,11 @@ def recover(
                 write(partial(store.finish_run, context.run_id, RunStatus.WAITING, WAITED, now, None))
             continue
         if record.pid is not None and run_process_alive(record.pid):
+            if kept is not None and record.status == RunStatus.RUNNING:
+                kept.runs[record.run_id] = record
             continue
+        if kept is not None:
+            kept.ended([record.run_id])
         if record.pid is not None:
             kill_leftovers(record.pid)
         if record.started is not None and record.started > now:  # prepared; its instant has not come
