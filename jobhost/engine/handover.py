@@ -87,6 +87,7 @@ class Carried:
 
     def begin(self) -> None:
         self.setup.log_alone()
+        self.lifecycle = self.lifecycle.alone()  # Sentry's client of its own; the host's metrics stay the host's
         logger.info(
             "run %s of %s goes on to its end under its keeper, after the host stopped",
             self.attempt.run_id,

@@ -69,6 +69,11 @@ class Reporter:
     def close(self) -> None:
         """The host is stopping: send what is pending, within a bounded time."""
 
+    def alone(self) -> bool:
+        """In a run's keeper, which reports the run's end after the host has gone (a fork of the
+        host): set up what this reporter needs there, or say False to be left out there."""
+        return False
+
     @contextlib.contextmanager
     def job_scope(self, context: RunContext, *, forked: bool) -> Iterator[None]:
         """Wraps the call of the job."""
@@ -97,6 +102,17 @@ class Lifecycle:
 
     def close(self) -> None:
         self._each("close")
+
+    def alone(self) -> Lifecycle:
+        """The lifecycle of a run's keeper: the reporters that report from there, set up for it."""
+        kept = []
+        for reporter in self.reporters:
+            try:
+                if reporter.alone():
+                    kept.append(reporter)
+            except Exception:  # a broken reporter must not take the run down
+                logging.getLogger("jobhost").exception("a run reporter failed to set up in the keeper")
+        return Lifecycle(kept)
 
     @contextlib.contextmanager
     def job_scope(self, context: RunContext, *, forked: bool) -> Iterator[None]:

@@ -77,6 +77,15 @@ class SentryReporter(Reporter):
         own exit hook does not wait again)."""
         sentry_sdk.get_client().close(timeout=sdk.FLUSH_TIMEOUT)
 
+    def alone(self) -> bool:
+        """In a run's keeper: a client of its own (the host's connections and the locks its threads
+        held at the fork are not the keeper's), and the run's lines as breadcrumbs again."""
+        sdk.start_in_run(self.options)
+        root = logging.getLogger()
+        if self.breadcrumbs not in root.handlers:
+            root.addHandler(self.breadcrumbs)
+        return True
+
     # -- where the job runs ----------------------------------------------
 
     @contextlib.contextmanager
