@@ -24,7 +24,7 @@ from jobhost.engine.dependencies import Dependencies
 from jobhost.engine.leases import Leases
 from jobhost.engine.oneoffs import OneOffs
 from jobhost.engine.recorder import Recorder, StoreCalls
-from jobhost.engine.recovery import recover
+from jobhost.engine.recovery import DIED, KEEPER_DIED, recover
 from jobhost.engine.retries import Retries
 from jobhost.engine.stopping import Stop
 from jobhost.observe.events import Lifecycle
@@ -129,7 +129,9 @@ class Chores:
         mine = {*self.runner.active, *(settlement.run_id for settlement, _ in self.recorder.unsent)}
         self.recovered = self._recover(now, mine=mine)
 
-    def _recover(self, now: dt.datetime, *, mine: Collection[str] = (), only: Collection[str] | None = None) -> bool:
+    def _recover(
+        self, now: dt.datetime, *, mine: Collection[str] = (), only: Collection[str] | None = None, died: str = DIED
+    ) -> bool:
         return recover(
             self.calls.store,
             self.lifecycle,
@@ -140,6 +142,7 @@ class Chores:
             mine=mine,
             kept=self.admission.kept,
             only=only,
+            died=died,
         )
 
     def look_at_kept(self, now: dt.datetime) -> None:
@@ -147,7 +150,7 @@ class Chores:
         memory) are settled as the start settles them; those that recorded their end are forgotten."""
         kept = self.admission.kept
         if kept.runs:
-            self._recover(now, only=set(kept.runs))
+            self._recover(now, only=set(kept.runs), died=KEEPER_DIED)
             open_now = {r.run_id for r in self.calls(lambda: self.calls.store.running(self.config.hostname), [])}
             kept.ended([run_id for run_id in list(kept.runs) if run_id not in open_now])
 

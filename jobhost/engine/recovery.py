@@ -29,6 +29,7 @@ from jobhost.store.model import CancelRequest
 logger = logging.getLogger("jobhost.host")
 
 DIED = "the host stopped before the run ended (killed, crashed or lost power)"
+KEEPER_DIED = "its keeper, which carried it on after a restart, died before the run ended (killed, or out of memory)"
 WAITED = "the host stopped while it waited; the slot is looked at again by catch-up"
 LEFT = "recorded at the next start: the host died before it could"
 
@@ -63,13 +64,15 @@ def recover(
     mine: Collection[str] = (),
     kept: KeptRuns | None = None,
     only: Collection[str] | None = None,
+    died: str = DIED,
 ) -> bool:
     """Settle what the previous host of this machine left running or waiting; False if the store
     failed on the way (the caller tries again once it works: what is left stays as it was).
 
     `call(fn, fallback)` makes each store call (the loop's link to the store: a failure is logged once);
     `mine`: runs of this host's own, going on, left alone when it tries again; `kept` is told
-    which runs are alive; with `only`, no other run is looked at (the kept ones, again)."""
+    which runs are alive; with `only`, no other run is looked at (the kept ones, again), and one
+    found dead `died` for that reason."""
     whole = True
 
     def write(fn: Callable[[], Any]) -> bool:
@@ -133,7 +136,7 @@ def recover(
                 path.unlink(missing_ok=True)
             continue
         if request is not None:
-            cancelled(context, request, DIED)
-        elif write(partial(store.finish_run, context.run_id, RunStatus.ABANDONED, DIED, now, None)):
-            lifecycle.emit(RunEvent(RunStatus.ABANDONED, context, DIED, extra={"pid": record.pid}))
+            cancelled(context, request, died)
+        elif write(partial(store.finish_run, context.run_id, RunStatus.ABANDONED, died, now, None)):
+            lifecycle.emit(RunEvent(RunStatus.ABANDONED, context, died, extra={"pid": record.pid}))
     return whole
