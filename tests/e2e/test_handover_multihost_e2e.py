@@ -1,0 +1,93 @@
+"""Hand-over on two hosts sharing PostgreSQL: the host that restarts lets its run finish under
+its keeper, which keeps the claim's lease renewed, so the other host neither takes the run over
+nor starts a second one beside it (overlap="skip" across hosts)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from tests.conftest import Deployment, HostProcess
+from tests.support.sentry_servers import wait_until
+
+JOBS = """
+import time
+from jobhost import job, every
+
+@job(every(2).seconds, overlap="skip")
+def long_job():
+    for step in range(12):
+        print("step", step, flush=True)
+        time.sleep(1)
+
+@job(every(1).seconds)
+def tick():
+    pass
+"""
+
+
+def _records(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def test_a_restart_on_one_of_two_hosts_lets_its_run_finish_and_no_host_runs_it_twice(
+    deployment: Deployment, postgres, host
+) -> None:
+    deployment.write("long", JOBS)
+    url = postgres.new_database()  # type: ignore[attr-defined]
+    logs = deployment.tmp / "logs"
+    logs.mkdir()
+
+    def start(name: str) -> HostProcess:
+        return host(
+            JOBS_STATE_URL=url,
+            JOBS_HOST_NAME=name,
+            JOBS_LEASE="6s",  # shorter than the run: the keeper must renew it, or the other host takes it
+            JOBS_STOP_GRACE="5s",
+            JOBS_LOG_FILE=str(logs / f"{name}.log"),
+        )
+
+    fleet = {name: start(name) for name in ("h1", "h2")}
+    run = wait_until(
+        lambda: next((r for r in deployment.history("long_job", JOBS_STATE_URL=url) if r["status"] == "running"), None),
+        timeout=30,
+        what="a long run on either host",
+    )
+    holder = run["host"]
+    log = logs / f"{holder}.log"
+    wait_until(lambda: any(r.get("message") == "step 1" for r in _records(log)), timeout=20, what="the run going")
+    assert fleet[holder].stop() == 0  # at once: the run is its keeper's
+    fleet[holder] = start(holder)
+    ended = wait_until(
+        lambda: next(
+            (
+                r
+                for r in deployment.history("long_job", limit=1000, JOBS_STATE_URL=url)
+                if r["run_id"] == run["run_id"] and r["status"] != "running"
+            ),
+            None,
+        ),
+        timeout=60,
+        what="the kept run to end",
+    )
+    for process in fleet.values():
+        assert process.stop() == 0
+    assert (ended["status"], ended["host"], ended["attempt"]) == ("succeeded", holder, 1), ended
+    lines = [r["message"] for r in _records(log) if r.get("run_id") == run["run_id"] and r.get("stream") == "stdout"]
+    assert lines == [f"step {n}" for n in range(12)]
+    history = deployment.history("long_job", limit=1000, JOBS_STATE_URL=url)
+    beside = [
+        r
+        for r in history
+        if r["run_id"] != run["run_id"]
+        and r["started"]
+        and _at(r["started"]) < _at(ended["ended"])
+        and (r["ended"] is None or _at(r["ended"]) > _at(run["started"]))
+    ]
+    assert beside == [], beside  # not taken over, not run twice, on neither host
+    assert [r for r in history if r["slot"] == run["slot"]] == [ended]
