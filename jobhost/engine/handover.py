@@ -9,6 +9,7 @@ not be used there, so `KeeperSetup` (from the deployment) gives it a store and a
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import time
@@ -26,7 +27,7 @@ from jobhost.engine.recorder import ended_event, settlement_of
 from jobhost.engine.retries import retry_due
 from jobhost.hoststatus import NUDGE_SIGNAL
 from jobhost.observe.events import Lifecycle
-from jobhost.outcomes import Outcome
+from jobhost.outcomes import Outcome, RunStatus
 from jobhost.store.model import Heartbeat, PendingRetry, Settlement
 
 logger = logging.getLogger("jobhost.host")
@@ -43,6 +44,8 @@ class KeptStore(Protocol):
     def heartbeat(self, host: str) -> Heartbeat | None: ...
     def renew(self, tokens: list[int], lease: float) -> set[int]: ...
     def settle(self, settlement: Settlement, token: int | None) -> bool: ...
+    def cancel_requested(self, run_id: str) -> str | None: ...
+    def cancels_done(self, run_ids: list[str], at: dt.datetime) -> None: ...
     def close(self) -> None: ...
 
 
@@ -108,6 +111,20 @@ class Carried:
         store, token = self._store(), self.attempt.token
         if store is not None and token is not None:
             self._try(lambda: store.renew([token], self.config.lease))
+
+    def cancelled(self) -> Outcome | None:
+        store = self._store()
+        if store is None or (reason := self._try(lambda: store.cancel_requested(self.attempt.run_id))) is None:
+            return None
+        self._try(lambda: store.cancels_done([self.attempt.run_id], self.clock()))
+        logger.info(
+            "run %s of %s is being cancelled under its keeper (%s): SIGTERM now, SIGKILL after the grace",
+            self.attempt.run_id,
+            self.attempt.job,
+            reason,
+            extra={"event": "run_cancelling", **self.attempt.context.fields()},
+        )
+        return Outcome(RunStatus.CANCELLED, reason)
 
     def settle(self, outcome: Outcome, duration_ms: int) -> None:
         attempt = self.attempt

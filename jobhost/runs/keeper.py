@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 ANSWER_WAIT = 2.0  # seconds the host waits for a keeper to answer a hand-over order
 LOOK_EVERY = 0.5  # seconds between two looks for the host that follows
+CANCEL_LOOK_EVERY = 1.0  # seconds between two looks for a person's cancel of the run
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
@@ -55,6 +56,9 @@ class Aftercare(Protocol):
 
     def renew(self) -> None:
         """Keep the run's claim (a shared store's lease)."""
+
+    def cancelled(self) -> Outcome | None:
+        """The outcome of a cancel a person asked for since, if any (the run is then stopped)."""
 
     def settle(self, outcome: Outcome, duration_ms: int) -> None:
         """Record how the run ended and say so, once."""
@@ -221,12 +225,14 @@ def carry(
     look_until = now + aftercare.stop_grace
     next_look = now
     next_renew = None if aftercare.renew_every is None else now + aftercare.renew_every
+    next_cancel_look: float | None = now + CANCEL_LOOK_EVERY
     poller = select.poll()
     for fd in run.fds():
         poller.register(fd, select.POLLIN)
     while not run.done:
         now = time.monotonic()
-        limits = [t for t in (run.next_deadline(), next_renew, next_look if look_until else None) if t is not None]
+        looks = (run.next_deadline(), next_renew, next_look if look_until else None, next_cancel_look)
+        limits = [t for t in looks if t is not None]
         if run.needs_polling:
             limits.append(now + 0.2)
         timeout = max(0.0, min(limits) - now) if limits else None
@@ -251,6 +257,11 @@ def carry(
                     now,
                 )
             next_look = now + LOOK_EVERY
+        if next_cancel_look is not None and now >= next_cancel_look:
+            next_cancel_look = now + CANCEL_LOOK_EVERY
+            if run.forced is None and (cancel := aftercare.cancelled()) is not None:
+                run.stop(cancel, now)
+                next_cancel_look = None
         if next_renew is not None and now >= next_renew:
             aftercare.renew()
             next_renew = now + (aftercare.renew_every or 0.0)

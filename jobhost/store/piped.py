@@ -26,7 +26,7 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the directory jobhos
 
 
 class PipedStore:
-    """heartbeat, renew and settle, each answered by a store opened in a process of its own."""
+    """heartbeat, renew, settle and cancel requests, each answered by a store opened in a process of its own."""
 
     def __init__(self, url: str, base_dir: Path):
         env = dict(os.environ)
@@ -51,6 +51,13 @@ class PipedStore:
 
     def settle(self, settlement: Settlement, token: int | None) -> bool:
         return bool(self._ask({"call": "settle", "settlement": _settlement_json(settlement), "token": token}))
+
+    def cancel_requested(self, run_id: str) -> str | None:
+        """The reason a cancelled run is recorded with, if a person asked to cancel `run_id`."""
+        return self._ask({"call": "cancel_requested", "run_id": run_id})
+
+    def cancels_done(self, run_ids: list[str], at: dt.datetime) -> None:
+        self._ask({"call": "cancels_done", "run_ids": run_ids, "at": at.isoformat()})
 
     def close(self) -> None:
         if self._process.stdin is not None:
@@ -144,6 +151,11 @@ def _answer(store: Any, request: dict[str, Any]) -> Any:
         return sorted(store.renew(request["tokens"], request["lease"]))
     if call == "settle":
         return store.settle(_settlement(request["settlement"]), request["token"])
+    if call == "cancel_requested":
+        asked = next((r for r in store.cancel_requests() if r.run_id == request["run_id"]), None)
+        return None if asked is None else asked.outcome_reason()
+    if call == "cancels_done":
+        return store.cancels_done(request["run_ids"], dt.datetime.fromisoformat(request["at"]))
     raise ValueError(f"unknown call {call!r}")
 
 

@@ -267,3 +267,16 @@ def test_a_kept_run_that_fails_is_one_sentry_event_and_one_closing_check_in(depl
         assert check_ins == ["in_progress", "error"], check_ins
     finally:
         sink.close()
+
+
+def test_a_kept_run_is_cancelled_by_a_person_as_a_run_of_the_host_is(deployment: Deployment, supervisor) -> None:
+    deployment.write("long", LONG.format(steps=120, timeout="10m"))
+    sup = supervisor(JOBS_STOP_GRACE="5s")
+    run = _first_long_run(sup, deployment)
+    sup.ctl("restart", "jobs")
+    sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_kept"), "the keeper to carry the run")
+    cancelled = deployment.cli("cancel", run["run_id"], "--reason", "wrong input file")
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    [after] = [r for r in deployment.history("long_job", limit=1000) if r["run_id"] == run["run_id"]]
+    assert after["status"] == "cancelled" and "wrong input file" in after["reason"], after
+    assert _gone(run["pid"])

@@ -44,6 +44,9 @@ class FileAftercare:
     def renew(self) -> None:
         pass
 
+    def cancelled(self) -> Outcome | None:
+        return None
+
     def settle(self, outcome: Outcome, duration_ms: int) -> None:
         self._write({"status": str(outcome.status), "reason": outcome.reason, "lines": self.lines})
 

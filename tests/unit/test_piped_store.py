@@ -11,7 +11,7 @@ import pytest
 from jobhost.errors import StoreError
 from jobhost.outcomes import RunStatus
 from jobhost.store import RunRecord, open_store
-from jobhost.store.model import PendingRetry, Settlement
+from jobhost.store.model import CancelRequest, PendingRetry, Settlement
 from jobhost.store.piped import PipedStore
 
 SLOT = dt.datetime(2026, 12, 3, 10, 0, tzinfo=dt.UTC)
@@ -41,6 +41,21 @@ def test_a_settlement_through_the_pipe_is_the_stores_under_the_claim(tmp_path: P
     assert run is not None
     assert (run.status, run.reason, run.duration_ms) == (RunStatus.FAILED, "it broke", 1234)
     assert store.pending_retries() == [retry]
+
+
+def test_a_cancel_asked_for_is_seen_through_the_pipe_once_until_it_is_done(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    store = open_store(url, tmp_path)
+    store.ask_cancel(CancelRequest("r1", "export", "alice", NOW, "wrong input file"))
+    piped = PipedStore(url, tmp_path)
+    try:
+        assert piped.cancel_requested("r2") is None
+        assert piped.cancel_requested("r1") == "cancelled by alice: wrong input file"
+        piped.cancels_done(["r1"], NOW)
+        assert piped.cancel_requested("r1") is None
+    finally:
+        piped.close()
+    assert store.cancel_requests() == []
 
 
 def test_a_store_that_cannot_be_opened_is_an_error_naming_why(tmp_path: Path) -> None:
