@@ -46,6 +46,7 @@ class JobPlan:
     rescheduled: bool = False  # its slots change (a renamed job's too)
     guessed: bool = False  # a rename matched by file and schedule: that release did not say its functions
     uncounted: bool = False  # more slots are given up than are listed (past the catch-up window)
+    in_flight: list[str] = field(default_factory=list)  # slots of its runs going now, which finish as they are
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +60,7 @@ class JobPlan:
             "catch_up": {"runs": self.runs, "missed": [{"slot": s, "reason": r} for s, r in self.missed]},
             "monitor": self.monitor,
             "rescheduled": self.rescheduled,
+            "in_flight": self.in_flight,
         }
 
 
@@ -78,11 +80,13 @@ def plan(
     running: Sequence[Mapping[str, Any]] | None,
     now: dt.datetime,
     dead: Mapping[str, Sequence[dt.datetime]] | None = None,
+    going: Mapping[str, Sequence[dt.datetime]] | None = None,
 ) -> list[JobPlan]:
     """One JobPlan a job of this checkout or of what runs now (`running`: its `list --json`; None
     when not known: then only the store's history tells which jobs there were). `dead`: the slots,
     by job, of runs recorded running whose process is gone, which the start records abandoned and
-    then catches up as any slot left unsettled."""
+    then catches up as any slot left unsettled. `going`: the slots of this host's runs going now,
+    which the restart lets finish under the code they started with."""
     old = {row["name"]: row for row in running} if running is not None else {}
     known = set(old) | set(store.settled_slots()) | set(store.pauses()) - {"*"}
     new_rows = {name: _row(spec) for name, spec in jobs.items()}
@@ -144,11 +148,13 @@ def plan(
             if is_paused(name, pauses, now) and entry.runs:  # the start records them skipped: paused
                 entry.missed += [(slot, PAUSED) for slot in entry.runs]
                 entry.runs = []
+        entry.in_flight = [slot.isoformat() for slot in (going or {}).get(name, ())]
         plans.append(entry)
     for name in sorted(removed):
         before = old.get(name)
         entry = JobPlan(name, "removed", old_schedule=before.get("schedule") if before else None)
         entry.monitor = "left behind" if before is not None and before.get("monitor") else None
+        entry.in_flight = [slot.isoformat() for slot in (going or {}).get(name, ())]
         plans.append(entry)
     if running is not None and not running and known:  # the code that runs now listed nothing it has history of
         raise ValueError(
@@ -229,6 +235,11 @@ def describe(plans: Sequence[JobPlan], *, known: bool) -> list[str]:
             said.append(f"    catch-up gives up {given_up} slot(s), from {first}: {reason}")
         if p.monitor is not None:
             said.append(f"    its Sentry monitor is {p.monitor}")
+        if p.in_flight:
+            said.append(
+                f"    {len(p.in_flight)} run(s) going now (slot {', '.join(p.in_flight[:SHOWN])}) "
+                "finish under the release they started in"
+            )
         if said and said[0].startswith("    "):  # a job that stays as it was, with a catch-up to say
             lines.append(f"{marks[p.change]} {p.name}:")
             lines.extend(said)

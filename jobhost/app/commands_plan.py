@@ -28,16 +28,19 @@ from jobhost.store import StateStore
 LIST_TIMEOUT = 120  # seconds the other code may take to import its jobs and list them
 
 
-def dead_runs(store: StateStore, hostname: str) -> dict[str, list[dt.datetime]]:
-    """The slots of this host's runs recorded running whose process is gone (killed with the host):
-    the next start records them abandoned and catches them up."""
+def runs_on_this_host(store: StateStore, hostname: str) -> tuple[dict[str, list[dt.datetime]], ...]:
+    """The slots of this host's runs recorded running, by job: those whose process is gone (killed
+    with the host: the next start records them abandoned and catches them up), and those going (with
+    a log file, a deploy lets them finish under the release they started in)."""
     from jobhost.runs.processes import run_process_alive
 
     dead: dict[str, list[dt.datetime]] = {}
+    going: dict[str, list[dt.datetime]] = {}
     for record in store.running(hostname):
-        if record.status == RunStatus.RUNNING and (record.pid is None or not run_process_alive(record.pid)):
-            dead.setdefault(record.job, []).append(record.slot)
-    return dead
+        if record.status == RunStatus.RUNNING:
+            alive = record.pid is not None and run_process_alive(record.pid)
+            (going if alive else dead).setdefault(record.job, []).append(record.slot)
+    return dead, going
 
 
 def running_jobs(against: Path) -> list[dict[str, Any]]:
@@ -89,9 +92,9 @@ def plan(app: App, against: Path | None, as_json: bool, only: str | None, hold_c
     settings = app.load(strict=True)  # a checkout with a bad job is no plan: `check` says what is wrong
     running = running_jobs(against.resolve()) if against is not None else None
     store = app.store()
-    dead = dead_runs(store, settings.host.hostname)
+    dead, going = runs_on_this_host(store, settings.host.hostname)
     try:
-        plans = planning.plan(app.registry.jobs, store, running, wall_now(), dead)
+        plans = planning.plan(app.registry.jobs, store, running, wall_now(), dead, going)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if only is not None:
@@ -102,7 +105,7 @@ def plan(app: App, against: Path | None, as_json: bool, only: str | None, hold_c
         store, now = app.store(), wall_now()
         for held in planning.hold(store, plans, command_line_actor(), now):
             click.echo(f"held: the next start gives up the {len(held.runs)} catch-up run(s) of {held.name}", err=True)
-        plans = planning.plan(app.registry.jobs, store, running, now, dead)  # as the start will now do it
+        plans = planning.plan(app.registry.jobs, store, running, now, dead, going)  # as the start will now do it
         if only is not None:
             plans = [p for p in plans if only in (p.name, p.was)]
     if as_json:

@@ -138,3 +138,19 @@ def test_a_paused_job_dead_runs_and_a_function_under_an_old_name_are_what_the_st
         killed.isoformat(),
         *((NOW - dt.timedelta(hours=h)).isoformat() for h in (1, 0)),
     ]
+
+
+def test_runs_going_now_are_said_to_finish_under_their_release_and_are_not_caught_up(store: StateStore) -> None:
+    from jobhost.planning import describe
+
+    jobs = _new_jobs()
+    going = NOW - dt.timedelta(minutes=20)  # a run whose keeper lives: the restart lets it finish
+    _settled(store, "hourly", NOW - dt.timedelta(hours=1))
+    store.add_run(RunRecord("kept", "hourly", going, 1, RunStatus.RUNNING, started=going, host="h", pid=1))
+    plans = {p.name: p for p in plan(jobs, store, _running(jobs), NOW, going={"hourly": [going], "gone": [going]})}
+    assert plans["hourly"].in_flight == [going.isoformat()]
+    assert going.isoformat() not in plans["hourly"].runs
+    assert plans["gone"].change == "removed" and plans["gone"].in_flight == [going.isoformat()]
+    said = "\n".join(describe(list(plans.values()), known=True))
+    assert f"1 run(s) going now (slot {going.isoformat()}) finish under the release they started in" in said
+    assert plans["hourly"].as_json()["in_flight"] == [going.isoformat()]
