@@ -168,6 +168,10 @@ class Carried:
         try:
             return call()
         except Exception as exc:  # noqa: BLE001 - the keeper must outlive any failure of the store
+            if self.store is not None:  # a fresh one at the next call
+                with contextlib.suppress(Exception):
+                    self.store.close()
+                self.store = None
             logger.warning(
                 "the keeper of run %s could not reach the state store: %s",
                 self.attempt.run_id,

@@ -10,11 +10,14 @@ on any store, so that there is one way it reaches the store.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +26,14 @@ from jobhost.outcomes import RunStatus
 from jobhost.store.model import Heartbeat, PendingRetry, Settlement
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the directory jobhost is imported from
+ANSWER_TIMEOUT = 20.0  # seconds a call may take (a database out of reach): then the process is ended
 
 
 class PipedStore:
     """heartbeat, renew, settle and cancel requests, each answered by a store opened in a process of its own."""
 
-    def __init__(self, url: str, base_dir: Path):
+    def __init__(self, url: str, base_dir: Path, answer_timeout: float = ANSWER_TIMEOUT):
+        self.answer_timeout = answer_timeout
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         self._process = subprocess.Popen(
@@ -37,8 +42,8 @@ class PipedStore:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=env,
-            text=True,
         )
+        self._answers = b""
 
     def heartbeat(self, host: str) -> Heartbeat | None:
         beat = self._ask({"call": "heartbeat", "host": host})
@@ -61,26 +66,49 @@ class PipedStore:
 
     def close(self) -> None:
         if self._process.stdin is not None:
-            self._process.stdin.close()
+            with contextlib.suppress(OSError):
+                self._process.stdin.close()
         try:
             self._process.wait(10)
         except subprocess.TimeoutExpired:
             self._process.kill()
+            self._process.wait()
 
     def _ask(self, request: dict[str, Any]) -> Any:
+        """One call; a store that does not answer within `answer_timeout` is given up (the keeper must
+        go on watching its run: its timeout, its pipes), and the process with it."""
         assert self._process.stdin is not None and self._process.stdout is not None
         try:
-            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.write((json.dumps(request) + "\n").encode())
             self._process.stdin.flush()
-            answer = self._process.stdout.readline()
+            answer = self._read_line(self._process.stdout.fileno(), time.monotonic() + self.answer_timeout)
         except OSError as exc:
             raise StoreError(f"the store's process is gone: {exc}") from exc
+        if answer is None:
+            self._process.kill()
+            self._process.wait()
+            raise StoreError(f"the store did not answer within {self.answer_timeout:g}s")
         if not answer:
             raise StoreError(f"the store's process ended (exit status {self._process.poll()})")
         reply = json.loads(answer)
         if "error" in reply:
             raise StoreError(reply["error"])
         return reply["ok"]
+
+    def _read_line(self, fd: int, deadline: float) -> bytes | None:
+        """The next answer line; b"" if the process ended, None past `deadline`."""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while b"\n" not in self._answers:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                return None
+            data = os.read(fd, 65536)
+            if not data:
+                return b""
+            self._answers += data
+        line, self._answers = self._answers.split(b"\n", 1)
+        return line
 
 
 def _settlement_json(s: Settlement) -> dict[str, Any]:

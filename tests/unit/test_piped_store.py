@@ -4,6 +4,8 @@ under the claim's fence, and a store it cannot reach is an error, not a hang."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -63,5 +65,19 @@ def test_a_store_that_cannot_be_opened_is_an_error_naming_why(tmp_path: Path) ->
     try:
         with pytest.raises(StoreError, match="ended"):
             piped.heartbeat("vm")
+    finally:
+        piped.close()
+
+
+def test_a_store_that_hangs_is_given_up_at_the_bound_not_waited_for(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    open_store(url, tmp_path)
+    piped = PipedStore(url, tmp_path, answer_timeout=0.5)
+    try:
+        assert piped.heartbeat("vm") is None  # it answers
+        os.kill(piped._process.pid, signal.SIGSTOP)  # then hangs, as a database out of reach can
+        with pytest.raises(StoreError, match=r"did not answer within 0\.5s"):
+            piped.heartbeat("vm")
+        assert piped._process.poll() is not None  # ended, not left stopped
     finally:
         piped.close()
