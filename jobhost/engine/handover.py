@@ -38,6 +38,17 @@ SETTLE_TRIES = (
 )
 
 
+def _alive(pid: int) -> bool:
+    """Whether process `pid` lives (the loop of this host name runs on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class KeptStore(Protocol):
     """The store calls a keeper makes."""
 
@@ -99,18 +110,23 @@ class Carried:
         )
         self.store = self._try(self.setup.open_store)
 
+    def handing_host_runs(self) -> bool:
+        return os.getppid() == self.host_pid  # the keeper's parent until it exits
+
     def successor(self) -> bool:
         store = self._store()
         beat = None if store is None else self._try(lambda: store.heartbeat(self.config.hostname))
-        if beat is None or beat.stopped or beat.pid == self.host_pid:
-            return False
+        if beat is None or beat.stopped or beat.pid == self.host_pid or not _alive(beat.pid):
+            return False  # (a beat not stopped whose loop is gone: it was killed; supervisord starts another)
         self.successor_pid = beat.pid
         return True
 
-    def renew(self) -> None:
+    def renew(self) -> bool:
         store, token = self._store(), self.attempt.token
-        if store is not None and token is not None:
-            self._try(lambda: store.renew([token], self.config.lease))
+        if store is None or token is None:
+            return True
+        held = self._try(lambda: store.renew([token], self.config.lease))
+        return held is None or token in held  # out of reach: the lease runs on, as the host's would
 
     def cancelled(self) -> Outcome | None:
         store = self._store()

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from jobhost.runs.process import ProcessRun
 
 ANSWER_WAIT = 2.0  # seconds the host waits for a keeper to answer a hand-over order
-LOOK_EVERY = 0.5  # seconds between two looks for the host that follows
+LOOK_EVERY = 0.5  # seconds between two looks for a host, while none runs
+ALIVE_LOOK_EVERY = 2.0  # seconds between two looks while one runs (a later stop of it counts too)
+LEASE_LOST = "the lease of its claim ran out and another host took the run over; it was stopped"
 CANCEL_LOOK_EVERY = 1.0  # seconds between two looks for a person's cancel of the run
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
@@ -51,11 +53,14 @@ class Aftercare(Protocol):
     def begin(self) -> None:
         """In the keeper, once it carries the run: a log and a store of its own."""
 
-    def successor(self) -> bool:
-        """Whether a host loop started after the one that handed the run over."""
+    def handing_host_runs(self) -> bool:
+        """Whether the host that handed the run over has not exited yet (it finishes its other runs)."""
 
-    def renew(self) -> None:
-        """Keep the run's claim (a shared store's lease)."""
+    def successor(self) -> bool:
+        """Whether a host loop of this name runs now, other than the one that handed the run over."""
+
+    def renew(self) -> bool:
+        """Keep the run's claim (a shared store's lease); False if another host has taken it over."""
 
     def cancelled(self) -> Outcome | None:
         """The outcome of a cancel a person asked for since, if any (the run is then stopped)."""
@@ -207,6 +212,36 @@ class _Keeper:
         raise AssertionError("unreachable")
 
 
+class HostWatch:
+    """Whether a host of this name is running, as a kept run needs to know: the stop grace runs
+    only while none is (from when the host that handed the run over has exited, and again
+    whenever the one after it stops), and ends in a stop of the run."""
+
+    def __init__(self, aftercare: Aftercare, now: float):
+        self.aftercare = aftercare
+        self.waiting_since: float | None = None  # since when no host has run
+        self.next_look = now
+        self.given_up = False
+
+    def look(self, now: float) -> bool:
+        """Look if it is time to; True once the grace has run out with no host (the run is to stop)."""
+        if self.given_up or now < self.next_look:
+            return False
+        if self.aftercare.handing_host_runs():  # it still finishes what it did not hand over
+            self.next_look = now + LOOK_EVERY
+            return False
+        if self.aftercare.successor():
+            self.waiting_since, self.next_look = None, now + ALIVE_LOOK_EVERY
+            return False
+        if self.waiting_since is None:
+            self.waiting_since = now
+        self.next_look = now + LOOK_EVERY
+        if now - self.waiting_since < self.aftercare.stop_grace:
+            return False
+        self.given_up = True
+        return True
+
+
 def carry(
     run: ProcessRun,
     order: HandOver,
@@ -215,15 +250,15 @@ def carry(
     status: int | None,
     read_ends: dict[int, str],
 ) -> tuple[Outcome, int]:
-    """Watch the run alone to its end, as the host did: its pipes, its timeout, whether a host
-    follows (none within the stop grace: the stop was a real one, and the run is stopped)."""
+    """Watch the run alone to its end, as the host did: its pipes, its timeout, a person's cancel,
+    its claim, and whether a host runs (none within the stop grace: the stop was a real one, and
+    the run is stopped)."""
     aftercare = run.aftercare
     assert aftercare is not None
     now = time.monotonic()
     started = now - order.running_for
     run.go_on_alone(job, pidfd, status, read_ends, order, now)
-    look_until = now + aftercare.stop_grace
-    next_look = now
+    hosts = HostWatch(aftercare, now)
     next_renew = None if aftercare.renew_every is None else now + aftercare.renew_every
     next_cancel_look: float | None = now + CANCEL_LOOK_EVERY
     poller = select.poll()
@@ -231,7 +266,7 @@ def carry(
         poller.register(fd, select.POLLIN)
     while not run.done:
         now = time.monotonic()
-        looks = (run.next_deadline(), next_renew, next_look if look_until else None, next_cancel_look)
+        looks = (run.next_deadline(), next_renew, None if hosts.given_up else hosts.next_look, next_cancel_look)
         limits = [t for t in looks if t is not None]
         if run.needs_polling:
             limits.append(now + 0.2)
@@ -242,29 +277,22 @@ def carry(
         now = time.monotonic()
         for done in run.poll(now):
             _forget(poller, done)
-        if look_until and now >= next_look:
-            if aftercare.successor():
-                look_until = 0.0
-            elif now >= look_until:
-                look_until = 0.0
-                grace = f"{aftercare.stop_grace:g}s"
-                run.stop(
-                    Outcome(
-                        RunStatus.INTERRUPTED,
-                        f"the host was stopped and none started after it within the {grace} stop grace; "
-                        "the run was stopped",
-                    ),
-                    now,
-                )
-            next_look = now + LOOK_EVERY
+        if hosts.look(now):
+            grace = f"{aftercare.stop_grace:g}s"
+            reason = (
+                f"the host was stopped and none started after it within the {grace} stop grace; the run was stopped"
+            )
+            run.stop(Outcome(RunStatus.INTERRUPTED, reason), now)
         if next_cancel_look is not None and now >= next_cancel_look:
             next_cancel_look = now + CANCEL_LOOK_EVERY
             if run.forced is None and (cancel := aftercare.cancelled()) is not None:
                 run.stop(cancel, now)
                 next_cancel_look = None
         if next_renew is not None and now >= next_renew:
-            aftercare.renew()
             next_renew = now + (aftercare.renew_every or 0.0)
+            if not aftercare.renew():  # another host took the claim over: the run is its now
+                run.stop(Outcome(RunStatus.INTERRUPTED, LEASE_LOST), now, at_once=True)
+                next_renew = None
     return run.outcome(), max(0, int((time.monotonic() - started) * 1000))
 
 

@@ -280,3 +280,40 @@ def test_a_kept_run_is_cancelled_by_a_person_as_a_run_of_the_host_is(deployment:
     [after] = [r for r in deployment.history("long_job", limit=1000) if r["run_id"] == run["run_id"]]
     assert after["status"] == "cancelled" and "wrong input file" in after["reason"], after
     assert _gone(run["pid"])
+
+
+SLOW_THREAD = (
+    LONG
+    + """
+@job(every(1).seconds, isolation="thread", overlap="skip")
+def in_the_host():
+    time.sleep(10)  # a thread run: the old host waits the grace for it before it exits
+"""
+)
+
+
+def test_the_grace_for_a_new_host_starts_when_the_old_one_has_exited(deployment: Deployment, supervisor) -> None:
+    deployment.write("long", SLOW_THREAD.format(steps=12, timeout="10m"))
+    sup = supervisor(JOBS_STOP_GRACE="3s")  # shorter than the old host's wait plus the new one's start
+    run = _first_long_run(sup, deployment)
+    sup.wait_for(
+        lambda rs: any(r.get("job") == "in_the_host" and r.get("event") == "run_started" for r in rs), "a thread run"
+    )
+    sup.ctl("restart", "jobs")
+    sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_succeeded"), "the kept run to end", timeout=60)
+    [after] = [r for r in deployment.history("long_job", limit=1000) if r["run_id"] == run["run_id"]]
+    assert after["status"] == "succeeded", after
+
+
+def test_a_stop_after_a_restart_still_stops_the_kept_run(deployment: Deployment, supervisor) -> None:
+    deployment.write("long", LONG.format(steps=120, timeout="10m"))
+    sup = supervisor(JOBS_STOP_GRACE="3s")
+    run = _first_long_run(sup, deployment)
+    sup.ctl("restart", "jobs")
+    sup.wait_for(lambda rs: len([r for r in rs if r.get("event") == "host_started"]) == 2, "the new host")
+    stopped = sup.ctl("stop", "jobs")
+    assert "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_interrupted"), "the kept run to be stopped", timeout=30)
+    [after] = [r for r in deployment.history("long_job", limit=1000) if r["run_id"] == run["run_id"]]
+    assert after["status"] == "interrupted" and "none started after it" in after["reason"], after
+    assert _gone(run["pid"])

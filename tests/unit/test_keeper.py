@@ -38,11 +38,14 @@ class FileAftercare:
     def begin(self) -> None:
         self._write({"began": os.getpid()})
 
+    def handing_host_runs(self) -> bool:
+        return False  # the test is the host; it lets go of the run at once
+
     def successor(self) -> bool:
         return self.has_successor
 
-    def renew(self) -> None:
-        pass
+    def renew(self) -> bool:
+        return True
 
     def cancelled(self) -> Outcome | None:
         return None
