@@ -22,6 +22,7 @@ from typing import NoReturn
 from jobhost.context import RunContext
 from jobhost.definition.durations import format_duration
 from jobhost.definition.spec import JobSpec
+from jobhost.descriptors import blind_in_children, forget
 from jobhost.observe.events import Lifecycle
 from jobhost.outcomes import Outcome, RunStatus
 from jobhost.output import READ_SIZE, LineSplitter
@@ -121,7 +122,9 @@ class ProcessRun:
         return self.released is False
 
     def held_fds(self) -> list[int]:
-        """Descriptors the loop keeps for this run but does not wait on."""
+        """Descriptors the loop keeps for this run but does not wait on (asked for as it closes them)."""
+        if self._orders is not None:
+            forget(self._orders)
         return [fd for fd in (self._go, self._orders) if fd is not None]
 
     def cancel(self) -> list[int]:
@@ -160,6 +163,7 @@ class ProcessRun:
             os.close(orders[0])
             os.close(reports[1])
             self._orders = orders[1]
+            blind_in_children(self._orders)  # held by a fork of a thread job, it would hide the host's death
             os.set_blocking(reports[0], False)
             self._streams[reports[0]] = ("report", None)
         else:

@@ -317,3 +317,26 @@ def test_a_stop_after_a_restart_still_stops_the_kept_run(deployment: Deployment,
     [after] = [r for r in deployment.history("long_job", limit=1000) if r["run_id"] == run["run_id"]]
     assert after["status"] == "interrupted" and "none started after it" in after["reason"], after
     assert _gone(run["pid"])
+
+
+FORKING_THREAD = (
+    LONG
+    + """
+import os
+
+@job(every(1).seconds, isolation="thread", overlap="skip")
+def forks():
+    if os.fork() == 0:  # a fork of the host itself, which outlives it (a pool of a thread job's)
+        time.sleep(60)
+        os._exit(0)
+"""
+)
+
+
+def test_a_fork_of_a_thread_job_does_not_keep_a_killed_hosts_runs_alive(deployment: Deployment, supervisor) -> None:
+    deployment.write("long", FORKING_THREAD.format(steps=120, timeout="10m"))
+    sup = supervisor(JOBS_STOP_GRACE="5s")
+    run = _first_long_run(sup, deployment)
+    sup.wait_for(lambda rs: any(r.get("job") == "forks" and r.get("event") == "run_succeeded" for r in rs), "a fork")
+    os.kill(sup.host_pid(), signal.SIGKILL)
+    assert _gone(run["pid"]), "a run outlived its killed host: a fork of the host held its keeper's orders pipe"
