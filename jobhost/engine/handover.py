@@ -33,9 +33,7 @@ from jobhost.store.model import Heartbeat, PendingRetry, Settlement
 logger = logging.getLogger("jobhost.host")
 T = TypeVar("T")
 
-SETTLE_TRIES = (
-    30  # a store out of reach is tried this often, a second apart, before the result file is left to the next start
-)
+SETTLE_FOR = 30.0  # seconds a store out of reach is tried for, before the outcome file is left to the next start
 
 
 def _alive(pid: int) -> bool:
@@ -150,12 +148,12 @@ class Carried:
         retry = None if retry_at is None else PendingRetry(retry_at, attempt.job, attempt.slot, attempt.number + 1)
         settlement = settlement_of(attempt, outcome, self.clock(), duration_ms, retry)
         written = None
-        for _ in range(SETTLE_TRIES):
+        give_up = time.monotonic() + SETTLE_FOR
+        while written is None and time.monotonic() < give_up:
             store = self._store()
             written = None if store is None else self._try(partial(store.settle, settlement, attempt.token))
-            if written is not None:
-                break
-            time.sleep(1.0)
+            if written is None:
+                time.sleep(1.0)
         if written and self.result_file is not None:
             self.result_file.unlink(missing_ok=True)
         elif written is False:

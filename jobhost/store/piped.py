@@ -4,8 +4,9 @@ A keeper is a fork of the host. SQLite keeps what it knows of an open file for t
 process (its locks, the mapping of the write-ahead log's index), so a connection opened in a
 fork of a process that had the file open shares that stale state: it reads the file as it was
 (a new host's heartbeat never shows) and could corrupt it with a write. A process started from
-scratch has none of it; the keeper asks one (``python -m jobhost.store.piped URL BASE_DIR``),
-on any store, so that there is one way it reaches the store.
+scratch has none of it; the keeper asks one (``python -m jobhost.store.piped``, told the URL on
+its stdin, never on a command line every user can read), on any store, so that there is one way
+it reaches the store.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from jobhost.outcomes import RunStatus
 from jobhost.store.model import Heartbeat, PendingRetry, Settlement
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the directory jobhost is imported from
-ANSWER_TIMEOUT = 20.0  # seconds a call may take (a database out of reach): then the process is ended
+ANSWER_TIMEOUT = 5.0  # seconds a call may take (a database out of reach): then the process is ended
 
 
 class PipedStore:
@@ -37,13 +38,17 @@ class PipedStore:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "jobhost.store.piped", url, str(base_dir)],
+            [sys.executable, "-m", "jobhost.store.piped"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=env,
         )
         self._answers = b""
+        assert self._process.stdin is not None
+        with contextlib.suppress(OSError):  # gone at once: said at the first call
+            self._process.stdin.write((json.dumps({"url": url, "base_dir": str(base_dir)}) + "\n").encode())
+            self._process.stdin.flush()
 
     def heartbeat(self, host: str) -> Heartbeat | None:
         beat = self._ask({"call": "heartbeat", "host": host})
@@ -150,11 +155,13 @@ def _settlement(data: dict[str, Any]) -> Settlement:
     )
 
 
-def serve(url: str, base_dir: Path) -> None:
-    """Answer the keeper's calls, one JSON line each, until its end of the pipe closes."""
+def serve() -> None:
+    """Open the store the first line names, then answer the keeper's calls, one JSON line each,
+    until its end of the pipe closes."""
     from jobhost.store import open_store
 
-    store = open_store(url, base_dir)
+    where = json.loads(sys.stdin.readline() or "{}")
+    store = open_store(where["url"], Path(where["base_dir"]))
     try:
         for line in sys.stdin:
             request = json.loads(line)
@@ -188,4 +195,4 @@ def _answer(store: Any, request: dict[str, Any]) -> Any:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], Path(sys.argv[2]))
+    serve()
