@@ -231,6 +231,9 @@ class Host:
         if run.cancelled:  # prepared, but the stop came first
             self.recorder.withdraw(attempt)
             return
+        if run.handed:  # its keeper took it after all, late: the keeper records it
+            self._handed([attempt])
+            return
         self._end(attempt, attempt.started_mono, run.outcome())
         # A run asked for by hand may end while the scheduled one goes on: the queue waits for both.
         spec = self.jobs[attempt.job]

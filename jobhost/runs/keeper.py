@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from jobhost.runs.process import ProcessRun
 
 ANSWER_WAIT = 2.0  # seconds the host waits for a keeper to answer a hand-over order
+ANSWER_MARGIN = 0.5  # of which the last are for the answer to arrive: a keeper takes no order later
 LOOK_EVERY = 0.5  # seconds between two looks for a host, while none runs
 ALIVE_LOOK_EVERY = 2.0  # seconds between two looks while one runs (a later stop of it counts too)
 LEASE_LOST = "the lease of its claim ran out and another host took the run over; it was stopped"
@@ -80,6 +81,7 @@ class HandOver:
     deadline_in: float | None  # seconds until its timeout
     kill_in: float | None  # seconds until a SIGKILL already due (a stop under way)
     forced: Outcome | None  # the outcome a stop under way gives it
+    take_by: float  # a time.monotonic() instant (one clock for every process): an order read later is stale
 
     def encode(self) -> bytes:
         order = {
@@ -91,6 +93,7 @@ class HandOver:
             "deadline_in": self.deadline_in,
             "kill_in": self.kill_in,
             "forced": None if self.forced is None else [str(self.forced.status), self.forced.reason],
+            "take_by": self.take_by,
         }
         return (json.dumps(order) + "\n").encode()
 
@@ -106,6 +109,7 @@ class HandOver:
             order["deadline_in"],
             order["kill_in"],
             None if forced is None else Outcome(RunStatus(forced[0]), forced[1]),
+            order["take_by"],
         )
 
 
@@ -186,7 +190,11 @@ class _Keeper:
         self.orders += data
         if b"\n" not in self.orders:
             return None
-        return HandOver.decode(self.orders.split(b"\n", 1)[0])
+        line, self.orders = self.orders.split(b"\n", 1)
+        order = HandOver.decode(line)
+        if time.monotonic() > order.take_by:  # the host has given up waiting: the run stays its own
+            return None
+        return order
 
     def _ended(self, status: int) -> NoReturn:
         """The job ended while the host lives: the host records it, unless it has just handed it over."""

@@ -28,7 +28,7 @@ from jobhost.outcomes import Outcome, RunStatus
 from jobhost.output import READ_SIZE, LineSplitter
 from jobhost.runs.child import Release, read_result, run_child, started_at
 from jobhost.runs.exits import RETURNED_UNREPORTED, UNREPORTED, describe_wait_status
-from jobhost.runs.keeper import ANSWER_WAIT, Aftercare, HandOver, KeeperPipes, keep
+from jobhost.runs.keeper import ANSWER_MARGIN, ANSWER_WAIT, Aftercare, HandOver, KeeperPipes, keep
 from jobhost.runs.results import outcome_of
 
 TERM_GRACE = 5.0  # seconds between SIGTERM and SIGKILL for a run being stopped
@@ -329,6 +329,7 @@ class ProcessRun:
             None if self.forced is not None or self.deadline is None else self.deadline - now,
             None if self.kill_at is None else self.kill_at - now,
             self.forced,
+            time.monotonic() + ANSWER_WAIT - ANSWER_MARGIN,
         )
         try:
             os.write(self._orders, order.encode())
@@ -336,10 +337,11 @@ class ProcessRun:
             return False
         waiting = select.poll()
         waiting.register(report, select.POLLIN)
-        answer_by = time.monotonic() + ANSWER_WAIT
-        while not self.handed and self.job_status is None and (left := answer_by - time.monotonic()) > 0:
-            if not waiting.poll(left * 1000):
-                break
+        answer_by = order.take_by + ANSWER_MARGIN
+        while not self.handed and self.job_status is None:
+            left = answer_by - time.monotonic()
+            if not waiting.poll(max(0.0, left) * 1000):
+                break  # (past the instant, one look that does not wait: an answer just in)
             try:
                 data = os.read(report, READ_SIZE)
             except BlockingIOError:
@@ -347,6 +349,8 @@ class ProcessRun:
             if not data:  # the keeper exited; what it said before is read, the end of file again later
                 break
             self._read_report(data)
+            if left <= 0:
+                break
         return self.handed
 
     def go_on_alone(

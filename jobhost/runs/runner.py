@@ -103,7 +103,7 @@ class Runner:
             run = attempt.run
             assert run is not None
             self.watcher.release(run.poll(now))
-            if run.done:
+            if run.done or run.handed:  # (handed: a keeper that took an order the host had given up on)
                 del self.active[run_id]
                 attempt.watch_at = None
                 self.watcher.release(run.fds())

@@ -235,5 +235,29 @@ def test_a_hand_over_order_reads_back_as_it_was_written() -> None:
         30.0,
         None,
         Outcome(RunStatus.TIMED_OUT, "past its timeout"),
+        1234.5,
     )
     assert HandOver.decode(order.encode().rstrip(b"\n")) == order
+
+
+def test_a_keeper_too_slow_to_answer_leaves_the_run_the_hosts(tmp_path: Path) -> None:
+    """An order the host gave up waiting for is stale: one owner of the run, never two."""
+    aftercare = FileAftercare(tmp_path / "kept.jsonl", successor=True)
+
+    def job() -> None:
+        print("going", flush=True)
+        time.sleep(60)
+
+    run = _run(job, aftercare)
+    host_lines = aftercare.lines
+    _watch_until(run, lambda: host_lines == [("stdout", "going")])
+    assert run.pid is not None
+    os.kill(run.pid, signal.SIGSTOP)  # the keeper cannot answer (a loaded machine, swap)
+    try:
+        assert not run.hand_over(time.monotonic(), 0.1)
+    finally:
+        os.kill(run.pid, signal.SIGCONT)
+    run.stop(Outcome(RunStatus.INTERRUPTED, "the host stopped it"), time.monotonic())
+    _watch_until(run, lambda: run.done)
+    assert run.outcome().status == RunStatus.INTERRUPTED and not run.handed
+    assert not aftercare.path.exists()  # the keeper never carried it
