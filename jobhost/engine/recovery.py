@@ -76,21 +76,28 @@ def recover(
     whole = True
 
     def write(fn: Callable[[], Any]) -> bool:
+        """Whether the write was made (False: the store failed, or a run had ended meanwhile)."""
         nonlocal whole
-        if call(fn, _FAILED) is _FAILED:
+        done = call(fn, _FAILED)
+        if done is _FAILED:
             whole = False
             return False
-        return True
+        return done is not False
 
     records = call(lambda: store.running(hostname), _FAILED)
     if records is _FAILED:
         return False
     asked = {request.run_id: request for request in call(store.cancel_requests, [])}
 
-    def cancelled(context: RunContext, request: CancelRequest, why: str) -> None:
+    def cancelled(context: RunContext, request: CancelRequest, why: str, *, running: bool) -> None:
         """A run asked to be cancelled that the host did not get to: cancelled, as the person asked."""
         reason = f"{request.outcome_reason()} ({why})"
-        if write(partial(store.finish_run, context.run_id, RunStatus.CANCELLED, reason, now, None)):
+        finish: Callable[[], bool | None]
+        if running:  # unless it ended meanwhile
+            finish = partial(store.finish_left_run, context.run_id, RunStatus.CANCELLED, reason, now)
+        else:
+            finish = partial(store.finish_run, context.run_id, RunStatus.CANCELLED, reason, now, None)
+        if write(finish):
             write(partial(store.cancels_done, [context.run_id], now))
             lifecycle.emit(RunEvent(RunStatus.CANCELLED, context, reason))
 
@@ -101,7 +108,7 @@ def recover(
         request = asked.get(record.run_id)
         if record.status == RunStatus.WAITING:
             if request is not None:
-                cancelled(context, request, "the host had stopped while it waited")
+                cancelled(context, request, "the host had stopped while it waited", running=False)
             else:
                 write(partial(store.finish_run, context.run_id, RunStatus.WAITING, WAITED, now, None))
             continue
@@ -129,14 +136,14 @@ def recover(
         if path is not None and result is not None:
             left = outcome_of(result)
             reason = f"{left.reason}; {LEFT}" if left.reason else LEFT
-            if write(partial(store.finish_run, context.run_id, left.status, reason, now, None)):
+            if write(partial(store.finish_left_run, context.run_id, left.status, reason, now)):
                 lifecycle.emit(
                     RunEvent(left.status, context, reason, traceback=left.traceback, exception=left.exception)
                 )
                 path.unlink(missing_ok=True)
             continue
         if request is not None:
-            cancelled(context, request, died)
-        elif write(partial(store.finish_run, context.run_id, RunStatus.ABANDONED, died, now, None)):
+            cancelled(context, request, died, running=True)
+        elif write(partial(store.finish_left_run, context.run_id, RunStatus.ABANDONED, died, now)):
             lifecycle.emit(RunEvent(RunStatus.ABANDONED, context, died, extra={"pid": record.pid}))
     return whole

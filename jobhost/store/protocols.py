@@ -43,6 +43,10 @@ class History(Protocol):
     ) -> None:
         """Record how a run ended."""
 
+    def finish_left_run(self, run_id: str, status: RunStatus, reason: str, ended: dt.datetime) -> bool:
+        """Record how a run left `running` by a gone process ended, unless its record says it has
+        ended meanwhile (its keeper recorded it as the host looked); whether it was written."""
+
     def runs(self, job: str | None = None, limit: int = 20, status: RunStatus | None = None) -> list[RunRecord]:
         """Runs newest first, of one job or of all, of one status or of any."""
 

@@ -70,6 +70,13 @@ class SQLHistory(SQLBase):
             (str(status), reason, self._time(ended), duration_ms, run_id),
         )
 
+    def finish_left_run(self, run_id: str, status: RunStatus, reason: str, ended: dt.datetime) -> bool:
+        changed = self._do(
+            self._q("UPDATE {t}runs SET status = ?, reason = ?, ended = ? WHERE run_id = ? AND status = 'running'"),
+            (str(status), reason, self._time(ended), run_id),
+        )
+        return changed == 1
+
     def runs(self, job: str | None = None, limit: int = 20, status: RunStatus | None = None) -> list[RunRecord]:
         where, params = [], []
         if job is not None:

@@ -482,3 +482,17 @@ def test_the_slots_blocked_by_a_failed_parent_are_found_until_one_settles(store:
     store.add_run(_run("s2", "export", 60, attempt=2, status=RunStatus.SUCCEEDED, ended=ended))  # run since
     assert store.blocked_slots("export", T0 - dt.timedelta(days=1)) == [T0]
     assert store.blocked_slots("export", T0 + dt.timedelta(minutes=1)) == []
+
+
+def test_a_left_run_is_finished_only_while_its_record_still_says_running(store: StateStore) -> None:
+    """Recovery read a run as running; its keeper recorded the end before recovery wrote: kept."""
+    slot = dt.datetime(2026, 12, 3, 10, 0, tzinfo=dt.UTC)
+    store.add_run(RunRecord("going", "export", slot, 1, RunStatus.RUNNING, started=slot, host="vm"))
+    store.add_run(RunRecord("done", "export", slot, 2, RunStatus.RUNNING, started=slot, host="vm"))
+    store.finish_run("done", RunStatus.SUCCEEDED, "", slot, 1000)
+    assert store.finish_left_run("going", RunStatus.ABANDONED, "the host died", slot) is True
+    assert store.finish_left_run("done", RunStatus.ABANDONED, "the host died", slot) is False
+    assert [(r.run_id, r.status) for r in sorted(store.runs("export"), key=lambda r: r.run_id)] == [
+        ("done", RunStatus.SUCCEEDED),
+        ("going", RunStatus.ABANDONED),
+    ]

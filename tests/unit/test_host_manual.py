@@ -59,6 +59,7 @@ class _Going:
     done: bool = False
     prepared: bool = False
     cancelled: bool = False
+    handed: bool = False
     needs_polling: bool = False
 
     def fds(self) -> list[int]:
