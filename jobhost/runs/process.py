@@ -308,6 +308,11 @@ class ProcessRun:
             return Outcome(RunStatus.SUCCEEDED if code == RETURNED_UNREPORTED else RunStatus.FAILED, UNREPORTED[code])
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
             return Outcome(RunStatus.SUCCEEDED, "the process exited with code 0 before the function returned")
+        if self.aftercare is not None and self.job_status is None and os.WIFSIGNALED(status):  # the keeper's end
+            return Outcome(
+                RunStatus.CRASHED,
+                f"its keeper was {describe_wait_status(status)} before the job finished (the job died with it)",
+            )
         return Outcome(RunStatus.CRASHED, describe_wait_status(status) + " before the job finished")
 
     # -- a keeper's hand-over ----------------------------------------------

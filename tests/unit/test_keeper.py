@@ -261,3 +261,29 @@ def test_a_keeper_too_slow_to_answer_leaves_the_run_the_hosts(tmp_path: Path) ->
     _watch_until(run, lambda: run.done)
     assert run.outcome().status == RunStatus.INTERRUPTED and not run.handed
     assert not aftercare.path.exists()  # the keeper never carried it
+
+
+def test_a_keeper_killed_while_the_host_lives_ends_the_run_saying_so(tmp_path: Path) -> None:
+    aftercare = FileAftercare(tmp_path / "kept.jsonl", successor=True)
+
+    def job() -> None:
+        print("going", flush=True)
+        time.sleep(60)
+
+    run = _run(job, aftercare)
+    _watch_until(run, lambda: aftercare.lines == [("stdout", "going")])
+    assert run.pid is not None
+    os.kill(run.pid, signal.SIGKILL)  # the keeper alone (the OOM killer's choice); its job dies with it
+    _watch_until(run, lambda: run.done)
+    outcome = run.outcome()
+    assert outcome.status == RunStatus.CRASHED
+    assert outcome.reason.startswith("its keeper was killed by SIGKILL"), outcome.reason
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the job went with its keeper (PR_SET_PDEATHSIG), and its group
+        try:
+            os.killpg(run.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(run.pid, 0)
