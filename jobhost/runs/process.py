@@ -373,7 +373,7 @@ class ProcessRun:
             self._streams[fd] = (name, splitter)
         self._control, self.result, self.forced = order.control, order.result, order.forced
         self.deadline = None if order.deadline_in is None else now + order.deadline_in
-        self.kill_at = None if order.kill_in is None else now + order.kill_in
+        self.kill_at = None if order.kill_in is None or status is not None else now + order.kill_in
         self.drain_until = None if status is None else now + DRAIN_GRACE
         self.released, self._look_again, self._go, self._orders, self.on_started = None, None, None, None, None
 
