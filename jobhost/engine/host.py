@@ -135,6 +135,7 @@ class Host:
                 self.retries.merge()
                 for attempt in self.dependencies.look_again():  # a parent that ended under its keeper
                     self.admission.admit(attempt)
+                self.admission.look_behind_remote()  # a slot queued behind it
                 self.catch_up.unblocked(self.dependencies.unblocked(self.clock()))
             for attempt in self.runner.reap():
                 self.on_finished(attempt)
