@@ -1,10 +1,12 @@
 """End to end, on a booted Debian host deployed by the real play: what an operator meets on the
 host itself. The `jobhost` command, per-host settings over the group's, the stop grace in both
 the settings and supervisord's program, a release of only what the host runs, and a deploy
-whose job module is slow or stuck at import failing at the check's bound."""
+whose job module is slow or stuck at import failing at the check's bound; last, a deploy in the
+middle of a long run letting it finish in the release it started in."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import pty
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.debian_host import DebianHost
-from tests.support.deploy_site import SECRET, Controller, Logstash, deploy_site, get, program
+from tests.support.deploy_site import SECRET, Controller, Logstash, deploy_site, get, log_lines, program
 from tests.support.sentry_servers import wait_until
 
 pytestmark = pytest.mark.timeout(600)  # a deploy on a busy machine can take minutes
@@ -34,6 +36,27 @@ def sleepy():
     print("sleepy started", flush=True)
     time.sleep(120)
 """
+STEADY = """
+import os
+import subprocess
+import time
+
+from jobhost import cron, job
+
+
+@job(cron("0 0 1 1 *"), catchup="none", timeout="15m")
+def steady():
+    subprocess.Popen(["sleep", "900"])  # a grandchild, in the run's process group
+    print("steady started", flush=True)
+    step = 0
+    while not os.path.exists("/tmp/steady-may-end"):  # the test says when: after the deploy
+        print("steady step", step, flush=True)
+        step += 1
+        time.sleep(1)
+    print("steady done", flush=True)
+"""
+
+
 HOST_SECRET = f"host-only-{SECRET}"
 CHECK_TIMEOUT = 5
 HOST_VARS = (
@@ -46,7 +69,7 @@ HOST_VARS = (
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DebianHost, Controller, list[Logstash]]]:
-    with deploy_site(tmp_path_factory, host_vars=HOST_VARS, jobs={"sleepy": SLEEPY}) as built:
+    with deploy_site(tmp_path_factory, host_vars=HOST_VARS, jobs={"sleepy": SLEEPY, "steady": STEADY}) as built:
         yield built
 
 
@@ -236,3 +259,82 @@ def test_an_import_stuck_in_native_code_is_stopped_with_the_check(site):
     finally:
         (controller.dir / "jobs" / "stuck_import.py").unlink()
         controller.commit("remove the stuck job module")
+
+
+# Last: it deploys a new release, which the tests above do not expect.
+def _records(host: DebianHost) -> list[dict]:
+    return [json.loads(line) for line in log_lines(host)]
+
+
+def _steady(host: DebianHost) -> list[dict]:
+    listed = jobhost(host, "history", "steady", "--limit", "10", "--json")
+    assert listed.returncode == 0, listed.stderr
+    return json.loads(listed.stdout)
+
+
+NAMES = """
+import os, pwd
+uid = pwd.getpwnam("jobhost").pw_uid
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if os.stat(f"/proc/{pid}").st_uid == uid:
+            print(open(f"/proc/{pid}/comm").read().strip())
+    except OSError:
+        pass
+"""
+
+
+def _names(host: DebianHost) -> list[str]:
+    """What the job user's processes are called (`ps -o comm`; the host has no ps)."""
+    return host.run(f"python3 -c {shlex.quote(NAMES)}").stdout.split()
+
+
+def test_a_deploy_in_the_middle_of_a_long_run_lets_it_finish_in_its_release(site) -> None:
+    host, controller, _ = site
+    running = host.run("readlink /opt/jobhost/current").stdout.strip()
+    at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)).isoformat()
+    planned = jobhost(host, "run", "steady", "--at", at)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    run = wait_until(
+        lambda: next((r for r in _steady(host) if r["status"] == "running"), None), timeout=60, what="the run"
+    )
+    wait_until(
+        lambda: any(r.get("message") == "steady step 1" for r in _records(host)), timeout=30, what="the run going"
+    )
+    (controller.dir / "jobs" / "notes.py").write_text("# a change of code: a new release\n")
+    revision = controller.commit("a release in the middle of a long run")
+    deployed = controller.deploy()
+    assert deployed.returncode == 0, deployed.stdout[-4000:]
+    assert host.run("readlink /opt/jobhost/current").stdout.strip() == f"/opt/jobhost/releases/{revision}"
+    assert host.run("readlink /opt/jobhost/current").stdout.strip() != running
+    [going] = [r for r in _steady(host) if r["run_id"] == run["run_id"]]
+    assert going["status"] == "running", going  # not interrupted by the deploy
+    assert {"sleep", "keep:steady", "job:steady"} <= set(_names(host)), _names(host)  # the run, whole
+    restarted = [r for r in _records(host) if r.get("event") == "host_started"][-1]
+    host.run("touch /tmp/steady-may-end")
+    ended = wait_until(
+        lambda: next((r for r in _steady(host) if r["run_id"] == run["run_id"] and r["status"] != "running"), None),
+        timeout=60,
+        what="the kept run to end",
+    )
+    assert ended["status"] == "succeeded", ended
+    assert [r for r in _steady(host) if r["slot"] == run["slot"]] == [ended]
+    lines = [r["message"] for r in _records(host) if r.get("run_id") == run["run_id"] and r.get("stream") == "stdout"]
+    steps = [line for line in lines if line.startswith("steady step")]
+    assert lines[0] == "steady started" and lines[-1] == "steady done"
+    assert steps == [f"steady step {n}" for n in range(len(steps))]  # every line, once, in order
+    assert [r["event"] for r in _records(host) if r.get("run_id") == run["run_id"] and r.get("event")].count(
+        "run_succeeded"
+    ) == 1
+    # The new release ran the other job's slots while the kept run went on.
+    pings = [
+        r
+        for r in _records(host)
+        if r.get("job") == "ping" and r.get("event") == "run_succeeded" and r["timestamp"] > restarted["timestamp"]
+    ]
+    assert pings
+    wait_until(
+        lambda: not {"sleep", "keep:steady", "job:steady"} & set(_names(host)),
+        timeout=30,
+        what="the run's keeper, job and grandchild gone once it ended",
+    )
