@@ -75,8 +75,8 @@ def configure(*, log_to_stdout: bool, loop: bool = False) -> HostSettings:
 
 def _log_alone(settings: Settings) -> Callable[[], None]:
     """Logging in a process that outlives the loop (a run's keeper): the log file, written by a
-    thread of its own and never rotated by it (the loop that follows rotates it; the keeper
-    follows the path at its next line)."""
+    thread of its own and rotated at its size as the loop rotates it (under one lock: see LogFile),
+    so that a chatty run kept on under a quiet host does not take it past JOBS_LOG_MAX_BYTES."""
 
     def log_alone() -> None:
         assert settings.log_file is not None
@@ -85,7 +85,7 @@ def _log_alone(settings: Settings) -> Callable[[], None]:
             settings.log_format,
             None,
             settings.host_name,
-            LogFile(settings.log_file, 0, settings.log_backups),
+            LogFile(settings.log_file, settings.log_max_bytes, settings.log_backups),
         )
 
     return log_alone

@@ -18,13 +18,14 @@ read from a pipe, which cuts a line longer than the pipe holds in two.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -37,6 +38,7 @@ GATHER = 0.005  # seconds the writer lets lines gather once woken, to write them
 WRITE_BATCH = 256 * 1024  # bytes of waiting lines written at once, at most
 RETRY_PAUSE = 0.5  # seconds between tries of a log file that cannot be written (a full disk)
 LOG_FILE_MODE = 0o640  # the job user writes, its group (adm on a host) reads, nobody else
+ROTATION_WAIT = 2.0  # seconds a writer waits for another's rotation of the same file
 
 
 class Sink(Protocol):
@@ -76,6 +78,10 @@ class LogFile:
     path is looked at: a file removed or renamed by someone else (logrotate, a person) is
     reopened. A write that fails (a full disk, an I/O error) leaves no part of a line behind; the
     lines it did not write wait and are tried again.
+
+    Several processes may write the same file (the loop and the keepers of runs it handed over):
+    each batch is written under an flock() of the directory, after a look at the path, so that
+    the size is each writer's to see whole and two writers never rotate the same file twice.
     """
 
     def __init__(self, path: Path, max_bytes: int, backups: int):
@@ -92,16 +98,17 @@ class LogFile:
     def write(self, lines: list[bytes]) -> int:
         done = 0
         try:
-            self._follow_path()
-            pending: list[bytes] = []
-            for line in lines:
-                taken = self._size + sum(map(len, pending))
-                if self.max_bytes and taken and taken + len(line) > self.max_bytes:
-                    done += self._write(pending)
-                    pending = []
-                    self._rotate()
-                pending.append(line)
-            done += self._write(pending)
+            with self._writers_lock():
+                self._follow_path()
+                pending: list[bytes] = []
+                for line in lines:
+                    taken = self._size + sum(map(len, pending))
+                    if self.max_bytes and taken and taken + len(line) > self.max_bytes:
+                        done += self._write(pending)
+                        pending = []
+                        self._rotate()
+                    pending.append(line)
+                done += self._write(pending)
         except OSError as exc:
             self.error = exc
             self._close()  # reopened by the next try: the disk may be another one by then
@@ -140,6 +147,32 @@ class LogFile:
             self._open()
         else:
             self._size = os.fstat(self._fd).st_size  # truncated by someone (copytruncate): where it is
+
+    @contextlib.contextmanager
+    def _writers_lock(self) -> Iterator[None]:
+        """One batch at a time among every process writing this path, when it is rotated: its size
+        is then looked at, and the file rotated, by one writer at a time. A writer stopped while it
+        holds the lock is waited for ROTATION_WAIT at most; then the batch is written anyway."""
+        try:
+            fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if self.max_bytes else None
+        except OSError:  # a directory this user may write but not read: written on without the lock
+            fd = None
+        if fd is None:
+            yield
+            return
+        try:
+            give_up = time.monotonic() + ROTATION_WAIT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= give_up:
+                        break
+                    time.sleep(0.002)
+            yield
+        finally:
+            os.close(fd)  # and with it the lock
 
     def _rotate(self) -> None:
         """Rename the files one up and open a new one. A rename that fails leaves the file as it

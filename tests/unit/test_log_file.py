@@ -69,6 +69,33 @@ def test_lines_of_256_kb_and_of_mixed_sizes_cross_many_rotations_whole_and_in_or
     assert {oct(file.stat().st_mode & 0o777) for file in files} == {"0o640"}
 
 
+def test_two_processes_writing_one_file_rotate_it_at_its_size_once_each_time(tmp_path: Path) -> None:
+    """The loop and a keeper of a run it handed over: every line of each, once and in its order,
+    and no file past the size, however the two writers' rotations meet."""
+    path = tmp_path / "jobs.log"
+    writers = []
+    for first in (0, 100_000):
+        pid = os.fork()
+        if pid == 0:  # a writer of its own, as a keeper is
+            code = 1
+            try:
+                sink = LogFile(path, max_bytes=64 * 1024, backups=1000)
+                for n in range(first, first + 3000):
+                    assert sink.write([_line(n, 120 + n % 700)]) == 1
+                code = 0
+            finally:
+                os._exit(code)
+        writers.append(pid)
+    for pid in writers:
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    numbers = _numbers(path)
+    assert [n for n in numbers if n < 100_000] == list(range(3000))
+    assert [n for n in numbers if n >= 100_000] == list(range(100_000, 103_000))
+    files = _files(path)
+    assert len(files) >= 20
+    assert all(file.stat().st_size <= 64 * 1024 for file in files), [f.stat().st_size for f in files]
+
+
 def test_a_line_longer_than_the_maximum_has_a_file_of_its_own(tmp_path: Path) -> None:
     path = tmp_path / "jobs.log"
     output = BoundedOutput(LogFile(path, max_bytes=100_000, backups=10))
