@@ -340,3 +340,29 @@ def test_a_fork_of_a_thread_job_does_not_keep_a_killed_hosts_runs_alive(deployme
     sup.wait_for(lambda rs: any(r.get("job") == "forks" and r.get("event") == "run_succeeded" for r in rs), "a fork")
     os.kill(sup.host_pid(), signal.SIGKILL)
     assert _gone(run["pid"]), "a run outlived its killed host: a fork of the host held its keeper's orders pipe"
+
+
+FLOOD = """
+import time
+from jobhost import job, every
+
+@job(every(2).seconds, overlap="skip")
+def flood():
+    for n in range(20000):
+        print("line", n, "x" * 60, flush=n % 50 == 0)
+        if n % 2000 == 0:
+            time.sleep(0.5)
+"""
+
+
+def test_a_chatty_kept_run_under_a_quiet_host_keeps_the_log_at_its_size(deployment: Deployment, supervisor) -> None:
+    deployment.write("flood", FLOOD)
+    sup = supervisor(JOBS_STOP_GRACE="5s", JOBS_LOG_MAX_BYTES="64KB", JOBS_LOG_BACKUPS="1000")
+    sup.wait_for(lambda rs: any(r.get("message", "").startswith("line 2000 ") for r in rs), "the flood going")
+    [run] = [r for r in deployment.history("flood") if r["status"] == "running"]
+    sup.ctl("restart", "jobs")
+    sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_succeeded"), "the kept run to end", timeout=90)
+    lines = [r["message"] for r in _of(sup.records(), run["run_id"]) if r.get("stream") == "stdout"]
+    assert [int(line.split()[1]) for line in lines] == list(range(20000))  # once each, in order
+    sizes = [path.stat().st_size for path in sup.file.parent.glob("host.log*")]
+    assert len(sizes) > 20 and max(sizes) <= 64 * 1024, sorted(sizes)[-5:]
