@@ -138,13 +138,9 @@ def keep(run: ProcessRun, pipes: KeeperPipes, host_pid: int, start_job: Callable
         release = () if run.release is None else (run.release.fd,)
         keep_only({*pipes.job_ends, *pipes.read_ends, pipes.orders, pipes.reports, *release})
         me = os.getpid()
-        for signum in _STOP_SIGNALS:  # the job has its own handlers; nothing ignored reaches it
-            signal.signal(signum, signal.SIG_DFL)
         job = os.fork()
-        if job == 0:
+        if job == 0:  # it sets its own handlers of the stop signals: nothing ignored reaches what it runs
             start_job(me)
-        for signum in _STOP_SIGNALS:
-            signal.signal(signum, signal.SIG_IGN)
         for fd in (*pipes.job_ends, *release):
             os.close(fd)
         _Keeper(run, pipes, job).wait()

@@ -287,3 +287,22 @@ def test_a_keeper_killed_while_the_host_lives_ends_the_run_saying_so(tmp_path: P
         time.sleep(0.02)
     with pytest.raises(ProcessLookupError):
         os.killpg(run.pid, 0)
+
+
+def test_what_a_kept_job_runs_does_not_ignore_the_stop_signals_its_keeper_ignores(tmp_path: Path) -> None:
+    aftercare = FileAftercare(tmp_path / "kept.jsonl", successor=True)
+
+    def job() -> None:
+        import subprocess
+
+        child = subprocess.Popen(["sleep", "30"])
+        ignored = next(line for line in Path(f"/proc/{child.pid}/status").read_text().splitlines() if "SigIgn" in line)
+        child.kill()
+        print(ignored, flush=True)
+
+    run = _run(job, aftercare)
+    _watch_until(run, lambda: run.done)
+    [(_, line)] = aftercare.lines
+    mask = int(line.split()[1], 16)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        assert not mask & (1 << (signum - 1)), f"{signum.name} ignored by what the job ran: {line}"
