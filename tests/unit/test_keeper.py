@@ -80,6 +80,19 @@ def _run(func, aftercare: FileAftercare) -> ProcessRun:
     return run
 
 
+def _going(tmp_path: Path, *, successor: bool, stop_grace: float = 30.0) -> tuple[ProcessRun, FileAftercare]:
+    """A kept run whose job has said it is going and then sleeps, its first line read by the host."""
+    aftercare = FileAftercare(tmp_path / "kept.jsonl", successor, stop_grace)
+
+    def job() -> None:
+        print("going", flush=True)
+        time.sleep(60)
+
+    run = _run(job, aftercare)
+    _watch_until(run, lambda: aftercare.lines == [("stdout", "going")])
+    return run, aftercare
+
+
 def _watch_until(run: ProcessRun, until, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not until() and time.monotonic() < deadline:
@@ -149,15 +162,7 @@ def _reaped(run: ProcessRun) -> None:
 
 
 def test_without_a_successor_the_keeper_stops_the_run_after_the_grace(tmp_path: Path) -> None:
-    aftercare = FileAftercare(tmp_path / "kept.jsonl", successor=False, stop_grace=0.5)
-
-    def job() -> None:
-        print("going", flush=True)
-        time.sleep(60)
-
-    run = _run(job, aftercare)
-    host_lines = aftercare.lines
-    _watch_until(run, lambda: host_lines == [("stdout", "going")])
+    run, aftercare = _going(tmp_path, successor=False, stop_grace=0.5)
     assert run.hand_over(time.monotonic(), 0.1)
     for fd in [*run.fds(), *run.held_fds()]:
         os.close(fd)
@@ -183,15 +188,7 @@ def test_a_run_that_ended_before_the_order_stays_the_hosts(tmp_path: Path) -> No
 
 
 def test_the_host_signals_the_job_through_the_keepers_group(tmp_path: Path) -> None:
-    aftercare = FileAftercare(tmp_path / "kept.jsonl", successor=True)
-
-    def job() -> None:
-        print("going", flush=True)
-        time.sleep(60)
-
-    run = _run(job, aftercare)
-    host_lines = aftercare.lines
-    _watch_until(run, lambda: host_lines == [("stdout", "going")])
+    run, _ = _going(tmp_path, successor=True)
     run.stop(Outcome(RunStatus.INTERRUPTED, "stopped by the test"), time.monotonic())
     _watch_until(run, lambda: run.done)
     outcome = run.outcome()
@@ -200,15 +197,7 @@ def test_the_host_signals_the_job_through_the_keepers_group(tmp_path: Path) -> N
 
 def test_a_keeper_whose_host_is_gone_without_an_order_kills_the_run(tmp_path: Path) -> None:
     """The host's end of the orders pipe closing is the host's death to the keeper."""
-    aftercare = FileAftercare(tmp_path / "kept.jsonl", successor=True)
-
-    def job() -> None:
-        print("going", flush=True)
-        time.sleep(60)
-
-    run = _run(job, aftercare)
-    host_lines = aftercare.lines
-    _watch_until(run, lambda: host_lines == [("stdout", "going")])
+    run, aftercare = _going(tmp_path, successor=True)
     for fd in run.held_fds():
         os.close(fd)
     run._orders = None
@@ -242,15 +231,7 @@ def test_a_hand_over_order_reads_back_as_it_was_written() -> None:
 
 def test_a_keeper_too_slow_to_answer_leaves_the_run_the_hosts(tmp_path: Path) -> None:
     """An order the host gave up waiting for is stale: one owner of the run, never two."""
-    aftercare = FileAftercare(tmp_path / "kept.jsonl", successor=True)
-
-    def job() -> None:
-        print("going", flush=True)
-        time.sleep(60)
-
-    run = _run(job, aftercare)
-    host_lines = aftercare.lines
-    _watch_until(run, lambda: host_lines == [("stdout", "going")])
+    run, aftercare = _going(tmp_path, successor=True)
     assert run.pid is not None
     os.kill(run.pid, signal.SIGSTOP)  # the keeper cannot answer (a loaded machine, swap)
     try:
@@ -264,14 +245,7 @@ def test_a_keeper_too_slow_to_answer_leaves_the_run_the_hosts(tmp_path: Path) ->
 
 
 def test_a_keeper_killed_while_the_host_lives_ends_the_run_saying_so(tmp_path: Path) -> None:
-    aftercare = FileAftercare(tmp_path / "kept.jsonl", successor=True)
-
-    def job() -> None:
-        print("going", flush=True)
-        time.sleep(60)
-
-    run = _run(job, aftercare)
-    _watch_until(run, lambda: aftercare.lines == [("stdout", "going")])
+    run, _ = _going(tmp_path, successor=True)
     assert run.pid is not None
     os.kill(run.pid, signal.SIGKILL)  # the keeper alone (the OOM killer's choice); its job dies with it
     _watch_until(run, lambda: run.done)
