@@ -33,6 +33,16 @@ def _records(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
+def _left_running(deployment: Deployment, url: str, run: dict, *, timeout: float, what: str) -> dict:
+    """The run's record once it is no longer `running` (waited for, bounded)."""
+
+    def ended() -> dict | None:
+        history = deployment.history("long_job", limit=1000, JOBS_STATE_URL=url)
+        return next((r for r in history if r["run_id"] == run["run_id"] and r["status"] != "running"), None)
+
+    return wait_until(ended, timeout=timeout, what=what)
+
+
 def _at(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
@@ -65,18 +75,7 @@ def test_a_restart_on_one_of_two_hosts_lets_its_run_finish_and_no_host_runs_it_t
     wait_until(lambda: any(r.get("message") == "step 1" for r in _records(log)), timeout=20, what="the run going")
     assert fleet[holder].stop() == 0  # at once: the run is its keeper's
     fleet[holder] = start(holder)
-    ended = wait_until(
-        lambda: next(
-            (
-                r
-                for r in deployment.history("long_job", limit=1000, JOBS_STATE_URL=url)
-                if r["run_id"] == run["run_id"] and r["status"] != "running"
-            ),
-            None,
-        ),
-        timeout=60,
-        what="the kept run to end",
-    )
+    ended = _left_running(deployment, url, run, timeout=60, what="the kept run to end")
     for process in fleet.values():
         assert process.stop() == 0
     assert (ended["status"], ended["host"], ended["attempt"]) == ("succeeded", holder, 1), ended
@@ -124,18 +123,7 @@ def test_a_kept_run_whose_lease_another_host_took_is_stopped_and_not_recorded_tw
     )
     os.kill(run["pid"], signal.SIGSTOP)  # the keeper stalls past its lease: the other host takes the run over
     try:
-        wait_until(
-            lambda: next(
-                (
-                    r
-                    for r in deployment.history("long_job", limit=1000, JOBS_STATE_URL=url)
-                    if r["run_id"] == run["run_id"] and r["status"] != "running"
-                ),
-                None,
-            ),
-            timeout=30,
-            what="the run taken over",
-        )
+        _left_running(deployment, url, run, timeout=30, what="the run taken over")
     finally:
         os.kill(run["pid"], signal.SIGCONT)
     wait_until(lambda: not _alive(run["pid"]), timeout=30, what="the keeper to stop its run once it saw the lease gone")
