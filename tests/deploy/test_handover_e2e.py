@@ -64,6 +64,12 @@ def _of(records: list[dict], run_id: str, event: str | None = None) -> list[dict
     return [r for r in records if r.get("run_id") == run_id and (event is None or r.get("event") == event)]
 
 
+def _record(deployment: Deployment, run: dict) -> dict:
+    """The run's one record in the history (asserted one), as it is now."""
+    [record] = [r for r in deployment.history(run["job"], limit=1000) if r["run_id"] == run["run_id"]]
+    return record
+
+
 def _first_long_run(sup: LoggedSupervisor, deployment: Deployment) -> dict:
     sup.wait_for(lambda rs: any(r.get("message") == "step 1" for r in rs), "a long run to be going")
     [run] = [r for r in deployment.history("long_job") if r["status"] == "running"]
@@ -89,7 +95,7 @@ def test_a_restart_lets_the_run_in_flight_finish_once_while_the_new_host_runs_th
     new_host = sup.host_pid()
     assert new_host != old_host
     sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_succeeded"), "the kept run to end", timeout=60)
-    [after] = [r for r in deployment.history("long_job", limit=1000) if r["run_id"] == run["run_id"]]
+    after = _record(deployment, run)
     assert after["status"] == "succeeded", after
     assert _gone(run["pid"]), "the keeper or the run's grandchild outlived the run"
 
@@ -125,7 +131,7 @@ def test_a_stop_still_stops_the_run_within_the_grace_and_leaves_nothing(deployme
     stopped = sup.ctl("stop", "jobs")
     assert "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
     sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_interrupted"), "the kept run to be stopped", timeout=30)
-    [after] = [r for r in deployment.history("long_job", limit=1000) if r["run_id"] == run["run_id"]]
+    after = _record(deployment, run)
     assert after["status"] == "interrupted" and "none started after it" in after["reason"], after
     assert _gone(run["pid"])
 
@@ -136,7 +142,7 @@ def test_a_kept_run_past_its_timeout_is_killed_and_recorded_timed_out(deployment
     run = _first_long_run(sup, deployment)
     sup.ctl("restart", "jobs")
     sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_timed_out"), "the kept run to time out", timeout=30)
-    [after] = [r for r in deployment.history("long_job", limit=1000) if r["run_id"] == run["run_id"]]
+    after = _record(deployment, run)
     assert after["status"] == "timed_out", after
     assert _gone(run["pid"])
 
@@ -153,7 +159,7 @@ def test_two_restarts_in_a_row_still_let_the_run_finish_once(deployment: Deploym
         restarted = sup.ctl("restart", "jobs")
         assert "started" in restarted.stdout, restarted.stdout + restarted.stderr
     sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_succeeded"), "the kept run to end", timeout=60)
-    [after] = [r for r in deployment.history("long_job", limit=1000) if r["run_id"] == run["run_id"]]
+    after = _record(deployment, run)
     assert after["status"] == "succeeded", after
     lines = [r["message"] for r in _of(sup.records(), run["run_id"]) if r.get("stream") == "stdout"]
     assert lines == [f"step {n}" for n in range(10)] + ["no newline at the end"]
@@ -167,7 +173,7 @@ def test_a_host_killed_before_it_could_hand_over_takes_its_run_with_it(deploymen
     os.kill(sup.host_pid(), signal.SIGKILL)
     assert _gone(run["pid"]), "a run outlived a host killed without a hand-over"
     sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_abandoned"), "the next host to record the run abandoned")
-    [after] = [r for r in deployment.history("long_job", limit=1000) if r["run_id"] == run["run_id"]]
+    after = _record(deployment, run)
     assert after["status"] == "abandoned", after
 
 
@@ -179,7 +185,7 @@ def test_a_keeper_killed_after_the_hand_over_is_found_by_the_next_host(deploymen
     sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_kept"), "the keeper to carry the run")
     os.kill(run["pid"], signal.SIGKILL)  # the recorded pid is the keeper's
     sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_abandoned"), "the host to record the run abandoned")
-    [after] = [r for r in deployment.history("long_job", limit=1000) if r["run_id"] == run["run_id"]]
+    after = _record(deployment, run)
     assert after["status"] == "abandoned" and "keeper" in after["reason"], after
     assert _gone(run["pid"]), "the job or its grandchild outlived its keeper"
     # The job runs again: its next slot is no longer behind a kept run.
@@ -277,7 +283,7 @@ def test_a_kept_run_is_cancelled_by_a_person_as_a_run_of_the_host_is(deployment:
     sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_kept"), "the keeper to carry the run")
     cancelled = deployment.cli("cancel", run["run_id"], "--reason", "wrong input file")
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
-    [after] = [r for r in deployment.history("long_job", limit=1000) if r["run_id"] == run["run_id"]]
+    after = _record(deployment, run)
     assert after["status"] == "cancelled" and "wrong input file" in after["reason"], after
     assert _gone(run["pid"])
 
@@ -301,7 +307,7 @@ def test_the_grace_for_a_new_host_starts_when_the_old_one_has_exited(deployment:
     )
     sup.ctl("restart", "jobs")
     sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_succeeded"), "the kept run to end", timeout=60)
-    [after] = [r for r in deployment.history("long_job", limit=1000) if r["run_id"] == run["run_id"]]
+    after = _record(deployment, run)
     assert after["status"] == "succeeded", after
 
 
@@ -314,7 +320,7 @@ def test_a_stop_after_a_restart_still_stops_the_kept_run(deployment: Deployment,
     stopped = sup.ctl("stop", "jobs")
     assert "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
     sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_interrupted"), "the kept run to be stopped", timeout=30)
-    [after] = [r for r in deployment.history("long_job", limit=1000) if r["run_id"] == run["run_id"]]
+    after = _record(deployment, run)
     assert after["status"] == "interrupted" and "none started after it" in after["reason"], after
     assert _gone(run["pid"])
 
