@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -43,8 +44,27 @@ class LoggedSupervisor(Supervisor):
         super().__init__(deployment, JOBS_LOG_FILE=str(self.file), **env)
 
     def records(self) -> list[dict]:
+        """Every line of the log and its backups, oldest first; read again if a writer rotated the
+        files meanwhile (a rename under the reader would skip or repeat a file)."""
+        while True:
+            before = self._files()
+            try:
+                lines = [line for file, _ in before for line in file.read_text().splitlines()]
+            except FileNotFoundError:
+                continue
+            if self._files() == before:
+                return [json.loads(line) for line in lines]
+
+    def _files(self) -> list[tuple[Path, int]]:
+        """The files oldest first, each with its inode (a rotation renames them)."""
         files = sorted(self.file.parent.glob("host.log*"), key=lambda p: p.suffix != ".log" and -int(p.suffix[1:]))
-        return [json.loads(line) for file in files for line in file.read_text().splitlines()]
+        found = []
+        for file in files:
+            try:
+                found.append((file, file.stat().st_ino))
+            except FileNotFoundError:
+                continue
+        return found
 
 
 @pytest.fixture
@@ -350,10 +370,15 @@ def test_a_fork_of_a_thread_job_does_not_keep_a_killed_hosts_runs_alive(deployme
 
 FLOOD = """
 import time
+from pathlib import Path
 from jobhost import job, every
 
 @job(every(2).seconds, overlap="skip")
 def flood():
+    once = Path(__file__).with_name("flooded")
+    if once.exists():  # one flood: the files are read while nothing rotates them
+        return
+    once.write_text("")
     for n in range(20000):
         print("line", n, "x" * 60, flush=n % 50 == 0)
         if n % 2000 == 0:
@@ -368,6 +393,7 @@ def test_a_chatty_kept_run_under_a_quiet_host_keeps_the_log_at_its_size(deployme
     [run] = [r for r in deployment.history("flood") if r["status"] == "running"]
     sup.ctl("restart", "jobs")
     sup.wait_for(lambda rs: _of(rs, run["run_id"], "run_succeeded"), "the kept run to end", timeout=90)
+    sup.ctl("stop", "jobs")  # nothing writes, or rotates, the files while they are read
     lines = [r["message"] for r in _of(sup.records(), run["run_id"]) if r.get("stream") == "stdout"]
     assert [int(line.split()[1]) for line in lines] == list(range(20000))  # once each, in order
     sizes = [path.stat().st_size for path in sup.file.parent.glob("host.log*")]
