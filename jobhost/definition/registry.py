@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import re
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,13 +20,14 @@ from zoneinfo import ZoneInfo
 import schedule as schedule_lib
 
 from jobhost.definition import graph
+from jobhost.definition.callsite import call_site
 from jobhost.definition.dsl import CheckedJob
 from jobhost.definition.graph import dependency_name
 from jobhost.definition.options import Check, given_parameters
 from jobhost.definition.schedules import build_schedule
 from jobhost.definition.spec import OPTION_NAMES, OPTIONS, JobSpec
 from jobhost.definition.timezones import system_zone
-from jobhost.errors import JobDefinitionError, JobhostError, display_path
+from jobhost.errors import JobDefinitionError, JobhostError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,8 +94,7 @@ class Registry:
 
     def job(self, schedule: object = None, **options: Any) -> Callable[[F], F]:
         """Register the decorated function to run on `schedule` (see docs/jobs.md)."""
-        caller = sys._getframe(1)
-        file, line = display_path(caller.f_code.co_filename), caller.f_lineno
+        file, line = call_site()
         if callable(schedule) and not isinstance(schedule, schedule_lib.Job):
             where = JobDefinitionError(
                 "@job needs a schedule, for example @job(every(10).minutes)",

@@ -382,3 +382,33 @@ def test_a_path_is_shown_whole_when_the_working_directory_was_removed(tmp_path, 
     monkeypatch.chdir(gone)
     gone.rmdir()  # os.getcwd() now fails, as under a shell whose directory was deleted
     assert display_path("/srv/jobs/broken.py") == "/srv/jobs/broken.py"
+
+
+def _module_of_jobs(registry: Registry, file: str, count: int, *, first: int = 0) -> dict[str, int]:
+    """Run, as module `file`, `count` decorated jobs with a statement of varied length between
+    them; return each job's name and the line of its decorator."""
+    lines: list[str] = []
+    for number in range(first, first + count):
+        lines += ["@job(every(1).hours)", f"def job_{number}(): ...", f"padding = {list(range(number % 7))}"]
+    exec(compile("\n".join(lines), file, "exec"), {"job": registry.job, "every": registry.every})
+    return {
+        line[4:-7]: index for index, line in enumerate(lines) if line.startswith("def ")
+    }  # 1-based: the line before
+
+
+def test_a_module_of_thousands_of_jobs_records_each_decorators_line(registry, tmp_path):
+    expected = _module_of_jobs(registry, str(tmp_path / "many.py"), 3000)
+
+    recorded = {name: spec.line for name, spec in registry.jobs.items()}
+    assert recorded == expected
+    assert {spec.file for spec in registry.jobs.values()} == {str(tmp_path / "many.py")}
+
+
+def test_jobs_from_modules_in_turn_each_get_their_own_file_and_line(registry, tmp_path):
+    first = _module_of_jobs(registry, str(tmp_path / "a.py"), 5)
+    second = _module_of_jobs(registry, str(tmp_path / "b.py"), 5, first=5)
+    again = _module_of_jobs(registry, str(tmp_path / "a.py"), 5, first=10)
+
+    for names, file in ((first, "a.py"), (second, "b.py"), (again, "a.py")):
+        for name, line in names.items():
+            assert (registry.jobs[name].file, registry.jobs[name].line) == (str(tmp_path / file), line)
