@@ -44,6 +44,18 @@ _SPIN = 0.0005  # seconds before it spent awake, reading the clock
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
 
 
+def _load_prctl() -> Any:
+    """libc's prctl, looked up once in the host: a run's process then calls it without loading
+    anything (each page it touches after the fork is a page copied)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux with a C library ctypes can open
+        return None
+
+
+_prctl = _load_prctl()
+
+
 class Terminated(BaseException):
     """Raised in the job when the host stops the run (timeout or host stop).
 
@@ -201,10 +213,19 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def write_result(path: Path, outcome: dict[str, Any]) -> None:
-    """Write the outcome atomically (a reader sees all of it or nothing)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(outcome, default=repr))
-    os.replace(partial, path)
+    """Write the outcome atomically (a reader sees all of it or nothing). Plain system calls, no
+    pathlib or text layers: this runs in the run's process, where each page touched is copied."""
+    final = os.fspath(path)
+    partial = final + ".partial"
+    data = json.dumps(outcome, default=repr).encode("utf-8", "backslashreplace")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    os.replace(partial, final)
 
 
 def read_result(path: Path) -> dict[str, Any] | None:
@@ -217,23 +238,20 @@ def read_result(path: Path) -> dict[str, Any] | None:
 
 def set_process_name(name: str) -> None:
     """Name the process (as `ps -o comm`, `top` and `pgrep` show it) so runs stand apart from the host."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    if _prctl is not None:
+        _prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 def _set_timer_slack(nanoseconds: int) -> None:
     """How late Linux may wake this process from a timed wait (it groups wakeups to save power)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(_PR_SET_TIMERSLACK, ctypes.c_ulong(nanoseconds), 0, 0, 0)
+    if _prctl is not None:
+        _prctl(_PR_SET_TIMERSLACK, ctypes.c_ulong(nanoseconds), 0, 0, 0)
 
 
 def _die_with_parent() -> None:
     """Ask Linux to kill this process if the host dies, so no run outlives it unseen."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _text_stream(fd: int) -> io.TextIOWrapper:
