@@ -3,8 +3,9 @@
 Every job is due at the next multiple of 20 s. The burst is over when every job has
 started once, or when no job has started for `QUIET` seconds. A job that never started
 for that instant is lost (APScheduler drops a run more than its misfire grace, 1 s,
-late). The host's CPU (its own process, all threads: forks, state writes, log lines;
-not the runs' own processes) is divided by the runs it started.
+late). The jobs are no-ops, so a run returns as it starts. CPU is divided by the runs
+started, twice: the scheduler's own process (all threads: forks, state writes, log lines),
+and its whole tree (its pool's workers, and every run's process, also those that ended).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class Burst:
     jobs: int
     started: int  # distinct jobs that started for the burst's instant
     took_s: float  # from the instant to the last start
-    host_cpu_ms_per_run: float
+    host_cpu_ms_per_run: float  # the scheduler's own process
+    tree_cpu_ms_per_run: float  # and its workers and every run's process, ended ones included
+    offsets: list[float]  # seconds from the instant to each start, in order
 
     @property
     def lost(self) -> int:
@@ -41,7 +44,7 @@ def measure_burst(peer: Peer, jobs: int) -> Burst:
         if instant - time.time() < 1.0:  # too close to be sure the peer has it queued
             instant += BURST_EVERY
         time.sleep(max(0.0, instant - time.time() - 0.5))
-        cpu0, _ = running.cpu_and_wakeups(tree=False)
+        own0, tree0 = running.cpu_with_reaped()
         last_count, last_change = 0, time.monotonic()
         deadline = time.monotonic() + LONGEST
         while time.monotonic() < deadline:
@@ -53,10 +56,11 @@ def measure_burst(peer: Peer, jobs: int) -> Burst:
                 last_count, last_change = len(stamps), time.monotonic()
             elif time.time() > instant + QUIET and time.monotonic() - last_change > QUIET:
                 break
-        cpu1, _ = running.cpu_and_wakeups(tree=False)
+        own1, tree1 = running.cpu_with_reaped()
     finally:
         running.stop()
     stamps = [(n, at) for n, at in read_stamps(peer.out) if instant <= at < instant + BURST_EVERY]
     started = len({n for n, _ in stamps})
-    took = max((at for _, at in stamps), default=instant) - instant
-    return Burst(jobs, started, took, (cpu1 - cpu0) * 1000 / max(1, len(stamps)))
+    offsets = sorted(at - instant for _, at in stamps)
+    per = 1000 / len(stamps) if stamps else float("nan")  # no run started: no cost a run to tell
+    return Burst(jobs, started, offsets[-1] if offsets else 0.0, (own1 - own0) * per, (tree1 - tree0) * per, offsets)

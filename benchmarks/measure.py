@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks.peers.generated import module_of_jobs
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 JOBS_PACKAGE = "from benchmarks.peers.jobhost_jobs import *  # noqa: F403\n"
@@ -44,6 +46,10 @@ def jobhost_peer(name: str, out: Path, work: Path, mode: str, count: int = 1, **
     package = work / f"bench_jobs_{os.getpid()}"
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").write_text(JOBS_PACKAGE)
+    for stale in package.glob("scale_*.py"):
+        stale.unlink()
+    if mode == "scale":  # the jobs as a person writes them, in a module of the package
+        (package / f"scale_{count}.py").write_text(f"OUT = {str(out)!r}\n" + module_of_jobs("jobhost", count))
     state = work / f"state-{mode}-{count}-{time.monotonic_ns()}.sqlite3"
     settings = {
         "JOBS_DIR": str(package),
@@ -113,6 +119,31 @@ class Running:
             except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
                 pass
         return cpu, switches
+
+    def cpu_with_reaped(self) -> tuple[float, float]:
+        """(the process's own seconds on a CPU, the whole tree's), where the tree counts what every
+        process that has already ended used too: each member's own time (schedstat, ns) plus what
+        its reaped children used (cutime and cstime, in ticks). A run's process lives for
+        milliseconds, so it is gone before any look; its parent's counters keep its cost."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        own, tree = 0.0, 0.0
+        for member in self.members():
+            try:
+                mine = (
+                    sum(
+                        int((task / "schedstat").read_text().split()[0])
+                        for task in Path(f"/proc/{member.pid}/task").iterdir()
+                    )
+                    / 1e9
+                )
+                fields = Path(f"/proc/{member.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                reaped = (int(fields[13]) + int(fields[14])) / ticks  # cutime, cstime: fields 16 and 17
+            except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+                continue
+            if member is self.tree:
+                own = mine
+            tree += mine + reaped
+        return own, tree
 
     def rss_mib(self) -> float:
         total = 0

@@ -47,6 +47,7 @@ class StoreSpeed:
     query_ms: float  # the store's history query, median
     command_ms: float  # `jobs.py history job_7 --limit 20`, median, as a new process
     startup_ms: float  # `jobs.py --help`, the same process without the query
+    others_ms: dict[str, float]  # the other read-only commands, each as a new process, median
 
 
 def _fill_sqlite(path: Path) -> None:
@@ -88,12 +89,18 @@ def measure_store(url: str, work: Path) -> StoreSpeed:
         store.close()
     env = {**os.environ, "JOBS_STATE_URL": url, "JOBS_DIR": str(ROOT / "benchmarks" / "history_jobs")}
 
-    def command(*args: str) -> None:
-        subprocess.run([PYTHON, str(ROOT / "jobs.py"), *args], env=env, check=True, capture_output=True)
+    def command(*args: str, check: bool = True) -> None:
+        subprocess.run([PYTHON, str(ROOT / "jobs.py"), *args], env=env, check=check, capture_output=True)
 
+    others = {
+        "list": lambda: command("list"),
+        "next job_7": lambda: command("next", "job_7"),
+        "health": lambda: command("health", check=False),  # no loop runs: exit 1, said in a line
+    }
     return StoreSpeed(
         rate,
         query,
         _median_ms(lambda: command("history", "job_7", "--limit", "20"), COMMANDS),
         _median_ms(lambda: command("--help"), COMMANDS),
+        {name: _median_ms(call, COMMANDS) for name, call in others.items()},
     )

@@ -27,8 +27,11 @@ class Timing:
     drift_ms: float | None  # per run; None when the peer's runs are not every second
 
 
-def run_for(peer: Peer, seconds: float) -> list[float]:
-    """The start times of the peer's job over `seconds` after it is ready."""
+def run_for(peer: Peer, seconds: float, phase: float = 0.0) -> list[float]:
+    """The start times of the peer's job over `seconds` after it is ready. The peer is started
+    `phase` of a second after a whole second, so that repeats at different phases meet the
+    due seconds at different points of the peer's start and of its timers."""
+    time.sleep((phase - time.time()) % 1.0)
     running = Running(peer)
     try:
         running.wait_ready()
