@@ -220,9 +220,7 @@ def write_result(path: Path, outcome: dict[str, Any]) -> None:
     data = json.dumps(outcome, default=repr).encode("utf-8", "backslashreplace")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
     finally:
         os.close(fd)
     os.replace(partial, final)
@@ -277,11 +275,14 @@ class _Control:
         file of the job's (which must not get the host's messages)."""
         if _identity(self.fd) != self._pipe:
             raise OSError(errno.EBADF, "the pipe to the host was closed by the job")
-        data = (json.dumps(message, default=repr) + "\n").encode("utf-8", "backslashreplace")
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+        _write_all(self.fd, (json.dumps(message, default=repr) + "\n").encode("utf-8", "backslashreplace"))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd`, however many writes it takes (a pipe takes part at a time)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _identity(fd: int) -> tuple[int, int]:
