@@ -113,8 +113,7 @@ class Running:
         cpu, switches = 0.0, 0
         for member in self.members() if tree else [self.tree]:
             try:
-                for task in Path(f"/proc/{member.pid}/task").iterdir():
-                    cpu += int((task / "schedstat").read_text().split()[0]) / 1e9
+                cpu += _own_cpu(member.pid)
                 switches += member.num_ctx_switches().voluntary
             except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
                 pass
@@ -129,13 +128,7 @@ class Running:
         own, tree = 0.0, 0.0
         for member in self.members():
             try:
-                mine = (
-                    sum(
-                        int((task / "schedstat").read_text().split()[0])
-                        for task in Path(f"/proc/{member.pid}/task").iterdir()
-                    )
-                    / 1e9
-                )
+                mine = _own_cpu(member.pid)
                 fields = Path(f"/proc/{member.pid}/stat").read_text().rsplit(")", 1)[1].split()
                 reaped = (int(fields[13]) + int(fields[14])) / ticks  # cutime, cstime: fields 16 and 17
             except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
@@ -159,3 +152,9 @@ class Running:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def _own_cpu(pid: int) -> float:
+    """Seconds on a CPU of the process's threads (/proc/PID/task/*/schedstat, in ns: finer than
+    the 10 ms ticks of cpu_times); not its children's."""
+    return sum(int((task / "schedstat").read_text().split()[0]) for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
